@@ -1,0 +1,3 @@
+from opcd.cli import main
+
+raise SystemExit(main())

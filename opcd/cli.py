@@ -1,0 +1,355 @@
+"""The ``opcd`` command line.
+
+Exit codes: 0 success, 1 a deploy/rollback/health check that ran and failed, 2 bad input (nothing
+was changed). Errors are one line on stderr: ``error: what is wrong — how to fix it``.
+
+Flows and tasks are imported inside the commands that run them, so ``--help`` and
+``config check`` stay fast and never start Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opcd import __version__
+from opcd.config import Config, config_path, load_config
+from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.versions import check_version
+
+EPILOG = """examples:
+  opcd sandbox up --detach                     start the embedded AWS (demo, tests)
+  opcd deploy backend --env dev --version v2   build, deploy blue/green, check health
+  opcd rollback backend --env dev --to v1      move live back to v1 (health-checked)
+  opcd status --env dev                        what is live where
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opcd",
+        description="Continuous delivery for OutreachPass on Prefect: build, deploy blue/green, roll back.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="opcd.toml to use (default: $OPCD_CONFIG or ./opcd.toml)")
+    parser.add_argument("--version", action="version", version=f"opcd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    config = sub.add_parser("config", help="check opcd.toml").add_subparsers(dest="action", required=True)
+    check = config.add_parser("check", help="validate opcd.toml; list every problem with its key path")
+    check.add_argument("path", nargs="?", help="file to check (default: the --config file)")
+
+    sandbox = sub.add_parser("sandbox", help="the embedded AWS on 127.0.0.1 (moto + invoke shim + gateway)")
+    sandbox_sub = sandbox.add_subparsers(dest="action", required=True)
+    sb_up = sandbox_sub.add_parser("up", help="start and seed the sandbox (foreground unless --detach)")
+    sb_up.add_argument("--port", type=int, default=4566, help="port on 127.0.0.1 (default 4566; 0 picks a free one)")
+    sb_up.add_argument("--detach", action="store_true", help="run in the background and return once it answers")
+    sandbox_sub.add_parser("down", help="stop the background sandbox")
+    sandbox_sub.add_parser("env", help="print export lines that point AWS tools at the sandbox")
+
+    deploy = sub.add_parser("deploy", help="deploy one component to one environment")
+    deploy.add_argument("component", help="a component of opcd.toml, e.g. backend")
+    deploy.add_argument("--env", required=True, dest="environment", help="environment, e.g. dev")
+    deploy.add_argument("--version", required=True, dest="app_version", help="version to deploy, e.g. v2 or 1.4.0")
+    deploy.add_argument("--git-sha", help="commit the version was built from (recorded in metadata)")
+    deploy.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+
+    rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
+    rollback.add_argument("component")
+    rollback.add_argument("--env", required=True, dest="environment")
+    target = rollback.add_mutually_exclusive_group()
+    target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
+    target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
+    rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+
+    status = sub.add_parser("status", help="what is live in each environment")
+    status.add_argument("--env", dest="environment", help="only this environment")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    health = sub.add_parser("health", help="check a health URL: N consecutive 2xx answers")
+    health.add_argument("url")
+    health.add_argument("--successes", type=int, default=3, help="consecutive 2xx answers needed (default 3)")
+    health.add_argument("--attempts", type=int, default=10, help="requests before giving up (default 10)")
+    health.add_argument("--interval", type=float, default=1.0, help="seconds between requests (default 1)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    health.add_argument("--expect-version", help="fail unless the answer names this version")
+    return parser
+
+
+def _print_target(config: Config) -> Any:
+    from opcd.aws import resolve_target
+
+    target = resolve_target(config.state_dir(), config.project.region)
+    print(target.describe(), flush=True)
+    return target
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = config_path(args.path or args.config)
+    config = load_config(path)
+    print(f"{path}: ok ({len(config.components)} components, {len(config.environments)} environments)")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    commands = importlib.import_module("opcd.sandbox.commands")  # the sandbox is not product code
+    path = config_path(args.config)
+    if args.action == "up":
+        result: int = commands.up(path, args.port, args.detach)
+    elif args.action == "down":
+        result = commands.down(path)
+    else:
+        result = commands.env(path)
+    return result
+
+
+class _ExpectedErrorsWithoutTraceback(logging.Filter):
+    """On the console, an OpcdError is its one-line message; the Prefect UI keeps everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OpcdError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_console() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ExpectedErrorsWithoutTraceback) for f in handler.filters):
+            handler.addFilter(_ExpectedErrorsWithoutTraceback())
+
+
+def _run_flow(flow: Any, **params: Any) -> dict[str, Any]:
+    """Run a flow in this process; turn a Failed run back into the OpcdError it raised."""
+    _quiet_console()
+    state = flow(**params, return_state=True)
+    if state.is_completed():
+        result: dict[str, Any] = state.result()
+        return result
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, OpcdError):
+        raise error
+    raise DeployFailed(f"flow run ended {state.name}: {error}")
+
+
+def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, Any]:
+    """Check the request before Prefect starts: bad input fails fast and changes nothing."""
+    from flows.lambda_deploy import plan_lambda_deploy
+
+    config = load_config(args.config)
+    config.component(args.component)
+    config.environment(args.environment)
+    if version is not None:
+        check_version(version)
+    target = _print_target(config)
+    plan_lambda_deploy(args.component, args.environment, version, str(config_path(args.config)))
+    return config, target
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    config, target = _preflight(args, args.app_version)
+    if args.dry_run:
+        return _dry_run_deploy(args, config, target)
+    flows = {"backend": "flows.lambda_deploy:deploy_backend"}
+    if args.component not in flows:
+        raise InputError(f"no deploy flow for component {args.component!r} yet", f"available: {', '.join(flows)}")
+    module, _, name = flows[args.component].partition(":")
+    flow = getattr(importlib.import_module(module), name)
+    result = _run_flow(
+        flow, environment=args.environment, version=args.app_version, git_sha=args.git_sha,
+        config_path=str(config_path(args.config).resolve()),
+    )  # fmt: skip
+    if result["outcome"] == "noop":
+        print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
+    else:
+        print(
+            f"deployed {args.component} {args.app_version} to {args.environment}:"
+            f" live on Lambda version {result['live_lambda_version']}"
+        )
+    return 0
+
+
+def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> int:
+    from tasks.build import source_hash
+    from tasks.lambda_functions import read_live
+    from tasks.s3_artifacts import artifact_key
+
+    function = config.function_name(args.component, args.environment)
+    live = read_live(target, function)
+    comp = config.component(args.component)
+    hashed = source_hash(comp, config.source_dir(args.component))
+    bucket = config.project.artifact_bucket
+    key = artifact_key(args.component, args.app_version)
+    try:
+        body = target.client("s3").get_object(
+            Bucket=bucket, Key=artifact_key(args.component, args.app_version, "metadata.json")
+        )
+        stored = json.loads(body["Body"].read())
+    except Exception:
+        stored = None
+    env = config.environment(args.environment)
+    print(f"dry run: deploy {args.component} {args.app_version} to {args.environment} ({function})")
+    print(f"  live now: {live.app_version or 'not deployed by opcd'} (Lambda version {live.lambda_version})")
+    if stored and stored.get("source_hash") != hashed:
+        print(f"  artifact: s3://{bucket}/{key} exists, built from OTHER source — the deploy would refuse")
+        return 2
+    print(f"  artifact: {'reuse' if stored else 'build and upload'} s3://{bucket}/{key}")
+    if live.app_version == args.app_version and stored and live.code_sha256 == stored.get("code_sha256"):
+        print("  nothing to do: that version is already live")
+        return 0
+    steps = ["update code from S3, verify sha256, publish a version"]
+    if comp.migrations:
+        steps.append(f"migrations: {comp.migrations.command}")
+    steps += [f"smoke: {s.method} {s.path} → {s.expect_status}" for s in comp.smoke]
+    steps.append(f"shift live → new version ({env.traffic})")
+    if args.component in env.health:
+        steps.append(f"health: {env.health[args.component]} ({env.health_check.successes} consecutive)")
+    if env.alarms:
+        steps.append(f"alarms: {', '.join(env.alarms)}")
+    steps.append("on failure after the shift: roll live back automatically")
+    for number, step in enumerate(steps, 1):
+        print(f"  {number}. {step}")
+    print("no changes made (dry run)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    config, target = _preflight(args, args.to_version)
+    if args.dry_run:
+        from flows.lambda_deploy import plan_lambda_deploy
+        from flows.rollback import choose_version
+        from tasks.lambda_functions import read_live
+
+        plan = plan_lambda_deploy(args.component, args.environment, args.to_version, str(config_path(args.config)))
+        live = read_live(target, plan.function)
+        version, app = choose_version(plan, live, args.to_version, args.to_lambda_version)
+        print(
+            f"dry run: {plan.function}:live would move from Lambda version {live.lambda_version}"
+            f" ({live.app_version}) to {version} ({app})"
+        )
+        print("no changes made (dry run)")
+        return 0
+    from flows.rollback import rollback
+
+    result = _run_flow(
+        rollback, component=args.component, environment=args.environment, to_version=args.to_version,
+        to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
+    )  # fmt: skip
+    if result["outcome"] == "noop":
+        print(f"{args.component} in {args.environment} is already on {result['version']}: nothing changed")
+    else:
+        print(
+            f"rolled back {args.component} in {args.environment} to {result['live_version']}"
+            f" (Lambda version {result['live_lambda_version']})"
+        )
+    return 0
+
+
+def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
+    from tasks.lambda_functions import read_live
+    from tasks.ledger import read_latest
+
+    envs = [environment] if environment else list(config.environments)
+    rows = []
+    for env_name in envs:
+        env = config.environment(env_name)
+        for comp, function in env.functions.items():
+            live = read_live(target, function)
+            latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
+            recorded = latest.get("live_lambda_version")
+            rows.append({
+                "component": comp, "environment": env_name, "function": function,
+                "version": live.app_version, "lambda_version": live.lambda_version,
+                "split": live.weights or None,
+                "deployed_at": latest.get("finished_at"), "flow_run": latest.get("flow_run_name"),
+                "flow_run_id": latest.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+                "drift": bool(recorded and recorded != live.lambda_version),
+            })  # fmt: skip
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.environment:
+        config.environment(args.environment)
+    if args.json:
+        from opcd.aws import resolve_target
+
+        target = resolve_target(config.state_dir(), config.project.region)
+        print(json.dumps(status_rows(config, target, args.environment), indent=2))
+        return 0
+    target = _print_target(config)
+    rows = status_rows(config, target, args.environment)
+    header = ("COMPONENT", "ENV", "LIVE", "LAMBDA", "DEPLOYED AT", "LAST RUN", "OUTCOME")
+    table = [header] + [
+        (
+            r["component"], r["environment"], r["version"] or "-", r["lambda_version"],
+            r["deployed_at"] or "-", r["flow_run"] or "-",
+            (r["last_outcome"] or "-") + (" DRIFT: ledger disagrees with live" if r["drift"] else ""),
+        )
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from opcd.aws import resolve_target
+    from opcd.config import HealthCheck
+    from tasks.health import wait_healthy
+
+    url = args.url
+    try:
+        config = load_config(args.config)
+        url = resolve_target(config.state_dir(), config.project.region).resolve_url(url)
+    except InputError:
+        pass  # no opcd.toml here: check the URL as given
+    settings = HealthCheck(
+        successes=args.successes, attempts=args.attempts, interval=args.interval, timeout=args.timeout
+    )
+    if url != args.url:
+        print(f"checking {args.url} (served by the sandbox at {url})")
+    report = wait_healthy(
+        url,
+        settings,
+        args.expect_version,
+        on_probe=lambda p: print(f"  {'ok  ' if p.ok else 'FAIL'} {p.detail}", flush=True),
+    )
+    report.url = args.url
+    print(report.summary())
+    return 0 if report.healthy else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "config": cmd_config_check,
+    "sandbox": cmd_sandbox,
+    "deploy": cmd_deploy,
+    "rollback": cmd_rollback,
+    "status": cmd_status,
+    "health": cmd_health,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from CI
+    try:
+        return COMMANDS[args.command](args)
+    except OpcdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

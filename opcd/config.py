@@ -1,0 +1,275 @@
+"""The delivery configuration, ``opcd.toml``, as typed pydantic models.
+
+``load_config`` reads and validates the file; every problem is reported with its key path and
+what was expected (``environments.prod.functions.backend: missing``), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from opcd.errors import ConfigError, UnknownName
+
+DEFAULT_CONFIG = "opcd.toml"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+
+
+def parse_duration(value: Any) -> float:
+    """``"24h"`` → 86400.0; plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '5m' or '24h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as '30s', '5m' or '24h', got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Project(_Model):
+    name: str = Field(description="Name of the project, used in tags and messages.")
+    region: str = Field(default="us-east-1", description="AWS region of every resource.")
+    artifact_bucket: str = Field(description="S3 bucket that keeps built artifacts and the ledger.")
+    artifact_retention_days: int = Field(default=30, ge=1, le=3650)
+
+
+class Migrations(_Model):
+    command: str = Field(description="Command run from the built package, e.g. python -m app.migrate")
+    timeout: Duration = 300.0
+
+
+class SmokeCheck(_Model):
+    """One pre-traffic invoke of the new version with an HTTP API (v2) event."""
+
+    path: str = Field(pattern=r"^/")
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] = "GET"
+    expect_status: int = Field(default=200, ge=100, le=599)
+    body_contains: str | None = None
+
+
+class EventRule(_Model):
+    name: str
+    schedule: str | None = None
+    event_pattern: dict[str, Any] | None = None
+    input: dict[str, Any] | None = None
+
+
+class Component(_Model):
+    kind: Literal["lambda", "apprunner"]
+    source: str = Field(description="Directory of the component's source, relative to opcd.toml.")
+    handler: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
+    runtime: Literal["python3.11", "python3.12", "python3.13"] = "python3.12"
+    architecture: Literal["x86_64"] = "x86_64"
+    requirements: str = "requirements.txt"
+    migrations: Migrations | None = None
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+    sample_event: str | None = None
+    rules: list[EventRule] = Field(default_factory=list)
+    repository: str | None = None
+
+
+class Approval(_Model):
+    approvers: list[str] = Field(min_length=1)
+    timeout: Duration = 86400.0
+    poll_interval: Duration = 5.0
+
+
+class HealthCheck(_Model):
+    """How a post-traffic health URL is judged healthy."""
+
+    successes: int = Field(default=3, ge=1, le=100, description="Consecutive 2xx answers needed.")
+    attempts: int = Field(default=10, ge=1, le=1000, description="Requests before giving up.")
+    interval: Duration = 1.0
+    timeout: Duration = 5.0
+
+
+class Environment(_Model):
+    approval: Literal[False] | Approval = False
+    functions: dict[str, str] = Field(default_factory=dict)
+    services: dict[str, str] = Field(default_factory=dict)
+    health: dict[str, str] = Field(default_factory=dict)
+    health_check: HealthCheck = HealthCheck()
+    alarms: list[str] = Field(default_factory=list)
+    database_secret: str | None = Field(
+        default=None, description="Secrets Manager secret holding the database URL (migrations)."
+    )
+    traffic: str = "all-at-once"
+
+    @field_validator("health")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+                raise ValueError(f"health.{name}: expected an http(s) URL, got {url!r}")
+        return value
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic(cls, value: str) -> str:
+        if value != "all-at-once":
+            raise ValueError("only 'all-at-once' is supported so far")
+        return value
+
+
+class SlackSettings(_Model):
+    webhook_secret: str | None = None
+    channel: str | None = None
+
+
+class EmailSettings(_Model):
+    sender: str
+    to: list[str] = Field(min_length=1)
+
+
+class Notifications(_Model):
+    slack: SlackSettings | None = None
+    email: EmailSettings | None = None
+
+
+class Config(_Model):
+    project: Project
+    components: dict[Annotated[str, Field(pattern=_NAME)], Component]
+    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment]
+    notifications: Notifications = Notifications()
+
+    # Where the file was read from; relative paths in it are relative to this directory.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def component(self, name: str) -> Component:
+        if name not in self.components:
+            raise UnknownName(
+                f"unknown component {name!r}",
+                f"opcd.toml defines: {', '.join(sorted(self.components)) or 'none'}",
+            )
+        return self.components[name]
+
+    def environment(self, name: str) -> Environment:
+        if name not in self.environments:
+            raise UnknownName(
+                f"unknown environment {name!r}",
+                f"opcd.toml defines: {', '.join(sorted(self.environments)) or 'none'}",
+            )
+        return self.environments[name]
+
+    def function_name(self, component: str, environment: str) -> str:
+        """The Lambda function that ``component`` runs as in ``environment``."""
+        self.component(component)
+        env = self.environment(environment)
+        if component not in env.functions:
+            raise ConfigError(
+                f"environments.{environment}.functions.{component}: missing",
+                "name the Lambda function of this component in opcd.toml",
+            )
+        return env.functions[component]
+
+    def source_dir(self, component: str) -> Path:
+        return (self.root / self.component(component).source).resolve()
+
+    def state_dir(self) -> Path:
+        """Where opcd keeps local state (the sandbox's endpoints): ``.opcd`` beside opcd.toml."""
+        return self.root / ".opcd"
+
+
+def _problems_from(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
+        # pydantic puts the union member name in the path ("approval.Approval.approvers"); drop it
+        loc = [p for p in loc if p not in ("Approval", "literal[False]", "bool")]
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "missing":
+            message = "missing"
+        elif kind == "extra_forbidden":
+            message = "unknown key (check its spelling against the README's opcd.toml reference)"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{path}: {message}")
+    return sorted(set(problems))
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems = []
+    for cname, comp in config.components.items():
+        if comp.kind == "lambda" and not comp.handler:
+            problems.append(f"components.{cname}.handler: missing (a lambda needs a handler)")
+        if comp.kind == "apprunner" and not comp.repository:
+            problems.append(f"components.{cname}.repository: missing (an apprunner needs an ECR repository)")
+        if not (config.root / comp.source).is_dir():
+            problems.append(f"components.{cname}.source: directory {comp.source!r} does not exist")
+    for ename, env in config.environments.items():
+        for cname, comp in config.components.items():
+            table = "functions" if comp.kind == "lambda" else "services"
+            if cname not in getattr(env, table):
+                problems.append(f"environments.{ename}.{table}.{cname}: missing")
+        for table in ("functions", "services", "health"):
+            for cname in getattr(env, table):
+                if cname not in config.components:
+                    problems.append(f"environments.{ename}.{table}.{cname}: no component {cname!r} in [components]")
+        if any(c.migrations for c in config.components.values()) and env.database_secret is None:
+            problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
+    return problems
+
+
+def parse_config(data: dict[str, Any], root: Path) -> Config:
+    """Validate an already-parsed TOML document; raise ConfigError listing every problem."""
+    try:
+        config = Config.model_validate({**data, "root": root})
+    except ValidationError as exc:
+        problems = _problems_from(exc)
+    else:
+        problems = _cross_checks(config)
+        if not problems:
+            return config
+    raise ConfigError(
+        "invalid opcd.toml:\n  " + "\n  ".join(problems),
+        "fix the keys above; `opcd config check` shows them again",
+    )
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--config``, else ``OPCD_CONFIG``, else ``./opcd.toml``."""
+    return Path(explicit or os.environ.get("OPCD_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(file)!r} not found",
+            "run opcd from the project's root, or pass --config PATH / set OPCD_CONFIG",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(file)!r}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}", "fix the syntax at that line") from exc
+    return parse_config(data, file.resolve().parent)

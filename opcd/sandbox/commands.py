@@ -1,0 +1,83 @@
+"""``opcd sandbox up|down|env``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+from opcd.config import load_config
+from opcd.sandbox.seed import seed
+from opcd.sandbox.server import (
+    SandboxServer,
+    export_lines,
+    is_running,
+    read_info,
+    start_detached,
+    stop_running,
+    write_info,
+)
+
+
+def up(config_path: Path, port: int, detach: bool) -> int:
+    config = load_config(config_path)
+    state = config.state_dir()
+    info = read_info(state)
+    if is_running(info):
+        assert info is not None
+        print(f"sandbox already running at {info['aws_endpoint_url']} (pid {info['pid']})")
+        return 0
+    if detach:
+        info = start_detached(config_path.resolve(), state, port)
+        print(f"sandbox running at {info['aws_endpoint_url']} (pid {info['pid']}); stop it with `opcd sandbox down`")
+        return 0
+    work = state / "sandbox"
+    shutil.rmtree(work, ignore_errors=True)  # moto starts empty, so does everything beside it
+    server = SandboxServer(work, config.project.region, port).start()
+    started = time.perf_counter()
+    gateway = seed(config, server.url, work)
+
+    info = {
+        "aws_endpoint_url": server.url,
+        "region": config.project.region,
+        "pid": os.getpid(),
+        "gateway": gateway,
+        "config": str(config_path.resolve()),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_info(state, info)
+    print(f"sandbox listening on {server.url} (seeded in {time.perf_counter() - started:.1f}s)")
+    for env_name, env in config.environments.items():
+        for comp, fn in env.functions.items():
+            print(f"  {env_name}: Lambda {fn} ({comp}) with alias live → version 1")
+    for origin, local in gateway.items():
+        print(f"  gateway: {origin} → {local}")
+    print(f"endpoints written to {state / 'sandbox.json'}; Ctrl-C or `opcd sandbox down` stops it")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    current = read_info(state)
+    if current and current.get("pid") == info["pid"]:
+        (state / "sandbox.json").unlink(missing_ok=True)
+    print("sandbox stopped")
+    return 0
+
+
+def down(config_path: Path) -> int:
+    print(stop_running(load_config(config_path).state_dir()))
+    return 0
+
+
+def env(config_path: Path) -> int:
+    info = read_info(load_config(config_path).state_dir())
+    if not is_running(info):
+        print("# no sandbox is running: start one with `opcd sandbox up --detach`")
+        return 1
+    assert info is not None
+    print("\n".join(export_lines(info)))
+    return 0

@@ -1,0 +1,98 @@
+"""Create in the sandbox what Terraform creates in a real account for the configured environments."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+
+from opcd.config import Config
+
+ROLE_NAME = "opcd-sandbox-lambda"
+_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+# What a function holds before its first deploy: Terraform creates it with a placeholder package.
+_PLACEHOLDER = """import json
+
+
+def {func}(event, context):
+    return {{"statusCode": 200, "headers": {{"content-type": "application/json"}},
+            "body": json.dumps({{"status": "ok", "version": "placeholder"}})}}
+"""
+
+
+def placeholder_zip(handler: str) -> bytes:
+    module, _, func = handler.rpartition(".")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(module.replace(".", "/") + ".py", _PLACEHOLDER.format(func=func))
+    return buffer.getvalue()
+
+
+def seed(config: Config, endpoint_url: str, data_dir: Path) -> dict[str, str]:
+    """Create bucket, role, functions (version 1 + ``live``), alarms and secrets.
+
+    Returns the gateway map: public origin of each health URL → local gateway URL.
+    """
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=config.project.region
+    )
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint_url)
+
+    s3, iam, lam, cw, sm = (client(s) for s in ("s3", "iam", "lambda", "cloudwatch", "secretsmanager"))
+    if config.project.region == "us-east-1":
+        s3.create_bucket(Bucket=config.project.artifact_bucket)
+    else:
+        s3.create_bucket(
+            Bucket=config.project.artifact_bucket,
+            CreateBucketConfiguration={"LocationConstraint": config.project.region},
+        )
+    role_arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(_TRUST))["Role"]["Arn"]
+    gateway: dict[str, str] = {}
+    for env_name, env in config.environments.items():
+        database_url = f"sqlite:///{(data_dir / f'{config.project.name}-{env_name}.db').resolve()}"
+        if env.database_secret:
+            sm.create_secret(Name=env.database_secret, SecretString=database_url)
+        for comp_name, function_name in env.functions.items():
+            comp = config.components[comp_name]
+            assert comp.handler is not None
+            lam.create_function(
+                FunctionName=function_name,
+                Runtime=comp.runtime,
+                Role=role_arn,
+                Handler=comp.handler,
+                Code={"ZipFile": placeholder_zip(comp.handler)},
+                Timeout=15,
+                MemorySize=256,
+                Architectures=[comp.architecture],
+                Environment={"Variables": {"APP_ENV": env_name, "DATABASE_URL": database_url}},
+                Tags={"opcd:project": config.project.name, "opcd:component": comp_name},
+            )
+            version = lam.publish_version(FunctionName=function_name, Description="placeholder (terraform)")
+            lam.create_alias(FunctionName=function_name, Name="live", FunctionVersion=version["Version"])
+            if comp_name in env.health:
+                parts = urlsplit(env.health[comp_name])
+                gateway[f"{parts.scheme}://{parts.netloc}"] = f"{endpoint_url}/_gateway/{function_name}"
+        for alarm in env.alarms:
+            cw.put_metric_alarm(
+                AlarmName=alarm,
+                Namespace="AWS/Lambda",
+                MetricName="Errors",
+                Statistic="Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=1.0,
+                ComparisonOperator="GreaterThanOrEqualToThreshold",
+                TreatMissingData="notBreaching",
+            )
+            cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
+    return gateway

@@ -1,0 +1,284 @@
+"""The sandbox server: moto behind a small WSGI layer that adds Lambda invoke and a gateway."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import httpx
+
+from opcd.errors import InputError
+
+SANDBOX_FILE = "sandbox.json"
+ACCOUNT_ID = "123456789012"
+_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+_GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/]+)(?P<path>/.*)?$")
+_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
+
+StartResponse = Callable[..., Any]
+
+
+def _configure_moto() -> None:
+    # Must happen before any function exists, or moto's Docker backend hides them.
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("lambda", {})["use_docker"] = False
+
+
+class SandboxApp:
+    """WSGI app: ``/_opcd/*`` control, Lambda invoke shim, API gateway, else moto."""
+
+    def __init__(self, work_dir: Path, region: str) -> None:
+        _configure_moto()
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        from opcd.sandbox.lambda_runtime import LambdaRunner
+
+        self.region = region
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.runner = LambdaRunner(work_dir, endpoint_url="")
+
+    def lambda_backend(self, region: str) -> Any:
+        from moto.awslambda.utils import get_backend
+
+        return get_backend(ACCOUNT_ID, region)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/_opcd/ping":
+            return _json(start_response, 200, {"ok": True, "pid": os.getpid()})
+        if method == "POST" and (match := _INVOKE.match(path)):
+            return self._invoke(environ, start_response, unquote(match["name"]))
+        if match := _GATEWAY.match(path):
+            return self._gateway(environ, start_response, match["function"], match["path"] or "/")
+        result: Iterable[bytes] = self.moto(environ, start_response)
+        return result
+
+    def _invoke(self, environ: dict[str, Any], start_response: StartResponse, name: str) -> Iterable[bytes]:
+        from moto.awslambda.exceptions import UnknownFunctionException
+
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        region = m["region"] if (m := _REGION.search(auth)) else self.region
+        qualifier = parse_qs(environ.get("QUERY_STRING", "")).get("Qualifier", [None])[0]
+        invocation_type = environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")
+        body = _read_body(environ)
+        try:
+            fn, qualifier = self.runner.resolve(self.lambda_backend(region), name, qualifier)
+        except UnknownFunctionException as exc:
+            return _aws_error(start_response, 404, "ResourceNotFoundException", exc.message)
+        except Exception as exc:  # moto raises several types for a missing alias/version
+            return _aws_error(
+                start_response, 404, "ResourceNotFoundException", f"Function not found: {name}:{qualifier} ({exc})"
+            )
+        if invocation_type == "DryRun":
+            start_response("204 No Content", [])
+            return [b""]
+        result = self.runner.invoke(fn, qualifier, body, region, asynchronous=invocation_type == "Event")
+        headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", result.executed_version)]
+        if result.function_error:
+            headers.append(("X-Amz-Function-Error", result.function_error))
+        if environ.get("HTTP_X_AMZ_LOG_TYPE") == "Tail":
+            from opcd.sandbox.lambda_runtime import log_result_header
+
+            headers.append(("X-Amz-Log-Result", log_result_header(result.log_tail)))
+        start_response(f"{result.status} {'OK' if result.status == 200 else 'Accepted'}", headers)
+        return [result.payload]
+
+    def _gateway(
+        self, environ: dict[str, Any], start_response: StartResponse, function: str, path: str
+    ) -> Iterable[bytes]:
+        """Serve a request as API Gateway's HTTP API would: invoke ``function:live`` (v2 event)."""
+        body = _read_body(environ)
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        now = time.time()
+        event = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": path,
+            "rawQueryString": environ.get("QUERY_STRING", ""),
+            "headers": headers,
+            "requestContext": {
+                "accountId": ACCOUNT_ID,
+                "apiId": "sandbox",
+                "domainName": headers.get("host", "localhost"),
+                "http": {
+                    "method": environ.get("REQUEST_METHOD", "GET"),
+                    "path": path,
+                    "protocol": environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+                    "sourceIp": environ.get("REMOTE_ADDR", "127.0.0.1"),
+                    "userAgent": headers.get("user-agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": "$default",
+                "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
+            },
+            "body": base64.b64encode(body).decode() if body else None,
+            "isBase64Encoded": bool(body),
+        }
+        try:
+            fn, qualifier = self.runner.resolve(self.lambda_backend(self.region), function, "live")
+        except Exception:
+            return _json(start_response, 404, {"message": "Not Found"})
+        result = self.runner.invoke(fn, qualifier, json.dumps(event).encode(), self.region)
+        if result.function_error:
+            return _json(start_response, 500, {"message": "Internal Server Error"})
+        try:
+            answer = json.loads(result.payload)
+        except ValueError:
+            return _json(start_response, 502, {"message": "Internal Server Error"})
+        if not (isinstance(answer, dict) and "statusCode" in answer):
+            return _json(start_response, 200, answer)
+        out = answer.get("body") or ""
+        data = base64.b64decode(out) if answer.get("isBase64Encoded") else str(out).encode()
+        out_headers = [(str(k), str(v)) for k, v in (answer.get("headers") or {}).items()]
+        out_headers.append(("X-Sandbox-Executed-Version", result.executed_version))
+        start_response(f"{int(answer['statusCode'])} Gateway", out_headers)
+        return [data]
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    data: bytes = environ["wsgi.input"].read(length) if length else b""
+    return data
+
+
+def _json(start_response: StartResponse, status: int, payload: Any) -> list[bytes]:
+    start_response(f"{status} X", [("Content-Type", "application/json")])
+    return [json.dumps(payload).encode()]
+
+
+def _aws_error(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
+    start_response(f"{status} X", [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)])
+    return [json.dumps({"Type": "User", "message": message}).encode()]
+
+
+class SandboxServer:
+    """The server on 127.0.0.1 in a background thread of this process."""
+
+    def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
+        from werkzeug.serving import make_server
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.app = SandboxApp(work_dir, region)
+        try:
+            self._server = make_server("127.0.0.1", port, self.app, threaded=True)
+        except (OSError, SystemExit) as exc:
+            raise InputError(
+                f"cannot listen on 127.0.0.1:{port}: {exc}",
+                "stop what uses that port, or pass --port N (0 picks a free port)",
+            ) from None
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app.runner.endpoint_url = self.url
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> SandboxServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def read_info(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = json.loads((state_dir / SANDBOX_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info
+
+
+def is_running(info: dict[str, Any] | None) -> bool:
+    if not info:
+        return False
+    try:
+        answer = httpx.get(f"{info['aws_endpoint_url']}/_opcd/ping", timeout=2.0)
+        return answer.status_code == 200 and answer.json().get("pid") == info.get("pid")
+    except (httpx.HTTPError, KeyError, ValueError):
+        return False
+
+
+def write_info(state_dir: Path, info: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{SANDBOX_FILE}.tmp"
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(state_dir / SANDBOX_FILE)
+
+
+def export_lines(info: dict[str, Any]) -> list[str]:
+    return [
+        f"export AWS_ENDPOINT_URL={info['aws_endpoint_url']}",
+        "export AWS_ACCESS_KEY_ID=testing",
+        "export AWS_SECRET_ACCESS_KEY=testing",
+        f"export AWS_DEFAULT_REGION={info['region']}",
+    ]
+
+
+def start_detached(config_path: Path, state_dir: Path, port: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Start ``opcd sandbox up`` in the background; return its info once it answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "sandbox.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opcd", "--config", str(config_path), "sandbox", "up", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_info(state_dir)
+        if info and info.get("pid") == proc.pid and is_running(info):
+            return info
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise InputError(
+                "the sandbox did not start: " + (" | ".join(tail) or f"exit {proc.returncode}"),
+                f"see {log_path}",
+            )
+        time.sleep(0.2)
+    proc.terminate()
+    raise InputError(f"the sandbox did not answer within {timeout:.0f}s", f"see {log_path}")
+
+
+def stop_running(state_dir: Path, timeout: float = 20.0) -> str:
+    info = read_info(state_dir)
+    if not info:
+        return "no sandbox is running"
+    pid = int(info.get("pid", 0))
+    if is_running(info):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and is_running(info):
+            time.sleep(0.2)
+        if is_running(info):
+            os.kill(pid, signal.SIGKILL)
+    (state_dir / SANDBOX_FILE).unlink(missing_ok=True)
+    return f"sandbox at {info.get('aws_endpoint_url')} stopped"

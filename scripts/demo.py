@@ -1,0 +1,139 @@
+"""``make demo``: the backend pipeline against the embedded sandbox, run as a user would run it.
+
+It starts a Prefect server (unless PREFECT_API_URL points at one) and the sandbox, then deploys
+v1 and v2 of the example backend to dev, then a v3 whose /health fails once it takes traffic (it
+is rolled back by itself), and shows `opcd status`. Everything lives under .opcd/demo/ and is
+stopped at the end; DEMO_KEEP=1 leaves the Prefect UI and the sandbox running to look around.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".opcd" / "demo"
+BIN = Path(sys.executable).parent
+SOURCE = ROOT / "examples" / "outreachpass" / "backend"
+
+
+# Appended to the backend for v3: /health fails only when called through the live alias.
+BROKEN_UNDER_TRAFFIC = """
+
+_handler = handler
+
+
+def handler(event, context):
+    if event.get("rawPath") == "/health" and context.invoked_function_arn.endswith(":live"):
+        return _response(500, {"status": "unhealthy", "error": "database pool exhausted"})
+    return _handler(event, context)
+"""
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def opcd(*args: str, expect: int = 0) -> None:
+    print(f"$ opcd {' '.join(args)}", flush=True)
+    code = subprocess.call([str(BIN / "opcd"), *args], cwd=DEMO)
+    if code != expect:
+        sys.exit(f"demo: `opcd {' '.join(args)}` exited {code}, expected {expect}")
+
+
+def start_prefect(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    if os.environ.get("PREFECT_API_URL"):
+        print(f"using the Prefect server at {os.environ['PREFECT_API_URL']}")
+        return None
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env.update(PREFECT_API_URL=api, PREFECT_UI_API_URL=api, PREFECT_HOME=str(DEMO / "prefect"))
+    log = (DEMO / "prefect-server.log").open("wb")
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    started = time.monotonic()
+    while time.monotonic() - started < 180:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                print(f"Prefect server and UI at http://127.0.0.1:{port} (ready in {time.monotonic() - started:.0f}s)")
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            sys.exit(f"demo: the Prefect server exited; see {DEMO / 'prefect-server.log'}")
+        time.sleep(1)
+    sys.exit("demo: the Prefect server did not answer within 180s")
+
+
+def write_version(source: Path, broken: bool = False) -> None:
+    """Make the demo's copy of the backend; ``broken`` fails /health once it takes traffic."""
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(SOURCE, source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    if broken:
+        with (source / "app" / "__init__.py").open("a") as init:
+            init.write(BROKEN_UNDER_TRAFFIC)
+
+
+def main() -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    config = (ROOT / "opcd.toml").read_text()
+    config = re.sub(r'source = "examples/outreachpass/backend"', 'source = "src/backend"', config)
+    (DEMO / "opcd.toml").write_text(config)
+    env = dict(os.environ)
+    say("Prefect server")
+    server = start_prefect(env)
+    os.environ.update(env)
+    try:
+        say("Embedded AWS sandbox (moto + Lambda invoke shim + API gateway)")
+        write_version(DEMO / "src" / "backend")
+        opcd("sandbox", "up", "--detach", "--port", "0")
+        opcd("status", "--env", "dev")
+
+        say("Deploy v1 of the backend to dev")
+        opcd("deploy", "backend", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
+
+        say("Deploy v2 (same source, new version): blue/green behind the live alias")
+        opcd("deploy", "backend", "--env", "dev", "--version", "v2", "--git-sha", "2222222")
+        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2")
+
+        say("Deploy v3, whose /health fails once it takes traffic: it is rolled back by itself")
+        write_version(DEMO / "src" / "backend", broken=True)
+        opcd("deploy", "backend", "--env", "dev", "--version", "v3", "--git-sha", "3333333", expect=1)
+        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v2")
+
+        say("What is live where")
+        opcd("status")
+        print("\ndemo finished: v2 is live in dev; v3 was rolled back automatically.")
+        if os.environ.get("DEMO_KEEP"):
+            print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")
+            return 0
+    finally:
+        if not os.environ.get("DEMO_KEEP"):
+            subprocess.call([str(BIN / "opcd"), "sandbox", "down"], cwd=DEMO, stdout=subprocess.DEVNULL)
+            if server is not None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Build a component's Lambda package: dependencies for the Lambda platform plus the source, zipped
+deterministically (sorted entries, fixed timestamps and modes), so the same source and lockfile
+give the same sha256, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from opcd.config import Component
+from opcd.errors import BuildFailed
+
+_EXCLUDED_DIRS = {"__pycache__", "tests", "node_modules", ".pytest_cache", ".mypy_cache", ".venv"}
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+PLATFORMS = {"x86_64": "manylinux2014_x86_64"}
+
+
+@dataclass(frozen=True)
+class Package:
+    """A built Lambda package on local disk."""
+
+    component: str
+    version: str
+    path: Path
+    sha256_hex: str
+    size: int
+    source_hash: str
+
+    @property
+    def code_sha256(self) -> str:
+        """The package's sha256 as Lambda reports it (``CodeSha256``: base64 of the digest)."""
+        return base64.b64encode(bytes.fromhex(self.sha256_hex)).decode()
+
+
+def _source_files(source: Path, requirements: str) -> list[tuple[str, Path]]:
+    files = []
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in _EXCLUDED_DIRS and not d.startswith("."))
+        for name in names:
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(root) / name
+            rel = path.relative_to(source).as_posix()
+            if rel != requirements:
+                files.append((rel, path))
+    return sorted(files)
+
+
+def source_hash(component: Component, source: Path) -> str:
+    """sha256 of everything a build reads: source files, lockfile, runtime and platform."""
+    digest = hashlib.sha256()
+    digest.update(f"{component.runtime}|{component.architecture}|{component.handler}\n".encode())
+    lockfile = source / component.requirements
+    if lockfile.exists():
+        digest.update(b"requirements\0" + lockfile.read_bytes() + b"\0")
+    for rel, path in _source_files(source, component.requirements):
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def install_dependencies(component: Component, source: Path, cache_dir: Path) -> Path | None:
+    """Install the lockfile's wheels for the Lambda platform; cached by lockfile content."""
+    lockfile = source / component.requirements
+    if not lockfile.exists():
+        return None
+    platform = PLATFORMS[component.architecture]
+    py = component.runtime.removeprefix("python")
+    key = hashlib.sha256(lockfile.read_bytes() + f"{platform}{py}".encode()).hexdigest()[:24]
+    target = cache_dir / "deps" / key
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".install-"))
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-deps", "--no-compile", "--only-binary=:all:", "--platform", platform,
+        "--implementation", "cp", "--python-version", py, "--target", str(tmp),
+        "-r", str(lockfile),
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")] or proc.stderr.splitlines()
+        raise BuildFailed(
+            f"installing {lockfile.name} for {platform} / Python {py} failed: {' '.join(lines[-2:])}",
+            "every dependency must be pinned and have a binary wheel for the Lambda platform",
+        )
+    shutil.rmtree(tmp / "bin", ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.create_system = 3
+    info.external_attr = ((0o100755 if executable else 0o100644) & 0xFFFF) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    archive.writestr(info, data, compresslevel=6)
+
+
+def build_zip(name: str, version: str, component: Component, source: Path, out_dir: Path, cache_dir: Path) -> Package:
+    """Build ``out_dir/lambda.zip``; deterministic for a given source, lockfile and version."""
+    if not source.is_dir():
+        raise BuildFailed(f"source directory {source} does not exist", "check components.*.source")
+    hashed = source_hash(component, source)
+    deps = install_dependencies(component, source, cache_dir)
+    entries: dict[str, Path] = {}
+    if deps:
+        for root, dirs, names in os.walk(deps):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for fname in names:
+                path = Path(root) / fname
+                if not fname.endswith((".pyc", ".pyo")):
+                    entries[path.relative_to(deps).as_posix()] = path
+    for rel, path in _source_files(source, component.requirements):
+        entries[rel] = path  # the component's own code wins over a dependency's file
+    build_info = {"component": name, "version": version, "runtime": component.runtime, "source_hash": hashed}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / "lambda.zip"
+    tmp = zip_path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w") as archive:
+        for rel in sorted(entries):
+            path = entries[rel]
+            _add(archive, rel, path.read_bytes(), executable=os.access(path, os.X_OK))
+        _add(archive, "BUILD_INFO.json", json.dumps(build_info, sort_keys=True).encode())
+    tmp.replace(zip_path)
+    data = zip_path.read_bytes()
+    return Package(name, version, zip_path, hashlib.sha256(data).hexdigest(), len(data), hashed)
+
+
+@task(name="build-lambda-package", cache_policy=NO_CACHE)
+def build_lambda_package(
+    name: str, version: str, component: Component, source: Path, out_dir: Path, cache_dir: Path
+) -> Package:
+    logger = get_run_logger()
+    logger.info("Building %s %s from %s", name, version, source)
+    package = build_zip(name, version, component, source, out_dir, cache_dir)
+    logger.info("Built %s: %d bytes, sha256 %s", package.path.name, package.size, package.sha256_hex)
+    return package

@@ -1,0 +1,134 @@
+"""The ledger: what ran where, kept in the artifact bucket and shown as a Prefect artifact.
+
+``ledger/{environment}/{component}/{time}-{run}.json`` holds one record per outcome;
+``ledger/{environment}/{component}/latest.json`` repeats the newest one.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+
+from opcd.aws import AwsTarget, error_code
+
+PREFIX = "ledger"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def actor() -> str:
+    """Who started the run: ``OPCD_ACTOR`` (set by CI), else the local user."""
+    try:
+        return os.environ.get("OPCD_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass
+class Record:
+    component: str
+    environment: str
+    action: str  # deploy | rollback
+    outcome: str  # deployed | noop | failed | rolled-back | rollback-failed
+    version: str | None
+    live_version: str | None = None
+    live_lambda_version: str | None = None
+    lambda_version: str | None = None
+    previous_version: str | None = None
+    previous_lambda_version: str | None = None
+    reason: str | None = None
+    git_sha: str | None = None
+    sha256: str | None = None
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    actor: str = field(default_factory=actor)
+    started_at: str = field(default_factory=now)
+    finished_at: str | None = None
+
+    def attach_flow_run(self) -> None:
+        ctx = FlowRunContext.get()
+        if ctx and ctx.flow_run:
+            self.flow_run_id = str(ctx.flow_run.id)
+            self.flow_run_name = ctx.flow_run.name
+
+
+def _prefix(environment: str, component: str) -> str:
+    return f"{PREFIX}/{environment}/{component}"
+
+
+@task(name="record-in-ledger", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10])
+def record_in_ledger(target: AwsTarget, bucket: str, record: Record) -> str:
+    record.finished_at = record.finished_at or now()
+    s3 = target.client("s3")
+    body = json.dumps(asdict(record), indent=2, sort_keys=True).encode()
+    stamp = record.finished_at.replace(":", "").replace("-", "")
+    key = f"{_prefix(record.environment, record.component)}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/latest.json", Body=body,
+        ContentType="application/json",
+    )  # fmt: skip
+    get_run_logger().info("Ledger: %s %s %s → %s", record.environment, record.component, record.action, record.outcome)
+    return key
+
+
+def read_latest(target: AwsTarget, bucket: str, environment: str, component: str) -> dict[str, Any] | None:
+    try:
+        body = target.client("s3").get_object(Bucket=bucket, Key=f"{_prefix(environment, component)}/latest.json")
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
+            return None
+        raise
+    record: dict[str, Any] = json.loads(body["Body"].read())
+    return record
+
+
+def read_history(target: AwsTarget, bucket: str, environment: str, component: str) -> list[dict[str, Any]]:
+    """Every record for one component in one environment, oldest first."""
+    s3 = target.client("s3")
+    keys: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=_prefix(environment, component) + "/"
+        ):
+            keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/latest.json")]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            return []
+        raise
+    return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
+
+
+def markdown(record: Record) -> str:
+    rows = [
+        ("Outcome", record.outcome), ("Action", record.action), ("Version", record.version or "-"),
+        ("Live now", f"{record.live_version or '?'} (Lambda version {record.live_lambda_version or '?'})"),
+        ("Previous", f"{record.previous_version or '?'} (Lambda version {record.previous_lambda_version or '?'})"),
+        ("Reason", record.reason or "-"), ("Git sha", record.git_sha or "-"), ("sha256", record.sha256 or "-"),
+        ("Actor", record.actor), ("Started", record.started_at), ("Finished", record.finished_at or "-"),
+    ]  # fmt: skip
+    table = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
+    return (
+        f"## {record.action} {record.component} → {record.environment}: {record.outcome}\n\n| | |\n|---|---|\n{table}\n"
+    )
+
+
+@task(name="publish-run-artifact", cache_policy=NO_CACHE)
+def publish_run_artifact(record: Record) -> None:
+    create_markdown_artifact(
+        key=f"{record.action}-{record.component}-{record.environment}",
+        markdown=markdown(record),
+        description=f"{record.action} {record.component} to {record.environment}: {record.outcome}",
+    )

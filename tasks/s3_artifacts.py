@@ -1,0 +1,107 @@
+"""The artifact bucket: ``{component}/{version}/lambda.zip`` and its ``metadata.json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from opcd.aws import AwsTarget, error_code
+from opcd.errors import ResourceMissing
+from tasks.build import Package
+
+RULE_PREFIX = "opcd-retention-"
+
+
+def artifact_key(component: str, version: str, name: str = "lambda.zip") -> str:
+    return f"{component}/{version}/{name}"
+
+
+def _missing_bucket(bucket: str, target: AwsTarget) -> ResourceMissing:
+    return ResourceMissing(
+        f"artifact bucket {bucket!r} does not exist in {target.region}",
+        "create it (Terraform) or fix project.artifact_bucket in opcd.toml",
+    )
+
+
+@task(name="read-artifact-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def read_artifact_metadata(target: AwsTarget, bucket: str, component: str, version: str) -> dict[str, Any] | None:
+    """The stored metadata of ``component`` ``version``, or None when it was never uploaded."""
+    s3 = target.client("s3")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=artifact_key(component, version, "metadata.json"))["Body"]
+    except Exception as exc:
+        code = error_code(exc)
+        if code in ("NoSuchKey", "404"):
+            return None
+        if code == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    metadata: dict[str, Any] = json.loads(body.read())
+    return metadata
+
+
+@task(name="upload-artifact", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def upload_artifact(target: AwsTarget, bucket: str, package: Package, metadata: dict[str, Any]) -> str:
+    """Upload the zip, then its metadata (metadata last: its presence marks a whole artifact)."""
+    logger = get_run_logger()
+    s3 = target.client("s3")
+    key = artifact_key(package.component, package.version)
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=package.path.read_bytes(),
+            ContentType="application/zip",
+            Metadata={"sha256": package.sha256_hex},
+        )
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    s3.put_object(
+        Bucket=bucket,
+        Key=artifact_key(package.component, package.version, "metadata.json"),
+        Body=json.dumps(metadata, indent=2, sort_keys=True).encode(),
+        ContentType="application/json",
+    )
+    logger.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, package.size)
+    return key
+
+
+@task(name="download-artifact", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def download_artifact(target: AwsTarget, bucket: str, key: str) -> bytes:
+    data: bytes = target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data
+
+
+@task(name="ensure-retention-rule", cache_policy=NO_CACHE)
+def ensure_retention_rule(target: AwsTarget, bucket: str, component: str, days: int) -> bool:
+    """Make the bucket expire ``{component}/`` artifacts after ``days``; keep every other rule.
+
+    Returns True when the rule was created or changed.
+    """
+    s3 = target.client("s3")
+    try:
+        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except Exception as exc:
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    rule_id = f"{RULE_PREFIX}{component}"
+    wanted = {
+        "ID": rule_id,
+        "Filter": {"Prefix": f"{component}/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+    }
+    current = next((r for r in rules if r.get("ID") == rule_id), None)
+    if current and current.get("Expiration", {}).get("Days") == days and current.get("Status") == "Enabled":
+        return False
+    rules = [r for r in rules if r.get("ID") != rule_id] + [wanted]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    get_run_logger().info("Bucket %s now expires %s/ artifacts after %d days", bucket, component, days)
+    return True
