@@ -39,6 +39,7 @@ from tasks.ledger import Record, actor, now, publish_run_artifact, record_in_led
 from tasks.migrations import run_migrations
 from tasks.s3_artifacts import (
     artifact_key,
+    check_bucket,
     download_artifact,
     ensure_retention_rule,
     read_artifact_metadata,
@@ -89,6 +90,7 @@ def plan_lambda_deploy(component: str, environment: str, version: str | None, co
     target = resolve_target(config.state_dir(), config.project.region)
     read_live(target, function)  # the function and its alias exist
     alarm_states(target, env.alarms)  # the alarms exist
+    check_bucket(target, config.project.artifact_bucket)
     return Plan(config, component, environment, version, function, target)
 
 
@@ -113,7 +115,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
     state = plan.config.state_dir()
     package: Package = build_lambda_package(
         plan.component, version, comp, source,
-        out_dir=state / "build" / plan.component / version, cache_dir=state / "build-cache",
+        out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
     ensure_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
@@ -173,7 +175,10 @@ def deploy_lambda(
     logger.info(plan.target.describe())
     comp = plan.config.component(component)
     artifact = ensure_artifact(plan, version, git_sha)
-    record = Record(component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex)
+    record = Record(
+        component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex,
+        artifact="reused" if artifact.reused else "built",
+    )  # fmt: skip
     record.attach_flow_run()
     with environment_lock(environment):
         live = read_live_alias(plan.target, plan.function)
@@ -205,6 +210,7 @@ def deploy_lambda(
                 run_migrations(
                     download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
                     comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
+                    plan.config.build_cache_dir(),
                 )  # fmt: skip
             if comp.smoke:
                 try:

@@ -194,6 +194,10 @@ class Config(_Model):
         """Where opcd keeps local state (the sandbox's endpoints): ``.opcd`` beside opcd.toml."""
         return self.root / ".opcd"
 
+    def build_cache_dir(self) -> Path:
+        """Installed dependencies, reused across builds: ``$OPCD_BUILD_CACHE`` or ``.opcd/build-cache``."""
+        return Path(os.environ.get("OPCD_BUILD_CACHE") or self.state_dir() / "build-cache")
+
 
 def _problems_from(exc: ValidationError) -> list[str]:
     problems = []

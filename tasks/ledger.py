@@ -51,6 +51,7 @@ class Record:
     reason: str | None = None
     git_sha: str | None = None
     sha256: str | None = None
+    artifact: str | None = None  # built | reused
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     actor: str = field(default_factory=actor)

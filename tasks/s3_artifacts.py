@@ -27,6 +27,16 @@ def _missing_bucket(bucket: str, target: AwsTarget) -> ResourceMissing:
     )
 
 
+def check_bucket(target: AwsTarget, bucket: str) -> None:
+    """Raise ResourceMissing unless the artifact bucket exists."""
+    try:
+        target.client("s3").head_bucket(Bucket=bucket)
+    except Exception as exc:
+        if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            raise _missing_bucket(bucket, target) from exc
+        raise
+
+
 @task(name="read-artifact-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
 def read_artifact_metadata(target: AwsTarget, bucket: str, component: str, version: str) -> dict[str, Any] | None:
     """The stored metadata of ``component`` ``version``, or None when it was never uploaded."""

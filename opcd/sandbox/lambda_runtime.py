@@ -8,9 +8,11 @@ import io
 import json
 import os
 import random
+import select
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 from opcd.pythons import find_python
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
+INIT_ERRORS = ("Runtime.ImportModuleError", "Runtime.HandlerNotFound")
 
 
 @dataclass
@@ -31,13 +34,69 @@ class Invocation:
     log_tail: str
 
 
+class Worker:
+    """One warm execution environment: a Python process that keeps the handler imported."""
+
+    def __init__(self, key: tuple[Any, ...], argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> None:
+        self.key = key
+        read_fd, write_fd = os.pipe()
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*argv, str(write_fd)], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=cwd, pass_fds=(write_fd,),
+            )  # fmt: skip
+        os.close(write_fd)
+        self.results = os.fdopen(read_fd, "r", encoding="utf-8")
+        self.last_used = time.monotonic()
+
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """The outcome of one invocation; None when the process timed out or died (it is then gone)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self.kill()
+            return None
+        ready, _, _ = select.select([self.results], [], [], timeout)
+        line = self.results.readline() if ready else ""
+        if not line:
+            self.kill()
+            return None
+        self.last_used = time.monotonic()
+        outcome: dict[str, Any] = json.loads(line)
+        return outcome
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.results.close()
+        if self.proc.stdin:
+            self.proc.stdin.close()
+
+
 class LambdaRunner:
-    """Runs handlers in subprocesses; zips are unpacked once per code sha into ``work_dir``."""
+    """Runs handlers in warm worker processes, reused across invocations as Lambda reuses them.
+
+    Zips are unpacked once per code sha into ``work_dir``; a worker is keyed by function,
+    version, code and environment, serves one invocation at a time, and is discarded after a
+    timeout or an init error (the next invocation starts a fresh one).
+    """
+
+    MAX_WORKERS = 24
 
     def __init__(self, work_dir: Path, endpoint_url: str) -> None:
         self.work_dir = work_dir
         self.endpoint_url = endpoint_url
         self._unpack_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._idle: list[Worker] = []
+        self._busy = 0
 
     def _code_dir(self, code: bytes) -> Path:
         digest = hashlib.sha256(code).hexdigest()
@@ -74,27 +133,10 @@ class LambdaRunner:
         fn = backend.get_function(name, version)
         return fn, qualifier
 
-    def invoke(self, fn: Any, qualifier: str, event: bytes, region: str, asynchronous: bool = False) -> Invocation:
-        if asynchronous:
-            threading.Thread(target=self.invoke, args=(fn, qualifier, event, region), daemon=True).start()
-            return Invocation(202, b"", str(fn.version), None, "")
-        code_dir = self._code_dir(fn.code_bytes)
-        request_id = str(uuid.uuid4())
-        base = f"arn:aws:lambda:{fn.region}:{fn.account_id}:function:{fn.function_name}"
-        arn = base if qualifier == "$LATEST" else f"{base}:{qualifier}"
-        info = {
-            "function_name": fn.function_name,
-            "function_version": str(fn.version),
-            "invoked_function_arn": arn,
-            "memory_limit_in_mb": str(fn.memory_size),
-            "aws_request_id": request_id,
-            "timeout": fn.timeout,
-        }
-        env = {
+    def _environment(self, fn: Any, region: str, code_dir: Path) -> dict[str, str]:
+        return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONNOUSERSITE": "1",
             "LAMBDA_TASK_ROOT": str(code_dir),
             "AWS_REGION": region,
             "AWS_DEFAULT_REGION": region,
@@ -106,46 +148,82 @@ class LambdaRunner:
             "AWS_SECRET_ACCESS_KEY": "testing",
             **{str(k): str(v) for k, v in (fn.environment_vars or {}).items()},
         }
-        runtime = str(fn.run_time or "python3.12")
-        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
-            result_path = Path(tmp) / "result.json"
-            try:
-                proc = subprocess.run(
-                    [
-                        find_python(runtime),
-                        "-I",
-                        str(BOOTSTRAP),
-                        str(code_dir),
-                        fn.handler,
-                        json.dumps(info),
-                        str(result_path),
-                    ],
-                    input=event,
-                    capture_output=True,
-                    env=env,
-                    cwd=code_dir,
-                    timeout=float(fn.timeout),
-                    check=False,
-                )
-                log = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-            except subprocess.TimeoutExpired as exc:
-                log = ((exc.stdout or b"") + (exc.stderr or b"")).decode("utf-8", "replace")
-                error = {
-                    "errorMessage": f"{request_id} Task timed out after {float(fn.timeout):.2f} seconds",
-                    "errorType": "Sandbox.Timedout",
-                }
-                return Invocation(200, json.dumps(error).encode(), str(fn.version), "Unhandled", log)
-            try:
-                outcome = json.loads(result_path.read_text())
-            except (OSError, ValueError):
-                error = {
-                    "errorMessage": f"RequestId: {request_id} Error: Runtime exited with code {proc.returncode}",
-                    "errorType": "Runtime.ExitError",
-                }
-                return Invocation(200, json.dumps(error).encode(), str(fn.version), "Unhandled", log)
+
+    def _checkout(self, fn: Any, region: str) -> Worker:
+        code_dir = self._code_dir(fn.code_bytes)
+        env = self._environment(fn, region, code_dir)
+        key = (
+            fn.function_name,
+            str(fn.version),
+            code_dir.name,
+            fn.handler,
+            str(fn.run_time),
+            tuple(sorted(env.items())),
+        )
+        with self._pool_lock:
+            for worker in self._idle:
+                if worker.key == key and worker.alive():
+                    self._idle.remove(worker)
+                    self._busy += 1
+                    return worker
+            while self._idle and len(self._idle) + self._busy >= self.MAX_WORKERS:
+                self._idle.sort(key=lambda w: w.last_used)
+                self._idle.pop(0).kill()
+            self._busy += 1
+        logs = self.work_dir / "lambda-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        argv = [find_python(str(fn.run_time or "python3.12")), "-I", str(BOOTSTRAP), str(code_dir), fn.handler]
+        return Worker(key, argv, env, code_dir, logs / f"{fn.function_name}.log")
+
+    def _checkin(self, worker: Worker) -> None:
+        with self._pool_lock:
+            self._busy -= 1
+            if worker.alive():
+                self._idle.append(worker)
+
+    def invoke(self, fn: Any, qualifier: str, event: bytes, region: str, asynchronous: bool = False) -> Invocation:
+        if asynchronous:
+            threading.Thread(target=self.invoke, args=(fn, qualifier, event, region), daemon=True).start()
+            return Invocation(202, b"", str(fn.version), None, "")
+        request_id = str(uuid.uuid4())
+        base = f"arn:aws:lambda:{fn.region}:{fn.account_id}:function:{fn.function_name}"
+        context = {
+            "function_name": fn.function_name,
+            "function_version": str(fn.version),
+            "invoked_function_arn": base if qualifier == "$LATEST" else f"{base}:{qualifier}",
+            "memory_limit_in_mb": str(fn.memory_size),
+            "aws_request_id": request_id,
+            "timeout": fn.timeout,
+        }
+        worker = self._checkout(fn, region)
+        start = worker.log_path.stat().st_size if worker.log_path.exists() else 0
+        try:
+            outcome = worker.call({"event": json.loads(event or b"null"), "context": context}, float(fn.timeout))
+            if outcome and not outcome["ok"] and outcome["error"]["errorType"] in INIT_ERRORS:
+                worker.kill()  # it exits after an init error; the next invocation initialises again
+        finally:
+            self._checkin(worker)
+        with worker.log_path.open("rb") as log:
+            log.seek(start)
+            tail = log.read().decode("utf-8", "replace")
+        version = str(fn.version)
+        if outcome is None:
+            error = {
+                "errorMessage": f"RequestId: {request_id} Task timed out after {float(fn.timeout):.2f} seconds"
+                if worker.proc.returncode in (-9, None)
+                else f"RequestId: {request_id} Error: Runtime exited with code {worker.proc.returncode}",
+                "errorType": "Sandbox.Timedout" if worker.proc.returncode in (-9, None) else "Runtime.ExitError",
+            }
+            return Invocation(200, json.dumps(error).encode(), version, "Unhandled", tail)
         if outcome["ok"]:
-            return Invocation(200, json.dumps(outcome["result"]).encode(), str(fn.version), None, log)
-        return Invocation(200, json.dumps(outcome["error"]).encode(), str(fn.version), "Unhandled", log)
+            return Invocation(200, json.dumps(outcome["result"]).encode(), version, None, tail)
+        return Invocation(200, json.dumps(outcome["error"]).encode(), version, "Unhandled", tail)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            for worker in self._idle:
+                worker.kill()
+            self._idle.clear()
 
 
 def log_result_header(log: str) -> str:

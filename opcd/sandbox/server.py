@@ -195,6 +195,7 @@ class SandboxServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+        self.app.runner.close()
 
 
 def port_free(port: int) -> bool:

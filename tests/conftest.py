@@ -1,0 +1,156 @@
+"""Shared fixtures: one Prefect test server and one sandbox per session, a fresh project per test.
+
+The sandbox is the real one (moto's server, the invoke shim, the gateway) running in this
+process; each test resets moto and seeds again, so tests never see each other's resources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND = ROOT / "examples" / "outreachpass" / "backend"
+
+# Appended to the backend's app/__init__.py to make the broken versions the tests deploy.
+RAISES_ON_IMPORT = """
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # only in Lambda: migrations still import fine
+    raise RuntimeError("v3 cannot import: settings module missing")
+"""
+UNHEALTHY_UNDER_TRAFFIC = """
+
+_handler = handler
+
+
+def handler(event, context):
+    if event.get("rawPath") == "/health" and context.invoked_function_arn.endswith(":live"):
+        return _response(500, {"status": "unhealthy"})
+    return _handler(event, context)
+"""
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from opcd.sandbox.server import SandboxServer
+
+    server = SandboxServer(tmp_path_factory.mktemp("sandbox"), "us-east-1", 0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build-cache")
+
+
+@dataclass
+class Project:
+    """A project directory with opcd.toml, a copy of the example backend and a seeded sandbox."""
+
+    root: Path
+    endpoint: str
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "opcd.toml"
+
+    @property
+    def source(self) -> Path:
+        return self.root / "src" / "backend"
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        """Run ``opcd --config <project> ARGS`` in this process; return (exit code, stdout, stderr)."""
+        from opcd.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--config", str(self.config_path), *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def live(self, function: str = "outreachpass-api-dev") -> str:
+        return str(self.client("lambda").get_alias(FunctionName=function, Name="live")["FunctionVersion"])
+
+    def description(self, version: str, function: str = "outreachpass-api-dev") -> str:
+        conf = self.client("lambda").get_function_configuration(FunctionName=function, Qualifier=version)
+        return str(conf.get("Description", ""))
+
+    def health(self, env: str = "dev") -> httpx.Response:
+        function = f"outreachpass-api-{env}"
+        return httpx.get(f"{self.endpoint}/_gateway/{function}/health", timeout=30)
+
+    def write_source(self, extra: str = "") -> None:
+        shutil.rmtree(self.source, ignore_errors=True)
+        shutil.copytree(BACKEND, self.source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        if extra:
+            with (self.source / "app" / "__init__.py").open("a") as init:
+                init.write(extra)
+
+
+def project_config(source: str = "src/backend") -> str:
+    text = (ROOT / "opcd.toml").read_text()
+    text = text.replace('source = "examples/outreachpass/backend"', f'source = "{source}"')
+    # fast health checks for tests: 2 consecutive answers, 0.1 s apart
+    text = re.sub(
+        r"health_check = \{[^}]*\}", 'health_check = { successes = 2, attempts = 4, interval = "0.1s" }', text
+    )
+    return text
+
+
+@pytest.fixture
+def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    from opcd.config import load_config
+    from opcd.sandbox.seed import seed
+    from opcd.sandbox.server import write_info
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OPCD_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPCD_BUILD_CACHE", str(build_cache))
+    httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
+    project = Project(tmp_path, sandbox.url)
+    project.write_source()
+    (tmp_path / "opcd.toml").write_text(project_config())
+    config = load_config(project.config_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    gateway = seed(config, sandbox.url, data)
+    write_info(config.state_dir(), {
+        "aws_endpoint_url": sandbox.url, "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
+    })  # fmt: skip
+    return project
+
+
+@pytest.fixture
+def deployed(project: Project, prefect_server: None) -> Project:
+    """A project with v1 then v2 of the backend deployed to dev."""
+    for version in ("v1", "v2"):
+        code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", version)
+        assert code == 0, err
+    return project

@@ -1,0 +1,177 @@
+"""deploy-backend end to end against the sandbox: the issue's "must show" list."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, Project
+
+
+def status(project: Project) -> list[dict[str, object]]:
+    code, out, err = project.cli("status", "--json")
+    assert code == 0, err
+    rows: list[dict[str, object]] = json.loads(out)
+    return rows
+
+
+def test_v1_then_v2_serves_v2_and_status_says_so(deployed: Project) -> None:
+    # given v1 then v2 deployed (fixture)
+    # then live points at the version published from v2, which the health URL answers
+    assert "opcd backend v2 " in deployed.description(deployed.live())
+    answer = deployed.health()
+    assert answer.status_code == 200
+    assert answer.json()["version"] == "v2"
+    dev = next(r for r in status(deployed) if r["environment"] == "dev")
+    assert dev["version"] == "v2"
+    assert dev["lambda_version"] == deployed.live()
+    assert dev["last_outcome"] == "deployed"
+    assert dev["flow_run"] and dev["deployed_at"]
+    assert dev["drift"] is False
+    prod = next(r for r in status(deployed) if r["environment"] == "prod")
+    assert prod["version"] is None and prod["lambda_version"] == "1"
+
+
+def test_migrations_ran_and_the_api_uses_the_database(deployed: Project) -> None:
+    import httpx
+
+    url = f"{deployed.endpoint}/_gateway/outreachpass-api-dev/passes"
+    created = httpx.post(url, json={"email": "ada@example.org", "event": "launch"}, timeout=30)
+    assert created.status_code == 201, created.text
+    listed = httpx.get(url, timeout=30).json()["passes"]
+    assert [p["email"] for p in listed] == ["ada@example.org"]
+
+
+def test_import_error_fails_pre_traffic_and_leaves_live_alone(deployed: Project) -> None:
+    before = deployed.live()
+    deployed.write_source(RAISES_ON_IMPORT)
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+
+    assert code == 1
+    assert "pre-traffic smoke failed" in err and "Runtime.ImportModuleError" in err
+    assert "live untouched on v2" in err
+    assert deployed.live() == before
+    assert deployed.health().json()["version"] == "v2"
+    dev = next(r for r in status(deployed) if r["environment"] == "dev")
+    assert dev["last_outcome"] == "failed" and dev["version"] == "v2"
+
+
+def test_unhealthy_under_traffic_rolls_back_by_itself(deployed: Project) -> None:
+    before = deployed.live()
+    deployed.write_source(UNHEALTHY_UNDER_TRAFFIC)
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v4")
+
+    assert code == 1
+    assert "post-traffic health check failed" in err
+    assert f"rolled back to v2 (Lambda version {before}), verified" in err
+    assert err.count("\n") == 1  # one line, no traceback
+    # verified by reading the alias and by the health URL answering v2
+    assert deployed.live() == before
+    answer = deployed.health()
+    assert answer.status_code == 200 and answer.json()["version"] == "v2"
+    dev = next(r for r in status(deployed) if r["environment"] == "dev")
+    assert dev["last_outcome"] == "rolled-back"
+
+
+def test_firing_alarm_after_the_shift_rolls_back(deployed: Project) -> None:
+    before = deployed.live()
+    deployed.client("cloudwatch").set_alarm_state(
+        AlarmName="outreachpass-api-dev-errors", StateValue="ALARM", StateReason="Errors >= 1"
+    )
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v5")
+
+    assert code == 1
+    assert "alarm firing: outreachpass-api-dev-errors (Errors >= 1)" in err
+    assert deployed.live() == before
+
+
+def test_rollback_to_v1_then_redeploying_v1_is_a_noop(deployed: Project) -> None:
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v1")
+    assert code == 0, err
+    assert "rolled back backend in dev to v1" in out
+    assert "opcd backend v1 " in deployed.description(deployed.live())
+    assert deployed.health().json()["version"] == "v1"
+    live = deployed.live()
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+
+    assert code == 0, err
+    assert "already live" in out
+    assert deployed.live() == live
+    versions = deployed.client("lambda").list_versions_by_function(FunctionName="outreachpass-api-dev")["Versions"]
+    assert len(versions) == 4  # $LATEST, placeholder, v1, v2: nothing new published
+
+
+def test_rollback_without_target_goes_to_the_previous_deploy(deployed: Project) -> None:
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev")
+    assert code == 0, err
+    assert deployed.health().json()["version"] == "v1"
+
+
+def test_rollback_to_lambda_version_like_the_old_script(deployed: Project) -> None:
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to-lambda-version", "1")
+    assert code == 0, err
+    assert deployed.live() == "1"
+    assert deployed.health().json()["version"] == "placeholder"
+
+
+def test_rollback_dry_run_changes_nothing(deployed: Project) -> None:
+    before = deployed.live()
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v1", "--dry-run")
+    assert code == 0, err
+    assert "would move from Lambda version" in out and "no changes made" in out
+    assert deployed.live() == before
+
+
+def test_rollback_to_a_version_never_deployed_is_bad_input(deployed: Project) -> None:
+    before = deployed.live()
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v9")
+    assert code == 2
+    assert err.startswith("error: backend v9 was never deployed") and "v1, v2" in err
+    assert deployed.live() == before
+
+
+def test_second_deploy_of_a_built_version_reuses_the_artifact(deployed: Project) -> None:
+    s3 = deployed.client("s3")
+    before = s3.head_object(Bucket="outreachpass-artifacts", Key="backend/v2/lambda.zip")
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "prod", "--version", "v2")
+
+    assert code == 0, err
+    after = s3.head_object(Bucket="outreachpass-artifacts", Key="backend/v2/lambda.zip")
+    assert after["LastModified"] == before["LastModified"]  # not uploaded again
+    latest = json.loads(
+        s3.get_object(Bucket="outreachpass-artifacts", Key="ledger/prod/backend/latest.json")["Body"].read()
+    )
+    assert latest["artifact"] == "reused" and latest["outcome"] == "deployed"
+    assert deployed.health("prod").json()["version"] == "v2"
+
+
+def test_changed_source_under_a_taken_version_is_refused(deployed: Project) -> None:
+    before = deployed.live()
+    deployed.write_source("\n# a change\n")
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v2")
+    assert code == 2
+    assert "already exists" in err and "pick a new version" in err
+    assert deployed.live() == before
+
+
+def test_artifacts_metadata_and_retention(deployed: Project) -> None:
+    s3 = deployed.client("s3")
+    meta = json.loads(s3.get_object(Bucket="outreachpass-artifacts", Key="backend/v2/metadata.json")["Body"].read())
+    assert {"component", "version", "git_sha", "sha256", "size", "built_at", "builder", "python"} <= set(meta)
+    assert meta["component"] == "backend" and meta["version"] == "v2" and meta["python"] == "python3.12"
+    rules = s3.get_bucket_lifecycle_configuration(Bucket="outreachpass-artifacts")["Rules"]
+    assert [(r["ID"], r["Expiration"]["Days"]) for r in rules] == [("opcd-retention-backend", 30)]
+
+
+def test_secrets_stay_out_of_the_ledger_and_output(project: Project, prefect_server: None) -> None:
+    secret = project.client("secretsmanager").get_secret_value(SecretId="outreachpass/dev/database")["SecretString"]
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    s3 = project.client("s3")
+    for obj in s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix="ledger/")["Contents"]:
+        assert secret not in s3.get_object(Bucket="outreachpass-artifacts", Key=obj["Key"])["Body"].read().decode()
+    assert secret not in out + err

@@ -1,0 +1,140 @@
+"""The CLI's bad-input paths: one clear line, exit 2, live state untouched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from opcd.cli import main
+from tests.conftest import Project
+
+
+def one_line_error(err: str) -> str:
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, f"expected one line, got: {err!r}"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["deploy", "frontend", "--env", "dev", "--version", "v1"], "unknown component 'frontend' — opcd.toml defines: backend"),
+        (["deploy", "backend", "--env", "staging", "--version", "v1"], "unknown environment 'staging' — opcd.toml defines: dev, prod"),
+        (["deploy", "backend", "--env", "dev", "--version", "../x"], "'../x' is not a version"),
+        (["deploy", "backend", "--env", "dev", "--version", ""], "'' is not a version"),
+        (["deploy", "backend", "--env", "dev", "--version", "latest"], "'latest' is not a version"),
+        (["rollback", "backend", "--env", "dev", "--to", "v1; rm -rf /"], "is not a version"),
+        (["rollback", "backend", "--env", "dev", "--to-lambda-version", "99"], "has no Lambda version 99"),
+        (["status", "--env", "qa"], "unknown environment 'qa'"),
+    ],
+)  # fmt: skip
+def test_bad_request_is_one_line_exit_2_and_changes_nothing(project: Project, args: list[str], expected: str) -> None:
+    code, out, err = project.cli(*args)
+    assert code == 2
+    assert expected in one_line_error(err)
+    assert project.live() == "1" and project.live("outreachpass-api-prod") == "1"
+
+
+def test_missing_config_file(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--config", "/nonexistent/opcd.toml", "deploy", "backend", "--env", "dev", "--version", "v1"])
+    err = one_line_error(capsys.readouterr().err)
+    assert code == 2
+    assert "config file '/nonexistent/opcd.toml' not found" in err and "--config" in err
+
+
+def test_config_with_a_wrong_key(project: Project) -> None:
+    text = project.config_path.read_text().replace("artifact_retention_days", "artifact_retention_dayz")
+    project.config_path.write_text(text)
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert "project.artifact_retention_dayz: unknown key" in err
+    assert "Traceback" not in err
+    assert project.live() == "1"
+
+
+def test_function_missing_in_aws(project: Project) -> None:
+    project.client("lambda").delete_function(FunctionName="outreachpass-api-dev")
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert "Lambda function 'outreachpass-api-dev' does not exist in the sandbox" in one_line_error(err)
+    assert project.live("outreachpass-api-prod") == "1"
+
+
+def test_alias_missing_in_aws(project: Project) -> None:
+    project.client("lambda").delete_alias(FunctionName="outreachpass-api-dev", Name="live")
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert "has no 'live' alias" in one_line_error(err)
+
+
+def test_alarm_missing_in_aws(project: Project) -> None:
+    project.client("cloudwatch").delete_alarms(AlarmNames=["outreachpass-api-dev-errors"])
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert "alarm(s) outreachpass-api-dev-errors do not exist" in one_line_error(err)
+    assert project.live() == "1"
+
+
+def test_bucket_missing_in_aws(project: Project) -> None:
+    project.client("s3").delete_bucket(Bucket="outreachpass-artifacts")
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert "artifact bucket 'outreachpass-artifacts' does not exist" in one_line_error(err)
+    assert project.live() == "1"
+
+
+def test_deploy_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> None:
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("AWS target: embedded sandbox at http://127.0.0.1:")
+    assert "live now: not deployed by opcd (Lambda version 1)" in out
+    assert "smoke: GET /health → 200" in out and "roll live back automatically" in out
+    assert "no changes made (dry run)" in out
+    assert project.live() == "1"
+    listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_status_table_and_json(project: Project) -> None:
+    code, out, err = project.cli("status")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("AWS target: embedded sandbox")
+    assert lines[1].split()[:4] == ["COMPONENT", "ENV", "LIVE", "LAMBDA"]
+    assert lines[2].split()[:4] == ["backend", "dev", "-", "1"]
+    code, out, err = project.cli("status", "--env", "prod", "--json")
+    rows = json.loads(out)
+    assert [(r["environment"], r["lambda_version"], r["version"]) for r in rows] == [("prod", "1", None)]
+
+
+def test_config_check(project: Project) -> None:
+    code, out, err = project.cli("config", "check")
+    assert code == 0 and out.endswith("ok (1 components, 2 environments)\n")
+    broken = project.root / "broken.toml"
+    broken.write_text(project.config_path.read_text().replace('functions = { backend = "outreachpass-api-prod" }', ""))
+    code, out, err = project.cli("config", "check", str(broken))
+    assert code == 2
+    assert "environments.prod.functions.backend: missing" in err
+
+
+def test_health_command_against_the_sandbox_gateway(project: Project) -> None:
+    code, out, err = project.cli(
+        "health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--interval", "0"
+    )
+    assert code == 0, out
+    assert "served by the sandbox" in out and "healthy (2/2 ok" in out
+    code, out, err = project.cli(
+        "health", "https://api.dev.outreachpass.example/health", "--expect-version", "v9", "--attempts", "2", "--interval", "0"
+    )  # fmt: skip
+    assert code == 1
+    assert "serves version placeholder, expected v9" in out and "UNHEALTHY" in out
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("config", "sandbox", "deploy", "rollback", "status", "health"):
+        assert command in out
