@@ -172,12 +172,16 @@ class SandboxServer:
     """The server on 127.0.0.1 in a background thread of this process."""
 
     def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                """No access log: every AWS call would be a line."""
 
         work_dir.mkdir(parents=True, exist_ok=True)
         self.app = SandboxApp(work_dir, region)
         try:
-            self._server = make_server("127.0.0.1", port, self.app, threaded=True)
+            self._server = make_server("127.0.0.1", port, self.app, threaded=True, request_handler=QuietHandler)
         except (OSError, SystemExit) as exc:
             raise InputError(
                 f"cannot listen on 127.0.0.1:{port}: {exc}",
