@@ -198,6 +198,7 @@ class SandboxServer:
 
     def stop(self) -> None:
         self._server.shutdown()
+        self._server.server_close()
         self._thread.join(timeout=10)
         self.app.runner.close()
 

@@ -1,0 +1,117 @@
+"""opcd.toml: valid files load; every mistake is reported with its key path."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from opcd.config import load_config, parse_config, parse_duration
+from opcd.errors import ConfigError, UnknownName
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def base() -> dict:  # type: ignore[type-arg]
+    return tomllib.loads((ROOT / "opcd.toml").read_text())
+
+
+def problems(data: dict) -> str:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, ROOT)
+    return str(info.value)
+
+
+def test_the_project_config_loads() -> None:
+    config = load_config(ROOT / "opcd.toml")
+    assert config.function_name("backend", "dev") == "outreachpass-api-dev"
+    assert config.environment("prod").approval and config.environment("prod").approval.timeout == 86400
+    assert config.environment("dev").health_check.successes == 3
+    assert config.source_dir("backend") == ROOT / "examples" / "outreachpass" / "backend"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("24h", 86400.0), ("5m", 300.0), ("1.5s", 1.5), ("250ms", 0.25), (30, 30.0), ("2d", 172800.0)],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-5m", True, "5 parsecs", -1])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_unknown_key_names_its_path() -> None:
+    data = base()
+    data["environments"]["dev"]["healthz"] = {}
+    assert "environments.dev.healthz: unknown key" in problems(data)
+
+
+def test_missing_function_of_an_environment() -> None:
+    data = base()
+    del data["environments"]["prod"]["functions"]["backend"]
+    assert "environments.prod.functions.backend: missing" in problems(data)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    data = base()
+    del data["project"]["artifact_bucket"]
+    data["components"]["backend"]["kind"] = "ec2"
+    data["environments"]["dev"]["health"]["backend"] = "not a url"
+    message = problems(data)
+    assert "project.artifact_bucket: missing" in message
+    assert "components.backend.kind: Input should be 'lambda' or 'apprunner'" in message
+    assert "environments.dev.health: health.backend: expected an http(s) URL" in message
+
+
+def test_cross_checks() -> None:
+    data = base()
+    data["components"]["backend"]["source"] = "nowhere"
+    data["environments"]["dev"]["health"]["ghost"] = "https://x.example/"
+    del data["environments"]["dev"]["database_secret"]
+    message = problems(data)
+    assert "components.backend.source: directory 'nowhere' does not exist" in message
+    assert "environments.dev.health.ghost: no component 'ghost' in [components]" in message
+    assert "environments.dev.database_secret: missing (a component has migrations)" in message
+
+
+def test_a_lambda_needs_a_handler_and_apprunner_a_repository() -> None:
+    data = base()
+    del data["components"]["backend"]["handler"]
+    data["components"]["web"] = {"kind": "apprunner", "source": "examples/outreachpass/backend"}
+    message = problems(data)
+    assert "components.backend.handler: missing" in message
+    assert "components.web.repository: missing" in message
+
+
+def test_unsupported_traffic_strategy_and_bad_approval() -> None:
+    data = base()
+    data["environments"]["prod"]["traffic"] = "canary10-5m"
+    data["environments"]["prod"]["approval"] = {"approvers": []}
+    message = problems(data)
+    assert "environments.prod.traffic: only 'all-at-once' is supported so far" in message
+    assert "environments.prod.approval.approvers: List should have at least 1 item" in message
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    bad = tmp_path / "opcd.toml"
+    bad.write_text("[project\nname = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_config_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPCD_CONFIG", str(ROOT / "opcd.toml"))
+    assert load_config().project.name == "outreachpass"
+
+
+def test_unknown_names() -> None:
+    config = load_config(ROOT / "opcd.toml")
+    with pytest.raises(UnknownName, match="unknown component 'worker'"):
+        config.component("worker")
+    with pytest.raises(UnknownName, match="unknown environment 'qa'"):
+        config.environment("qa")

@@ -1,0 +1,71 @@
+"""The Lambda package build: deterministic bytes, the right files, clear failures."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from opcd.config import load_config
+from opcd.errors import BuildFailed
+from tasks.build import build_zip, source_hash
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CONFIG = load_config(ROOT / "opcd.toml")
+BACKEND = CONFIG.component("backend")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "examples" / "outreachpass" / "backend", src, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+def test_same_source_gives_the_same_bytes(source: Path, tmp_path: Path, build_cache: Path) -> None:
+    first = build_zip("backend", "v1", BACKEND, source, tmp_path / "a", build_cache)
+    (source / "app" / "__pycache__").mkdir(exist_ok=True)
+    (source / "app" / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"noise")  # ignored
+    (source / "app" / "schema.py").touch()  # a new mtime changes nothing
+    second = build_zip("backend", "v1", BACKEND, source, tmp_path / "b", build_cache)
+    assert first.sha256_hex == second.sha256_hex
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert len(first.code_sha256) == 44  # base64 of 32 bytes, as Lambda reports CodeSha256
+
+
+def test_package_contents(source: Path, tmp_path: Path, build_cache: Path) -> None:
+    package = build_zip("backend", "v1", BACKEND, source, tmp_path / "out", build_cache)
+    with zipfile.ZipFile(package.path) as archive:
+        names = archive.namelist()
+        infos = archive.infolist()
+        build_info = archive.read("BUILD_INFO.json").decode()
+    assert names == sorted(names[:-1]) + ["BUILD_INFO.json"]
+    assert "app/__init__.py" in names and "app/migrations/versions/0001_create_passes.py" in names
+    assert any(n.startswith("sqlalchemy/") for n in names) and any(n.startswith("alembic/") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/") for n in names)
+    assert "requirements.txt" not in names and not any(n.startswith("bin/") for n in names)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert '"version": "v1"' in build_info
+
+
+def test_version_and_source_change_the_hash(source: Path, tmp_path: Path, build_cache: Path) -> None:
+    v1 = build_zip("backend", "v1", BACKEND, source, tmp_path / "a", build_cache)
+    v2 = build_zip("backend", "v2", BACKEND, source, tmp_path / "b", build_cache)
+    assert v1.sha256_hex != v2.sha256_hex and v1.source_hash == v2.source_hash
+    (source / "app" / "schema.py").write_text("# changed\n", encoding="utf-8")
+    assert source_hash(BACKEND, source) != v1.source_hash
+
+
+def test_unresolvable_requirement_is_a_build_failure(source: Path, tmp_path: Path) -> None:
+    (source / "requirements.txt").write_text("no-such-package-opcd-test==0.0.1\n")
+    with pytest.raises(BuildFailed) as info:
+        build_zip("backend", "v1", BACKEND, source, tmp_path / "out", tmp_path / "cache")
+    assert "installing requirements.txt for manylinux2014_x86_64 / Python 3.12 failed" in str(info.value)
+    assert not list((tmp_path / "cache" / "deps").glob("*"))  # no half-installed cache entry
+
+
+def test_missing_source_directory(tmp_path: Path) -> None:
+    with pytest.raises(BuildFailed, match="does not exist"):
+        build_zip("backend", "v1", BACKEND, tmp_path / "nope", tmp_path / "out", tmp_path / "cache")
