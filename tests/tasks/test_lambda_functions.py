@@ -1,0 +1,83 @@
+"""Lambda helpers: smoke judgement and update polling (botocore Stubber checks each call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from opcd import aws
+from opcd.aws import AwsTarget
+from opcd.config import SmokeCheck
+from opcd.errors import DeployFailed
+from tasks.lambda_functions import app_version_of, judge_smoke, version_description, wait_until_updated
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[AwsTarget, Stubber]]:
+    target = AwsTarget("endpoint", "us-east-1", "http://127.0.0.1:1", credentials=("a", "b"))
+    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    aws._clients[(target, "lambda")] = client
+    with Stubber(client) as stubber:
+        yield target, stubber
+        stubber.assert_no_pending_responses()
+    del aws._clients[(target, "lambda")]
+
+
+def conf(status: str, state: str = "Active", reason: str = "") -> dict[str, Any]:
+    return {"LastUpdateStatus": status, "State": state, "LastUpdateStatusReason": reason, "CodeSha256": "abc"}
+
+
+def test_wait_polls_until_successful(stubbed: tuple[AwsTarget, Stubber]) -> None:
+    target, stubber = stubbed
+    for status in ("InProgress", "InProgress", "Successful"):
+        stubber.add_response("get_function_configuration", conf(status), {"FunctionName": "api"})
+    sleeps: list[float] = []
+    assert wait_until_updated(target, "api", sleep=sleeps.append)["CodeSha256"] == "abc"
+    assert sleeps == [0.5, 1.0]
+
+
+def test_wait_fails_on_a_failed_update(stubbed: tuple[AwsTarget, Stubber]) -> None:
+    target, stubber = stubbed
+    stubber.add_response(
+        "get_function_configuration", conf("Failed", reason="EniLimitExceeded"), {"FunctionName": "api"}
+    )
+    with pytest.raises(DeployFailed, match="updating api failed: EniLimitExceeded"):
+        wait_until_updated(target, "api", sleep=lambda _: None)
+
+
+def test_wait_gives_up_after_its_timeout(stubbed: tuple[AwsTarget, Stubber]) -> None:
+    target, stubber = stubbed
+    stubber.add_response("get_function_configuration", conf("InProgress"), {"FunctionName": "api"})
+    with pytest.raises(DeployFailed, match="did not finish within 0s"):
+        wait_until_updated(target, "api", timeout=0.0, sleep=lambda _: None)
+
+
+CHECK = SmokeCheck(path="/health", expect_status=200, body_contains="ok")
+
+
+@pytest.mark.parametrize(
+    ("error", "payload", "reason"),
+    [
+        (None, b'{"statusCode": 200, "body": "{\\"status\\": \\"ok\\"}"}', None),
+        (None, b'{"statusCode": 503, "body": "down"}', "GET /health: status 503, expected 200"),
+        (None, b'{"statusCode": 200, "body": "fine"}', "GET /health: body lacks 'ok'"),
+        (
+            "Unhandled",
+            b'{"errorType": "KeyError", "errorMessage": "DB_URL"}',
+            "GET /health: handler error KeyError: DB_URL",
+        ),
+        ("Unhandled", b"not json", "GET /health: handler error Unhandled: "),
+    ],
+)
+def test_judge_smoke(error: str | None, payload: bytes, reason: str | None) -> None:
+    assert judge_smoke(CHECK, error, payload) == reason
+
+
+def test_version_description_round_trip() -> None:
+    description = version_description("backend", "1.4.0-rc.1", "ab" * 32)
+    assert app_version_of(description) == "1.4.0-rc.1"
+    assert app_version_of("placeholder (terraform)") is None
