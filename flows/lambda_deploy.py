@@ -35,7 +35,7 @@ from tasks.lambda_functions import (
     update_function_code,
     version_description,
 )
-from tasks.ledger import Record, actor, now, publish_run_artifact, record_in_ledger
+from tasks.ledger import Record, actor, now, publish_run_artifact, read_latest, record_in_ledger
 from tasks.migrations import run_migrations
 from tasks.s3_artifacts import (
     artifact_key,
@@ -166,6 +166,18 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
     return f"rolled back to {label}, verified"
 
 
+def warn_if_interrupted(plan: Plan, live: LiveVersion) -> None:
+    """Say so when the last run died while moving traffic (its hook never ran)."""
+    last = read_latest(plan.target, plan.bucket, plan.environment, plan.component)
+    if last and last.get("outcome") == "shifting":
+        get_run_logger().warning(
+            "The previous run (%s) died while moving live from Lambda version %s to %s; live is on %s now."
+            " This deploy remembers %s as its rollback target.",
+            last.get("flow_run_name"), last.get("previous_lambda_version"), last.get("lambda_version"),
+            live.lambda_version, live.lambda_version,
+        )  # fmt: skip
+
+
 def deploy_lambda(
     component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
 ) -> dict[str, Any]:
@@ -182,6 +194,7 @@ def deploy_lambda(
     record.attach_flow_run()
     with environment_lock(environment):
         live = read_live_alias(plan.target, plan.function)
+        warn_if_interrupted(plan, live)
         record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
         record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
         stage = "pre-traffic"
@@ -220,6 +233,10 @@ def deploy_lambda(
                         f"{exc}; live untouched on {live.app_version} (Lambda version {live.lambda_version})"
                     ) from exc
             stage = "traffic"
+            # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+            record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
+            record_in_ledger(plan.target, plan.bucket, record)
+            record.finished_at = record.reason = None
             shift_and_verify(plan, new_version, version, live)
         except Exception as exc:
             after = read_live(plan.target, plan.function)
@@ -242,7 +259,7 @@ def finish(plan: Plan, record: Record) -> dict[str, Any]:
     return asdict(record)
 
 
-@flow(name="deploy-backend", log_prints=True)
+@flow(name="deploy-backend", flow_run_name="backend {version} to {environment}", log_prints=True)
 def deploy_backend(
     environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
 ) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def choose_version(
     )
 
 
-@flow(name="rollback", log_prints=True)
+@flow(name="rollback", flow_run_name="rollback {component} in {environment}", log_prints=True)
 def rollback(
     component: str,
     environment: str,

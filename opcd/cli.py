@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+
 from opcd import __version__
 from opcd.config import Config, config_path, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
@@ -178,7 +180,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> int:
     from tasks.build import source_hash
     from tasks.lambda_functions import read_live
-    from tasks.s3_artifacts import artifact_key
+    from tasks.s3_artifacts import artifact_key, read_artifact_metadata
 
     function = config.function_name(args.component, args.environment)
     live = read_live(target, function)
@@ -186,13 +188,7 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
     hashed = source_hash(comp, config.source_dir(args.component))
     bucket = config.project.artifact_bucket
     key = artifact_key(args.component, args.app_version)
-    try:
-        body = target.client("s3").get_object(
-            Bucket=bucket, Key=artifact_key(args.component, args.app_version, "metadata.json")
-        )
-        stored = json.loads(body["Body"].read())
-    except Exception:
-        stored = None
+    stored = read_artifact_metadata.fn(target, bucket, args.component, args.app_version)
     env = config.environment(args.environment)
     print(f"dry run: deploy {args.component} {args.app_version} to {args.environment} ({function})")
     print(f"  live now: {live.app_version or 'not deployed by opcd'} (Lambda version {live.lambda_version})")
@@ -346,6 +342,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OpcdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (NoCredentialsError, PartialCredentialsError):
+        print(
+            "error: no AWS credentials found — start the sandbox (`opcd sandbox up --detach`)"
+            " or configure AWS credentials (AWS_PROFILE, ...)",
+            file=sys.stderr,
+        )
+        return 2
+    except EndpointConnectionError as exc:
+        print(f"error: cannot reach {exc.kwargs.get('endpoint_url')} — is the sandbox or network up?", file=sys.stderr)
+        return 2
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        print(f"error: AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, Project
 
 
@@ -175,3 +177,18 @@ def test_secrets_stay_out_of_the_ledger_and_output(project: Project, prefect_ser
     for obj in s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix="ledger/")["Contents"]:
         assert secret not in s3.get_object(Bucket="outreachpass-artifacts", Key=obj["Key"])["Body"].read().decode()
     assert secret not in out + err
+
+
+def test_a_run_that_died_mid_shift_is_reported_by_the_next(
+    project: Project, prefect_server: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = {"component": "backend", "environment": "dev", "action": "deploy", "outcome": "shifting",
+              "previous_lambda_version": "1", "lambda_version": "2", "flow_run_name": "killed-run"}  # fmt: skip
+    project.client("s3").put_object(
+        Bucket="outreachpass-artifacts", Key="ledger/dev/backend/latest.json", Body=json.dumps(record).encode()
+    )
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    assert "The previous run (killed-run) died while moving live from Lambda version 1 to 2" in caplog.text
+    rows = status(project)
+    assert rows[0]["last_outcome"] == "deployed"

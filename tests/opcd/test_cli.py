@@ -135,3 +135,24 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("config", "sandbox", "deploy", "rollback", "status", "health"):
         assert command in out
+
+
+def test_no_credentials_and_no_sandbox(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project.root / ".opcd" / "sandbox.json").unlink()
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(project.root / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(project.root / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, out, err = project.cli("status")
+    assert code == 2
+    assert out.startswith("AWS target: AWS (us-east-1")
+    assert "no AWS credentials found" in one_line_error(err)
+
+
+def test_unreachable_endpoint(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code, out, err = project.cli("status", "--json")
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:9" in one_line_error(err)

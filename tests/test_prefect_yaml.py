@@ -1,0 +1,26 @@
+"""prefect.yaml names real flows with parameters they accept."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    names = set()
+    for deployment in spec["deployments"]:
+        path, _, attr = deployment["entrypoint"].partition(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, attr)
+        assert flow.name == deployment["name"]
+        accepted = inspect.signature(flow.fn).parameters
+        assert set(deployment.get("parameters", {})) <= set(accepted)
+        assert deployment["work_pool"]["name"] == "opcd"
+        names.add(flow.name)
+    assert names == {"deploy-backend", "rollback"}
