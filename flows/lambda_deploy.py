@@ -28,6 +28,7 @@ from tasks.health import check_health
 from tasks.lambda_functions import (
     LiveVersion,
     invoke_smoke_checks,
+    point_alias,
     publish_version,
     read_live,
     read_live_alias,
@@ -152,6 +153,15 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
     logger = get_run_logger()
     now_live = read_live(plan.target, plan.function)
     label = f"{live.app_version or 'version'} (Lambda version {live.lambda_version})"
+    if now_live.lambda_version != live.lambda_version or now_live.weights:
+        logger.warning(
+            "live is on version %s after the rollback hook; moving it back once more", now_live.lambda_version
+        )
+        try:
+            point_alias(plan.target, plan.function, live.lambda_version)
+        except Exception as exc:  # reported below through the alias we read back
+            logger.error("Second rollback attempt failed: %s", exc)
+        now_live = read_live(plan.target, plan.function)
     if now_live.lambda_version != live.lambda_version or now_live.weights:
         logger.error("ROLLBACK NOT VERIFIED: %s:live is on version %s", plan.function, now_live.lambda_version)
         return f"ROLLBACK FAILED: live is on Lambda version {now_live.lambda_version}, expected {live.lambda_version}"

@@ -134,6 +134,7 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OPCD_BUILD_CACHE", str(build_cache))
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
+    httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
     project = Project(tmp_path, sandbox.url)
     project.write_source()
     (tmp_path / "opcd.toml").write_text(project_config())

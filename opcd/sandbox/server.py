@@ -50,6 +50,8 @@ class SandboxApp:
         self.region = region
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.runner = LambdaRunner(work_dir, endpoint_url="")
+        self._fault_lock = threading.Lock()
+        self._faults_list: list[dict[str, Any]] = []
 
     def lambda_backend(self, region: str) -> Any:
         from moto.awslambda.utils import get_backend
@@ -61,12 +63,42 @@ class SandboxApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/_opcd/ping":
             return _json(start_response, 200, {"ok": True, "pid": os.getpid()})
+        if path == "/_opcd/faults":
+            return self._faults(environ, start_response)
+        if fault := self._take_fault(method, path):
+            return _aws_error(start_response, int(fault["status"]), str(fault["code"]), "injected by the sandbox")
         if method == "POST" and (match := _INVOKE.match(path)):
             return self._invoke(environ, start_response, unquote(match["name"]))
         if match := _GATEWAY.match(path):
             return self._gateway(environ, start_response, match["function"], match["path"] or "/")
         result: Iterable[bytes] = self.moto(environ, start_response)
         return result
+
+    def _faults(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Fault injection: POST a fault to fail matching requests; DELETE clears them; GET lists."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        with self._fault_lock:
+            if method == "POST":
+                fault = {"method": "PUT", "status": 500, "code": "ServiceException", "skip": 0, "count": 1}
+                fault.update(json.loads(_read_body(environ) or b"{}"))
+                re.compile(str(fault["path"]))  # required: a regular expression over the request path
+                self._faults_list.append(fault)
+            elif method == "DELETE":
+                self._faults_list.clear()
+            return _json(start_response, 200, {"faults": self._faults_list})
+
+    def _take_fault(self, method: str, path: str) -> dict[str, Any] | None:
+        with self._fault_lock:
+            for fault in self._faults_list:
+                if fault["method"] == method and re.search(str(fault["path"]), path):
+                    if fault["skip"] > 0:
+                        fault["skip"] -= 1
+                        return None
+                    fault["count"] -= 1
+                    if fault["count"] <= 0:
+                        self._faults_list.remove(fault)
+                    return fault
+        return None
 
     def _invoke(self, environ: dict[str, Any], start_response: StartResponse, name: str) -> Iterable[bytes]:
         from moto.awslambda.exceptions import UnknownFunctionException

@@ -192,3 +192,29 @@ def test_a_run_that_died_mid_shift_is_reported_by_the_next(
     assert "The previous run (killed-run) died while moving live from Lambda version 1 to 2" in caplog.text
     rows = status(project)
     assert rows[0]["last_outcome"] == "deployed"
+
+
+def test_a_failed_rollback_hook_is_retried_and_verified(deployed: Project, caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    before = deployed.live()
+    deployed.write_source(UNHEALTHY_UNDER_TRAFFIC)
+    # the shift (first alias update) passes; the rollback hook's update is denied once
+    fault = {
+        "method": "PUT",
+        "path": "/aliases/live$",
+        "skip": 1,
+        "count": 1,
+        "status": 403,
+        "code": "AccessDeniedException",
+    }
+    httpx.post(f"{deployed.endpoint}/_opcd/faults", json=fault, timeout=10).raise_for_status()
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v6")
+
+    assert code == 1
+    assert f"rolled back to v2 (Lambda version {before}), verified" in err
+    assert "AccessDeniedException" in caplog.text  # the hook's own failure is on record
+    assert "moving it back once more" in caplog.text
+    assert deployed.live() == before
+    assert httpx.get(f"{deployed.endpoint}/_opcd/faults", timeout=10).json() == {"faults": []}
