@@ -9,6 +9,7 @@ transaction's ``on_rollback`` hook), verify it, and end Failed; record the outco
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,9 +25,11 @@ from opcd.locks import environment_lock
 from opcd.versions import check_version
 from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
 from tasks.cloudwatch import alarm_states, check_alarms
+from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.health import check_health
 from tasks.lambda_functions import (
     LiveVersion,
+    invoke_sample_event,
     invoke_smoke_checks,
     point_alias,
     publish_version,
@@ -129,6 +132,21 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
     return Artifact(plan.component, version, key, package.sha256_hex, package.code_sha256, package.size, False)
 
 
+def sync_rules(plan: Plan, live: LiveVersion) -> RuleChanges:
+    """EventBridge rules of the component, targeting its ``live`` alias (which never moves ARN)."""
+    rules = plan.config.component(plan.component).rules
+    return sync_event_rules(
+        plan.target, plan.config.project.name, plan.environment, plan.component, plan.function, live.alias_arn, rules
+    )
+
+
+def sample_event(plan: Plan) -> dict[str, Any]:
+    comp = plan.config.component(plan.component)
+    assert comp.sample_event is not None
+    event: dict[str, Any] = json.loads((plan.config.root / comp.sample_event).read_text())
+    return event
+
+
 def shift_and_verify(plan: Plan, new_version: str, app_version: str | None, live: LiveVersion) -> None:
     """Move ``live`` to ``new_version`` and check health and alarms.
 
@@ -142,6 +160,9 @@ def shift_and_verify(plan: Plan, new_version: str, app_version: str | None, live
             shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
+            comp = plan.config.component(plan.component)
+            if comp.sample_event:
+                invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
             check_alarms(plan.target, env.alarms)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
@@ -218,6 +239,7 @@ def deploy_lambda(
                     live.lambda_version,
                 )
                 record.outcome, record.lambda_version, record.reason = "noop", live.lambda_version, "already live"
+                record.rules = sync_rules(plan, live).summary()  # rules are configuration: still applied
                 return finish(plan, record)
             update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
             new_version = publish_version(
@@ -235,13 +257,17 @@ def deploy_lambda(
                     comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
                     plan.config.build_cache_dir(),
                 )  # fmt: skip
-            if comp.smoke:
-                try:
+            try:
+                if comp.smoke:
                     invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
-                except DeployFailed as exc:
-                    raise DeployFailed(
-                        f"{exc}; live untouched on {live.app_version} (Lambda version {live.lambda_version})"
-                    ) from exc
+                if comp.sample_event:
+                    event = sample_event(plan)
+                    invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
+            except DeployFailed as exc:
+                raise DeployFailed(
+                    f"pre-traffic {exc}; live untouched on {live.app_version} (Lambda version {live.lambda_version})"
+                ) from exc
+            record.rules = sync_rules(plan, live).summary()
             stage = "traffic"
             # A killed process runs no rollback hook: leave the rollback target in the ledger first.
             record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
@@ -275,3 +301,11 @@ def deploy_backend(
 ) -> dict[str, Any]:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
     return deploy_lambda("backend", environment, version, git_sha, config_path)
+
+
+@flow(name="deploy-worker", flow_run_name="worker {version} to {environment}", log_prints=True)
+def deploy_worker(
+    environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
+) -> dict[str, Any]:
+    """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
+    return deploy_lambda("worker", environment, version, git_sha, config_path)

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     sb_up.add_argument("--detach", action="store_true", help="run in the background and return once it answers")
     sandbox_sub.add_parser("down", help="stop the background sandbox")
     sandbox_sub.add_parser("env", help="print export lines that point AWS tools at the sandbox")
+    fire = sandbox_sub.add_parser("fire-rule", help="deliver an EventBridge rule's event to its Lambda targets")
+    fire.add_argument("rule", help="rule name from opcd.toml (nightly-digest) or its full AWS name")
+    fire.add_argument("--env", dest="environment", default="dev", help="environment (default dev)")
 
     deploy = sub.add_parser("deploy", help="deploy one component to one environment")
     deploy.add_argument("component", help="a component of opcd.toml, e.g. backend")
@@ -107,6 +110,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         result: int = commands.up(path, args.port, args.detach)
     elif args.action == "down":
         result = commands.down(path)
+    elif args.action == "fire-rule":
+        result = commands.fire_rule(path, args.rule, args.environment)
     else:
         result = commands.env(path)
     return result
@@ -158,7 +163,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.app_version)
     if args.dry_run:
         return _dry_run_deploy(args, config, target)
-    flows = {"backend": "flows.lambda_deploy:deploy_backend"}
+    flows = {"backend": "flows.lambda_deploy:deploy_backend", "worker": "flows.lambda_deploy:deploy_worker"}
     if args.component not in flows:
         raise InputError(f"no deploy flow for component {args.component!r} yet", f"available: {', '.join(flows)}")
     module, _, name = flows[args.component].partition(":")
@@ -248,6 +253,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
+    from tasks.eventbridge import describe_rules
     from tasks.lambda_functions import read_live
     from tasks.ledger import read_latest
 
@@ -266,6 +272,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "deployed_at": latest.get("finished_at"), "flow_run": latest.get("flow_run_name"),
                 "flow_run_id": latest.get("flow_run_id"), "last_outcome": latest.get("outcome"),
                 "drift": bool(recorded and recorded != live.lambda_version),
+                "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
             })  # fmt: skip
     return rows
 
@@ -292,8 +299,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for row in table:
+    print("  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip())
+    for row, data in zip(table[1:], rows, strict=True):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        for rule in data["rules"]:
+            targets = ", ".join(t.rsplit(":", 1)[-1] for t in rule["targets"]) or "no target"
+            print(f"    rule {rule['name']}  {rule['trigger']}  {rule['state']}  → {targets}")
     return 0
 
 

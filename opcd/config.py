@@ -6,6 +6,7 @@ what was expected (``environments.prod.functions.backend: missing``), never a st
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from opcd.errors import ConfigError, UnknownName
@@ -72,11 +74,51 @@ class SmokeCheck(_Model):
     body_contains: str | None = None
 
 
+_RATE = re.compile(r"^rate\((1 (minute|hour|day)|([2-9]|[1-9]\d+) (minutes|hours|days))\)$")
+_CRON = re.compile(r"^cron\((\S+ ){5}\S+\)$")
+
+
+def _check_pattern(node: Any, path: str) -> None:
+    """EventBridge patterns: objects whose leaves are arrays of values or matchers."""
+    if not isinstance(node, dict) or not node:
+        raise ValueError(f"event_pattern{path}: expected a non-empty table")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _check_pattern(value, f"{path}.{key}")
+        elif not isinstance(value, list) or not value:
+            raise ValueError(f'event_pattern{path}.{key}: expected a non-empty array, e.g. ["value"]')
+
+
 class EventRule(_Model):
-    name: str
-    schedule: str | None = None
+    """An EventBridge rule whose one target is the component's ``live`` alias."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    schedule: str | None = Field(default=None, description="rate(5 minutes) or cron(0 3 * * ? *)")
     event_pattern: dict[str, Any] | None = None
-    input: dict[str, Any] | None = None
+    input: dict[str, Any] | None = Field(default=None, description="Constant JSON the target receives.")
+    enabled: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not (_RATE.match(value) or _CRON.match(value)):
+            raise ValueError(
+                f"{value!r} is not a schedule expression: use rate(5 minutes) or cron(0 3 * * ? *) (6 fields)"
+            )
+        return value
+
+    @field_validator("event_pattern")
+    @classmethod
+    def _pattern(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _check_pattern(value, "")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> EventRule:
+        if (self.schedule is None) == (self.event_pattern is None):
+            raise ValueError(f"rule {self.name!r}: give exactly one of schedule or event_pattern")
+        return self
 
 
 class Component(_Model):
@@ -88,7 +130,10 @@ class Component(_Model):
     requirements: str = "requirements.txt"
     migrations: Migrations | None = None
     smoke: list[SmokeCheck] = Field(default_factory=list)
-    sample_event: str | None = None
+    sample_event: str | None = Field(default=None, description="JSON event file, relative to opcd.toml.")
+    sample_expect: dict[str, Any] | None = Field(
+        default=None, description="Keys and values the sample event's response must contain."
+    )
     rules: list[EventRule] = Field(default_factory=list)
     repository: str | None = None
 
@@ -199,13 +244,32 @@ class Config(_Model):
         return Path(os.environ.get("OPCD_BUILD_CACHE") or self.state_dir() / "build-cache")
 
 
-def _problems_from(exc: ValidationError) -> list[str]:
+def _render_path(loc: list[Any], data: Any) -> str:
+    """``components.worker.rules.0.schedule`` → ``components.worker.rules[nightly-digest].schedule``."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and part < len(node) else None
+            label = item.get("name") if isinstance(item, dict) else None
+            parts[-1] += f"[{label if label else part}]"
+        else:
+            parts.append(str(part))
+        node = node[part] if isinstance(node, dict | list) and _has(node, part) else None
+    return ".".join(parts) or "(top level)"
+
+
+def _has(node: dict[str, Any] | list[Any], part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
+
+
+def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
         # pydantic puts the union member name in the path ("approval.Approval.approvers"); drop it
         loc = [p for p in loc if p not in ("Approval", "literal[False]", "bool")]
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        path = _render_path(loc, data)
         kind = err["type"]
         if kind == "missing":
             message = "missing"
@@ -226,6 +290,16 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"components.{cname}.repository: missing (an apprunner needs an ECR repository)")
         if not (config.root / comp.source).is_dir():
             problems.append(f"components.{cname}.source: directory {comp.source!r} does not exist")
+        if comp.sample_event:
+            try:
+                json.loads((config.root / comp.sample_event).read_text())
+            except OSError:
+                problems.append(f"components.{cname}.sample_event: file {comp.sample_event!r} does not exist")
+            except ValueError as exc:
+                problems.append(f"components.{cname}.sample_event: not JSON ({exc})")
+        names = [r.name for r in comp.rules]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"components.{cname}.rules: rule name {dup!r} appears twice")
     for ename, env in config.environments.items():
         for cname, comp in config.components.items():
             table = "functions" if comp.kind == "lambda" else "services"
@@ -245,7 +319,7 @@ def parse_config(data: dict[str, Any], root: Path) -> Config:
     try:
         config = Config.model_validate({**data, "root": root})
     except ValidationError as exc:
-        problems = _problems_from(exc)
+        problems = _problems_from(exc, data)
     else:
         problems = _cross_checks(config)
         if not problems:

@@ -2,14 +2,15 @@
 
 It starts a Prefect server (unless PREFECT_API_URL points at one) and the sandbox, then deploys
 v1 and v2 of the example backend to dev, then a v3 whose /health fails once it takes traffic (it
-is rolled back by itself), and shows `opcd status`. Everything lives under .opcd/demo/ and is
+is rolled back by itself), deploys the worker with its EventBridge rule and fires the rule, and
+shows `opcd status`. Everything lives under .opcd/demo/ and is
 stopped at the end; DEMO_KEEP=1 leaves the Prefect UI and the sandbox running to look around.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -96,7 +97,7 @@ def main() -> int:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir(parents=True)
     config = (ROOT / "opcd.toml").read_text()
-    config = re.sub(r'source = "examples/outreachpass/backend"', 'source = "src/backend"', config)
+    config = config.replace("examples/outreachpass/", "src/")
     (DEMO / "opcd.toml").write_text(config)
     env = dict(os.environ)
     say("Prefect server")
@@ -105,6 +106,8 @@ def main() -> int:
     try:
         say("Embedded AWS sandbox (moto + Lambda invoke shim + API gateway)")
         write_version(DEMO / "src" / "backend")
+        shutil.copytree(ROOT / "examples" / "outreachpass" / "worker", DEMO / "src" / "worker",
+                        ignore=shutil.ignore_patterns("__pycache__", "tests"))  # fmt: skip
         opcd("sandbox", "up", "--detach", "--port", "0")
         opcd("status", "--env", "dev")
 
@@ -120,9 +123,22 @@ def main() -> int:
         opcd("deploy", "backend", "--env", "dev", "--version", "v3", "--git-sha", "3333333", expect=1)
         opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v2")
 
+        say("Deploy the worker: Lambda plus its EventBridge rule on the live alias, tested with a sample event")
+        opcd("deploy", "worker", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
+        info = json.loads((DEMO / ".opcd" / "sandbox.json").read_text())
+        passes = info["gateway"]["https://api.dev.outreachpass.example"] + "/passes"
+        print('$ curl -X POST https://api.dev.outreachpass.example/passes -d \'{"email": ..., "event": "launch"}\'')
+        for email in ("ada@example.org", "grace@example.org"):
+            answer = httpx.post(passes, json={"email": email, "event": "launch"}, timeout=30)
+            print(f"  {answer.status_code} {answer.text}")
+        say("Fire the worker's rule as EventBridge would (moto never delivers to Lambda)")
+        opcd("sandbox", "fire-rule", "nightly-digest")
+
         say("What is live where")
         opcd("status")
-        print("\ndemo finished: v2 is live in dev; v3 was rolled back automatically.")
+        print(
+            "\ndemo finished: backend v2 is live in dev (v3 was rolled back by itself); worker v1 runs from its rule."
+        )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")
             return 0

@@ -32,6 +32,7 @@ class LiveVersion:
     code_sha256: str
     description: str
     weights: dict[str, float]
+    alias_arn: str = ""
 
 
 def version_description(component: str, version: str, sha256_hex: str) -> str:
@@ -79,6 +80,7 @@ def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersi
         code_sha256=conf.get("CodeSha256", ""),
         description=conf.get("Description", ""),
         weights={k: float(v) for k, v in weights.items()},
+        alias_arn=alias_info.get("AliasArn", ""),
     )
 
 
@@ -197,8 +199,41 @@ def invoke_smoke_checks(target: AwsTarget, function: str, qualifier: str, checks
         else:
             logger.info("Smoke %s %s on version %s: ok", check.method, check.path, qualifier)
     if failures:
-        raise DeployFailed("pre-traffic smoke failed: " + "; ".join(failures))
+        raise DeployFailed("smoke failed: " + "; ".join(failures))
     return [f"{c.method} {c.path}" for c in checks]
+
+
+def judge_sample(expect: dict[str, Any] | None, function_error: str | None, payload: bytes) -> str | None:
+    """None when a sample-event response passes, else a one-line reason."""
+    try:
+        answer = json.loads(payload or b"null")
+    except ValueError:
+        answer = None
+    if function_error:
+        if isinstance(answer, dict):
+            return f"handler error {answer.get('errorType', function_error)}: {answer.get('errorMessage', '')}"[:300]
+        return f"handler error {function_error}"
+    for key, value in (expect or {}).items():
+        got = answer.get(key) if isinstance(answer, dict) else None
+        if got != value:
+            return f"response {key}={got!r}, expected {value!r}"
+    return None
+
+
+@task(name="invoke-sample-event", cache_policy=NO_CACHE)
+def invoke_sample_event(
+    target: AwsTarget, function: str, qualifier: str, event: dict[str, Any], expect: dict[str, Any] | None
+) -> str:
+    """Invoke ``function:qualifier`` with the sample event; raise DeployFailed when it fails."""
+    lam = target.client("lambda")
+    result = lam.invoke(FunctionName=function, Qualifier=qualifier, Payload=json.dumps(event).encode())
+    payload = result["Payload"].read()
+    reason = judge_sample(expect, result.get("FunctionError"), payload)
+    if reason:
+        get_run_logger().warning("Sample event on %s:%s: FAILED (%s)", function, qualifier, reason)
+        raise DeployFailed(f"sample event on {qualifier}: {reason}")
+    get_run_logger().info("Sample event on %s:%s: ok", function, qualifier)
+    return str(payload.decode())
 
 
 def set_alias(target: AwsTarget, function: str, version: str) -> None:

@@ -52,6 +52,7 @@ class Record:
     git_sha: str | None = None
     sha256: str | None = None
     artifact: str | None = None  # built | reused
+    rules: str | None = None  # what syncing EventBridge rules changed
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     actor: str = field(default_factory=actor)

@@ -23,7 +23,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKEND = ROOT / "examples" / "outreachpass" / "backend"
+EXAMPLES = ROOT / "examples" / "outreachpass"
+BACKEND = EXAMPLES / "backend"
+WORKER = EXAMPLES / "worker"
 
 # Appended to the backend's app/__init__.py to make the broken versions the tests deploy.
 RAISES_ON_IMPORT = """
@@ -80,6 +82,10 @@ class Project:
     def source(self) -> Path:
         return self.root / "src" / "backend"
 
+    @property
+    def worker(self) -> Path:
+        return self.root / "src" / "worker"
+
     def client(self, service: str) -> Any:
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name="us-east-1",
@@ -107,16 +113,34 @@ class Project:
         return httpx.get(f"{self.endpoint}/_gateway/{function}/health", timeout=30)
 
     def write_source(self, extra: str = "") -> None:
+        """Write the backend's source again, with ``extra`` appended to its handler module."""
         shutil.rmtree(self.source, ignore_errors=True)
         shutil.copytree(BACKEND, self.source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
         if extra:
             with (self.source / "app" / "__init__.py").open("a") as init:
                 init.write(extra)
 
+    def write_worker(self, extra: str = "") -> None:
+        shutil.rmtree(self.worker, ignore_errors=True)
+        shutil.copytree(WORKER, self.worker, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        if extra:
+            with (self.worker / "worker.py").open("a") as module:
+                module.write(extra)
 
-def project_config(source: str = "src/backend") -> str:
-    text = (ROOT / "opcd.toml").read_text()
-    text = text.replace('source = "examples/outreachpass/backend"', f'source = "{source}"')
+    def set_config(self, old: str, new: str) -> None:
+        text = self.config_path.read_text()
+        assert old in text, old
+        self.config_path.write_text(text.replace(old, new))
+
+
+def copy_examples(root: Path) -> None:
+    for example in (BACKEND, WORKER):
+        shutil.copytree(example, root / "src" / example.name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+
+
+def project_config() -> str:
+    """The project's opcd.toml with its examples under ``src/``."""
+    text = (ROOT / "opcd.toml").read_text().replace("examples/outreachpass/", "src/")
     # fast health checks for tests: 2 consecutive answers, 0.1 s apart
     text = re.sub(
         r"health_check = \{[^}]*\}", 'health_check = { successes = 2, attempts = 4, interval = "0.1s" }', text
@@ -136,7 +160,7 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
     httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
     project = Project(tmp_path, sandbox.url)
-    project.write_source()
+    copy_examples(tmp_path)
     (tmp_path / "opcd.toml").write_text(project_config())
     config = load_config(project.config_path)
     data = tmp_path / "data"

@@ -81,3 +81,47 @@ def env(config_path: Path) -> int:
     assert info is not None
     print("\n".join(export_lines(info)))
     return 0
+
+
+def fire_rule(config_path: Path, name: str, environment: str) -> int:
+    """Deliver a rule's event to its Lambda targets through the invoke shim (moto never does)."""
+    import json
+    import uuid
+
+    import boto3
+
+    config = load_config(config_path)
+    config.environment(environment)
+    info = read_info(config.state_dir())
+    if not is_running(info):
+        print("no sandbox is running: start one with `opcd sandbox up --detach`")
+        return 1
+    assert info is not None
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=info["region"])
+    events = session.client("events", endpoint_url=info["aws_endpoint_url"])
+    lam = session.client("lambda", endpoint_url=info["aws_endpoint_url"])
+    full = name if name.startswith(f"{config.project.name}-") else f"{config.project.name}-{environment}-{name}"
+    try:
+        rule = events.describe_rule(Name=full)
+    except events.exceptions.ResourceNotFoundException:
+        print(f"no rule {full!r} in the sandbox: deploy the component that owns it first")
+        return 2
+    envelope = {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": info["region"], "resources": [rule["Arn"]], "detail": {},
+    }  # fmt: skip
+    targets = events.list_targets_by_rule(Rule=full)["Targets"]
+    if not targets:
+        print(f"rule {full} has no targets")
+        return 1
+    failed = False
+    for target in targets:
+        payload = target.get("Input") or json.dumps(envelope)
+        result = lam.invoke(FunctionName=target["Arn"], Payload=payload.encode())
+        body = result["Payload"].read().decode()
+        failed |= "FunctionError" in result
+        state = f"FAILED ({result['FunctionError']})" if "FunctionError" in result else "ok"
+        print(f"fired {full} → {target['Arn']} (version {result.get('ExecutedVersion')}): {state}")
+        print(f"  {body}")
+    return 1 if failed else 0

@@ -19,7 +19,7 @@ def one_line_error(err: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["deploy", "frontend", "--env", "dev", "--version", "v1"], "unknown component 'frontend' — opcd.toml defines"),
+        (["deploy", "frontend", "--env", "dev", "--version", "v1"], "'frontend' — opcd.toml defines: backend, worker"),
         (["deploy", "backend", "--env", "staging", "--version", "v1"], "unknown environment 'staging' — opcd.toml"),
         (["deploy", "backend", "--env", "dev", "--version", "../x"], "'../x' is not a version"),
         (["deploy", "backend", "--env", "dev", "--version", ""], "'' is not a version"),
@@ -105,14 +105,17 @@ def test_status_table_and_json(project: Project) -> None:
     assert lines[2].split()[:4] == ["backend", "dev", "-", "1"]
     code, out, err = project.cli("status", "--env", "prod", "--json")
     rows = json.loads(out)
-    assert [(r["environment"], r["lambda_version"], r["version"]) for r in rows] == [("prod", "1", None)]
+    assert [(r["component"], r["environment"], r["lambda_version"], r["version"]) for r in rows] == [
+        ("backend", "prod", "1", None),
+        ("worker", "prod", "1", None),
+    ]
 
 
 def test_config_check(project: Project) -> None:
     code, out, err = project.cli("config", "check")
-    assert code == 0 and out.endswith("ok (1 components, 2 environments)\n")
+    assert code == 0 and out.endswith("ok (2 components, 2 environments)\n")
     broken = project.root / "broken.toml"
-    broken.write_text(project.config_path.read_text().replace('functions = { backend = "outreachpass-api-prod" }', ""))
+    broken.write_text(project.config_path.read_text().replace('backend = "outreachpass-api-prod", ', ""))
     code, out, err = project.cli("config", "check", str(broken))
     assert code == 2
     assert "environments.prod.functions.backend: missing" in err

@@ -111,7 +111,40 @@ def test_config_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_unknown_names() -> None:
     config = load_config(ROOT / "opcd.toml")
-    with pytest.raises(UnknownName, match="unknown component 'worker'"):
-        config.component("worker")
+    with pytest.raises(UnknownName, match="unknown component 'frontend'"):
+        config.component("frontend")
     with pytest.raises(UnknownName, match="unknown environment 'qa'"):
         config.environment("qa")
+
+
+def test_rule_problems_name_the_rule() -> None:
+    data = base()
+    data["components"]["worker"]["rules"] = [
+        {"name": "nightly-digest", "schedule": "every night"},
+        {"name": "on-signup", "event_pattern": {"source": "outreachpass"}},
+        {"name": "both", "schedule": "rate(5 minutes)", "event_pattern": {"source": ["x"]}},
+    ]
+    message = problems(data)
+    assert "components.worker.rules[nightly-digest].schedule: 'every night' is not a schedule expression" in message
+    assert (
+        "components.worker.rules[on-signup].event_pattern: event_pattern.source: expected a non-empty array" in message
+    )
+    assert "components.worker.rules[both]: rule 'both': give exactly one of schedule or event_pattern" in message
+
+
+def test_valid_schedules() -> None:
+    data = base()
+    data["components"]["worker"]["rules"] = [
+        {"name": "a", "schedule": "rate(1 hour)"},
+        {"name": "b", "schedule": "rate(15 minutes)"},
+        {"name": "c", "event_pattern": {"source": ["outreachpass"], "detail": {"kind": ["signup"]}}},
+    ]
+    assert len(parse_config(data, ROOT).components["worker"].rules) == 3
+    data["components"]["worker"]["rules"] = [{"name": "a", "schedule": "rate(1 hours)"}]
+    assert "is not a schedule expression" in problems(data)
+
+
+def test_sample_event_must_exist() -> None:
+    data = base()
+    data["components"]["worker"]["sample_event"] = "nowhere.json"
+    assert "components.worker.sample_event: file 'nowhere.json' does not exist" in problems(data)

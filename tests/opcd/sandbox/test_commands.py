@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import boto3
 import httpx
 
-from tests.conftest import BACKEND, project_config
+from tests.conftest import copy_examples, project_config
 
 
 def opcd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +22,7 @@ def opcd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_env_down(tmp_path: Path) -> None:
-    shutil.copytree(BACKEND, tmp_path / "src" / "backend")
+    copy_examples(tmp_path)
     (tmp_path / "opcd.toml").write_text(project_config())
 
     up = opcd(tmp_path, "sandbox", "up", "--detach", "--port", "0")
@@ -61,7 +60,7 @@ def test_up_env_down(tmp_path: Path) -> None:
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path, sandbox: object) -> None:
-    shutil.copytree(BACKEND, tmp_path / "src" / "backend")
+    copy_examples(tmp_path)
     (tmp_path / "opcd.toml").write_text(project_config())
     port = str(sandbox.port)
     result = opcd(tmp_path, "sandbox", "up", "--port", port)

@@ -12,3 +12,11 @@ passes = sa.Table(
     sa.Column("event", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
 )
+
+digests = sa.Table(
+    "digests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
