@@ -309,3 +309,11 @@ def deploy_worker(
 ) -> dict[str, Any]:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
     return deploy_lambda("worker", environment, version, git_sha, config_path)
+
+
+@flow(name="deploy-lambda", flow_run_name="{component} {version} to {environment}", log_prints=True)
+def deploy_lambda_component(
+    component: str, environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
+) -> dict[str, Any]:
+    """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
+    return deploy_lambda(component, environment, version, git_sha, config_path)

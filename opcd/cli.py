@@ -163,15 +163,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.app_version)
     if args.dry_run:
         return _dry_run_deploy(args, config, target)
-    flows = {"backend": "flows.lambda_deploy:deploy_backend", "worker": "flows.lambda_deploy:deploy_worker"}
-    if args.component not in flows:
-        raise InputError(f"no deploy flow for component {args.component!r} yet", f"available: {', '.join(flows)}")
-    module, _, name = flows[args.component].partition(":")
-    flow = getattr(importlib.import_module(module), name)
-    result = _run_flow(
-        flow, environment=args.environment, version=args.app_version, git_sha=args.git_sha,
-        config_path=str(config_path(args.config).resolve()),
-    )  # fmt: skip
+    from flows import lambda_deploy
+
+    params: dict[str, Any] = {
+        "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
+        "config_path": str(config_path(args.config).resolve()),
+    }  # fmt: skip
+    named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
+    if args.component in named:
+        result = _run_flow(named[args.component], **params)
+    else:
+        result = _run_flow(lambda_deploy.deploy_lambda_component, component=args.component, **params)
     if result["outcome"] == "noop":
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
     else:
@@ -264,13 +266,15 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
         for comp, function in env.functions.items():
             live = read_live(target, function)
             latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
-            recorded = latest.get("live_lambda_version")
+            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
+            recorded = deployed.get("live_lambda_version")
             rows.append({
                 "component": comp, "environment": env_name, "function": function,
                 "version": live.app_version, "lambda_version": live.lambda_version,
                 "split": live.weights or None,
-                "deployed_at": latest.get("finished_at"), "flow_run": latest.get("flow_run_name"),
-                "flow_run_id": latest.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+                "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
+                "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+                "last_run": latest.get("flow_run_name"),
                 "drift": bool(recorded and recorded != live.lambda_version),
                 "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
             })  # fmt: skip
@@ -289,12 +293,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     target = _print_target(config)
     rows = status_rows(config, target, args.environment)
-    header = ("COMPONENT", "ENV", "LIVE", "LAMBDA", "DEPLOYED AT", "LAST RUN", "OUTCOME")
+    header = ("COMPONENT", "ENV", "LIVE", "LAMBDA", "DEPLOYED AT", "BY RUN", "LAST RUN")
     table = [header] + [
         (
             r["component"], r["environment"], r["version"] or "-", r["lambda_version"],
-            r["deployed_at"] or "-", r["flow_run"] or "-",
-            (r["last_outcome"] or "-") + (" DRIFT: ledger disagrees with live" if r["drift"] else ""),
+            (r["deployed_at"] or "-")[:19], r["flow_run"] or "-",
+            (f"{r['last_run']}: {r['last_outcome']}" if r["last_outcome"] else "-")
+            + (" DRIFT: ledger disagrees with live" if r["drift"] else ""),
         )
         for r in rows
     ]  # fmt: skip

@@ -1,7 +1,8 @@
 """The ledger: what ran where, kept in the artifact bucket and shown as a Prefect artifact.
 
 ``ledger/{environment}/{component}/{time}-{run}.json`` holds one record per outcome;
-``ledger/{environment}/{component}/latest.json`` repeats the newest one.
+``ledger/{environment}/{component}/latest.json`` repeats the newest one, and ``live.json`` the
+newest that put a version live (a deploy or rollback that succeeded).
 """
 
 from __future__ import annotations
@@ -78,17 +79,21 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record) -> str:
     stamp = record.finished_at.replace(":", "").replace("-", "")
     key = f"{_prefix(record.environment, record.component)}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    s3.put_object(
-        Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/latest.json", Body=body,
-        ContentType="application/json",
-    )  # fmt: skip
+    for name in ("latest.json", "live.json") if record.outcome == "deployed" else ("latest.json",):
+        s3.put_object(
+            Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/{name}", Body=body,
+            ContentType="application/json",
+        )  # fmt: skip
     get_run_logger().info("Ledger: %s %s %s → %s", record.environment, record.component, record.action, record.outcome)
     return key
 
 
-def read_latest(target: AwsTarget, bucket: str, environment: str, component: str) -> dict[str, Any] | None:
+def read_latest(
+    target: AwsTarget, bucket: str, environment: str, component: str, name: str = "latest.json"
+) -> dict[str, Any] | None:
+    """The newest record (``live.json``: the newest that put a version live), or None."""
     try:
-        body = target.client("s3").get_object(Bucket=bucket, Key=f"{_prefix(environment, component)}/latest.json")
+        body = target.client("s3").get_object(Bucket=bucket, Key=f"{_prefix(environment, component)}/{name}")
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
             return None
@@ -105,7 +110,9 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
         for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=_prefix(environment, component) + "/"
         ):
-            keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/latest.json")]
+            keys += [
+                o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith(("/latest.json", "/live.json"))
+            ]
     except Exception as exc:
         if error_code(exc) == "NoSuchBucket":
             return []

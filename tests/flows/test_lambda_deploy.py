@@ -73,7 +73,8 @@ def test_unhealthy_under_traffic_rolls_back_by_itself(deployed: Project) -> None
     answer = deployed.health()
     assert answer.status_code == 200 and answer.json()["version"] == "v2"
     dev = next(r for r in status(deployed) if r["environment"] == "dev")
-    assert dev["last_outcome"] == "rolled-back"
+    assert dev["last_outcome"] == "rolled-back" and dev["last_run"] == "backend v4 to dev"
+    assert dev["flow_run"] == "backend v2 to dev"  # what put the live version live
 
 
 def test_firing_alarm_after_the_shift_rolls_back(deployed: Project) -> None:
@@ -125,6 +126,12 @@ def test_rollback_dry_run_changes_nothing(deployed: Project) -> None:
     assert code == 0, err
     assert "would move from Lambda version" in out and "no changes made" in out
     assert deployed.live() == before
+    # someone moves the alias by hand: status says the ledger disagrees
+    deployed.client("lambda").update_alias(FunctionName="outreachpass-api-dev", Name="live", FunctionVersion="1")
+    dev = next(r for r in status(deployed) if r["environment"] == "dev")
+    assert dev["drift"] is True
+    code, out, err = deployed.cli("status", "--env", "dev")
+    assert "DRIFT: ledger disagrees with live" in out
 
 
 def test_rollback_to_a_version_never_deployed_is_bad_input(deployed: Project) -> None:
@@ -218,3 +225,13 @@ def test_a_failed_rollback_hook_is_retried_and_verified(deployed: Project, caplo
     assert "moving it back once more" in caplog.text
     assert deployed.live() == before
     assert httpx.get(f"{deployed.endpoint}/_opcd/faults", timeout=10).json() == {"faults": []}
+
+
+def test_any_lambda_component_name_deploys(project: Project, prefect_server: None) -> None:
+    text = project.config_path.read_text().replace("[components.backend]", "[components.api]")
+    text = text.replace('backend = "outreachpass-api-', 'api = "outreachpass-api-')
+    text = text.replace('health = { backend = "https', 'health = { api = "https')
+    project.config_path.write_text(text)
+    code, out, err = project.cli("deploy", "api", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    assert project.health().json()["version"] == "v1"
