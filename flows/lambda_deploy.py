@@ -188,11 +188,14 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
         return f"ROLLBACK FAILED: live is on Lambda version {now_live.lambda_version}, expected {live.lambda_version}"
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
-    if public:
-        try:
+    comp = plan.config.component(plan.component)
+    try:
+        if public:
             check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=live.app_version)
-        except DeployFailed as exc:
-            return f"rolled back to {label}, but it is not healthy either: {exc}"
+        if comp.sample_event:
+            invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
+    except DeployFailed as exc:
+        return f"rolled back to {label}, but it is not healthy either: {exc}"
     logger.info("Rollback verified: %s:live on %s", plan.function, label)
     return f"rolled back to {label}, verified"
 

@@ -158,3 +158,20 @@ def test_status_shows_the_worker_and_its_rules(worker_v1: Project) -> None:
     worker_row = next(i for i, line in enumerate(lines) if line.startswith("worker"))
     assert lines[worker_row].split()[:4] == ["worker", "dev", "v1", worker_v1.live(FUNCTION)]
     assert lines[worker_row + 1].split() == ["rule", RULE, "cron(0", "3", "*", "*", "?", "*)", "ENABLED", "→", "live"]
+
+
+def test_worker_failing_the_sample_event_through_live_is_rolled_back(worker_v1: Project) -> None:
+    live = worker_v1.live(FUNCTION)
+    worker_v1.write_worker(
+        RAISES_ON_SAMPLE.replace(
+            'event.get("source") == "aws.events"', 'context.invoked_function_arn.endswith(":live")'
+        )
+    )
+
+    code, out, err = deploy(worker_v1, "v2")
+
+    assert code == 1
+    assert "sample event on live: handler error RuntimeError: digest query failed" in err
+    assert f"rolled back to v1 (Lambda version {live}), verified" in err
+    assert worker_v1.live(FUNCTION) == live
+    assert latest(worker_v1)["outcome"] == "rolled-back"
