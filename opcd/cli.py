@@ -10,6 +10,7 @@ Flows and tasks are imported inside the commands that run them, so ``--help`` an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+from pydantic import ValidationError
 
 from opcd import __version__
 from opcd.config import Config, config_path, load_config
@@ -319,14 +321,16 @@ def cmd_health(args: argparse.Namespace) -> int:
     from tasks.health import wait_healthy
 
     url = args.url
-    try:
+    with contextlib.suppress(InputError):  # without an opcd.toml the URL is checked as given
         config = load_config(args.config)
         url = resolve_target(config.state_dir(), config.project.region).resolve_url(url)
-    except InputError:
-        pass  # no opcd.toml here: check the URL as given
-    settings = HealthCheck(
-        successes=args.successes, attempts=args.attempts, interval=args.interval, timeout=args.timeout
-    )
+    try:
+        settings = HealthCheck(
+            successes=args.successes, attempts=args.attempts, interval=args.interval, timeout=args.timeout
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise InputError(f"--{problem['loc'][0]}: {problem['msg']}", "see `opcd health --help`") from None
     if url != args.url:
         print(f"checking {args.url} (served by the sandbox at {url})")
     report = wait_healthy(

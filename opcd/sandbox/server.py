@@ -79,9 +79,14 @@ class SandboxApp:
         method = environ.get("REQUEST_METHOD", "GET")
         with self._fault_lock:
             if method == "POST":
-                fault = {"method": "PUT", "status": 500, "code": "ServiceException", "skip": 0, "count": 1}
-                fault.update(json.loads(_read_body(environ) or b"{}"))
-                re.compile(str(fault["path"]))  # required: a regular expression over the request path
+                fault: dict[str, Any] = {"method": "PUT", "status": 500, "code": "ServiceException", "skip": 0}
+                fault["count"] = 1
+                try:
+                    fault.update(json.loads(_read_body(environ) or b"{}"))
+                    re.compile(str(fault["path"]))  # required: a regular expression over the request path
+                except (ValueError, KeyError, re.error) as exc:
+                    message = f"a fault is JSON with a 'path' regular expression: {exc!r}"
+                    return _json(start_response, 400, {"error": message})
                 self._faults_list.append(fault)
             elif method == "DELETE":
                 self._faults_list.clear()

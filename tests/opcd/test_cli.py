@@ -159,3 +159,9 @@ def test_unreachable_endpoint(project: Project, monkeypatch: pytest.MonkeyPatch)
     code, out, err = project.cli("status", "--json")
     assert code == 2
     assert "cannot reach http://127.0.0.1:9" in one_line_error(err)
+
+
+def test_health_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--config", "/nonexistent.toml", "health", "http://127.0.0.1:9/", "--successes", "0"])
+    assert code == 2
+    assert "--successes: Input should be greater than or equal to 1" in one_line_error(capsys.readouterr().err)

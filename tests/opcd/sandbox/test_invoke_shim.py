@@ -148,3 +148,12 @@ def test_gateway_answers_as_api_gateway(project: Project, fn: Any) -> None:
     fn.update_alias(FunctionName="shim", Name="live", FunctionVersion="2")
     assert httpx.get(f"{project.endpoint}/_gateway/shim/", timeout=30).status_code == 500  # handler error → 500
     assert httpx.get(f"{project.endpoint}/_gateway/missing/", timeout=30).status_code == 404
+
+
+def test_fault_injection_validates_its_input(project: Project) -> None:
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", json={"method": "PUT"}, timeout=10).status_code == 400
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", content=b"{", timeout=10).status_code == 400
+    fault = {"method": "GET", "path": "^/_gateway/outreachpass-api-dev/", "status": 503, "code": "ServiceUnavailable"}
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", json=fault, timeout=10).status_code == 200
+    assert httpx.get(f"{project.endpoint}/_gateway/outreachpass-api-dev/health", timeout=10).status_code == 503
+    assert httpx.get(f"{project.endpoint}/_gateway/outreachpass-api-dev/health", timeout=10).status_code == 200
