@@ -246,13 +246,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         rollback, component=args.component, environment=args.environment, to_version=args.to_version,
         to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
     )  # fmt: skip
+    where = f"{args.component} in {args.environment}"
     if result["outcome"] == "noop":
-        print(f"{args.component} in {args.environment} is already on {result['version']}: nothing changed")
+        print(f"{where} is already on {result['version'] or 'that version'}: nothing changed")
     else:
-        print(
-            f"rolled back {args.component} in {args.environment} to {result['live_version']}"
-            f" (Lambda version {result['live_lambda_version']})"
-        )
+        app = result["live_version"] or "a version opcd did not deploy"
+        print(f"rolled back {where} to {app} (Lambda version {result['live_lambda_version']})")
     return 0
 
 

@@ -44,7 +44,7 @@ def app_version_of(description: str) -> str | None:
     return match["version"] if match else None
 
 
-def _function_missing(function: str, target: AwsTarget, exc: Exception | None = None) -> ResourceMissing:
+def _function_missing(function: str, target: AwsTarget) -> ResourceMissing:
     where = "the sandbox" if target.kind == "sandbox" else target.region
     return ResourceMissing(
         f"Lambda function {function!r} does not exist in {where}",
@@ -56,20 +56,20 @@ def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersi
     """Read the alias and the version it points at (no Prefect task: also used by status)."""
     lam = target.client("lambda")
     try:
-        lam.get_function_configuration(FunctionName=function)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            raise _function_missing(function, target) from exc
-        raise
-    try:
         alias_info = lam.get_alias(FunctionName=function, Name=alias)
     except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            raise ResourceMissing(
-                f"Lambda function {function!r} has no {alias!r} alias",
-                "create the alias (Terraform) pointing at the version serving traffic now",
-            ) from exc
-        raise
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        try:  # which is missing: the function, or only its alias?
+            lam.get_function_configuration(FunctionName=function)
+        except Exception as missing:
+            if error_code(missing) == "ResourceNotFoundException":
+                raise _function_missing(function, target) from missing
+            raise
+        raise ResourceMissing(
+            f"Lambda function {function!r} has no {alias!r} alias",
+            "create the alias (Terraform) pointing at the version serving traffic now",
+        ) from exc
     version = alias_info["FunctionVersion"]
     conf = lam.get_function_configuration(FunctionName=function, Qualifier=version)
     weights = (alias_info.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}

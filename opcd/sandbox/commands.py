@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -22,6 +23,10 @@ from opcd.sandbox.server import (
 )
 
 
+def config_digest(config_path: Path) -> str:
+    return hashlib.sha256(config_path.read_bytes()).hexdigest()
+
+
 def up(config_path: Path, port: int, detach: bool) -> int:
     config = load_config(config_path)
     state = config.state_dir()
@@ -29,6 +34,10 @@ def up(config_path: Path, port: int, detach: bool) -> int:
     if is_running(info):
         assert info is not None
         print(f"sandbox already running at {info['aws_endpoint_url']} (pid {info['pid']})")
+        if info.get("config_sha256") != config_digest(config_path):
+            print(
+                "warning: it was seeded from another version of opcd.toml; `opcd sandbox down` and up again to reseed"
+            )
         return 0
     if detach:
         info = start_detached(config_path.resolve(), state, port)
@@ -46,6 +55,7 @@ def up(config_path: Path, port: int, detach: bool) -> int:
         "pid": os.getpid(),
         "gateway": gateway,
         "config": str(config_path.resolve()),
+        "config_sha256": config_digest(config_path),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_info(state, info)

@@ -33,7 +33,11 @@ def test_up_env_down(tmp_path: Path) -> None:
         assert set(info) >= {"aws_endpoint_url", "region", "pid", "gateway"}
 
         again = opcd(tmp_path, "sandbox", "up", "--detach", "--port", "0")
-        assert again.returncode == 0 and "already running" in again.stdout
+        assert again.returncode == 0 and "already running" in again.stdout and "warning" not in again.stdout
+        with (tmp_path / "opcd.toml").open("a") as config:
+            config.write("\n# edited\n")
+        again = opcd(tmp_path, "sandbox", "up", "--detach", "--port", "0")
+        assert "seeded from another version of opcd.toml" in again.stdout
 
         env = opcd(tmp_path, "sandbox", "env")
         assert f"export AWS_ENDPOINT_URL={info['aws_endpoint_url']}" in env.stdout.splitlines()
