@@ -164,15 +164,26 @@ def http_event(check: SmokeCheck) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _decode(payload: bytes) -> Any:
+    """An invocation's JSON payload, or None when it is not JSON."""
+    try:
+        return json.loads(payload or b"null")
+    except ValueError:
+        return None
+
+
+def _error_of(answer: Any, function_error: str) -> tuple[str, str]:
+    """(errorType, errorMessage) of a failed invocation's payload."""
+    if isinstance(answer, dict):
+        return str(answer.get("errorType", function_error)), str(answer.get("errorMessage", ""))
+    return function_error, ""
+
+
 def judge_smoke(check: SmokeCheck, function_error: str | None, payload: bytes) -> str | None:
     """None when the response passes ``check``, else a one-line reason."""
-    try:
-        answer = json.loads(payload or b"null")
-    except ValueError:
-        answer = None
+    answer = _decode(payload)
     if function_error:
-        detail = answer.get("errorMessage", "") if isinstance(answer, dict) else ""
-        kind = answer.get("errorType", function_error) if isinstance(answer, dict) else function_error
+        kind, detail = _error_of(answer, function_error)
         return f"{check.method} {check.path}: handler error {kind}: {detail}"[:300]
     status = answer.get("statusCode", 200) if isinstance(answer, dict) else 200
     if status != check.expect_status:
@@ -205,13 +216,11 @@ def invoke_smoke_checks(target: AwsTarget, function: str, qualifier: str, checks
 
 def judge_sample(expect: dict[str, Any] | None, function_error: str | None, payload: bytes) -> str | None:
     """None when a sample-event response passes, else a one-line reason."""
-    try:
-        answer = json.loads(payload or b"null")
-    except ValueError:
-        answer = None
+    answer = _decode(payload)
     if function_error:
         if isinstance(answer, dict):
-            return f"handler error {answer.get('errorType', function_error)}: {answer.get('errorMessage', '')}"[:300]
+            kind, detail = _error_of(answer, function_error)
+            return f"handler error {kind}: {detail}"[:300]
         return f"handler error {function_error}"
     for key, value in (expect or {}).items():
         got = answer.get(key) if isinstance(answer, dict) else None

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from opcd.aws import SANDBOX_FILE, AwsTarget
 from opcd.config import load_config
 from opcd.sandbox.seed import seed
 from opcd.sandbox.server import (
@@ -65,7 +66,7 @@ def up(config_path: Path, port: int, detach: bool) -> int:
             print(f"  {env_name}: Lambda {fn} ({comp}) with alias live → version 1")
     for origin, local in gateway.items():
         print(f"  gateway: {origin} → {local}")
-    print(f"endpoints written to {state / 'sandbox.json'}; Ctrl-C or `opcd sandbox down` stops it")
+    print(f"endpoints written to {state / SANDBOX_FILE}; Ctrl-C or `opcd sandbox down` stops it")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -73,7 +74,7 @@ def up(config_path: Path, port: int, detach: bool) -> int:
     server.stop()
     current = read_info(state)
     if current and current.get("pid") == info["pid"]:
-        (state / "sandbox.json").unlink(missing_ok=True)
+        (state / SANDBOX_FILE).unlink(missing_ok=True)
     print("sandbox stopped")
     return 0
 
@@ -98,8 +99,6 @@ def fire_rule(config_path: Path, name: str, environment: str) -> int:
     import json
     import uuid
 
-    import boto3
-
     config = load_config(config_path)
     config.environment(environment)
     info = read_info(config.state_dir())
@@ -107,9 +106,8 @@ def fire_rule(config_path: Path, name: str, environment: str) -> int:
         print("no sandbox is running: start one with `opcd sandbox up --detach`")
         return 1
     assert info is not None
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=info["region"])
-    events = session.client("events", endpoint_url=info["aws_endpoint_url"])
-    lam = session.client("lambda", endpoint_url=info["aws_endpoint_url"])
+    target = AwsTarget("sandbox", info["region"], info["aws_endpoint_url"], credentials=("testing", "testing"))
+    events, lam = target.client("events"), target.client("lambda")
     full = name if name.startswith(f"{config.project.name}-") else f"{config.project.name}-{environment}-{name}"
     try:
         rule = events.describe_rule(Name=full)

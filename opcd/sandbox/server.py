@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +19,9 @@ from urllib.parse import parse_qs, unquote
 
 import httpx
 
+from opcd.aws import SANDBOX_FILE
 from opcd.errors import InputError
 
-SANDBOX_FILE = "sandbox.json"
 ACCOUNT_ID = "123456789012"
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 _GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/]+)(?P<path>/.*)?$")
@@ -238,15 +237,6 @@ class SandboxServer:
         self._server.server_close()
         self._thread.join(timeout=10)
         self.app.runner.close()
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def read_info(state_dir: Path) -> dict[str, Any] | None:
