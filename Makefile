@@ -35,6 +35,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/bake.py
 
 clean:
 	rm -rf .opcd .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
@@ -22,9 +23,11 @@ from opcd.aws import AwsTarget, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict
 from opcd.locks import environment_lock
+from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
+from tasks.bake import Bake, Guards
 from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
-from tasks.cloudwatch import alarm_states, check_alarms
+from tasks.cloudwatch import AlarmGuard, alarm_states, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.health import check_health
 from tasks.lambda_functions import (
@@ -41,6 +44,7 @@ from tasks.lambda_functions import (
 )
 from tasks.ledger import Record, actor, now, publish_run_artifact, read_latest, record_in_ledger
 from tasks.migrations import run_migrations
+from tasks.notify import Notifier
 from tasks.s3_artifacts import (
     artifact_key,
     check_bucket,
@@ -75,14 +79,30 @@ class Plan:
     version: str | None
     function: str
     target: AwsTarget
+    alarms: AlarmGuard
 
     @property
     def bucket(self) -> str:
         return self.config.project.artifact_bucket
 
+    @property
+    def strategy(self) -> Strategy:
+        return self.config.environment(self.environment).strategy(self.component)
 
-def plan_lambda_deploy(component: str, environment: str, version: str | None, config_path: str | None) -> Plan:
-    """Validate the request and the AWS resources it names; raise InputError before any change."""
+
+def plan_lambda_deploy(
+    component: str,
+    environment: str,
+    version: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+) -> Plan:
+    """Validate the request and the AWS resources it names; raise InputError before any change.
+
+    An alarm of the environment that fires now refuses the deploy unless ``accept_alarms`` names
+    it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
+    """
     config = load_config(config_path)
     comp = config.component(component)
     if comp.kind != "lambda":
@@ -93,9 +113,12 @@ def plan_lambda_deploy(component: str, environment: str, version: str | None, co
     function = config.function_name(component, environment)
     target = resolve_target(config.state_dir(), config.project.region)
     read_live(target, function)  # the function and its alias exist
-    alarm_states(target, env.alarms)  # the alarms exist
+    accept = list(accept_alarms or [])
+    if accept_firing:
+        accept += [n for n, (state, _) in alarm_states(target, env.alarms).items() if state == "ALARM"]
+    alarms = AlarmGuard.preflight(target, env.alarms, accept, environment)
     check_bucket(target, config.project.artifact_bucket)
-    return Plan(config, component, environment, version, function, target)
+    return Plan(config, component, environment, version, function, target, alarms)
 
 
 def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
@@ -147,23 +170,59 @@ def sample_event(plan: Plan) -> dict[str, Any]:
     return event
 
 
-def shift_and_verify(plan: Plan, new_version: str, app_version: str | None, live: LiveVersion) -> None:
-    """Move ``live`` to ``new_version`` and check health and alarms.
+def make_bake(
+    plan: Plan, new_version: str, live: LiveVersion, strategy: Strategy, notifier: Notifier | None = None
+) -> Bake:
+    env = plan.config.environment(plan.environment)
+    public = env.health.get(plan.component)
+    comp = plan.config.component(plan.component)
+    guards = Guards(
+        plan.alarms, plan.target.resolve_url(public) if public else None, public, env.health_check,
+        comp.smoke if env.bake.smoke else [],
+    )  # fmt: skip
+    ctx = FlowRunContext.get()
+    return Bake(
+        plan.target, plan.function, live.lambda_version, new_version, strategy, guards, env.bake.poll_interval,
+        flow_run_id=ctx.flow_run.id if ctx and ctx.flow_run else None,
+        artifact_key=f"bake-{plan.component}-{plan.environment}", notifier=notifier,
+    )  # fmt: skip
 
-    Any failure rolls ``live`` back to ``live.lambda_version`` (the transaction's rollback hook),
-    then the rollback itself is verified; the raised DeployFailed says what is live now.
+
+def shift_and_verify(
+    plan: Plan,
+    new_version: str,
+    app_version: str | None,
+    live: LiveVersion,
+    strategy: Strategy | None = None,
+    bake_log: dict[str, Any] | None = None,
+    notifier: Notifier | None = None,
+) -> None:
+    """Move ``live`` to ``new_version`` (at once, or baking each step of ``strategy``) and check it.
+
+    Any failure rolls ``live`` back to ``live.lambda_version`` (the transaction's rollback hooks),
+    then the rollback itself is verified; the raised DeployFailed says what is live now. The
+    bake's log is copied into ``bake_log`` whatever happens.
     """
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
+    strategy = strategy or parse_strategy("all-at-once")
+    bake = make_bake(plan, new_version, live, strategy, notifier) if strategy.gradual else None
     try:
         with transaction():
+            if bake is not None:
+                get_run_logger().info("Shifting %s:live by %s", plan.function, strategy.describe())
+                try:
+                    bake.run()
+                finally:
+                    if bake_log is not None:
+                        bake_log.update(bake.log.as_dict())
             shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
             comp = plan.config.component(plan.component)
             if comp.sample_event:
                 invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
-            check_alarms(plan.target, env.alarms)
+            check_alarms(plan.target, plan.alarms)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
         raise DeployFailed(f"{reason}; {verify_rollback(plan, live)}") from exc
@@ -212,23 +271,60 @@ def warn_if_interrupted(plan: Plan, live: LiveVersion) -> None:
         )  # fmt: skip
 
 
+def repair_split(plan: Plan, live: LiveVersion) -> tuple[LiveVersion, str | None]:
+    """A ``live`` alias split between two versions (a shift that died) goes back to its primary first."""
+    if not live.weights:
+        return live, None
+    split = ", ".join(f"{w * 100:g}% on version {v}" for v, w in live.weights.items())
+    note = (
+        f"live was split: {split}, the rest on version {live.lambda_version}; "
+        f"moved all traffic back to the primary version {live.lambda_version} before deploying"
+    )
+    get_run_logger().warning("Repairing %s: %s", plan.function, note)
+    point_alias(plan.target, plan.function, live.lambda_version)
+    repaired = read_live(plan.target, plan.function)
+    if repaired.weights or repaired.lambda_version != live.lambda_version:
+        raise DeployFailed(
+            f"{plan.function}:live is still split after the repair ({repaired.weights})",
+            "move it by hand with `opcd rollback` and deploy again",
+        )
+    return repaired, note
+
+
 def deploy_lambda(
-    component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
 ) -> dict[str, Any]:
     """The shared body of the Lambda deploy flows (backend, worker)."""
     logger = get_run_logger()
-    plan = plan_lambda_deploy(component, environment, version, config_path)
+    plan = plan_lambda_deploy(component, environment, version, config_path, accept_alarms)
     logger.info(plan.target.describe())
+    if plan.alarms.accepted:
+        logger.warning(
+            "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
+            ", ".join(sorted(plan.alarms.accepted)),
+        )
     comp = plan.config.component(component)
     artifact = ensure_artifact(plan, version, git_sha)
     record = Record(
         component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex,
-        artifact="reused" if artifact.reused else "built",
+        artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
+        accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}")
     with environment_lock(environment):
         live = read_live_alias(plan.target, plan.function)
+        notifier.send(
+            f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
+            f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
+        )
         warn_if_interrupted(plan, live)
+        live, record.repaired = repair_split(plan, live)
         record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
         record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
         stage = "pre-traffic"
@@ -243,7 +339,7 @@ def deploy_lambda(
                 )
                 record.outcome, record.lambda_version, record.reason = "noop", live.lambda_version, "already live"
                 record.rules = sync_rules(plan, live).summary()  # rules are configuration: still applied
-                return finish(plan, record)
+                return finish(plan, record, notifier)
             update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
             new_version = publish_version(
                 plan.target,
@@ -276,7 +372,11 @@ def deploy_lambda(
             record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
             record_in_ledger(plan.target, plan.bucket, record)
             record.finished_at = record.reason = None
-            shift_and_verify(plan, new_version, version, live)
+            bake_log: dict[str, Any] = {}
+            try:
+                shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier)
+            finally:
+                record.bake = bake_log or None
         except Exception as exc:
             after = read_live(plan.target, plan.function)
             record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
@@ -285,14 +385,41 @@ def deploy_lambda(
             else:
                 record.outcome = "rolled-back" if stage == "traffic" else "failed"
             record.reason = str(exc)
-            finish(plan, record)
+            finish(plan, record, notifier)
             raise
         record.outcome, record.live_version, record.live_lambda_version = "deployed", version, new_version
         logger.info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
-        return finish(plan, record)
+        return finish(plan, record, notifier)
 
 
-def finish(plan: Plan, record: Record) -> dict[str, Any]:
+_LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
+
+
+def notify_outcome(notifier: Notifier, record: Record) -> None:
+    live = f"{record.live_version or 'a version opcd did not deploy'} (Lambda version {record.live_lambda_version})"
+    text = {
+        "deployed": f"{record.action} done: {record.version} is live",
+        "noop": f"nothing to do: {record.version} was already live",
+        "failed": f"{record.action} FAILED before traffic moved; live untouched on {live}",
+        "rolled-back": f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
+        "rollback-failed": f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
+    }.get(record.outcome, f"{record.action} ended {record.outcome}; live on {live}")
+    facts = {"Live now": live, "By": record.actor}
+    if record.reason and record.outcome != "deployed":
+        facts["Why"] = record.reason[:500]
+    if record.traffic and record.traffic != "all-at-once":
+        facts["Traffic"] = record.traffic
+    if record.accepted_alarms:
+        facts["Accepted alarms"] = ", ".join(record.accepted_alarms)
+    if record.repaired:
+        facts["Repaired first"] = record.repaired
+    notifier.send(text, _LEVELS.get(record.outcome, "info"), facts)
+
+
+def finish(plan: Plan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
+    if notifier is not None:
+        notify_outcome(notifier, record)
+        record.notify_failures = list(notifier.failures)
     record_in_ledger(plan.target, plan.bucket, record)
     publish_run_artifact(record)
     return asdict(record)
@@ -300,23 +427,36 @@ def finish(plan: Plan, record: Record) -> dict[str, Any]:
 
 @flow(name="deploy-backend", flow_run_name="backend {version} to {environment}", log_prints=True)
 def deploy_backend(
-    environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
+    environment: str,
+    version: str,
+    git_sha: str | None = None,
+    config_path: str | None = None,
+    accept_alarms: list[str] | None = None,
 ) -> dict[str, Any]:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
-    return deploy_lambda("backend", environment, version, git_sha, config_path)
+    return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms)
 
 
 @flow(name="deploy-worker", flow_run_name="worker {version} to {environment}", log_prints=True)
 def deploy_worker(
-    environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
+    environment: str,
+    version: str,
+    git_sha: str | None = None,
+    config_path: str | None = None,
+    accept_alarms: list[str] | None = None,
 ) -> dict[str, Any]:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
-    return deploy_lambda("worker", environment, version, git_sha, config_path)
+    return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms)
 
 
 @flow(name="deploy-lambda", flow_run_name="{component} {version} to {environment}", log_prints=True)
 def deploy_lambda_component(
-    component: str, environment: str, version: str, git_sha: str | None = None, config_path: str | None = None
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None = None,
+    config_path: str | None = None,
+    accept_alarms: list[str] | None = None,
 ) -> dict[str, Any]:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
-    return deploy_lambda(component, environment, version, git_sha, config_path)
+    return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms)

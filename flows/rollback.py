@@ -13,6 +13,7 @@ from opcd.locks import environment_lock
 from opcd.versions import check_version
 from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live, read_live_alias
 from tasks.ledger import Record, read_history
+from tasks.notify import Notifier
 
 
 def choose_version(
@@ -65,7 +66,9 @@ def rollback(
     logger = get_run_logger()
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
-    plan = plan_lambda_deploy(component, environment, to_version, config_path)
+    # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
+    # guarding until it has been seen OK.
+    plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment):
         live = read_live_alias(plan.target, plan.function)
         version, app_version = choose_version(plan, live, to_version, to_lambda_version)
@@ -75,10 +78,11 @@ def rollback(
             live_version=live.app_version, live_lambda_version=live.lambda_version,
         )  # fmt: skip
         record.attach_flow_run()
+        notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
         if version == live.lambda_version and not live.weights:
             logger.info("%s is already on %s (Lambda version %s): nothing to do", plan.function, app_version, version)
             record.outcome, record.reason = "noop", "already live"
-            return finish(plan, record)
+            return finish(plan, record, notifier)
         logger.info(
             "Rolling %s back from Lambda version %s to %s (%s)",
             plan.function,
@@ -92,8 +96,8 @@ def rollback(
             after = read_live(plan.target, plan.function)
             record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
             record.outcome, record.reason = "failed", str(exc)
-            finish(plan, record)
+            finish(plan, record, notifier)
             raise
         record.outcome = "deployed"
         record.live_version, record.live_lambda_version = app_version, version
-        return finish(plan, record)
+        return finish(plan, record, notifier)

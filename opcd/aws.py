@@ -27,7 +27,14 @@ import httpx
 from botocore.config import Config as BotoConfig
 
 SANDBOX_FILE = "sandbox.json"
-_BOTO_CONFIG = BotoConfig(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+
+
+def _boto_config() -> BotoConfig:
+    """5 attempts in standard retry mode, unless AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise."""
+    retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = 5
+    return BotoConfig(retries=retries, connect_timeout=5)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ def _client(target: AwsTarget, service: str) -> Any:
     key = (target, service)
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = target.session().client(service, endpoint_url=target.endpoint_url, config=_BOTO_CONFIG)
+            _clients[key] = target.session().client(service, endpoint_url=target.endpoint_url, config=_boto_config())
         return _clients[key]
 
 

@@ -31,6 +31,8 @@ EPILOG = """examples:
   opcd sandbox up --detach                     start the embedded AWS (demo, tests)
   opcd deploy backend --env dev --version v2   build, deploy blue/green, check health
   opcd rollback backend --env dev --to v1      move live back to v1 (health-checked)
+  opcd promote backend --env prod              end a canary/linear bake now: all traffic to the new version
+  opcd abort backend --env prod --reason "…"   end a bake now: all traffic back to the old version
   opcd status --env dev                        what is live where
 """
 
@@ -66,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--env", required=True, dest="environment", help="environment, e.g. dev")
     deploy.add_argument("--version", required=True, dest="app_version", help="version to deploy, e.g. v2 or 1.4.0")
     deploy.add_argument("--git-sha", help="commit the version was built from (recorded in metadata)")
+    deploy.add_argument(
+        "--accept-alarm", action="append", default=[], metavar="NAME", dest="accept_alarms",
+        help="deploy although this alarm fires (name each one; recorded). Without it a firing alarm refuses",
+    )  # fmt: skip
     deploy.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
 
     rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
@@ -75,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
     rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+
+    for action, text in (
+        ("promote", "end a running canary/linear bake now: all traffic to the new version"),
+        ("abort", "end a running canary/linear bake now: all traffic back to the old version"),
+    ):
+        bake = sub.add_parser(action, help=text, description=text + " (through the flow run that bakes it)")
+        bake.add_argument("component", help="a Lambda component of opcd.toml, e.g. backend")
+        bake.add_argument("--env", required=True, dest="environment", help="environment, e.g. prod")
+        bake.add_argument("--reason", help="why (recorded in the ledger and the run's log)")
+        bake.add_argument(
+            "--no-wait", action="store_true", help="return once the run has the command; do not follow the alias"
+        )
+        bake.add_argument("--timeout", type=float, default=120.0, help="seconds to follow the alias (default 120)")
 
     status = sub.add_parser("status", help="what is live in each environment")
     status.add_argument("--env", dest="environment", help="only this environment")
@@ -157,7 +176,11 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     if version is not None:
         check_version(version)
     target = _print_target(config)
-    plan_lambda_deploy(args.component, args.environment, version, str(config_path(args.config)))
+    accept = getattr(args, "accept_alarms", None)
+    plan_lambda_deploy(
+        args.component, args.environment, version, str(config_path(args.config)), accept,
+        accept_firing=args.command == "rollback",
+    )  # fmt: skip
     return config, target
 
 
@@ -169,7 +192,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
-        "config_path": str(config_path(args.config).resolve()),
+        "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
     }  # fmt: skip
     named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
     if args.component in named:
@@ -212,7 +235,18 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
     if comp.migrations:
         steps.append(f"migrations: {comp.migrations.command}")
     steps += [f"smoke: {s.method} {s.path} → {s.expect_status}" for s in comp.smoke]
-    steps.append(f"shift live → new version ({env.traffic})")
+    strategy = env.strategy(args.component)
+    if strategy.gradual:
+        guards = ["alarms"] * bool(env.alarms) + ["health"] * (args.component in env.health)
+        guards += ["smoke on the new version"] * bool(env.bake.smoke and comp.smoke)
+        steps.append(
+            f"shift live by {strategy.describe()}; every {env.bake.poll_interval:g}s check"
+            f" {', '.join(guards) or 'nothing (no guards configured)'}"
+        )
+    else:
+        steps.append("shift live → new version (all at once)")
+    if live.weights:
+        steps.insert(0, f"repair: live is split {live.weights}; move all traffic back to {live.lambda_version}")
     if args.component in env.health:
         steps.append(f"health: {env.health[args.component]} ({env.health_check.successes} consecutive)")
     if env.alarms:
@@ -255,6 +289,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bake_command(args: argparse.Namespace) -> int:
+    """``opcd promote`` / ``opcd abort``: act on a running bake through its flow run."""
+    from opcd import control
+    from tasks.ledger import actor
+
+    config = load_config(args.config)
+    comp = config.component(args.component)
+    if comp.kind != "lambda":
+        raise InputError(f"{args.component} is an App Runner service: it has no bake to {args.command}")
+    config.environment(args.environment)
+    target = _print_target(config)
+    bake = control.find_running_bake(config, target, args.component, args.environment)
+    print(
+        f"{bake.flow_run_name}: baking Lambda version {bake.new_version} ({bake.app_version}) against"
+        f" {bake.primary} on {bake.function}:live"
+    )
+    control.send_bake_command(bake, args.command, actor(), args.reason)
+    print(f"sent {args.command} to {bake.flow_run_name}; it acts at its next guard poll")
+    if args.no_wait:
+        return 0
+    goal = bake.new_version if args.command == "promote" else bake.primary
+    control.wait_for_alias(
+        target, bake.function, goal, args.timeout,
+        on_wait=lambda v, w: print(f"  live: version {v}, weights {w or 'none'}", flush=True),
+    )  # fmt: skip
+    done = "promoted: all traffic on" if args.command == "promote" else "aborted: all traffic back on"
+    print(f"{done} Lambda version {goal} of {bake.function}")
+    return 0
+
+
 def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
     from tasks.eventbridge import describe_rules
     from tasks.lambda_functions import read_live
@@ -282,6 +346,14 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
     return rows
 
 
+def _split_text(row: dict[str, Any]) -> str:
+    """``25% on 3`` and what it means: a bake in progress, or a shift that died."""
+    parts = ", ".join(f"{w * 100:g}% on {v}" for v, w in row["split"].items())
+    running = row["last_outcome"] == "shifting"
+    why = "a bake is running, or its run died" if running else "a shift died or someone split it"
+    return f"{parts} ({why}; the next deploy moves it back to {row['lambda_version']} first)"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.environment:
@@ -300,7 +372,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             r["component"], r["environment"], r["version"] or "-", r["lambda_version"],
             (r["deployed_at"] or "-")[:19], r["flow_run"] or "-",
             (f"{r['last_run']}: {r['last_outcome']}" if r["last_outcome"] else "-")
-            + (" DRIFT: ledger disagrees with live" if r["drift"] else ""),
+            + (" DRIFT: ledger disagrees with live" if r["drift"] else "")
+            + (" SPLIT: " + _split_text(r) if r["split"] else ""),
         )
         for r in rows
     ]  # fmt: skip
@@ -349,6 +422,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
     "status": cmd_status,
+    "promote": cmd_bake_command,
+    "abort": cmd_bake_command,
     "health": cmd_health,
 }
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from opcd.errors import ConfigError, UnknownName
+from opcd.traffic import Strategy, parse_strategy
 
 DEFAULT_CONFIG = "opcd.toml"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -153,6 +154,37 @@ class HealthCheck(_Model):
     timeout: Duration = 5.0
 
 
+class Bake(_Model):
+    """The guards watched while a canary or linear shift bakes."""
+
+    poll_interval: Duration = Field(default=10.0, description="Seconds between guard checks (alarms, health).")
+    smoke: bool = Field(default=False, description="Also invoke the new version with the smoke checks each poll.")
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("poll_interval must be more than 0")
+        return value
+
+
+def _traffic(value: Any) -> Any:
+    """A strategy, or a table of component = strategy; each one checked."""
+    if isinstance(value, str):
+        parse_strategy(value)
+    elif isinstance(value, dict):
+        for component, strategy in value.items():
+            if not isinstance(strategy, str):
+                raise ValueError(f"{component}: expected a strategy string, got {strategy!r}")
+            try:
+                parse_strategy(strategy)
+            except ValueError as exc:
+                raise ValueError(f"{component}: {exc}") from None
+    else:
+        raise ValueError(f"expected a strategy string or a table of component = strategy, got {value!r}")
+    return value
+
+
 class Environment(_Model):
     approval: Literal[False] | Approval = False
     functions: dict[str, str] = Field(default_factory=dict)
@@ -163,7 +195,11 @@ class Environment(_Model):
     database_secret: str | None = Field(
         default=None, description="Secrets Manager secret holding the database URL (migrations)."
     )
-    traffic: str = "all-at-once"
+    traffic: Annotated[str | dict[str, str], BeforeValidator(_traffic)] = Field(
+        default="all-at-once",
+        description="One strategy for every Lambda component, or a table of component = strategy.",
+    )
+    bake: Bake = Bake()
 
     @field_validator("health")
     @classmethod
@@ -173,17 +209,17 @@ class Environment(_Model):
                 raise ValueError(f"health.{name}: expected an http(s) URL, got {url!r}")
         return value
 
-    @field_validator("traffic")
-    @classmethod
-    def _traffic(cls, value: str) -> str:
-        if value != "all-at-once":
-            raise ValueError("only 'all-at-once' is supported so far")
-        return value
+    def strategy(self, component: str) -> Strategy:
+        """The traffic strategy of ``component`` here (components a table leaves out: all-at-once)."""
+        if isinstance(self.traffic, str):
+            return parse_strategy(self.traffic)
+        return parse_strategy(self.traffic.get(component, "all-at-once"))
 
 
 class SlackSettings(_Model):
-    webhook_secret: str | None = None
-    channel: str | None = None
+    webhook_secret: str | None = Field(default=None, description="Prefect Secret block with an incoming webhook URL.")
+    token_secret: str | None = Field(default=None, description="Prefect Secret block with a bot token (xoxb-…).")
+    channel: str | None = Field(default=None, description="Channel for the bot token's messages, e.g. #deploys.")
 
 
 class EmailSettings(_Model):
@@ -309,6 +345,16 @@ def _cross_checks(config: Config) -> list[str]:
             for cname in getattr(env, table):
                 if cname not in config.components:
                     problems.append(f"environments.{ename}.{table}.{cname}: no component {cname!r} in [components]")
+        if isinstance(env.traffic, dict):
+            for cname in env.traffic:
+                if cname not in config.components:
+                    problems.append(f"environments.{ename}.traffic.{cname}: no component {cname!r} in [components]")
+        for cname, comp in config.components.items():
+            if comp.kind != "lambda" and env.strategy(cname).gradual:
+                problems.append(
+                    f"environments.{ename}.traffic: {cname} is an App Runner service; only Lambda components"
+                    " shift gradually (give a table of component = strategy)"
+                )
         if any(c.migrations for c in config.components.values()) and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
     return problems

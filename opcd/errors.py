@@ -10,7 +10,8 @@ error's ``exit_code``; nothing else is shown (no stack trace).
     │   ├── UnknownName       an unknown component or environment
     │   ├── InvalidVersion    a version string that is not a version
     │   ├── ResourceMissing   an AWS resource named in opcd.toml does not exist
-    │   └── VersionConflict   a version that already names another build
+    │   ├── VersionConflict   a version that already names another build
+    │   └── AlarmFiring       an alarm of the environment is firing and was not accepted
     └── DeployFailed          exit 1: the deploy ran and failed (rolled back when traffic moved)
         └── BuildFailed       the package could not be built
 """
@@ -60,6 +61,10 @@ class ResourceMissing(InputError):
 
 class VersionConflict(InputError):
     """The version is already taken by a different build."""
+
+
+class AlarmFiring(InputError):
+    """An alarm of the environment is in ALARM before the deploy; it was not accepted by name."""
 
 
 class DeployFailed(OpcdError):

@@ -35,9 +35,16 @@ def ensure_limit(environment: str) -> bool:
         return True
 
 
+# The slot is a lease the holder renews while it runs; a process that dies (killed mid-deploy)
+# stops renewing, and the server frees the slot once the lease runs out. 60 s is the server's minimum.
+LEASE_SECONDS = 60.0
+
+
 @contextmanager
 def environment_lock(environment: str, timeout: float | None = 3600.0) -> Iterator[None]:
     """Hold the environment's slot for the duration of the block (waits for another deploy)."""
     ensure_limit(environment)
-    with concurrency(limit_name(environment), occupy=1, timeout_seconds=timeout, strict=True):
+    with concurrency(
+        limit_name(environment), occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS
+    ):
         yield

@@ -2,13 +2,16 @@
 
 It starts a Prefect server (unless PREFECT_API_URL points at one) and the sandbox, then deploys
 v1 and v2 of the example backend to dev, then a v3 whose /health fails once it takes traffic (it
-is rolled back by itself), deploys the worker with its EventBridge rule and fires the rule, and
-shows `opcd status`. Everything lives under .opcd/demo/ and is
-stopped at the end; DEMO_KEEP=1 leaves the Prefect UI and the sandbox running to look around.
+is rolled back by itself), deploys the worker with its EventBridge rule and fires the rule,
+deploys v2 to prod by canary and then a v4 whose alarm fires mid-canary (rolled back at the next
+guard poll), and shows `opcd status`. Slack messages go to a local stand-in that prints them.
+Everything lives under .opcd/demo/ and is stopped at the end; DEMO_KEEP=1 leaves the Prefect UI
+and the sandbox running to look around.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,10 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
+
+from opcd.sandbox.slack import SlackSink
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".opcd" / "demo"
@@ -83,6 +91,32 @@ def start_prefect(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
     sys.exit("demo: the Prefect server did not answer within 180s")
 
 
+@contextlib.contextmanager
+def alarm_when_split(endpoint: str, function: str, alarm: str) -> Iterator[None]:
+    """While the block runs, set ``alarm`` to ALARM as soon as ``function``'s live alias is split."""
+    creds = {"region_name": "us-east-1", "aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
+    lam = boto3.client("lambda", endpoint_url=endpoint, **creds)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=endpoint, **creds)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            routing = lam.get_alias(FunctionName=function, Name="live").get("RoutingConfig") or {}
+            if routing.get("AdditionalVersionWeights"):
+                print(f"  [demo] {function}:live is split: setting {alarm} to ALARM", flush=True)
+                cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="5xx above 1% (demo)")
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=10)
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="recovered (demo)")
+
+
 def write_version(source: Path, broken: bool = False) -> None:
     """Make the demo's copy of the backend; ``broken`` fails /health once it takes traffic."""
     shutil.rmtree(source, ignore_errors=True)
@@ -98,7 +132,12 @@ def main() -> int:
     DEMO.mkdir(parents=True)
     config = (ROOT / "opcd.toml").read_text()
     config = config.replace("examples/outreachpass/", "src/")
+    # prod's canary bakes 5 minutes; the demo's bakes 6 s under guards polled every 2 s
+    config = config.replace('backend = "canary10-5m"', 'backend = "canary10-6s"')
+    config = config.replace('bake = { poll_interval = "15s"', 'bake = { poll_interval = "2s"')
     (DEMO / "opcd.toml").write_text(config)
+    slack = SlackSink(echo=True).start()  # stands in for Slack: prints each message
+    os.environ["OPCD_SLACK_WEBHOOK_URL"] = slack.webhook_url
     env = dict(os.environ)
     say("Prefect server")
     server = start_prefect(env)
@@ -134,15 +173,25 @@ def main() -> int:
         say("Fire the worker's rule as EventBridge would (moto never delivers to Lambda)")
         opcd("sandbox", "fire-rule", "nightly-digest")
 
+        say("Deploy v2 to prod by canary: 10% for 6 s, watched by alarms, health and smoke, then all")
+        write_version(DEMO / "src" / "backend")  # v2's source again (v3's broken one is still there)
+        opcd("deploy", "backend", "--env", "prod", "--version", "v2", "--git-sha", "2222222")
+
+        say("Deploy v4 to prod; mid-canary its errors alarm fires, and the next guard poll rolls it back")
+        with alarm_when_split(info["aws_endpoint_url"], "outreachpass-api-prod", "outreachpass-api-prod-errors"):
+            opcd("deploy", "backend", "--env", "prod", "--version", "v4", "--git-sha", "4444444", expect=1)
+
         say("What is live where")
         opcd("status")
         print(
-            "\ndemo finished: backend v2 is live in dev (v3 was rolled back by itself); worker v1 runs from its rule."
+            "\ndemo finished: backend v2 is live in dev (v3 was rolled back by itself) and in prod (v4's canary"
+            " was rolled back when its alarm fired); worker v1 runs from its rule."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")
             return 0
     finally:
+        slack.stop()
         if not os.environ.get("DEMO_KEEP"):
             subprocess.call([str(BIN / "opcd"), "sandbox", "down"], cwd=DEMO, stdout=subprocess.DEVNULL)
             if server is not None:

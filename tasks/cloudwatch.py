@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget
-from opcd.errors import DeployFailed, ResourceMissing
+from opcd.errors import AlarmFiring, DeployFailed, InputError, ResourceMissing
 
 
 def alarm_states(target: AwsTarget, names: list[str]) -> dict[str, tuple[str, str]]:
@@ -28,14 +31,68 @@ def alarm_states(target: AwsTarget, names: list[str]) -> dict[str, tuple[str, st
     return found
 
 
-@task(name="check-alarms", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_alarms(target: AwsTarget, names: list[str]) -> list[str]:
-    """Raise DeployFailed when any named alarm is in ALARM; return the names checked."""
-    states = alarm_states(target, names)
-    firing = {n: reason for n, (state, reason) in states.items() if state == "ALARM"}
+def _describe(firing: dict[str, str]) -> str:
+    return "; ".join(f"{n} ({reason})" if reason else n for n, reason in firing.items())
+
+
+@dataclass
+class AlarmGuard:
+    """The environment's alarms, and which of them the person deploying accepted as already firing.
+
+    An accepted alarm does not stop the deploy while it keeps firing; once it has been seen OK,
+    it guards like any other (it cleared, so firing again is news).
+    """
+
+    names: list[str]
+    accepted: set[str] = field(default_factory=set)
+    cleared: set[str] = field(default_factory=set)
+
+    @classmethod
+    def preflight(cls, target: AwsTarget, names: list[str], accept: Iterable[str], environment: str) -> AlarmGuard:
+        """Refuse when an alarm fires that ``accept`` does not name; remember the accepted ones."""
+        accept = list(dict.fromkeys(accept))
+        unknown = [a for a in accept if a not in names]
+        if unknown:
+            raise InputError(
+                f"--accept-alarm {', '.join(unknown)}: not an alarm of environment {environment}",
+                f"its alarms are: {', '.join(names) or 'none'}",
+            )
+        states = alarm_states(target, names)
+        firing = {n: reason for n, (state, reason) in states.items() if state == "ALARM"}
+        refused = {n: r for n, r in firing.items() if n not in accept}
+        if refused:
+            flags = " ".join(f"--accept-alarm {n}" for n in refused)
+            raise AlarmFiring(
+                f"alarm firing in {environment}: {_describe(refused)}; a deploy now would be judged by it",
+                f"if this deploy is the fix, accept it by name: {flags}",
+            )
+        return cls(names, accepted={n for n in accept if n in firing})
+
+    def firing(self, target: AwsTarget) -> dict[str, str]:
+        """Alarms that should stop the deploy now: ``{name: reason}``."""
+        states = alarm_states(target, self.names)
+        self.cleared |= {n for n, (state, _) in states.items() if state != "ALARM" and n in self.accepted}
+        return {
+            n: reason
+            for n, (state, reason) in states.items()
+            if state == "ALARM" and (n not in self.accepted or n in self.cleared)
+        }
+
+    def summary(self) -> str:
+        held = sorted(self.accepted - self.cleared)
+        return "OK" + (f" (accepted as firing: {', '.join(held)})" if held else "")
+
+
+@task(name="check-alarms", cache_policy=NO_CACHE)
+def check_alarms(target: AwsTarget, guard: AlarmGuard) -> list[str]:
+    """Raise DeployFailed when a guarding alarm is in ALARM; return the names checked.
+
+    No ``retries=``: it runs inside the shift's transaction, which a failed attempt rolls back;
+    a retry that then passed would let the run go on as deployed with ``live`` rolled back.
+    """
+    firing = guard.firing(target)
     if firing:
-        detail = "; ".join(f"{n} ({reason})" if reason else n for n, reason in firing.items())
-        raise DeployFailed(f"alarm firing: {detail}")
-    if names:
-        get_run_logger().info("Alarms OK: %s", ", ".join(names))
-    return names
+        raise DeployFailed(f"alarm firing: {_describe(firing)}")
+    if guard.names:
+        get_run_logger().info("Alarms %s: %s", guard.summary(), ", ".join(guard.names))
+    return guard.names

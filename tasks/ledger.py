@@ -54,6 +54,11 @@ class Record:
     sha256: str | None = None
     artifact: str | None = None  # built | reused
     rules: str | None = None  # what syncing EventBridge rules changed
+    traffic: str | None = None  # the strategy that moved live (all-at-once, canary10-5m, ...)
+    bake: dict[str, Any] | None = None  # steps, guard polls and how a canary/linear bake ended
+    accepted_alarms: list[str] = field(default_factory=list)  # firing at the start, accepted by name
+    repaired: str | None = None  # a split alias found at the start and moved back to its primary
+    notify_failures: list[str] = field(default_factory=list)  # Slack messages that could not be delivered
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     actor: str = field(default_factory=actor)
@@ -120,12 +125,23 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
     return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
 
 
+def _bake_line(bake: dict[str, Any] | None) -> str:
+    if not bake:
+        return "-"
+    steps = " → ".join(f"{s['percent']}%" for s in bake.get("steps", []))
+    detail = f" ({bake['detail']})" if bake.get("detail") else ""
+    return f"{steps or 'no step'}: {bake.get('ended')}{detail}, {len(bake.get('ticks', []))} guard polls"
+
+
 def markdown(record: Record) -> str:
     rows = [
         ("Outcome", record.outcome), ("Action", record.action), ("Version", record.version or "-"),
         ("Live now", f"{record.live_version or '?'} (Lambda version {record.live_lambda_version or '?'})"),
         ("Previous", f"{record.previous_version or '?'} (Lambda version {record.previous_lambda_version or '?'})"),
-        ("Reason", record.reason or "-"), ("Git sha", record.git_sha or "-"), ("sha256", record.sha256 or "-"),
+        ("Reason", record.reason or "-"), ("Traffic", record.traffic or "-"),
+        ("Bake", _bake_line(record.bake)), ("Accepted alarms", ", ".join(record.accepted_alarms) or "-"),
+        ("Repaired", record.repaired or "-"),
+        ("Git sha", record.git_sha or "-"), ("sha256", record.sha256 or "-"),
         ("Actor", record.actor), ("Started", record.started_at), ("Finished", record.finished_at or "-"),
     ]  # fmt: skip
     table = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)

@@ -7,11 +7,14 @@ process; each test resets moto and seeds again, so tests never see each other's 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +148,11 @@ def project_config() -> str:
     text = re.sub(
         r"health_check = \{[^}]*\}", 'health_check = { successes = 2, attempts = 4, interval = "0.1s" }', text
     )
+    # prod's canary and linear bakes shrunk from minutes to a fraction of a second
+    text, count = re.subn(r'traffic = \{ backend = "canary10-5m", worker = "linear50-2m" \}',
+                          'traffic = { backend = "canary10-0.2s", worker = "linear50-0.2s" }', text)  # fmt: skip
+    text, polls = re.subn(r"bake = \{ poll_interval = \"15s\"", 'bake = { poll_interval = "0.1s"', text)
+    assert count == polls == 1, "opcd.toml's prod traffic changed: update project_config()"
     return text
 
 
@@ -170,6 +178,59 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
         "aws_endpoint_url": sandbox.url, "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
     })  # fmt: skip
     return project
+
+
+def alias(project: Project) -> tuple[str, dict[str, float]]:
+    answer = project.client("lambda").get_alias(FunctionName="outreachpass-api-dev", Name="live")
+    weights = (answer.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    return answer["FunctionVersion"], weights
+
+
+class AliasWatcher:
+    """Reads the ``live`` alias from another thread while a deploy runs; records each state it saw.
+
+    ``when_split`` runs once, the first time the alias is seen split between two versions;
+    ``when_moved`` once, the first time it is seen on another primary version than at the start.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        when_split: Callable[[], None] | None = None,
+        when_moved: Callable[[], None] | None = None,
+    ) -> None:
+        self.project, self.when_split, self.when_moved = project, when_split, when_moved
+        self.seen: list[tuple[str, dict[str, float]]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        context = contextvars.copy_context()  # the Prefect test server's settings live in a ContextVar
+        self._thread = threading.Thread(target=context.run, args=(self._watch,), daemon=True)
+
+    def _watch(self) -> None:
+        fired = False
+        while not self._stop.is_set():
+            state = alias(self.project)
+            if not self.seen or self.seen[-1] != state:
+                self.seen.append(state)
+            split, moved = bool(state[1]), state[0] != self.seen[0][0]
+            action = (self.when_split if split else None) or (self.when_moved if moved else None)
+            if action and not fired:
+                fired = True
+                try:
+                    action()
+                except BaseException as exc:  # raised again when the watcher stops
+                    self.errors.append(exc)
+            time.sleep(0.02)
+
+    def __enter__(self) -> AliasWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.errors:
+            raise self.errors[0]
 
 
 @pytest.fixture

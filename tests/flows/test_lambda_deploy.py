@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, Project
+from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
 
 
 def status(project: Project) -> list[dict[str, object]]:
@@ -79,11 +79,14 @@ def test_unhealthy_under_traffic_rolls_back_by_itself(deployed: Project) -> None
 
 def test_firing_alarm_after_the_shift_rolls_back(deployed: Project) -> None:
     before = deployed.live()
-    deployed.client("cloudwatch").set_alarm_state(
-        AlarmName="outreachpass-api-dev-errors", StateValue="ALARM", StateReason="Errors >= 1"
-    )
 
-    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v5")
+    def fire() -> None:
+        deployed.client("cloudwatch").set_alarm_state(
+            AlarmName="outreachpass-api-dev-errors", StateValue="ALARM", StateReason="Errors >= 1"
+        )
+
+    with AliasWatcher(deployed, when_moved=fire):
+        code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v5")
 
     assert code == 1
     assert "alarm firing: outreachpass-api-dev-errors (Errors >= 1)" in err
@@ -156,6 +159,10 @@ def test_second_deploy_of_a_built_version_reuses_the_artifact(deployed: Project)
     )
     assert latest["artifact"] == "reused" and latest["outcome"] == "deployed"
     assert deployed.health("prod").json()["version"] == "v2"
+    # prod shifts by canary (shrunk for tests): 10% first, guarded by alarms, health and smoke
+    assert latest["traffic"] == "canary10-0.2s" and latest["bake"]["ended"] == "completed"
+    assert [s["percent"] for s in latest["bake"]["steps"]] == [10]
+    assert set(latest["bake"]["ticks"][0]["guards"]) == {"alarms", "health", "smoke"}
 
 
 def test_changed_source_under_a_taken_version_is_refused(deployed: Project) -> None:
@@ -231,6 +238,7 @@ def test_any_lambda_component_name_deploys(project: Project, prefect_server: Non
     text = project.config_path.read_text().replace("[components.backend]", "[components.api]")
     text = text.replace('backend = "outreachpass-api-', 'api = "outreachpass-api-')
     text = text.replace('health = { backend = "https', 'health = { api = "https')
+    text = text.replace('traffic = { backend = "canary', 'traffic = { api = "canary')
     project.config_path.write_text(text)
     code, out, err = project.cli("deploy", "api", "--env", "dev", "--version", "v1")
     assert code == 0, err

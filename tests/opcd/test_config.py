@@ -9,6 +9,7 @@ import pytest
 
 from opcd.config import load_config, parse_config, parse_duration
 from opcd.errors import ConfigError, UnknownName
+from opcd.traffic import parse_strategy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -88,13 +89,68 @@ def test_a_lambda_needs_a_handler_and_apprunner_a_repository() -> None:
     assert "components.web.repository: missing" in message
 
 
-def test_unsupported_traffic_strategy_and_bad_approval() -> None:
+def test_bad_approval() -> None:
     data = base()
-    data["environments"]["prod"]["traffic"] = "canary10-5m"
     data["environments"]["prod"]["approval"] = {"approvers": []}
-    message = problems(data)
-    assert "environments.prod.traffic: only 'all-at-once' is supported so far" in message
-    assert "environments.prod.approval.approvers: List should have at least 1 item" in message
+    assert "environments.prod.approval.approvers: List should have at least 1 item" in problems(data)
+
+
+@pytest.mark.parametrize(
+    ("traffic", "expected"),
+    [
+        ("canary150-5m", "'canary150-5m': the percentage must be 1–99"),
+        ("linear0-1m", "'linear0-1m': the percentage must be 1–99"),
+        ("canary10-0m", "'canary10-0m': the bake time must be more than 0"),
+        ("canary10-5d", "'canary10-5d' is not a traffic strategy: use all-at-once, canaryP-Dm or linearP-Dm"),
+        ("blue-green", "'blue-green' is not a traffic strategy"),
+        ({"backend": "linear100-1m"}, "backend: 'linear100-1m': the percentage must be 1–99"),
+        ({"web": "canary10-5m"}, "environments.prod.traffic.web: no component 'web' in [components]"),
+        (7, "expected a strategy string or a table of component = strategy, got 7"),
+    ],
+)
+def test_invalid_traffic_strategies_are_refused(traffic: object, expected: str) -> None:
+    data = base()
+    data["environments"]["prod"]["traffic"] = traffic
+    assert expected in problems(data)
+
+
+def test_invalid_strategy_through_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from opcd.cli import main
+
+    text = (ROOT / "opcd.toml").read_text().replace('backend = "canary10-5m"', 'backend = "canary150-5m"')
+    (tmp_path / "opcd.toml").write_text(text.replace('"examples/', f'"{ROOT}/examples/'))
+    assert main(["config", "check", str(tmp_path / "opcd.toml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "error: invalid opcd.toml:",
+        "  environments.prod.traffic: backend: 'canary150-5m': the percentage must be 1–99 (every strategy ends"
+        " at 100%); for everything at once use 'all-at-once' — fix the keys above; `opcd config check` shows"
+        " them again",
+    ]
+
+
+def test_strategies_per_component_and_their_steps() -> None:
+    config = load_config(ROOT / "opcd.toml")
+    prod = config.environment("prod")
+    canary, linear = prod.strategy("backend"), prod.strategy("worker")
+    assert [(s.percent, s.bake) for s in canary.steps()] == [(10, 300.0)]
+    assert [(s.percent, s.bake) for s in linear.steps()] == [(50, 120.0)]
+    assert parse_strategy("linear25-1m").steps()[-1].percent == 75 and len(parse_strategy("linear25-1m").steps()) == 3
+    assert [s.percent for s in parse_strategy("linear30-90s").steps()] == [30, 60, 90]
+    assert parse_strategy("linear30-90s").total_bake == 270.0
+    assert parse_strategy("linear10-1m").describe().startswith("linear10-1m: 10% → 20%")
+    assert parse_strategy("canary5-0.5s").describe() == "canary5-0.5s: 5% → 100%, 0.5s per step"
+    assert config.environment("dev").strategy("backend").steps() == []
+    assert prod.bake.poll_interval == 15.0 and prod.bake.smoke
+
+
+def test_an_apprunner_service_cannot_shift_gradually() -> None:
+    data = base()
+    data["components"]["web"] = {"kind": "apprunner", "source": "examples/outreachpass/backend", "repository": "web"}
+    for env in data["environments"].values():
+        env["services"] = {"web": "arn:aws:apprunner:us-east-1:123456789012:service/web/1"}
+    data["environments"]["dev"]["traffic"] = "canary10-5m"
+    assert "environments.dev.traffic: web is an App Runner service" in problems(data)
 
 
 def test_toml_syntax_error(tmp_path: Path) -> None:

@@ -1,0 +1,150 @@
+"""Slack notifications: Block Kit messages through an incoming webhook or a bot token.
+
+Where the message goes, first match wins:
+
+- ``OPCD_SLACK_BOT_TOKEN`` (or the Prefect Secret block ``notifications.slack.token_secret``) with
+  ``notifications.slack.channel``: ``chat.postMessage``; a run's messages thread under its first;
+- ``OPCD_SLACK_WEBHOOK_URL`` (or the Prefect Secret block ``notifications.slack.webhook_secret``):
+  an incoming webhook (no threads: Slack webhooks cannot reply);
+- neither: messages go to the run's log only.
+
+Rate limits (429, honouring Retry-After), 5xx answers and connection errors are retried. A message
+that still fails is logged and kept in ``Notifier.failures`` (the ledger records them); it never
+fails or blocks a deploy. Tokens and webhook URLs are secrets: they are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect.logging import get_run_logger
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.webhook import WebhookClient
+
+from opcd.config import Config, SlackSettings
+
+_ICONS = {"info": ":large_blue_circle:", "ok": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # outside a run (the CLI): the module's logger
+        import logging
+
+        return logging.getLogger("opcd.notify")
+
+
+def _retry_handlers() -> list[Any]:
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
+    return [
+        RateLimitErrorRetryHandler(max_retry_count=3),
+        ServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+        ConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
+    ]
+
+
+def _secret(block: str | None) -> str | None:
+    """The value of a Prefect Secret block, or None when it is not set or not there."""
+    if not block:
+        return None
+    try:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(block).get()  # type: ignore[union-attr]
+    except Exception as exc:  # a missing block means "not configured", said once below
+        _logger().warning("Slack: Prefect Secret block %r not readable (%s)", block, type(exc).__name__)
+        return None
+    return str(value) if value else None
+
+
+def run_link() -> str | None:
+    """Markdown link to the current flow run in the Prefect UI, when the UI's URL is known."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_UI_URL
+
+    ctx = FlowRunContext.get()
+    ui = PREFECT_UI_URL.value()
+    if not (ctx and ctx.flow_run and ui):
+        return None
+    return f"<{ui.rstrip('/')}/runs/flow-run/{ctx.flow_run.id}|{ctx.flow_run.name}>"
+
+
+class Notifier:
+    """Sends a run's messages to one Slack destination; remembers what failed."""
+
+    def __init__(self, settings: SlackSettings | None, title: str) -> None:
+        self.title = title
+        self.failures: list[str] = []
+        self.sent = 0
+        self._thread_ts: str | None = None
+        self._channel = settings.channel if settings else None
+        token = os.environ.get("OPCD_SLACK_BOT_TOKEN") or (_secret(settings.token_secret) if settings else None)
+        webhook = os.environ.get("OPCD_SLACK_WEBHOOK_URL")
+        self._client: WebClient | None = None
+        self._webhook: WebhookClient | None = None
+        if token and self._channel:
+            base = os.environ.get("OPCD_SLACK_API_URL", WebClient.BASE_URL)
+            self._client = WebClient(token=token, base_url=base, timeout=10, retry_handlers=_retry_handlers())
+        elif webhook or (settings and settings.webhook_secret):
+            url = webhook or _secret(settings.webhook_secret if settings else None)
+            if url:
+                self._webhook = WebhookClient(url, timeout=10, retry_handlers=_retry_handlers())
+
+    @classmethod
+    def from_config(cls, config: Config, title: str) -> Notifier:
+        return cls(config.notifications.slack, title)
+
+    @property
+    def destination(self) -> str:
+        if self._client:
+            return f"Slack {self._channel} (bot token)"
+        return "Slack (incoming webhook)" if self._webhook else "the run log only (Slack not configured)"
+
+    def blocks(self, text: str, level: str, facts: dict[str, str] | None) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{_ICONS.get(level, '')} *{self.title}*: {text}"}}
+        ]
+        if facts:
+            blocks.append({
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(facts.items())[:10]],
+            })  # fmt: skip
+        link = run_link()
+        if link:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Prefect run {link}"}]})
+        return blocks
+
+    def send(self, text: str, level: str = "info", facts: dict[str, str] | None = None) -> bool:
+        """Post one message; True when Slack took it (or no Slack is configured)."""
+        fallback = f"{self.title}: {text}"
+        if not (self._client or self._webhook):
+            return True
+        blocks = self.blocks(text, level, facts)
+        try:
+            if self._client:
+                answer = self._client.chat_postMessage(
+                    channel=str(self._channel), text=fallback, blocks=blocks, thread_ts=self._thread_ts
+                )
+                if self._thread_ts is None:
+                    self._thread_ts = answer.get("ts")
+            elif self._webhook:
+                response = self._webhook.send(text=fallback, blocks=blocks)
+                if response.status_code != 200:  # a webhook's failure is an answer, not an exception
+                    raise RuntimeError(f"webhook answered HTTP {response.status_code}: {response.body[:100]}")
+        except (SlackApiError, RuntimeError, OSError) as exc:
+            reason = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+            failure = f"Slack message {fallback[:60]!r} not delivered: {reason}"
+            self.failures.append(failure)
+            _logger().warning("%s (the deploy goes on)", failure)
+            return False
+        self.sent += 1
+        return True
