@@ -94,6 +94,21 @@ def test_deploy_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> 
     assert project.live() == "1"
     listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts")
     assert listed.get("KeyCount", 0) == 0
+    assert "shift live → new version (all at once)" in out
+
+    # prod bakes a canary (shrunk for tests); a split alias would be repaired first
+    lam = project.client("lambda")
+    lam.publish_version(FunctionName="outreachpass-api-prod")
+    lam.update_alias(
+        FunctionName="outreachpass-api-prod", Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}}
+    )
+    code, out, err = project.cli("deploy", "backend", "--env", "prod", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    assert "1. repair: live is split {'2': 0.3}; move all traffic back to 1" in out
+    assert "shift live by canary10-0.2s: 10% → 100%, 0.2s per step; every 0.1s check alarms, health, smoke" in out
+    assert lam.get_alias(FunctionName="outreachpass-api-prod", Name="live")["RoutingConfig"] == {
+        "AdditionalVersionWeights": {"2": 0.3}
+    }
 
 
 def test_status_table_and_json(project: Project) -> None:
