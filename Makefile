@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest --cov --cov-report=term
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --cov --cov-report=term
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

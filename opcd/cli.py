@@ -34,6 +34,7 @@ EPILOG = """examples:
   opcd promote backend --env prod              end a canary/linear bake now: all traffic to the new version
   opcd abort backend --env prod --reason "…"   end a bake now: all traffic back to the old version
   opcd status --env dev                        what is live where
+  opcd validate                                the pull request checks on this checkout
 """
 
 
@@ -94,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
             "--no-wait", action="store_true", help="return once the run has the command; do not follow the alias"
         )
         bake.add_argument("--timeout", type=float, default=120.0, help="seconds to follow the alias (default 120)")
+
+    validate = sub.add_parser(
+        "validate", help="run the pull request checks on a checkout (tests, lint, types, security, build)"
+    )
+    validate.add_argument("path", nargs="?", default=".", help="the checkout to check (default: .)")
+    validate.add_argument("--repository", help="owner/name: also post statuses and the PR comment to GitHub")
+    validate.add_argument("--pull-request", type=int, help="PR number for the comment (with --repository)")
+    validate.add_argument("--head-sha", help="commit for the statuses (with --repository)")
 
     status = sub.add_parser("status", help="what is live in each environment")
     status.add_argument("--env", dest="environment", help="only this environment")
@@ -319,6 +328,30 @@ def cmd_bake_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``opcd validate [PATH]``: the pr-validation flow on a local checkout, its table on stdout."""
+    from flows.pr_validation import pr_validation, table
+    from tasks.checks import CheckResult
+
+    _quiet_console()
+    explicit = str(config_path(args.config).resolve()) if args.config else None
+    state = pr_validation(
+        path=args.path, repository=args.repository, pull_request=args.pull_request, head_sha=args.head_sha,
+        config_path=explicit, return_state=True,
+    )  # fmt: skip
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, OpcdError):
+        raise data
+    if not isinstance(data, list):
+        raise DeployFailed(f"pr-validation ended {state.name}: {data}")
+    print(table([CheckResult(**row) for row in data]))
+    if state.is_failed():
+        print(f"error: {state.message}", file=sys.stderr)
+        return 1
+    print("all required checks passed")
+    return 0
+
+
 def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
     from tasks.eventbridge import describe_rules
     from tasks.lambda_functions import read_live
@@ -423,6 +456,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rollback": cmd_rollback,
     "status": cmd_status,
     "promote": cmd_bake_command,
+    "validate": cmd_validate,
     "abort": cmd_bake_command,
     "health": cmd_health,
 }

@@ -232,11 +232,26 @@ class Notifications(_Model):
     email: EmailSettings | None = None
 
 
+class Validation(_Model):
+    """The checks of a pull request (``pr-validation``, ``opcd validate``)."""
+
+    coverage_floor: int = Field(default=80, ge=0, le=100, description="Minimum test coverage (%) per component.")
+    timeout: Duration = Field(default=600.0, description="Time limit of each check unless `timeouts` says.")
+    node: list[str] = Field(default_factory=list, description="Directories with a package.json (npm test, lint).")
+    terraform: str | None = Field(default=None, description="Directory of the Terraform root module.")
+    secrets_baseline: str = Field(default=".secrets.baseline", description="detect-secrets baseline, if present.")
+    skip: list[str] = Field(default_factory=list, description="Checks not to run.")
+    optional: list[str] = Field(default_factory=list, description="Checks reported but never failing the PR.")
+    commands: dict[str, str] = Field(default_factory=dict, description="Extra checks: name = command line.")
+    timeouts: dict[str, Duration] = Field(default_factory=dict)
+
+
 class Config(_Model):
     project: Project
     components: dict[Annotated[str, Field(pattern=_NAME)], Component]
     environments: dict[Annotated[str, Field(pattern=_NAME)], Environment]
     notifications: Notifications = Notifications()
+    validation: Validation = Validation()
 
     # Where the file was read from; relative paths in it are relative to this directory.
     root: Path = Field(default=Path("."), exclude=True)

@@ -11,7 +11,7 @@ revision = "0001"
 down_revision = None
 
 
-def upgrade():
+def upgrade() -> None:
     op.create_table(
         "passes",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -21,5 +21,5 @@ def upgrade():
     )
 
 
-def downgrade():
+def downgrade() -> None:
     op.drop_table("passes")

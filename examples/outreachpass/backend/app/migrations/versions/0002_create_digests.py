@@ -11,7 +11,7 @@ revision = "0002"
 down_revision = "0001"
 
 
-def upgrade():
+def upgrade() -> None:
     op.create_table(
         "digests",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -20,5 +20,5 @@ def upgrade():
     )
 
 
-def downgrade():
+def downgrade() -> None:
     op.drop_table("digests")
