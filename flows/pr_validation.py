@@ -21,7 +21,7 @@ from opcd.config import load_config
 from opcd.errors import InputError
 from tasks.checks import CheckResult, plan_checks, run_check, scan_tree
 from tasks.github import report_to_github
-from tasks.notify import run_link
+from tasks.notify import run_url
 
 MARKER = "<!-- opcd:pr-validation -->"
 _ICON = {"passed": "✅", "failed": "❌", "timed-out": "⏱️", "skipped": "⏭️", "error": "💥"}
@@ -66,7 +66,7 @@ def table(results: list[CheckResult]) -> str:
 def _run_name() -> str:
     params = flow_run.parameters
     if params.get("repository"):
-        return f"validate {params['repository']}#{params.get('pull_request') or params.get('head_sha', '')[:12]}"
+        return f"validate {params['repository']}#{params.get('pull_request') or (params.get('head_sha') or '')[:12]}"
     return f"validate {Path(params.get('path') or '.').resolve().name}"
 
 
@@ -98,9 +98,7 @@ def pr_validation(
             for r in results
             if r.status != "skipped"
         ]  # a skipped check makes no claim
-        link = run_link()
-        url = link.split("|")[0].lstrip("<") if link else None
-        report_to_github(repository, pull_request, head_sha, statuses, comment, MARKER, url)
+        report_to_github(repository, pull_request, head_sha, statuses, comment, MARKER, run_url())
     data = [asdict(r) for r in results]
     failed = [r.name for r in results if r.blocking]
     if failed:  # the run ends Failed, and keeps the results for `opcd validate`

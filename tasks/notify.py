@@ -66,8 +66,8 @@ def _secret(block: str | None) -> str | None:
     return str(value) if value else None
 
 
-def run_link() -> str | None:
-    """Markdown link to the current flow run in the Prefect UI, when the UI's URL is known."""
+def run_url() -> str | None:
+    """The current flow run's page in the Prefect UI, when the UI's URL is known."""
     from prefect.context import FlowRunContext
     from prefect.settings import PREFECT_UI_URL
 
@@ -75,7 +75,15 @@ def run_link() -> str | None:
     ui = PREFECT_UI_URL.value()
     if not (ctx and ctx.flow_run and ui):
         return None
-    return f"<{ui.rstrip('/')}/runs/flow-run/{ctx.flow_run.id}|{ctx.flow_run.name}>"
+    return f"{ui.rstrip('/')}/runs/flow-run/{ctx.flow_run.id}"
+
+
+def run_link() -> str | None:
+    """Slack link to the current flow run in the Prefect UI, when the UI's URL is known."""
+    from prefect.context import FlowRunContext
+
+    url, ctx = run_url(), FlowRunContext.get()
+    return f"<{url}|{ctx.flow_run.name}>" if url and ctx and ctx.flow_run else None
 
 
 class Notifier:
