@@ -27,7 +27,7 @@ from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
 from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
-from tasks.cloudwatch import AlarmGuard, alarm_states, check_alarms
+from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.health import check_health
 from tasks.lambda_functions import (
@@ -113,10 +113,7 @@ def plan_lambda_deploy(
     function = config.function_name(component, environment)
     target = resolve_target(config.state_dir(), config.project.region)
     read_live(target, function)  # the function and its alias exist
-    accept = list(accept_alarms or [])
-    if accept_firing:
-        accept += [n for n, (state, _) in alarm_states(target, env.alarms).items() if state == "ALARM"]
-    alarms = AlarmGuard.preflight(target, env.alarms, accept, environment)
+    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
     check_bucket(target, config.project.artifact_bucket)
     return Plan(config, component, environment, version, function, target, alarms)
 

@@ -102,7 +102,7 @@ def wait_for_alias(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Until ``function:live`` sends all traffic to ``version``; DeployFailed after ``timeout``."""
-    from tasks.bake import read_weights
+    from tasks.lambda_functions import read_weights
 
     deadline = time.monotonic() + timeout
     seen: tuple[str, dict[str, float]] | None = None

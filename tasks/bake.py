@@ -31,7 +31,7 @@ from opcd.errors import DeployFailed
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
-from tasks.lambda_functions import ALIAS, invoke_smoke_checks, set_alias
+from tasks.lambda_functions import ALIAS, invoke_smoke_checks, read_weights, set_alias
 from tasks.ledger import now
 from tasks.notify import Notifier
 
@@ -72,12 +72,6 @@ class BakeLog:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def read_weights(target: AwsTarget, function: str) -> tuple[str, dict[str, float]]:
-    alias = target.client("lambda").get_alias(FunctionName=function, Name=ALIAS)
-    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    return str(alias["FunctionVersion"]), {k: float(v) for k, v in weights.items()}
 
 
 def set_split(target: AwsTarget, function: str, primary: str, new_version: str, percent: int) -> dict[str, float]:

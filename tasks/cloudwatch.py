@@ -48,8 +48,11 @@ class AlarmGuard:
     cleared: set[str] = field(default_factory=set)
 
     @classmethod
-    def preflight(cls, target: AwsTarget, names: list[str], accept: Iterable[str], environment: str) -> AlarmGuard:
-        """Refuse when an alarm fires that ``accept`` does not name; remember the accepted ones."""
+    def preflight(
+        cls, target: AwsTarget, names: list[str], accept: Iterable[str], environment: str, accept_firing: bool = False
+    ) -> AlarmGuard:
+        """Refuse when an alarm fires that ``accept`` does not name (``accept_firing``: none refused);
+        remember the accepted ones."""
         accept = list(dict.fromkeys(accept))
         unknown = [a for a in accept if a not in names]
         if unknown:
@@ -59,6 +62,8 @@ class AlarmGuard:
             )
         states = alarm_states(target, names)
         firing = {n: reason for n, (state, reason) in states.items() if state == "ALARM"}
+        if accept_firing:
+            accept += list(firing)
         refused = {n: r for n, r in firing.items() if n not in accept}
         if refused:
             flags = " ".join(f"--accept-alarm {n}" for n in refused)

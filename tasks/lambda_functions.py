@@ -52,6 +52,18 @@ def _function_missing(function: str, target: AwsTarget) -> ResourceMissing:
     )
 
 
+def alias_weights(alias: dict[str, Any]) -> dict[str, float]:
+    """``{version: weight}`` of a GetAlias/UpdateAlias answer's split (empty when not split)."""
+    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    return {str(k): float(v) for k, v in weights.items()}
+
+
+def read_weights(target: AwsTarget, function: str) -> tuple[str, dict[str, float]]:
+    """The ``live`` alias's primary version and its split."""
+    alias = target.client("lambda").get_alias(FunctionName=function, Name=ALIAS)
+    return str(alias["FunctionVersion"]), alias_weights(alias)
+
+
 def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersion:
     """Read the alias and the version it points at (no Prefect task: also used by status)."""
     lam = target.client("lambda")
@@ -72,14 +84,13 @@ def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersi
         ) from exc
     version = alias_info["FunctionVersion"]
     conf = lam.get_function_configuration(FunctionName=function, Qualifier=version)
-    weights = (alias_info.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return LiveVersion(
         function=function,
         lambda_version=version,
         app_version=app_version_of(conf.get("Description", "")),
         code_sha256=conf.get("CodeSha256", ""),
         description=conf.get("Description", ""),
-        weights={k: float(v) for k, v in weights.items()},
+        weights=alias_weights(alias_info),
         alias_arn=alias_info.get("AliasArn", ""),
     )
 
@@ -251,9 +262,8 @@ def set_alias(target: AwsTarget, function: str, version: str) -> None:
     lam.update_alias(
         FunctionName=function, Name=ALIAS, FunctionVersion=version, RoutingConfig={"AdditionalVersionWeights": {}}
     )
-    alias = lam.get_alias(FunctionName=function, Name=ALIAS)
-    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    if alias["FunctionVersion"] != version or weights:
+    now_on, weights = read_weights(target, function)
+    if now_on != version or weights:
         raise DeployFailed(f"{function}:{ALIAS} did not move to version {version}")
 
 
