@@ -5,7 +5,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck check bench clean
+IMAGE_TOOLS := buildah skopeo docker-registry busybox
+IMAGE_PKGS  := buildah skopeo docker-registry busybox-static
+
+.PHONY: install tools demo test lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcd needs Python 3.11+; set PYTHON=python3.11")'
@@ -18,10 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The frontend's image is built and pushed for real: buildah, skopeo, a local registry, busybox.
+tools: $(STAMP)
+	@missing=""; for tool in $(IMAGE_TOOLS); do command -v $$tool > /dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the image tools (missing:$$missing): Debian packages $(IMAGE_PKGS) ..."; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_PKGS)) \
+	      > $(VENV)/tools-install.log 2>&1 || { tail -n 20 $(VENV)/tools-install.log; exit 1; }; \
+	  else \
+	    echo "cannot install them here: as root run: apt-get install $(IMAGE_PKGS)"; exit 1; \
+	  fi; \
+	fi
+
+demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) tools
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --cov --cov-report=term
 
 lint: $(STAMP)

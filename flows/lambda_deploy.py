@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prefect import flow
 from prefect.context import FlowRunContext
@@ -392,8 +392,26 @@ def deploy_lambda(
 _LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
 
 
+class LedgerPlan(Protocol):
+    """What recording an outcome needs of a deploy's plan (Lambda or App Runner)."""
+
+    @property
+    def target(self) -> AwsTarget: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+
+def live_text(record: Record) -> str:
+    """What is live at the end of a run, in one phrase."""
+    version = record.live_version or "a version opcd did not deploy"
+    if record.image or record.live_image:
+        return f"{version} ({record.live_image}{', ' + record.live_image_digest if record.live_image_digest else ''})"
+    return f"{version} (Lambda version {record.live_lambda_version})"
+
+
 def notify_outcome(notifier: Notifier, record: Record) -> None:
-    live = f"{record.live_version or 'a version opcd did not deploy'} (Lambda version {record.live_lambda_version})"
+    live = live_text(record)
     text = {
         "deployed": f"{record.action} done: {record.version} is live",
         "noop": f"nothing to do: {record.version} was already live",
@@ -413,7 +431,7 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     notifier.send(text, _LEVELS.get(record.outcome, "info"), facts)
 
 
-def finish(plan: Plan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
+def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
     if notifier is not None:
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)

@@ -7,7 +7,9 @@ from typing import Any
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.frontend_deploy import rollback_apprunner
 from flows.lambda_deploy import Plan, finish, plan_lambda_deploy, shift_and_verify
+from opcd.config import load_config
 from opcd.errors import InputError, ResourceMissing
 from opcd.locks import environment_lock
 from opcd.versions import check_version
@@ -66,6 +68,10 @@ def rollback(
     logger = get_run_logger()
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
+    if load_config(config_path).component(component).kind == "apprunner":
+        if to_lambda_version is not None:
+            raise InputError(f"{component} is an App Runner service: it has no Lambda versions", "use --to VERSION")
+        return rollback_apprunner(component, environment, to_version, config_path)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)

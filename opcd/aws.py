@@ -46,6 +46,7 @@ class AwsTarget:
     endpoint_url: str | None = None
     credentials: tuple[str, str] | None = None
     gateway: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)  # service → its own endpoint (App Runner's stand-in)
 
     def describe(self) -> str:
         if self.kind == "sandbox":
@@ -73,8 +74,17 @@ class AwsTarget:
             return self.gateway[origin].rstrip("/") + (rest or "/")
         return url
 
+    def endpoint_for(self, service: str) -> str | None:
+        """``AWS_ENDPOINT_URL_<SERVICE>`` when set (as boto3 reads it), else the target's own."""
+        if self.endpoint_url is None:
+            return None  # real AWS: boto3 applies AWS_ENDPOINT_URL_<SERVICE> itself
+        specific = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}")
+        return specific or self.endpoints.get(service) or self.endpoint_url
+
     def __hash__(self) -> int:
-        return hash((self.kind, self.region, self.endpoint_url, self.credentials))
+        return hash(
+            (self.kind, self.region, self.endpoint_url, self.credentials, tuple(sorted(self.endpoints.items())))
+        )
 
 
 _clients: dict[tuple[AwsTarget, str], Any] = {}
@@ -85,7 +95,8 @@ def _client(target: AwsTarget, service: str) -> Any:
     key = (target, service)
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = target.session().client(service, endpoint_url=target.endpoint_url, config=_boto_config())
+            endpoint = target.endpoint_for(service)
+            _clients[key] = target.session().client(service, endpoint_url=endpoint, config=_boto_config())
         return _clients[key]
 
 
@@ -108,9 +119,10 @@ def resolve_target(state_dir: Path, region: str) -> AwsTarget:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or region
     if endpoint := os.environ.get("AWS_ENDPOINT_URL"):
         info = sandbox_info(state_dir)
-        gateway = info.get("gateway", {}) if info and info["aws_endpoint_url"] == endpoint else {}
-        kind = "sandbox" if gateway else "endpoint"
-        return AwsTarget(kind, region, endpoint, gateway=gateway)
+        ours = bool(info and info["aws_endpoint_url"] == endpoint)
+        gateway = info.get("gateway", {}) if info and ours else {}
+        endpoints = _service_endpoints(info) if info and ours else {}
+        return AwsTarget("sandbox" if ours else "endpoint", region, endpoint, gateway=gateway, endpoints=endpoints)
     if os.environ.get("AWS_PROFILE") or os.environ.get("AWS_ACCESS_KEY_ID"):
         return AwsTarget("aws", region)
     if info := sandbox_info(state_dir):
@@ -120,8 +132,13 @@ def resolve_target(state_dir: Path, region: str) -> AwsTarget:
             info["aws_endpoint_url"],
             credentials=("testing", "testing"),
             gateway=info.get("gateway", {}),
+            endpoints=_service_endpoints(info),
         )
     return AwsTarget("aws", region)
+
+
+def _service_endpoints(info: dict[str, Any]) -> dict[str, str]:
+    return {"apprunner": info["apprunner_endpoint_url"]} if info.get("apprunner_endpoint_url") else {}
 
 
 def error_code(exc: Exception) -> str:

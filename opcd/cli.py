@@ -180,12 +180,24 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     from flows.lambda_deploy import plan_lambda_deploy
 
     config = load_config(args.config)
-    config.component(args.component)
+    comp = config.component(args.component)
     config.environment(args.environment)
     if version is not None:
         check_version(version)
     target = _print_target(config)
     accept = getattr(args, "accept_alarms", None)
+    if comp.kind == "apprunner":
+        from flows.frontend_deploy import plan_apprunner_deploy
+
+        if getattr(args, "to_lambda_version", None) is not None:
+            raise InputError(
+                f"{args.component} is an App Runner service: it has no Lambda versions", "use --to VERSION"
+            )
+        plan_apprunner_deploy(
+            args.component, args.environment, version, str(config_path(args.config)), accept,
+            accept_firing=args.command == "rollback",
+        )  # fmt: skip
+        return config, target
     plan_lambda_deploy(
         args.component, args.environment, version, str(config_path(args.config)), accept,
         accept_firing=args.command == "rollback",
@@ -195,14 +207,17 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.app_version)
+    apprunner = config.component(args.component).kind == "apprunner"
     if args.dry_run:
-        return _dry_run_deploy(args, config, target)
+        return (_dry_run_apprunner if apprunner else _dry_run_deploy)(args, config, target)
     from flows import lambda_deploy
 
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
     }  # fmt: skip
+    if apprunner:
+        return _deploy_apprunner(args, params)
     named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
     if args.component in named:
         result = _run_flow(named[args.component], **params)
@@ -216,6 +231,64 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f" live on Lambda version {result['live_lambda_version']}"
         )
     return 0
+
+
+def _deploy_apprunner(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from flows import frontend_deploy
+
+    if args.component == "frontend":
+        result = _run_flow(frontend_deploy.deploy_frontend, **params)
+    else:
+        result = _run_flow(frontend_deploy.deploy_apprunner_component, component=args.component, **params)
+    if result["outcome"] == "noop":
+        print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
+    else:
+        print(
+            f"deployed {args.component} {args.app_version} to {args.environment}:"
+            f" {result['live_image']} ({result['live_image_digest']})"
+        )
+    return 0
+
+
+def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) -> int:
+    from flows.frontend_deploy import describe_image, plan_apprunner_deploy
+    from tasks.apprunner import describe
+    from tasks.ecr import tag_digest
+    from tasks.images import choose_builder, image_tag
+
+    plan = plan_apprunner_deploy(args.component, args.environment, args.app_version, str(config_path(args.config)))
+    comp = config.component(args.component)
+    service = describe(target, plan.service_arn)
+    tag = image_tag(args.app_version)
+    identifier = plan.repository.identifier(tag)
+    existing = tag_digest(target, plan.repository.name, tag)
+    env = config.environment(args.environment)
+    print(f"dry run: deploy {args.component} {args.app_version} to {args.environment} ({service.name})")
+    print(f"  live now: {describe_image(plan, service.image)}, service {service.status}")
+    if service.image == identifier:
+        print("  nothing to do: that version is already live")
+        return 0
+    steps = [
+        f"build {comp.source}/{comp.dockerfile} with {choose_builder(comp.builder)} (reproducible: same source,"
+        " same digest)",
+        f"{identifier} is in ECR as {existing}: reuse it if the build matches, refuse otherwise"
+        if existing
+        else f"push {identifier} and move :latest",
+        f"UpdateService {service.name} → {identifier}; follow the operation (every"
+        f" {comp.operation.poll_interval:g}s, at most {comp.operation.timeout:g}s)",
+        f"health: {env.health.get(args.component) or service.https_url + '/'}"
+        f" ({env.health_check.successes} consecutive)",
+    ]
+    steps += [f"smoke: {s.method} {s.path} → {s.expect_status}" for s in comp.smoke]
+    if env.alarms:
+        steps.append(f"alarms: {', '.join(env.alarms)}")
+    steps.append(f"on failure after it went live: point {service.name} back at {service.image}")
+    if service.status != "RUNNING":
+        steps.insert(0, f"REFUSE: the service is {service.status}; a deploy waits for RUNNING")
+    for number, step in enumerate(steps, 1):
+        print(f"  {number}. {step}")
+    print("no changes made (dry run)")
+    return 2 if service.status != "RUNNING" else 0
 
 
 def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> int:
@@ -267,20 +340,35 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
     return 0
 
 
+def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> str:
+    """Where the rollback would go, checked before any flow runs: '<from> to <to>'; InputError if nowhere."""
+    path = str(config_path(args.config))
+    if config.component(args.component).kind == "apprunner":
+        from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
+        from tasks.apprunner import describe
+
+        service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
+        service = describe(target, service_plan.service_arn)
+        identifier, _version = choose_image(service_plan, service, args.to_version)
+        return (
+            f"{service.name} from {describe_image(service_plan, service.image)}"
+            f" to {describe_image(service_plan, identifier)}"
+        )
+    from flows.lambda_deploy import plan_lambda_deploy
+    from flows.rollback import choose_version
+    from tasks.lambda_functions import read_live
+
+    plan = plan_lambda_deploy(args.component, args.environment, args.to_version, path, accept_firing=True)
+    live = read_live(target, plan.function)
+    version, app = choose_version(plan, live, args.to_version, args.to_lambda_version)
+    return f"{plan.function}:live from Lambda version {live.lambda_version} ({live.app_version}) to {version} ({app})"
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.to_version)
+    where_to = _rollback_target(args, config, target)
     if args.dry_run:
-        from flows.lambda_deploy import plan_lambda_deploy
-        from flows.rollback import choose_version
-        from tasks.lambda_functions import read_live
-
-        plan = plan_lambda_deploy(args.component, args.environment, args.to_version, str(config_path(args.config)))
-        live = read_live(target, plan.function)
-        version, app = choose_version(plan, live, args.to_version, args.to_lambda_version)
-        print(
-            f"dry run: {plan.function}:live would move from Lambda version {live.lambda_version}"
-            f" ({live.app_version}) to {version} ({app})"
-        )
+        print(f"dry run: would move {where_to}")
         print("no changes made (dry run)")
         return 0
     from flows.rollback import rollback
@@ -292,6 +380,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     where = f"{args.component} in {args.environment}"
     if result["outcome"] == "noop":
         print(f"{where} is already on {result['version'] or 'that version'}: nothing changed")
+    elif result.get("live_image"):
+        print(
+            f"rolled back {where} to {result['live_version']} ({result['live_image']}, {result['live_image_digest']})"
+        )
     else:
         app = result["live_version"] or "a version opcd did not deploy"
         print(f"rolled back {where} to {app} (Lambda version {result['live_lambda_version']})")
@@ -376,7 +468,39 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "drift": bool(recorded and recorded != live.lambda_version),
                 "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
             })  # fmt: skip
+        rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
     return rows
+
+
+def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str) -> dict[str, Any]:
+    """One App Runner component's row: the image it runs (tag and digest) and the ledger's view."""
+    from tasks.apprunner import describe, find_service
+    from tasks.ecr import describe_repository, tag_digest
+    from tasks.ledger import read_latest
+
+    service = describe(target, find_service(target, ref))
+    repository = config.component(comp).repository
+    assert repository is not None  # checked when the config was loaded
+    tag = describe_repository(target, repository).tag_of(service.image)
+    digest = tag_digest(target, repository, tag) if tag else None
+    latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
+    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
+    recorded = deployed.get("live_image")
+    return {
+        "component": comp, "environment": env_name, "service": service.name, "service_status": service.status,
+        "version": tag, "image": service.image, "image_digest": digest, "lambda_version": None, "split": None,
+        "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
+        "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+        "last_run": latest.get("flow_run_name"), "drift": bool(recorded and recorded != service.image), "rules": [],
+    }  # fmt: skip
+
+
+def _runs_on(row: dict[str, Any]) -> str:
+    """Lambda version number, or the image digest (short) and the service's status when not RUNNING."""
+    if row.get("image") is None:
+        return str(row["lambda_version"])
+    digest = "-" if row["version"] is None else (row["image_digest"] or "not-in-ecr")[:19]
+    return digest + ("" if row["service_status"] == "RUNNING" else f" ({row['service_status']})")
 
 
 def _split_text(row: dict[str, Any]) -> str:
@@ -399,10 +523,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     target = _print_target(config)
     rows = status_rows(config, target, args.environment)
-    header = ("COMPONENT", "ENV", "LIVE", "LAMBDA", "DEPLOYED AT", "BY RUN", "LAST RUN")
+    header = ("COMPONENT", "ENV", "LIVE", "REVISION", "DEPLOYED AT", "BY RUN", "LAST RUN")
     table = [header] + [
         (
-            r["component"], r["environment"], r["version"] or "-", r["lambda_version"],
+            r["component"], r["environment"], r["version"] or "-", _runs_on(r),
             (r["deployed_at"] or "-")[:19], r["flow_run"] or "-",
             (f"{r['last_run']}: {r['last_outcome']}" if r["last_outcome"] else "-")
             + (" DRIFT: ledger disagrees with live" if r["drift"] else "")
@@ -414,6 +538,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip())
     for row, data in zip(table[1:], rows, strict=True):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if data.get("image"):
+            print(f"    image {data['image']}  {data['image_digest'] or ''}".rstrip())
         for rule in data["rules"]:
             targets = ", ".join(t.rsplit(":", 1)[-1] for t in rule["targets"]) or "no target"
             print(f"    rule {rule['name']}  {rule['trigger']}  {rule['state']}  → {targets}")

@@ -122,6 +122,20 @@ class EventRule(_Model):
         return self
 
 
+class OperationWait(_Model):
+    """How an App Runner deployment is followed: ListOperations every ``poll_interval`` until ``timeout``."""
+
+    timeout: Duration = Field(default=1800.0, description="Give up following the operation after this long.")
+    poll_interval: Duration = Field(default=10.0, description="Seconds between ListOperations calls.")
+
+    @field_validator("poll_interval", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        return value
+
+
 class Component(_Model):
     kind: Literal["lambda", "apprunner"]
     source: str = Field(description="Directory of the component's source, relative to opcd.toml.")
@@ -136,7 +150,14 @@ class Component(_Model):
         default=None, description="Keys and values the sample event's response must contain."
     )
     rules: list[EventRule] = Field(default_factory=list)
-    repository: str | None = None
+    # apprunner components
+    repository: str | None = Field(default=None, description="ECR repository of the component's images.")
+    dockerfile: str = Field(default="Dockerfile", description="Dockerfile, relative to source.")
+    build_contexts: dict[str, str] = Field(
+        default_factory=dict, description="Named build contexts (COPY --from=NAME), directories relative to opcd.toml."
+    )
+    builder: Literal["auto", "docker", "buildah", "podman"] = "auto"
+    operation: OperationWait = OperationWait()
 
 
 class Approval(_Model):
@@ -272,16 +293,23 @@ class Config(_Model):
             )
         return self.environments[name]
 
+    def _runs_as(self, table: str, component: str, environment: str, what: str) -> str:
+        self.component(component)
+        entries: dict[str, str] = getattr(self.environment(environment), table)
+        if component not in entries:
+            raise ConfigError(
+                f"environments.{environment}.{table}.{component}: missing",
+                f"name the {what} of this component in opcd.toml",
+            )
+        return entries[component]
+
     def function_name(self, component: str, environment: str) -> str:
         """The Lambda function that ``component`` runs as in ``environment``."""
-        self.component(component)
-        env = self.environment(environment)
-        if component not in env.functions:
-            raise ConfigError(
-                f"environments.{environment}.functions.{component}: missing",
-                "name the Lambda function of this component in opcd.toml",
-            )
-        return env.functions[component]
+        return self._runs_as("functions", component, environment, "Lambda function")
+
+    def service_ref(self, component: str, environment: str) -> str:
+        """The App Runner service (a name or an ARN) that ``component`` runs as in ``environment``."""
+        return self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
 
     def source_dir(self, component: str) -> Path:
         return (self.root / self.component(component).source).resolve()
@@ -365,10 +393,10 @@ def _cross_checks(config: Config) -> list[str]:
                 if cname not in config.components:
                     problems.append(f"environments.{ename}.traffic.{cname}: no component {cname!r} in [components]")
         for cname, comp in config.components.items():
-            if comp.kind != "lambda" and env.strategy(cname).gradual:
+            if isinstance(env.traffic, dict) and comp.kind != "lambda" and env.strategy(cname).gradual:
                 problems.append(
                     f"environments.{ename}.traffic: {cname} is an App Runner service; only Lambda components"
-                    " shift gradually (give a table of component = strategy)"
+                    " shift gradually (leave it out of the table: App Runner rolls out on its own)"
                 )
         if any(c.migrations for c in config.components.values()) and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")

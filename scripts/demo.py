@@ -3,6 +3,7 @@
 It starts a Prefect server (unless PREFECT_API_URL points at one) and the sandbox, then deploys
 v1 and v2 of the example backend to dev, then a v3 whose /health fails once it takes traffic (it
 is rolled back by itself), deploys the worker with its EventBridge rule and fires the rule,
+deploys the frontend image to App Runner (v1, then a v2 without its health page, rolled back),
 deploys v2 to prod by canary and then a v4 whose alarm fires mid-canary (rolled back at the next
 guard poll), and shows `opcd status`. Slack messages go to a local stand-in that prints them.
 Everything lives under .opcd/demo/ and is stopped at the end; DEMO_KEEP=1 leaves the Prefect UI
@@ -135,6 +136,8 @@ def main() -> int:
     # prod's canary bakes 5 minutes; the demo's bakes 6 s under guards polled every 2 s
     config = config.replace('backend = "canary10-5m"', 'backend = "canary10-6s"')
     config = config.replace('bake = { poll_interval = "15s"', 'bake = { poll_interval = "2s"')
+    # App Runner deploys take minutes; the sandbox's take about 3 s, followed every second
+    config = config.replace('poll_interval = "10s" }', 'poll_interval = "1s" }')
     (DEMO / "opcd.toml").write_text(config)
     slack = SlackSink(echo=True).start()  # stands in for Slack: prints each message
     os.environ["OPCD_SLACK_WEBHOOK_URL"] = slack.webhook_url
@@ -145,8 +148,9 @@ def main() -> int:
     try:
         say("Embedded AWS sandbox (moto + Lambda invoke shim + API gateway)")
         write_version(DEMO / "src" / "backend")
-        shutil.copytree(ROOT / "examples" / "outreachpass" / "worker", DEMO / "src" / "worker",
-                        ignore=shutil.ignore_patterns("__pycache__", "tests"))  # fmt: skip
+        for name in ("worker", "frontend"):
+            shutil.copytree(ROOT / "examples" / "outreachpass" / name, DEMO / "src" / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "tests", "test"))  # fmt: skip
         opcd("sandbox", "up", "--detach", "--port", "0")
         opcd("status", "--env", "dev")
 
@@ -173,6 +177,15 @@ def main() -> int:
         say("Fire the worker's rule as EventBridge would (moto never delivers to Lambda)")
         opcd("sandbox", "fire-rule", "nightly-digest")
 
+        say("Deploy the frontend v1 to dev: image built (buildah), pushed to ECR (:v1, :latest), App Runner deploy")
+        opcd("deploy", "frontend", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
+        opcd("health", "https://dev.outreachpass.example/health.json", "--successes", "2")
+
+        say("Deploy frontend v2, whose site lost its health page: App Runner succeeds, our check fails, rollback")
+        (DEMO / "src" / "frontend" / "site" / "health.json").unlink()
+        opcd("deploy", "frontend", "--env", "dev", "--version", "v2", "--git-sha", "2222222", expect=1)
+        opcd("health", "https://dev.outreachpass.example/health.json", "--successes", "2")
+
         say("Deploy v2 to prod by canary: 10% for 6 s, watched by alarms, health and smoke, then all")
         write_version(DEMO / "src" / "backend")  # v2's source again (v3's broken one is still there)
         opcd("deploy", "backend", "--env", "prod", "--version", "v2", "--git-sha", "2222222")
@@ -185,7 +198,8 @@ def main() -> int:
         opcd("status")
         print(
             "\ndemo finished: backend v2 is live in dev (v3 was rolled back by itself) and in prod (v4's canary"
-            " was rolled back when its alarm fired); worker v1 runs from its rule."
+            " was rolled back when its alarm fired); worker v1 runs from its rule; frontend v1 serves dev"
+            " (v2 lacked its health page and was rolled back)."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from opcd.config import HealthCheck
+from opcd.config import HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
 
 
@@ -104,3 +104,33 @@ def check_health(url: str, public_url: str, settings: HealthCheck, expect_versio
         raise DeployFailed(f"post-traffic health check failed: {report.summary()}")
     logger.info("Health %s: healthy (%d consecutive)", public_url, settings.successes)
     return report
+
+
+def run_http_smoke(base_url: str, public_base: str, checks: list[SmokeCheck], timeout: float) -> list[str]:
+    """Each smoke check as an HTTP request to ``base_url``; the failures, described."""
+    failures = []
+    with httpx.Client(follow_redirects=True, headers={"user-agent": "opcd-smoke"}) as client:
+        for check in checks:
+            url = base_url.rstrip("/") + check.path
+            try:
+                answer = client.request(check.method, url, timeout=timeout)
+            except httpx.HTTPError as exc:
+                failures.append(f"{check.method} {public_base}{check.path}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            if answer.status_code != check.expect_status:
+                got = f"HTTP {answer.status_code}, expected {check.expect_status}"
+                failures.append(f"{check.method} {public_base}{check.path}: {got}")
+            elif check.body_contains and check.body_contains not in answer.text:
+                failures.append(f"{check.method} {public_base}{check.path}: body lacks {check.body_contains!r}")
+    return failures
+
+
+@task(name="smoke-http", cache_policy=NO_CACHE)
+def http_smoke_checks(base_url: str, public_base: str, checks: list[SmokeCheck], timeout: float = 5.0) -> None:
+    """The component's smoke checks against its service URL; raise when one fails."""
+    logger = get_run_logger()
+    failures = run_http_smoke(base_url, public_base, checks, timeout)
+    if failures:
+        raise DeployFailed("smoke check failed: " + "; ".join(failures))
+    for check in checks:
+        logger.info("Smoke %s %s%s: %d as expected", check.method, public_base, check.path, check.expect_status)

@@ -59,6 +59,12 @@ class Record:
     accepted_alarms: list[str] = field(default_factory=list)  # firing at the start, accepted by name
     repaired: str | None = None  # a split alias found at the start and moved back to its primary
     notify_failures: list[str] = field(default_factory=list)  # Slack messages that could not be delivered
+    # App Runner components: image identifiers (repository URI:tag) and the digests ECR gives them
+    image: str | None = None  # what this run deployed
+    image_digest: str | None = None
+    previous_image: str | None = None  # what ran before: the rollback target
+    live_image: str | None = None  # what runs at the end of the run
+    live_image_digest: str | None = None
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     actor: str = field(default_factory=actor)
@@ -134,14 +140,19 @@ def _bake_line(bake: dict[str, Any] | None) -> str:
 
 
 def markdown(record: Record) -> str:
+    if record.image or record.live_image:
+        live = f"{record.live_version or '?'} ({record.live_image or '?'}, {record.live_image_digest or '?'})"
+        previous = f"{record.previous_version or '?'} ({record.previous_image or '?'})"
+    else:
+        live = f"{record.live_version or '?'} (Lambda version {record.live_lambda_version or '?'})"
+        previous = f"{record.previous_version or '?'} (Lambda version {record.previous_lambda_version or '?'})"
     rows = [
         ("Outcome", record.outcome), ("Action", record.action), ("Version", record.version or "-"),
-        ("Live now", f"{record.live_version or '?'} (Lambda version {record.live_lambda_version or '?'})"),
-        ("Previous", f"{record.previous_version or '?'} (Lambda version {record.previous_lambda_version or '?'})"),
+        ("Live now", live), ("Previous", previous),
         ("Reason", record.reason or "-"), ("Traffic", record.traffic or "-"),
         ("Bake", _bake_line(record.bake)), ("Accepted alarms", ", ".join(record.accepted_alarms) or "-"),
         ("Repaired", record.repaired or "-"),
-        ("Git sha", record.git_sha or "-"), ("sha256", record.sha256 or "-"),
+        ("Git sha", record.git_sha or "-"), ("sha256", record.sha256 or record.image_digest or "-"),
         ("Actor", record.actor), ("Started", record.started_at), ("Finished", record.finished_at or "-"),
     ]  # fmt: skip
     table = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "outreachpass"
 BACKEND = EXAMPLES / "backend"
 WORKER = EXAMPLES / "worker"
+FRONTEND = EXAMPLES / "frontend"
 
 # Appended to the backend's app/__init__.py to make the broken versions the tests deploy.
 RAISES_ON_IMPORT = """
@@ -58,9 +60,11 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from opcd.sandbox.apprunner import Timings
     from opcd.sandbox.server import SandboxServer
 
     server = SandboxServer(tmp_path_factory.mktemp("sandbox"), "us-east-1", 0).start()
+    server.apprunner.timings = Timings(pending=0.05, deploy=0.2, rollback=0.1)  # App Runner's minutes, shrunk
     yield server
     server.stop()
 
@@ -76,6 +80,7 @@ class Project:
 
     root: Path
     endpoint: str
+    apprunner: str = ""  # the App Runner stand-in
 
     @property
     def config_path(self) -> Path:
@@ -94,6 +99,20 @@ class Project:
             service, endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )  # fmt: skip
+
+    def client_for(self, service: str) -> Any:
+        """A client of a service that has its own endpoint in the sandbox (App Runner)."""
+        return boto3.client(
+            service, endpoint_url=self.apprunner, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    def ledger(self, environment: str, component: str, name: str = "latest.json") -> dict[str, Any]:
+        body = self.client("s3").get_object(
+            Bucket="outreachpass-artifacts", Key=f"ledger/{environment}/{component}/{name}"
+        )
+        record: dict[str, Any] = json.loads(body["Body"].read())
+        return record
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """Run ``opcd --config <project> ARGS`` in this process; return (exit code, stdout, stderr)."""
@@ -137,7 +156,7 @@ class Project:
 
 
 def copy_examples(root: Path) -> None:
-    for example in (BACKEND, WORKER):
+    for example in (BACKEND, WORKER, FRONTEND):
         shutil.copytree(example, root / "src" / example.name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
 
 
@@ -152,7 +171,10 @@ def project_config() -> str:
     text, count = re.subn(r'traffic = \{ backend = "canary10-5m", worker = "linear50-2m" \}',
                           'traffic = { backend = "canary10-0.2s", worker = "linear50-0.2s" }', text)  # fmt: skip
     text, polls = re.subn(r"bake = \{ poll_interval = \"15s\"", 'bake = { poll_interval = "0.1s"', text)
-    assert count == polls == 1, "opcd.toml's prod traffic changed: update project_config()"
+    # App Runner's operation followed every 0.05 s instead of 10 s
+    text, follows = re.subn(r'operation = \{ timeout = "20m", poll_interval = "10s" \}',
+                            'operation = { timeout = "60s", poll_interval = "0.05s" }', text)  # fmt: skip
+    assert count == polls == follows == 1, "opcd.toml's prod traffic changed: update project_config()"
     return text
 
 
@@ -167,15 +189,15 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
     monkeypatch.setenv("OPCD_BUILD_CACHE", str(build_cache))
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
     httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
-    project = Project(tmp_path, sandbox.url)
+    project = Project(tmp_path, sandbox.url, sandbox.apprunner_url)
     copy_examples(tmp_path)
     (tmp_path / "opcd.toml").write_text(project_config())
     config = load_config(project.config_path)
     data = tmp_path / "data"
     data.mkdir()
-    gateway = seed(config, sandbox.url, data)
+    gateway = seed(config, sandbox.url, data, sandbox.apprunner_url)
     write_info(config.state_dir(), {
-        "aws_endpoint_url": sandbox.url, "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
+        **sandbox.info(), "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
     })  # fmt: skip
     return project
 

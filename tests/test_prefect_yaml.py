@@ -23,4 +23,4 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         assert set(deployment.get("parameters", {})) <= set(accepted)
         assert deployment["work_pool"]["name"] == "opcd"
         names.add(flow.name)
-    assert names == {"deploy-backend", "deploy-worker", "rollback", "pr-validation"}
+    assert names == {"deploy-backend", "deploy-worker", "deploy-frontend", "rollback", "pr-validation"}

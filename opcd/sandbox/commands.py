@@ -48,10 +48,10 @@ def up(config_path: Path, port: int, detach: bool) -> int:
     shutil.rmtree(work, ignore_errors=True)  # moto starts empty, so does everything beside it
     server = SandboxServer(work, config.project.region, port).start()
     started = time.perf_counter()
-    gateway = seed(config, server.url, work)
+    gateway = seed(config, server.url, work, server.apprunner_url)
 
     info = {
-        "aws_endpoint_url": server.url,
+        **server.info(),
         "region": config.project.region,
         "pid": os.getpid(),
         "gateway": gateway,
@@ -64,6 +64,13 @@ def up(config_path: Path, port: int, detach: bool) -> int:
     for env_name, env in config.environments.items():
         for comp, fn in env.functions.items():
             print(f"  {env_name}: Lambda {fn} ({comp}) with alias live → version 1")
+    for env_name, env in config.environments.items():
+        for comp, ref in env.services.items():
+            print(f"  {env_name}: App Runner {ref} ({comp}) running AWS's sample image until the first deploy")
+    if server.registry.missing:
+        print(f"  warning: {server.registry.missing}; images cannot be pushed")
+    else:
+        print(f"  ECR registry: {server.images.registry_host} (docker-registry behind ECR's credentials)")
     for origin, local in gateway.items():
         print(f"  gateway: {origin} → {local}")
     print(f"endpoints written to {state / SANDBOX_FILE}; Ctrl-C or `opcd sandbox down` stops it")

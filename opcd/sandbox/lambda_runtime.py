@@ -161,8 +161,11 @@ class LambdaRunner:
             tuple(sorted(env.items())),
         )
         with self._pool_lock:
-            for worker in self._idle:
-                if worker.key == key and worker.alive():
+            for worker in list(self._idle):
+                if not worker.alive():  # exited while idle: reap it, close its pipes
+                    self._idle.remove(worker)
+                    worker.kill()
+                elif worker.key == key:
                     self._idle.remove(worker)
                     self._busy += 1
                     return worker
@@ -180,6 +183,8 @@ class LambdaRunner:
             self._busy -= 1
             if worker.alive():
                 self._idle.append(worker)
+            else:
+                worker.kill()  # reaps it and closes its pipes
 
     def invoke(self, fn: Any, qualifier: str, event: bytes, region: str, asynchronous: bool = False) -> Invocation:
         if asynchronous:

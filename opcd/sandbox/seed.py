@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import boto3
 from opcd.config import Config
 
 ROLE_NAME = "opcd-sandbox-lambda"
+ACCESS_ROLE_NAME = "opcd-sandbox-apprunner-ecr"
 _TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -36,8 +38,9 @@ def placeholder_zip(handler: str) -> bytes:
     return buffer.getvalue()
 
 
-def seed(config: Config, endpoint_url: str, data_dir: Path) -> dict[str, str]:
-    """Create bucket, role, functions (version 1 + ``live``), alarms and secrets.
+def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str | None = None) -> dict[str, str]:
+    """Create bucket, role, functions (version 1 + ``live``), alarms, secrets, ECR repositories and
+    App Runner services (running AWS's public sample image, as Terraform would create them).
 
     Returns the gateway map: public origin of each health URL → local gateway URL.
     """
@@ -95,4 +98,62 @@ def seed(config: Config, endpoint_url: str, data_dir: Path) -> dict[str, str]:
                 TreatMissingData="notBreaching",
             )
             cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
+    if apprunner_url is not None:
+        gateway.update(seed_apprunner(config, session, endpoint_url, apprunner_url))
+    return gateway
+
+
+def service_name(ref: str) -> str:
+    """``arn:aws:apprunner:…:service/NAME/ID`` or ``NAME`` → ``NAME``."""
+    return ref.split(":service/", 1)[1].split("/", 1)[0] if ref.startswith("arn:") else ref
+
+
+def seed_apprunner(config: Config, session: Any, endpoint_url: str, apprunner_url: str) -> dict[str, str]:
+    """ECR repositories and App Runner services; wait until every service runs. Returns gateway entries."""
+    from opcd.sandbox.registry import PUBLIC_PLACEHOLDER
+
+    ecr, iam = session.client("ecr", endpoint_url=endpoint_url), session.client("iam", endpoint_url=endpoint_url)
+    apprunner = session.client("apprunner", endpoint_url=apprunner_url)
+    components = {name: comp for name, comp in config.components.items() if comp.kind == "apprunner"}
+    if not components:
+        return {}
+    trust = json.loads(json.dumps(_TRUST))
+    trust["Statement"][0]["Principal"] = {"Service": "build.apprunner.amazonaws.com"}
+    access_role = iam.create_role(RoleName=ACCESS_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    for comp in components.values():
+        ecr.create_repository(repositoryName=comp.repository, imageTagMutability="MUTABLE")
+    gateway: dict[str, str] = {}
+    arns = []
+    for env in config.environments.values():
+        for comp_name, ref in env.services.items():
+            name = service_name(ref)
+            service = apprunner.create_service(
+                ServiceName=name,
+                SourceConfiguration={
+                    "ImageRepository": {
+                        "ImageIdentifier": PUBLIC_PLACEHOLDER,
+                        "ImageRepositoryType": "ECR_PUBLIC",
+                        "ImageConfiguration": {"Port": "8080"},
+                    },
+                    "AutoDeploymentsEnabled": False,
+                    "AuthenticationConfiguration": {"AccessRoleArn": access_role},
+                },
+                HealthCheckConfiguration={"Protocol": "TCP"},
+                Tags=[
+                    {"Key": "opcd:project", "Value": config.project.name},
+                    {"Key": "opcd:component", "Value": comp_name},
+                ],
+            )["Service"]
+            arns.append(service["ServiceArn"])
+            local = f"{apprunner_url}/_services/{name}"
+            gateway[f"https://{service['ServiceUrl']}"] = local
+            if comp_name in env.health:
+                parts = urlsplit(env.health[comp_name])
+                gateway[f"{parts.scheme}://{parts.netloc}"] = local
+    deadline = time.monotonic() + 60
+    for arn in arns:
+        while (status := apprunner.describe_service(ServiceArn=arn)["Service"]["Status"]) != "RUNNING":
+            if status != "OPERATION_IN_PROGRESS" or time.monotonic() > deadline:
+                raise RuntimeError(f"App Runner service {arn} did not start: {status}")
+            time.sleep(0.05)
     return gateway

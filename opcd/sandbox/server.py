@@ -25,6 +25,7 @@ from opcd.errors import InputError
 ACCOUNT_ID = "123456789012"
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 _GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/]+)(?P<path>/.*)?$")
+_ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 
 StartResponse = Callable[..., Any]
@@ -51,6 +52,8 @@ class SandboxApp:
         self.runner = LambdaRunner(work_dir, endpoint_url="")
         self._fault_lock = threading.Lock()
         self._faults_list: list[dict[str, Any]] = []
+        self.registry_host = ""  # host:port of the ECR registry stand-in; ECR's answers name it
+        self.on_reset: list[Callable[[], None]] = []
 
     def lambda_backend(self, region: str) -> Any:
         from moto.awslambda.utils import get_backend
@@ -66,12 +69,33 @@ class SandboxApp:
             return self._faults(environ, start_response)
         if fault := self._take_fault(method, path):
             return _aws_error(start_response, int(fault["status"]), str(fault["code"]), "injected by the sandbox")
+        if path == "/moto-api/reset":
+            for reset in self.on_reset:
+                reset()
+        if self.registry_host and environ.get("HTTP_X_AMZ_TARGET", "").startswith(_ECR_TARGET):
+            return self._ecr(environ, start_response)
         if method == "POST" and (match := _INVOKE.match(path)):
             return self._invoke(environ, start_response, unquote(match["name"]))
         if match := _GATEWAY.match(path):
             return self._gateway(environ, start_response, match["function"], match["path"] or "/")
         result: Iterable[bytes] = self.moto(environ, start_response)
         return result
+
+    def _ecr(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """moto's ECR answer, naming the sandbox's registry instead of ``*.dkr.ecr.*.amazonaws.com``."""
+        from opcd.sandbox.registry import rewrite_ecr
+
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        body = b"".join(self.moto(environ, capture))
+        body = rewrite_ecr(body, ACCOUNT_ID, self.region, self.registry_host)
+        headers = [(k, v) for k, v in captured[1] if k.lower() != "content-length"]
+        start_response(captured[0], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     def _faults(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Fault injection: POST a fault to fail matching requests; DELETE clears them; GET lists."""
@@ -204,39 +228,82 @@ def _aws_error(start_response: StartResponse, status: int, code: str, message: s
     return [json.dumps({"Type": "User", "message": message}).encode()]
 
 
-class SandboxServer:
-    """The server on 127.0.0.1 in a background thread of this process."""
+class _Thread:
+    """One WSGI app served on 127.0.0.1 by a background thread."""
 
-    def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
+    def __init__(self, app: Any, port: int) -> None:
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class QuietHandler(WSGIRequestHandler):
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 """No access log: every AWS call would be a line."""
 
-        work_dir.mkdir(parents=True, exist_ok=True)
-        self.app = SandboxApp(work_dir, region)
         try:
-            self._server = make_server("127.0.0.1", port, self.app, threaded=True, request_handler=QuietHandler)
+            self.server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
         except (OSError, SystemExit) as exc:
             raise InputError(
                 f"cannot listen on 127.0.0.1:{port}: {exc}",
                 "stop what uses that port, or pass --port N (0 picks a free port)",
             ) from None
-        self.port = int(self._server.server_address[1])
+        self.port = int(self.server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+class SandboxServer:
+    """The sandbox in background threads of this process, on 127.0.0.1.
+
+    ``url``: moto with the invoke shim and gateway (every AWS service but App Runner);
+    ``apprunner_url``: the App Runner stand-in and its service URLs; ``registry_url``: ECR's
+    registry host (a proxy in front of Debian's docker-registry, run as a child process).
+    """
+
+    def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
+        from opcd.sandbox.apprunner import AppRunnerStandIn
+        from opcd.sandbox.registry import ImageStore, LocalRegistry, RegistryProxy
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.app = SandboxApp(work_dir, region)
+        self.registry = LocalRegistry(work_dir / "registry")
+        self.images = ImageStore(work_dir / "images", self.registry, ACCOUNT_ID, region)
+        self.apprunner = AppRunnerStandIn(region, ACCOUNT_ID, self.images.resolve, self.images.check)
+        self._main = _Thread(self.app, port)
+        self._apprunner = _Thread(self.apprunner, 0)
+        self.registry_proxy = RegistryProxy(self.registry, ACCOUNT_ID, region)
+        self._registry = _Thread(self.registry_proxy, 0)
+        self.port, self.url = self._main.port, self._main.url
+        self.apprunner_url = self._apprunner.url
+        self.registry_url = self._registry.url
+        self.apprunner.base_url = self.apprunner_url
+        self.images.registry_host = self.app.registry_host = f"127.0.0.1:{self._registry.port}"
         self.app.runner.endpoint_url = self.url
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.app.on_reset.append(self.apprunner.reset)
 
     def start(self) -> SandboxServer:
-        self._thread.start()
+        self.registry.start()
+        for server in (self._main, self._apprunner, self._registry):
+            server.thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        for server in (self._main, self._apprunner, self._registry):
+            server.stop()
+        self.registry.stop()
+        self.registry_proxy.close()
         self.app.runner.close()
+
+    def info(self) -> dict[str, Any]:
+        """The endpoints ``.opcd/sandbox.json`` publishes."""
+        return {
+            "aws_endpoint_url": self.url,
+            "apprunner_endpoint_url": self.apprunner_url,
+            "registry": self.images.registry_host,
+        }
 
 
 def read_info(state_dir: Path) -> dict[str, Any] | None:
@@ -265,8 +332,12 @@ def write_info(state_dir: Path, info: dict[str, Any]) -> None:
 
 
 def export_lines(info: dict[str, Any]) -> list[str]:
+    apprunner = [f"export AWS_ENDPOINT_URL_APPRUNNER={info['apprunner_endpoint_url']}"] * bool(
+        info.get("apprunner_endpoint_url")
+    )
     return [
         f"export AWS_ENDPOINT_URL={info['aws_endpoint_url']}",
+        *apprunner,
         "export AWS_ACCESS_KEY_ID=testing",
         "export AWS_SECRET_ACCESS_KEY=testing",
         f"export AWS_DEFAULT_REGION={info['region']}",

@@ -127,7 +127,7 @@ def test_rollback_dry_run_changes_nothing(deployed: Project) -> None:
     before = deployed.live()
     code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v1", "--dry-run")
     assert code == 0, err
-    assert "would move from Lambda version" in out and "no changes made" in out
+    assert "would move outreachpass-api-dev:live from Lambda version" in out and "no changes made" in out
     assert deployed.live() == before
     # someone moves the alias by hand: status says the ledger disagrees
     deployed.client("lambda").update_alias(FunctionName="outreachpass-api-dev", Name="live", FunctionVersion="1")

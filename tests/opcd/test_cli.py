@@ -19,7 +19,7 @@ def one_line_error(err: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["deploy", "frontend", "--env", "dev", "--version", "v1"], "'frontend' — opcd.toml defines: backend, worker"),
+        (["deploy", "web", "--env", "dev", "--version", "v1"], "'web' — opcd.toml defines: backend, frontend, worker"),
         (["deploy", "backend", "--env", "staging", "--version", "v1"], "unknown environment 'staging' — opcd.toml"),
         (["deploy", "backend", "--env", "dev", "--version", "../x"], "'../x' is not a version"),
         (["deploy", "backend", "--env", "dev", "--version", ""], "'' is not a version"),
@@ -116,19 +116,24 @@ def test_status_table_and_json(project: Project) -> None:
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("AWS target: embedded sandbox")
-    assert lines[1].split()[:4] == ["COMPONENT", "ENV", "LIVE", "LAMBDA"]
+    assert lines[1].split()[:4] == ["COMPONENT", "ENV", "LIVE", "REVISION"]
     assert lines[2].split()[:4] == ["backend", "dev", "-", "1"]
+    frontend = next(ln for ln in lines if ln.startswith("frontend"))
+    assert frontend.split()[:4] == ["frontend", "dev", "-", "-"]  # AWS's sample image, not one of ours
     code, out, err = project.cli("status", "--env", "prod", "--json")
     rows = json.loads(out)
     assert [(r["component"], r["environment"], r["lambda_version"], r["version"]) for r in rows] == [
         ("backend", "prod", "1", None),
         ("worker", "prod", "1", None),
+        ("frontend", "prod", None, None),
     ]
+    assert rows[2]["image"] == "public.ecr.aws/aws-containers/hello-app-runner:latest"
+    assert rows[2]["service"] == "outreachpass-web-prod" and rows[2]["service_status"] == "RUNNING"
 
 
 def test_config_check(project: Project) -> None:
     code, out, err = project.cli("config", "check")
-    assert code == 0 and out.endswith("ok (2 components, 2 environments)\n")
+    assert code == 0 and out.endswith("ok (3 components, 2 environments)\n")
     broken = project.root / "broken.toml"
     broken.write_text(project.config_path.read_text().replace('backend = "outreachpass-api-prod", ', ""))
     code, out, err = project.cli("config", "check", str(broken))

@@ -148,9 +148,12 @@ def test_an_apprunner_service_cannot_shift_gradually() -> None:
     data = base()
     data["components"]["web"] = {"kind": "apprunner", "source": "examples/outreachpass/backend", "repository": "web"}
     for env in data["environments"].values():
-        env["services"] = {"web": "arn:aws:apprunner:us-east-1:123456789012:service/web/1"}
-    data["environments"]["dev"]["traffic"] = "canary10-5m"
+        env["services"]["web"] = "arn:aws:apprunner:us-east-1:123456789012:service/web/1"
+    data["environments"]["dev"]["traffic"] = {"web": "canary10-5m"}
     assert "environments.dev.traffic: web is an App Runner service" in problems(data)
+    # one strategy for every component applies to the Lambdas; App Runner rolls its own way
+    data["environments"]["dev"]["traffic"] = "canary10-5m"
+    assert parse_config(data, ROOT).environment("dev").strategy("backend").gradual
 
 
 def test_toml_syntax_error(tmp_path: Path) -> None:
@@ -167,8 +170,8 @@ def test_config_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_unknown_names() -> None:
     config = load_config(ROOT / "opcd.toml")
-    with pytest.raises(UnknownName, match="unknown component 'frontend'"):
-        config.component("frontend")
+    with pytest.raises(UnknownName, match="unknown component 'web'.*defines: backend, frontend, worker"):
+        config.component("web")
     with pytest.raises(UnknownName, match="unknown environment 'qa'"):
         config.environment("qa")
 

@@ -1,0 +1,313 @@
+"""One App Runner component (the frontend) to one environment: image, ECR, rolling deploy, rollback.
+
+Steps (ARCHITECTURE.md, "Frontend"): build the image reproducibly; push ``:{version}`` to ECR
+(refused when that tag names another image) and move ``:latest``; take the environment's lock;
+remember the image the service runs (the rollback target); ``UpdateService`` to
+``repository:{version}`` and follow the operation to its end. ``SUCCEEDED`` → health, smoke and
+alarms; any of them failing points the service back at the previous image (the transaction's
+``on_rollback`` hook), which is followed and health-checked in turn. ``FAILED`` or
+``ROLLBACK_SUCCEEDED`` from App Runner is a failed deploy; the run says what is live now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+from prefect.transactions import transaction
+
+from flows.lambda_deploy import finish
+from opcd.aws import AwsTarget, resolve_target
+from opcd.config import Config, load_config
+from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.locks import environment_lock
+from opcd.versions import check_version
+from tasks.apprunner import Service, describe, find_service, update_service, wait_for_operation
+from tasks.cloudwatch import AlarmGuard, check_alarms
+from tasks.ecr import Repository, describe_repository, push_image, tag_digest
+from tasks.health import check_health, http_smoke_checks
+from tasks.images import Image, build_image, image_tag
+from tasks.ledger import Record
+from tasks.notify import Notifier
+from tasks.s3_artifacts import check_bucket
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """Everything an App Runner deploy needs, resolved and checked before anything changes."""
+
+    config: Config
+    component: str
+    environment: str
+    version: str | None
+    service_arn: str
+    target: AwsTarget
+    alarms: AlarmGuard
+    repository: Repository
+
+    @property
+    def bucket(self) -> str:
+        return self.config.project.artifact_bucket
+
+
+def plan_apprunner_deploy(
+    component: str,
+    environment: str,
+    version: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+) -> ServicePlan:
+    """Validate the request and the AWS resources it names; raise InputError before any change."""
+    config = load_config(config_path)
+    comp = config.component(component)
+    if comp.kind != "apprunner":
+        raise InputError(f"component {component!r} is a {comp.kind} component, not an App Runner service")
+    env = config.environment(environment)
+    if version is not None:
+        check_version(version)
+    ref = config.service_ref(component, environment)
+    target = resolve_target(config.state_dir(), config.project.region)
+    arn = find_service(target, ref)
+    assert comp.repository is not None  # checked when the config was loaded
+    repository = describe_repository(target, comp.repository)
+    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
+    check_bucket(target, config.project.artifact_bucket)
+    return ServicePlan(config, component, environment, version, arn, target, alarms, repository)
+
+
+def live_of(plan: ServicePlan, service: Service) -> tuple[str | None, str | None]:
+    """(version, digest) of the image a service runs; version None for an image not in our repository."""
+    tag = plan.repository.tag_of(service.image)
+    if tag is None:
+        return None, None
+    return tag, tag_digest(plan.target, plan.repository.name, tag)
+
+
+def describe_image(plan: ServicePlan, identifier: str) -> str:
+    tag = plan.repository.tag_of(identifier)
+    if tag is None:
+        return f"{identifier} (not an image opcd pushed)"
+    return f"{tag} ({identifier}, {tag_digest(plan.target, plan.repository.name, tag) or 'digest unknown'})"
+
+
+def check_service(plan: ServicePlan, service: Service) -> None:
+    """Post-deploy checks of the service as it runs now: health URL, smoke checks, alarms."""
+    env = plan.config.environment(plan.environment)
+    public = env.health.get(plan.component) or f"{service.https_url}/"
+    check_health(plan.target.resolve_url(public), public, env.health_check)
+    smoke = plan.config.component(plan.component).smoke
+    if smoke:
+        http_smoke_checks(
+            plan.target.resolve_url(service.https_url), service.https_url, smoke, env.health_check.timeout
+        )
+    check_alarms(plan.target, plan.alarms)
+
+
+def verify_rollback(plan: ServicePlan, before: Service) -> tuple[str, Service]:
+    """After a failure: is the service back on ``before.image``, running and healthy? Say what is live."""
+    logger = get_run_logger()
+    after = describe(plan.target, plan.service_arn)
+    live = describe_image(plan, after.image)
+    if after.image != before.image:
+        logger.error("ROLLBACK NOT VERIFIED: %s runs %s, expected %s", after.name, after.image, before.image)
+        return f"ROLLBACK FAILED: {after.name} runs {live} ({after.status}); it ran {before.image}", after
+    if after.status != "RUNNING":
+        return f"{after.name} is back on {live} but {after.status}, not RUNNING", after
+    env = plan.config.environment(plan.environment)
+    public = env.health.get(plan.component) or f"{after.https_url}/"
+    try:
+        check_health(plan.target.resolve_url(public), public, env.health_check)
+    except DeployFailed as exc:
+        return f"{live} is live again, but it is not healthy either: {exc}", after
+    logger.info("Verified: %s runs %s and is healthy", after.name, live)
+    return f"{live} is live, verified healthy", after
+
+
+def move_service(
+    plan: ServicePlan, before: Service, identifier: str, progress: dict[str, bool] | None = None
+) -> Service:
+    """Point the service at ``identifier``, follow the operation, check it; undo on any failure.
+
+    Raises DeployFailed whose message says why and what is live now; ``progress["moved"]`` tells
+    whether the new image ever served (App Runner reported SUCCEEDED).
+    """
+    comp = plan.config.component(plan.component)
+    timeout, poll = comp.operation.timeout, comp.operation.poll_interval
+    progress = {} if progress is None else progress
+    moved = progress["moved"] = False
+    try:
+        with transaction():
+            operation_id = update_service(plan.target, before, identifier, timeout, poll)
+            status = wait_for_operation(
+                plan.target, plan.service_arn, operation_id, f"deployment of {identifier}", timeout, poll
+            )
+            if status == "ROLLBACK_SUCCEEDED":
+                raise DeployFailed("App Runner could not deploy it and rolled the service back itself")
+            if status != "SUCCEEDED":
+                raise DeployFailed(f"App Runner's operation ended {status}")
+            moved = progress["moved"] = True
+            after = describe(plan.target, plan.service_arn)
+            if after.image != identifier:
+                raise DeployFailed(f"{after.name} reports {after.image} after the deployment, expected {identifier}")
+            check_service(plan, after)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
+        where = "after it went live" if moved else "before it served"
+        verdict, _after = verify_rollback(plan, before)
+        raise DeployFailed(f"{identifier} failed {where}: {reason}; {verdict}") from exc
+    return after
+
+
+def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
+    record.live_image = service.image
+    record.live_version, record.live_image_digest = live_of(plan, service)
+
+
+def build_and_push(plan: ServicePlan, version: str) -> tuple[Image, bool]:
+    comp = plan.config.component(plan.component)
+    image = build_image(
+        plan.component, version, comp, plan.config.source_dir(plan.component), plan.config.root,
+        plan.config.state_dir() / "build" / plan.component / version, plan.config.build_cache_dir(),
+    )  # fmt: skip
+    return image, push_image(plan.target, image, plan.repository)
+
+
+def deploy_apprunner(
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
+) -> dict[str, Any]:
+    """The body of the App Runner deploy flows (the frontend)."""
+    logger = get_run_logger()
+    plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
+    logger.info(plan.target.describe())
+    image, pushed = build_and_push(plan, version)
+    identifier = plan.repository.identifier(image.tag)
+    record = Record(
+        component, environment, "deploy", "failed", version, git_sha=git_sha, image=identifier,
+        image_digest=image.digest, artifact="built" if pushed else "reused", traffic="App Runner deployment",
+        accepted_alarms=sorted(plan.alarms.accepted),
+    )  # fmt: skip
+    record.attach_flow_run()
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}")
+    with environment_lock(environment):
+        before = describe(plan.target, plan.service_arn)
+        record.previous_image = before.image
+        record.previous_version = plan.repository.tag_of(before.image)
+        record_live(plan, record, before)
+        notifier.send(f"deploy started by {record.actor}: {before.name} runs {describe_image(plan, before.image)}")
+        if before.status != "RUNNING":
+            record.reason = f"{before.name} is {before.status}, not RUNNING: nothing was changed"
+            finish(plan, record, notifier)
+            raise InputError(record.reason, "wait for its operation to end (opcd status) and deploy again")
+        if before.image == identifier:
+            logger.info("%s %s already runs on %s: nothing to do", component, version, before.name)
+            record.outcome, record.reason = "noop", "already live"
+            return finish(plan, record, notifier)
+        progress: dict[str, bool] = {}
+        try:
+            after = move_service(plan, before, identifier, progress)
+        except DeployFailed as exc:
+            now = describe(plan.target, plan.service_arn)
+            record_live(plan, record, now)
+            if now.image != before.image:
+                record.outcome = "rollback-failed"
+            else:
+                record.outcome = "rolled-back" if progress.get("moved") else "failed"
+            record.reason = str(exc)
+            finish(plan, record, notifier)
+            raise
+        record.outcome = "deployed"
+        record_live(plan, record, after)
+        logger.info("%s %s is live in %s: %s (%s)", component, version, environment, identifier, image.digest)
+        return finish(plan, record, notifier)
+
+
+@flow(name="deploy-frontend", flow_run_name="frontend {version} to {environment}", log_prints=True)
+def deploy_frontend(
+    environment: str,
+    version: str,
+    git_sha: str | None = None,
+    config_path: str | None = None,
+    accept_alarms: list[str] | None = None,
+) -> dict[str, Any]:
+    """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
+    return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms)
+
+
+@flow(name="deploy-apprunner", flow_run_name="{component} {version} to {environment}", log_prints=True)
+def deploy_apprunner_component(
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None = None,
+    config_path: str | None = None,
+    accept_alarms: list[str] | None = None,
+) -> dict[str, Any]:
+    """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
+    return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms)
+
+
+def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> tuple[str, str]:
+    """The image identifier (and its version) a rollback goes to."""
+    from tasks.ledger import read_history
+
+    if to_version is not None:
+        check_version(to_version)
+        tag = image_tag(to_version)
+        if tag_digest(plan.target, plan.repository.name, tag) is None:
+            raise InputError(
+                f"{plan.repository.name}:{tag} is not in ECR", "name a version that was pushed (see `opcd status`)"
+            )
+        return plan.repository.identifier(tag), to_version
+    for record in reversed(read_history(plan.target, plan.bucket, plan.environment, plan.component)):
+        if record.get("outcome") == "deployed" and record.get("live_image") == before.image:
+            previous = record.get("previous_image")
+            if previous:
+                return str(previous), plan.repository.tag_of(previous) or str(previous)
+    raise InputError(
+        f"the ledger does not say what ran on {before.name} before {before.image}",
+        "name the target with --to VERSION",
+    )
+
+
+def rollback_apprunner(
+    component: str, environment: str, to_version: str | None, config_path: str | None
+) -> dict[str, Any]:
+    """The ``rollback`` flow's body for an App Runner component."""
+    logger = get_run_logger()
+    plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
+    with environment_lock(environment):
+        before = describe(plan.target, plan.service_arn)
+        identifier, version = choose_image(plan, before, to_version)
+        record = Record(
+            component, environment, "rollback", "failed", version, image=identifier,
+            previous_image=before.image, previous_version=plan.repository.tag_of(before.image),
+        )  # fmt: skip
+        record_live(plan, record, before)
+        record.image_digest = tag_digest(plan.target, plan.repository.name, plan.repository.tag_of(identifier) or "")
+        record.attach_flow_run()
+        notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
+        if before.status != "RUNNING":
+            raise InputError(f"{before.name} is {before.status}, not RUNNING", "wait for its operation to end")
+        if identifier == before.image:
+            logger.info("%s already runs %s: nothing to do", before.name, identifier)
+            record.outcome, record.reason = "noop", "already live"
+            return finish(plan, record, notifier)
+        logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
+        try:
+            after = move_service(plan, before, identifier)
+        except DeployFailed as exc:
+            record_live(plan, record, describe(plan.target, plan.service_arn))
+            record.reason = str(exc)
+            finish(plan, record, notifier)
+            raise
+        record.outcome = "deployed"
+        record_live(plan, record, after)
+        return finish(plan, record, notifier)
