@@ -11,7 +11,11 @@ alarms; any of them failing points the service back at the previous image (the t
 
 from __future__ import annotations
 
+import platform
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -28,10 +32,10 @@ from tasks.apprunner import Service, describe, find_service, update_service, wai
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
 from tasks.health import check_health, http_smoke_checks
-from tasks.images import Image, build_image, image_tag
-from tasks.ledger import Record
+from tasks.images import build_image, image_tag, source_hash, version_of
+from tasks.ledger import Record, actor, now, record_in_ledger
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket
+from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ def plan_apprunner_deploy(
     ref = config.service_ref(component, environment)
     target = resolve_target(config.state_dir(), config.project.region)
     arn = find_service(target, ref)
+    service = describe(target, arn)
+    if service.status != "RUNNING":
+        raise InputError(
+            f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
+            "wait for its operation to end (opcd status) and deploy again",
+        )
     assert comp.repository is not None  # checked when the config was loaded
     repository = describe_repository(target, comp.repository)
     alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
@@ -83,7 +93,7 @@ def live_of(plan: ServicePlan, service: Service) -> tuple[str | None, str | None
     tag = plan.repository.tag_of(service.image)
     if tag is None:
         return None, None
-    return tag, tag_digest(plan.target, plan.repository.name, tag)
+    return version_of(tag), tag_digest(plan.target, plan.repository.name, tag)
 
 
 def describe_image(plan: ServicePlan, identifier: str) -> str:
@@ -106,24 +116,24 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     check_alarms(plan.target, plan.alarms)
 
 
-def verify_rollback(plan: ServicePlan, before: Service) -> tuple[str, Service]:
-    """After a failure: is the service back on ``before.image``, running and healthy? Say what is live."""
+def verify_rollback(plan: ServicePlan, before: Service) -> tuple[str, bool]:
+    """After a failure: is the service back on ``before.image``, running and healthy? (what is live, verified)"""
     logger = get_run_logger()
     after = describe(plan.target, plan.service_arn)
     live = describe_image(plan, after.image)
     if after.image != before.image:
         logger.error("ROLLBACK NOT VERIFIED: %s runs %s, expected %s", after.name, after.image, before.image)
-        return f"ROLLBACK FAILED: {after.name} runs {live} ({after.status}); it ran {before.image}", after
+        return f"ROLLBACK FAILED: {after.name} runs {live} ({after.status}); it ran {before.image}", False
     if after.status != "RUNNING":
-        return f"{after.name} is back on {live} but {after.status}, not RUNNING", after
+        return f"ROLLBACK NOT VERIFIED: {after.name} is back on {live} but {after.status}, not RUNNING", False
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component) or f"{after.https_url}/"
     try:
         check_health(plan.target.resolve_url(public), public, env.health_check)
     except DeployFailed as exc:
-        return f"{live} is live again, but it is not healthy either: {exc}", after
+        return f"ROLLBACK NOT VERIFIED: {live} is back, but it is not healthy either: {exc}", False
     logger.info("Verified: %s runs %s and is healthy", after.name, live)
-    return f"{live} is live, verified healthy", after
+    return f"{live} is live, verified healthy", True
 
 
 def move_service(
@@ -132,7 +142,8 @@ def move_service(
     """Point the service at ``identifier``, follow the operation, check it; undo on any failure.
 
     Raises DeployFailed whose message says why and what is live now; ``progress["moved"]`` tells
-    whether the new image ever served (App Runner reported SUCCEEDED).
+    whether the new image ever served (App Runner reported SUCCEEDED), or App Runner's own rollback
+    failed; ``progress["verified"]`` whether the service was then found healthy on its old image.
     """
     comp = plan.config.component(plan.component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
@@ -146,6 +157,9 @@ def move_service(
             )
             if status == "ROLLBACK_SUCCEEDED":
                 raise DeployFailed("App Runner could not deploy it and rolled the service back itself")
+            if status == "ROLLBACK_FAILED":
+                moved = progress["moved"] = True  # the service is broken: we have to repair it
+                raise DeployFailed("App Runner could not deploy it, and its own rollback FAILED")
             if status != "SUCCEEDED":
                 raise DeployFailed(f"App Runner's operation ended {status}")
             moved = progress["moved"] = True
@@ -156,7 +170,7 @@ def move_service(
     except Exception as exc:
         reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
         where = "after it went live" if moved else "before it served"
-        verdict, _after = verify_rollback(plan, before)
+        verdict, progress["verified"] = verify_rollback(plan, before)
         raise DeployFailed(f"{identifier} failed {where}: {reason}; {verdict}") from exc
     return after
 
@@ -166,13 +180,43 @@ def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
     record.live_version, record.live_image_digest = live_of(plan, service)
 
 
-def build_and_push(plan: ServicePlan, version: str) -> tuple[Image, bool]:
+def build_and_push(plan: ServicePlan, version: str, git_sha: str | None) -> tuple[str, str, str]:
+    """The version's image in ECR: (identifier, digest, "reused" | "built"); built and pushed when needed.
+
+    An image already pushed from the same source (its metadata in the artifact bucket says so, and
+    ECR still has that digest under the tag) is reused without a build: promoting a version to the
+    next environment deploys the very image that was tested. Otherwise it is built; the push then
+    refuses a tag that already names another digest.
+    """
+    logger = get_run_logger()
     comp = plan.config.component(plan.component)
-    image = build_image(
-        plan.component, version, comp, plan.config.source_dir(plan.component), plan.config.root,
-        plan.config.state_dir() / "build" / plan.component / version, plan.config.build_cache_dir(),
-    )  # fmt: skip
-    return image, push_image(plan.target, image, plan.repository)
+    source = plan.config.source_dir(plan.component)
+    hashed = source_hash(comp, source)
+    tag = image_tag(version)
+    stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
+    in_ecr = tag_digest(plan.target, plan.repository.name, tag)
+    if stored and stored.get("source_hash") == hashed and in_ecr and stored.get("image_digest") == in_ecr:
+        logger.info(
+            "Reusing %s (%s): pushed from the same source, not rebuilt", plan.repository.identifier(tag), in_ecr
+        )
+        return plan.repository.identifier(tag), in_ecr, "reused"
+    work = plan.config.state_dir() / "build" / plan.component
+    work.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"{tag}-"))  # one per run: runs may overlap
+    try:
+        image = build_image(
+            plan.component, version, comp, source, plan.config.root, out_dir, plan.config.build_cache_dir()
+        )
+        pushed = push_image(plan.target, image, plan.repository)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    metadata = {
+        "component": plan.component, "version": version, "git_sha": git_sha, "image": plan.repository.identifier(tag),
+        "image_digest": image.digest, "size": image.size, "source_hash": hashed, "built_at": now(),
+        "builder": f"{image.builder} on {platform.node()} ({actor()})",
+    }  # fmt: skip
+    write_artifact_metadata(plan.target, plan.bucket, plan.component, version, metadata)
+    return plan.repository.identifier(tag), image.digest, "built" if pushed else "reused"
 
 
 def deploy_apprunner(
@@ -187,11 +231,10 @@ def deploy_apprunner(
     logger = get_run_logger()
     plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
     logger.info(plan.target.describe())
-    image, pushed = build_and_push(plan, version)
-    identifier = plan.repository.identifier(image.tag)
+    identifier, digest, artifact = build_and_push(plan, version, git_sha)
     record = Record(
         component, environment, "deploy", "failed", version, git_sha=git_sha, image=identifier,
-        image_digest=image.digest, artifact="built" if pushed else "reused", traffic="App Runner deployment",
+        image_digest=digest, artifact=artifact, traffic="App Runner deployment",
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
@@ -199,7 +242,7 @@ def deploy_apprunner(
     with environment_lock(environment):
         before = describe(plan.target, plan.service_arn)
         record.previous_image = before.image
-        record.previous_version = plan.repository.tag_of(before.image)
+        record.previous_version = version_of(plan.repository.tag_of(before.image))
         record_live(plan, record, before)
         notifier.send(f"deploy started by {record.actor}: {before.name} runs {describe_image(plan, before.image)}")
         if before.status != "RUNNING":
@@ -210,13 +253,16 @@ def deploy_apprunner(
             logger.info("%s %s already runs on %s: nothing to do", component, version, before.name)
             record.outcome, record.reason = "noop", "already live"
             return finish(plan, record, notifier)
+        # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+        record.outcome, record.reason = "shifting", f"moving {before.name} from {before.image} to {identifier}"
+        record_in_ledger(plan.target, plan.bucket, record)
+        record.finished_at = record.reason = None
         progress: dict[str, bool] = {}
         try:
             after = move_service(plan, before, identifier, progress)
         except DeployFailed as exc:
-            now = describe(plan.target, plan.service_arn)
-            record_live(plan, record, now)
-            if now.image != before.image:
+            record_live(plan, record, describe(plan.target, plan.service_arn))
+            if not progress.get("verified"):
                 record.outcome = "rollback-failed"
             else:
                 record.outcome = "rolled-back" if progress.get("moved") else "failed"
@@ -225,7 +271,7 @@ def deploy_apprunner(
             raise
         record.outcome = "deployed"
         record_live(plan, record, after)
-        logger.info("%s %s is live in %s: %s (%s)", component, version, environment, identifier, image.digest)
+        logger.info("%s %s is live in %s: %s (%s)", component, version, environment, identifier, digest)
         return finish(plan, record, notifier)
 
 
@@ -254,7 +300,7 @@ def deploy_apprunner_component(
     return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms)
 
 
-def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> tuple[str, str]:
+def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> tuple[str, str | None]:
     """The image identifier (and its version) a rollback goes to."""
     from tasks.ledger import read_history
 
@@ -267,10 +313,10 @@ def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> 
             )
         return plan.repository.identifier(tag), to_version
     for record in reversed(read_history(plan.target, plan.bucket, plan.environment, plan.component)):
-        if record.get("outcome") == "deployed" and record.get("live_image") == before.image:
-            previous = record.get("previous_image")
-            if previous:
-                return str(previous), plan.repository.tag_of(previous) or str(previous)
+        deployed = record.get("action") == "deploy" and record.get("outcome") == "deployed"
+        if deployed and record.get("live_image") == before.image and record.get("previous_image"):
+            previous = str(record["previous_image"])
+            return previous, version_of(plan.repository.tag_of(previous))
     raise InputError(
         f"the ledger does not say what ran on {before.name} before {before.image}",
         "name the target with --to VERSION",
@@ -288,10 +334,11 @@ def rollback_apprunner(
         identifier, version = choose_image(plan, before, to_version)
         record = Record(
             component, environment, "rollback", "failed", version, image=identifier,
-            previous_image=before.image, previous_version=plan.repository.tag_of(before.image),
+            previous_image=before.image, previous_version=version_of(plan.repository.tag_of(before.image)),
         )  # fmt: skip
         record_live(plan, record, before)
-        record.image_digest = tag_digest(plan.target, plan.repository.name, plan.repository.tag_of(identifier) or "")
+        if (tag := plan.repository.tag_of(identifier)) is not None:
+            record.image_digest = tag_digest(plan.target, plan.repository.name, tag)
         record.attach_flow_run()
         notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
         if before.status != "RUNNING":
@@ -301,10 +348,12 @@ def rollback_apprunner(
             record.outcome, record.reason = "noop", "already live"
             return finish(plan, record, notifier)
         logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
+        progress: dict[str, bool] = {}
         try:
-            after = move_service(plan, before, identifier)
+            after = move_service(plan, before, identifier, progress)
         except DeployFailed as exc:
             record_live(plan, record, describe(plan.target, plan.service_arn))
+            record.outcome = "failed" if progress.get("verified") else "rollback-failed"
             record.reason = str(exc)
             finish(plan, record, notifier)
             raise

@@ -271,7 +271,8 @@ def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) ->
     steps = [
         f"build {comp.source}/{comp.dockerfile} with {choose_builder(comp.builder)} (reproducible: same source,"
         " same digest)",
-        f"{identifier} is in ECR as {existing}: reuse it if the build matches, refuse otherwise"
+        f"{identifier} is in ECR as {existing}: reuse it when pushed from this source; else build, and refuse"
+        " unless the build has that digest"
         if existing
         else f"push {identifier} and move :latest",
         f"UpdateService {service.name} → {identifier}; follow the operation (every"
@@ -476,6 +477,7 @@ def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str)
     """One App Runner component's row: the image it runs (tag and digest) and the ledger's view."""
     from tasks.apprunner import describe, find_service
     from tasks.ecr import describe_repository, tag_digest
+    from tasks.images import version_of
     from tasks.ledger import read_latest
 
     service = describe(target, find_service(target, ref))
@@ -488,7 +490,8 @@ def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str)
     recorded = deployed.get("live_image")
     return {
         "component": comp, "environment": env_name, "service": service.name, "service_status": service.status,
-        "version": tag, "image": service.image, "image_digest": digest, "lambda_version": None, "split": None,
+        "version": version_of(tag), "image": service.image, "image_digest": digest, "lambda_version": None,
+        "split": None,
         "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
         "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
         "last_run": latest.get("flow_run_name"), "drift": bool(recorded and recorded != service.image), "rules": [],
@@ -499,7 +502,7 @@ def _runs_on(row: dict[str, Any]) -> str:
     """Lambda version number, or the image digest (short) and the service's status when not RUNNING."""
     if row.get("image") is None:
         return str(row["lambda_version"])
-    digest = "-" if row["version"] is None else (row["image_digest"] or "not-in-ecr")[:19]
+    digest = (row["image_digest"] or "-")[:19]
     return digest + ("" if row["service_status"] == "RUNNING" else f" ({row['service_status']})")
 
 

@@ -125,7 +125,7 @@ class EventRule(_Model):
 class OperationWait(_Model):
     """How an App Runner deployment is followed: ListOperations every ``poll_interval`` until ``timeout``."""
 
-    timeout: Duration = Field(default=1800.0, description="Give up following the operation after this long.")
+    timeout: Duration = Field(default=1200.0, description="Give up following the operation after this long.")
     poll_interval: Duration = Field(default=10.0, description="Seconds between ListOperations calls.")
 
     @field_validator("poll_interval", "timeout")

@@ -81,10 +81,15 @@ def describe(target: AwsTarget, arn: str) -> Service:
     )  # fmt: skip
 
 
-def start_update(target: AwsTarget, service: Service, identifier: str, repository_type: str = "ECR") -> str:
+def repository_type_of(identifier: str) -> str:
+    """``ECR_PUBLIC`` for an image of the public gallery, else ``ECR``."""
+    return "ECR_PUBLIC" if identifier.startswith("public.ecr.aws/") else "ECR"
+
+
+def start_update(target: AwsTarget, service: Service, identifier: str) -> str:
     """``UpdateService`` to ``identifier``, every other setting kept; the operation's id."""
     repository = dict(service.source.get("ImageRepository") or {})
-    repository.update(ImageIdentifier=identifier, ImageRepositoryType=repository_type)
+    repository.update(ImageIdentifier=identifier, ImageRepositoryType=repository_type_of(identifier))
     source = {key: value for key, value in service.source.items() if key != "CodeRepository"}
     source["ImageRepository"] = repository
     try:
@@ -97,6 +102,18 @@ def start_update(target: AwsTarget, service: Service, identifier: str, repositor
             ) from None
         raise
     return str(answer["OperationId"])
+
+
+def start_deployment(target: AwsTarget, arn: str) -> str:
+    """``StartDeployment``: deploy the service's configured image again; the operation's id."""
+    return str(target.client("apprunner").start_deployment(ServiceArn=arn)["OperationId"])
+
+
+def latest_operation(target: AwsTarget, arn: str) -> dict[str, Any] | None:
+    """The newest operation of a service (ListOperations lists newest first)."""
+    page = target.client("apprunner").list_operations(ServiceArn=arn, MaxResults=1)
+    found = page.get("OperationSummaryList") or []
+    return dict(found[0]) if found else None
 
 
 def operation(target: AwsTarget, arn: str, operation_id: str) -> dict[str, Any] | None:
@@ -130,8 +147,8 @@ def follow_operation(
         status = str(found["Status"]) if found else "NOT_LISTED_YET"
         elapsed = time.monotonic() - started
         if status != last or elapsed - said >= 60:  # every change, and a sign of life each minute
-            left = human_duration(round(max(timeout - elapsed, 0)))
-            say(f"App Runner {what} (operation {operation_id[:8]}): {status} after {elapsed:.0f}s ({left} left)")
+            left = max(timeout - elapsed, 0)
+            say(f"App Runner {what} (operation {operation_id[:8]}): {status} after {elapsed:.0f}s ({left:.0f}s left)")
             last, said = status, elapsed
         if status in ENDED:
             return status
@@ -153,6 +170,8 @@ def update_service(target: AwsTarget, service: Service, identifier: str, timeout
         txn.set("timeout", timeout)
         txn.set("poll_interval", poll_interval)
     operation_id = start_update(target, service, identifier)
+    if txn is not None:
+        txn.set("operation_id", operation_id)
     get_run_logger().info("UpdateService %s → %s: operation %s", service.name, identifier, operation_id)
     return operation_id
 
@@ -169,18 +188,30 @@ def wait_for_operation(
 def _restore_image(txn: Transaction) -> None:
     """Point the service back at the image it ran before and follow that deployment. Idempotent."""
     target, previous = txn.get("target"), txn.get("previous")
+    timeout, poll = txn.get("timeout"), txn.get("poll_interval")
     logger = get_run_logger()
     try:
         now = describe(target, previous.arn)
-        if now.image == previous.image and now.status == "RUNNING":
+        if now.status == "OPERATION_IN_PROGRESS" and (running := latest_operation(target, previous.arn)):
+            # our deployment outlasted its wait: let it end, then put the previous image back
+            follow_operation(
+                target, previous.arn, str(running["Id"]), f"{running.get('Type', 'operation')} still running",
+                timeout, poll, logger.info,
+            )  # fmt: skip
+            now = describe(target, previous.arn)
+        ours = operation(target, previous.arn, txn.get("operation_id", ""))
+        broken = bool(ours and ours.get("Status") == "ROLLBACK_FAILED")  # App Runner's own rollback failed
+        if now.image == previous.image and now.status == "RUNNING" and not broken:
             logger.info("Rollback: %s already runs %s (App Runner rolled back itself)", previous.name, previous.image)
             return
-        logger.warning("Rolling back: %s → %s (was %s)", previous.name, previous.image, now.image)
-        operation_id = start_update(target, previous, previous.image, previous.repository_type)
+        logger.warning("Rolling back: %s → %s (was %s, %s)", previous.name, previous.image, now.image, now.status)
+        if now.image == previous.image:  # App Runner's own rollback failed: deploy that image again
+            operation_id = start_deployment(target, previous.arn)
+        else:
+            operation_id = start_update(target, previous, previous.image)
         status = follow_operation(
-            target, previous.arn, operation_id, f"rollback of {previous.name}", txn.get("timeout"),
-            txn.get("poll_interval"), logger.info,
-        )  # fmt: skip
+            target, previous.arn, operation_id, f"rollback of {previous.name}", timeout, poll, logger.info
+        )
         if status != "SUCCEEDED":
             raise DeployFailed(f"the rollback operation ended {status}")
     except Exception as exc:  # a hook's exception is swallowed by Prefect: say it loudly, verify later

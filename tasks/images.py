@@ -24,7 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.config import Component
-from opcd.errors import BuildFailed, InputError
+from opcd.errors import BuildFailed, InputError, InvalidVersion
+from opcd.versions import check_version
 
 BUILDERS = ("docker", "buildah", "podman")
 INSTALL_HINT = (
@@ -49,6 +50,34 @@ class Image:
 def image_tag(version: str) -> str:
     """The image tag for a version (``+`` is not allowed in a tag; it becomes ``_``)."""
     return version.replace("+", "_")
+
+
+def version_of(tag: str | None) -> str | None:
+    """The version an image tag stands for (``_`` back to ``+``); None for a tag that is no version."""
+    if tag is None:
+        return None
+    version = tag.replace("_", "+")
+    try:
+        return check_version(version)
+    except InvalidVersion:
+        return None
+
+
+def source_hash(comp: Component, source: Path) -> str:
+    """sha256 of the build's own inputs: every file of the context (names and bytes) and the settings.
+
+    Named build contexts outside the source (a host's ``/usr/bin``) are named, not hashed: when
+    they change, the rebuilt image's digest tells.
+    """
+    digest = hashlib.sha256()
+    settings = {"dockerfile": comp.dockerfile, "contexts": comp.build_contexts, "builder": comp.builder}
+    digest.update(json.dumps(settings, sort_keys=True).encode() + b"\n")
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in (".git", "node_modules", "__pycache__"))
+        for name in sorted(names):
+            path = Path(root) / name
+            digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _engine_answers() -> bool:
@@ -92,6 +121,7 @@ def build_commands(
     if builder == "docker":
         return [[
             "docker", "buildx", "build", "--file", str(dockerfile), *extra, "--build-arg", "SOURCE_DATE_EPOCH=0",
+            "--provenance=false", "--sbom=false",
             "--output", f"type=oci,dest={layout},tar=false,name={name}:{tag},rewrite-timestamp=true", str(context),
         ]]  # fmt: skip
     storage = storage_options(cache_dir)

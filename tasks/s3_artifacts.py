@@ -115,3 +115,21 @@ def ensure_retention_rule(target: AwsTarget, bucket: str, component: str, days: 
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
     get_run_logger().info("Bucket %s now expires %s/ artifacts after %d days", bucket, component, days)
     return True
+
+
+@task(name="write-artifact-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def write_artifact_metadata(
+    target: AwsTarget, bucket: str, component: str, version: str, metadata: dict[str, Any]
+) -> str:
+    """``{component}/{version}/metadata.json`` alone: what an image build recorded (the image is in ECR)."""
+    key = artifact_key(component, version, "metadata.json")
+    try:
+        target.client("s3").put_object(
+            Bucket=bucket, Key=key, Body=json.dumps(metadata, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )  # fmt: skip
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    return key

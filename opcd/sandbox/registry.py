@@ -174,9 +174,15 @@ class RegistryProxy:
         body = _read_body(environ)
         query = environ.get("QUERY_STRING", "")
         url = f"{self.registry.url}{path}" + (f"?{query}" if query else "")
-        answer = self._client.request(method, url, headers=headers, content=body)
+        try:
+            answer = self._client.request(method, url, headers=headers, content=body)
+        except httpx.HTTPError as exc:
+            return _registry_error(start_response, 503, "UNAVAILABLE", f"the registry did not answer: {exc}")
         if method == "PUT" and answer.status_code == 201 and (match := _MANIFEST_PUT.match(path)):
-            self._record(match["name"], match["reference"], body, headers.get("Content-Type"), answer)
+            try:
+                self._record(match["name"], match["reference"], body, headers.get("Content-Type"), answer)
+            except Exception as exc:  # ECR would not have taken it either: say so, as a registry does
+                return _registry_error(start_response, 400, "MANIFEST_INVALID", f"ECR refused the image: {exc}")
         out = [(k, v) for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP]
         content = answer.content
         length = answer.headers.get("content-length") if method == "HEAD" else str(len(content))
@@ -309,15 +315,23 @@ def _apply_layer(data: bytes, media_type: str, rootfs: Path) -> None:
     """Unpack one layer over ``rootfs``: whiteouts delete, everything stays inside ``rootfs``."""
     if media_type.endswith("gzip") or data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
+    top = rootfs.resolve()
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members = []
         for member in archive.getmembers():
             path = Path(member.name)
             if path.name.startswith(".wh."):
-                victim = rootfs / path.parent / path.name[4:]
+                parent = (top / path.parent).resolve()
+                if parent != top and top not in parent.parents:
+                    raise tarfile.OutsideDestinationError(member, str(parent))
+                victim = parent / path.name[4:]
                 if path.name == ".wh..wh..opq":
-                    shutil.rmtree(rootfs / path.parent, ignore_errors=True)
-                elif victim.is_dir():
+                    for child in list(parent.iterdir()) if parent.is_dir() else []:
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+                elif victim.is_dir() and not victim.is_symlink():
                     shutil.rmtree(victim, ignore_errors=True)
                 else:
                     victim.unlink(missing_ok=True)

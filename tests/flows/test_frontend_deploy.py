@@ -79,6 +79,12 @@ def test_v1_then_v2_runs_v2_with_both_tags_and_latest_in_ecr(frontend_v2: Projec
     # deploying v2 again changes nothing
     code, out, err = deploy(project, "v2")
     assert code == 0 and "already live" in out
+    # promoting v2 to prod deploys the very image tested in dev: no rebuild, same digest
+    code, out, err = project.cli("deploy", "frontend", "--env", "prod", "--version", "v2")
+    assert code == 0, err
+    assert image(project, "prod").endswith(":v2") and tags(project) == found
+    assert project.ledger("prod", "frontend")["artifact"] == "reused"
+    assert project.ledger("dev", "frontend", "live.json")["artifact"] == "built"
 
 
 def test_app_runner_health_failure_rolls_itself_back_and_the_run_fails(frontend_v2: Project) -> None:
@@ -95,6 +101,14 @@ def test_app_runner_health_failure_rolls_itself_back_and_the_run_fails(frontend_
     assert operations["OperationSummaryList"][0]["Status"] == "ROLLBACK_SUCCEEDED"
     latest = project.ledger("dev", "frontend")
     assert (latest["outcome"], latest["live_version"]) == ("failed", "v2")
+    # App Runner's own rollback fails: the service is broken, opcd deploys v2 again and verifies it
+    fault = {"service": "outreachpass-web-dev", "fail": "rollback"}
+    httpx.post(f"{project.apprunner}/_opcd/apprunner/faults", json=fault, timeout=10).raise_for_status()
+    code, out, err = deploy(project, "v3")
+    assert code == 1
+    assert "its own rollback FAILED" in err and "v2 (" in err and "is live, verified healthy" in err
+    assert image(project).endswith(":v2") and page(project, "/version.txt").text == "v2"
+    assert project.ledger("dev", "frontend")["outcome"] == "rolled-back"
 
 
 def test_our_health_check_failing_after_success_rolls_back_to_v2(frontend_v2: Project) -> None:
@@ -139,6 +153,28 @@ def test_rollback_goes_to_the_previous_image_and_dry_run_changes_nothing(fronten
     assert image(project).endswith(":v1") and page(project, "/version.txt").text == "v1"
     code, out, err = project.cli("rollback", "frontend", "--env", "dev", "--to", "v7")
     assert code == 2 and f"{REPOSITORY}:v7 is not in ECR" in err
+    # a second rollback goes further back, to what ran before v1 (AWS's sample image), never forward
+    # to v2; the sample image fails the smoke check (no "OutreachPass"), so v1 is put back
+    code, out, err = project.cli("rollback", "frontend", "--env", "dev", "--dry-run")
+    assert "to public.ecr.aws/aws-containers/hello-app-runner:latest (not an image opcd pushed)" in out
+    code, out, err = project.cli("rollback", "frontend", "--env", "dev")
+    assert code == 1
+    assert err.startswith("error: public.ecr.aws/aws-containers/hello-app-runner:latest failed after it went live")
+    assert "body lacks 'OutreachPass'" in err and "v1 (" in err and "is live, verified healthy" in err
+    assert image(project).endswith(":v1")
+
+
+def test_a_busy_service_refuses_before_anything_is_built_or_pushed(project: Project, prefect_server: None) -> None:
+    timings = f"{project.apprunner}/_opcd/apprunner/timings"
+    before = httpx.get(timings, timeout=10).json()
+    httpx.post(timings, json={"deploy": 60}, timeout=10).raise_for_status()  # this deployment outlasts the test
+    try:
+        project.client_for("apprunner").start_deployment(ServiceArn=service(project)["ServiceArn"])
+        code, out, err = deploy(project, "v1")
+    finally:
+        httpx.post(timings, json=before, timeout=10).raise_for_status()
+    assert code == 2 and "outreachpass-web-dev is OPERATION_IN_PROGRESS, not RUNNING: nothing was changed" in err
+    assert tags(project) == {}
 
 
 def test_dry_run_names_the_plan_and_pushes_nothing(project: Project) -> None:

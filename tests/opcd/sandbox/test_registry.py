@@ -115,3 +115,8 @@ def test_layers_apply_whiteouts_and_stay_inside(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError):
         _apply_layer(tar_layer({"../escape.txt": b"no"}), "gzip", tmp_path / "www")
     assert not (tmp_path / "escape.txt").exists()
+    (tmp_path / "keep.txt").write_text("outside the image")
+    for whiteout in ("../.wh.keep.txt", "../.wh..wh..opq"):
+        with pytest.raises(tarfile.TarError):
+            _apply_layer(tar_layer({whiteout: b""}), "gzip", tmp_path / "www")
+    assert (tmp_path / "keep.txt").read_text() == "outside the image"
