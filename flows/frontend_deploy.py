@@ -175,6 +175,32 @@ def move_service(
     return after
 
 
+def move_and_record(
+    plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str, undone: str
+) -> dict[str, Any]:
+    """:func:`move_service`, then the outcome in the ledger, the artifact and Slack; re-raise a failure.
+
+    ``undone`` is the outcome of a run whose image went live and was verifiably taken back.
+    """
+    progress: dict[str, bool] = {}
+    try:
+        after = move_service(plan, before, identifier, progress)
+    except DeployFailed as exc:
+        record_live(plan, record, describe(plan.target, plan.service_arn))
+        if not progress.get("verified"):
+            record.outcome = "rollback-failed"
+        else:
+            record.outcome = undone if progress.get("moved") else "failed"
+        record.reason = str(exc)
+        finish(plan, record, notifier)
+        raise
+    record.outcome = "deployed"
+    record_live(plan, record, after)
+    get_run_logger().info("%s in %s now runs %s (%s)", plan.component, plan.environment, identifier,
+                          record.live_image_digest)  # fmt: skip
+    return finish(plan, record, notifier)
+
+
 def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
     record.live_image = service.image
     record.live_version, record.live_image_digest = live_of(plan, service)
@@ -257,22 +283,7 @@ def deploy_apprunner(
         record.outcome, record.reason = "shifting", f"moving {before.name} from {before.image} to {identifier}"
         record_in_ledger(plan.target, plan.bucket, record)
         record.finished_at = record.reason = None
-        progress: dict[str, bool] = {}
-        try:
-            after = move_service(plan, before, identifier, progress)
-        except DeployFailed as exc:
-            record_live(plan, record, describe(plan.target, plan.service_arn))
-            if not progress.get("verified"):
-                record.outcome = "rollback-failed"
-            else:
-                record.outcome = "rolled-back" if progress.get("moved") else "failed"
-            record.reason = str(exc)
-            finish(plan, record, notifier)
-            raise
-        record.outcome = "deployed"
-        record_live(plan, record, after)
-        logger.info("%s %s is live in %s: %s (%s)", component, version, environment, identifier, digest)
-        return finish(plan, record, notifier)
+        return move_and_record(plan, record, notifier, before, identifier, "rolled-back")
 
 
 @flow(name="deploy-frontend", flow_run_name="frontend {version} to {environment}", log_prints=True)
@@ -348,15 +359,4 @@ def rollback_apprunner(
             record.outcome, record.reason = "noop", "already live"
             return finish(plan, record, notifier)
         logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
-        progress: dict[str, bool] = {}
-        try:
-            after = move_service(plan, before, identifier, progress)
-        except DeployFailed as exc:
-            record_live(plan, record, describe(plan.target, plan.service_arn))
-            record.outcome = "failed" if progress.get("verified") else "rollback-failed"
-            record.reason = str(exc)
-            finish(plan, record, notifier)
-            raise
-        record.outcome = "deployed"
-        record_live(plan, record, after)
-        return finish(plan, record, notifier)
+        return move_and_record(plan, record, notifier, before, identifier, "failed")

@@ -19,6 +19,7 @@ and layers from the registry and unpacks them, so a service URL serves the deplo
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
@@ -200,10 +201,8 @@ class RegistryProxy:
         from moto.ecr.exceptions import ImageAlreadyExistsException
 
         digest = answer.headers.get("Docker-Content-Digest") or f"sha256:{hashlib.sha256(manifest).hexdigest()}"
-        try:
+        with contextlib.suppress(ImageAlreadyExistsException):  # the same manifest again under the same tag
             ecr_backend(self.account_id, self.region).put_image(name, manifest.decode(), reference, media_type, digest)
-        except ImageAlreadyExistsException:
-            pass  # the same manifest pushed again under the same tag
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
