@@ -210,43 +210,30 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     apprunner = config.component(args.component).kind == "apprunner"
     if args.dry_run:
         return (_dry_run_apprunner if apprunner else _dry_run_deploy)(args, config, target)
-    from flows import lambda_deploy
+    from flows import frontend_deploy, lambda_deploy
 
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
     }  # fmt: skip
+    # the component's own flow (deploy-backend, deploy-worker, deploy-frontend), else its kind's generic one
     if apprunner:
-        return _deploy_apprunner(args, params)
-    named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
+        named, generic = {"frontend": frontend_deploy.deploy_frontend}, frontend_deploy.deploy_apprunner_component
+    else:
+        named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
+        generic = lambda_deploy.deploy_lambda_component
     if args.component in named:
         result = _run_flow(named[args.component], **params)
     else:
-        result = _run_flow(lambda_deploy.deploy_lambda_component, component=args.component, **params)
+        result = _run_flow(generic, component=args.component, **params)
     if result["outcome"] == "noop":
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
+        return 0
+    if apprunner:
+        runs_on = f"{result['live_image']} ({result['live_image_digest']})"
     else:
-        print(
-            f"deployed {args.component} {args.app_version} to {args.environment}:"
-            f" live on Lambda version {result['live_lambda_version']}"
-        )
-    return 0
-
-
-def _deploy_apprunner(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from flows import frontend_deploy
-
-    if args.component == "frontend":
-        result = _run_flow(frontend_deploy.deploy_frontend, **params)
-    else:
-        result = _run_flow(frontend_deploy.deploy_apprunner_component, component=args.component, **params)
-    if result["outcome"] == "noop":
-        print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
-    else:
-        print(
-            f"deployed {args.component} {args.app_version} to {args.environment}:"
-            f" {result['live_image']} ({result['live_image_digest']})"
-        )
+        runs_on = f"live on Lambda version {result['live_lambda_version']}"
+    print(f"deployed {args.component} {args.app_version} to {args.environment}: {runs_on}")
     return 0
 
 

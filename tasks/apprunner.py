@@ -36,7 +36,6 @@ class Service:
     url: str  # ServiceUrl: a host name, no scheme
     status: str
     image: str  # ImageRepository.ImageIdentifier
-    repository_type: str
     source: dict[str, Any]  # the whole SourceConfiguration, to restore it as it was
 
     @property
@@ -77,7 +76,7 @@ def describe(target: AwsTarget, arn: str) -> Service:
     repository = source.get("ImageRepository") or {}
     return Service(
         arn, service["ServiceName"], service.get("ServiceUrl", ""), service["Status"],
-        repository.get("ImageIdentifier", ""), repository.get("ImageRepositoryType", ""), source,
+        repository.get("ImageIdentifier", ""), source,
     )  # fmt: skip
 
 
