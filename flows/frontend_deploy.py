@@ -252,6 +252,7 @@ def deploy_apprunner(
     git_sha: str | None,
     config_path: str | None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """The body of the App Runner deploy flows (the frontend)."""
     logger = get_run_logger()
@@ -264,8 +265,8 @@ def deploy_apprunner(
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}")
-    with environment_lock(environment):
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
+    with environment_lock(environment, component):
         before = describe(plan.target, plan.service_arn)
         record.previous_image = before.image
         record.previous_version = version_of(plan.repository.tag_of(before.image))
@@ -293,9 +294,10 @@ def deploy_frontend(
     git_sha: str | None = None,
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
-    return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms)
+    return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-apprunner", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -306,9 +308,10 @@ def deploy_apprunner_component(
     git_sha: str | None = None,
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
-    return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms)
+    return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> tuple[str, str | None]:
@@ -340,7 +343,7 @@ def rollback_apprunner(
     """The ``rollback`` flow's body for an App Runner component."""
     logger = get_run_logger()
     plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
-    with environment_lock(environment):
+    with environment_lock(environment, component):
         before = describe(plan.target, plan.service_arn)
         identifier, version = choose_image(plan, before, to_version)
         record = Record(

@@ -229,7 +229,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
     """Check that ``live`` is back where it was and healthy; say what is live now."""
     logger = get_run_logger()
     now_live = read_live(plan.target, plan.function)
-    label = f"{live.app_version or 'version'} (Lambda version {live.lambda_version})"
+    label = f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
     if now_live.lambda_version != live.lambda_version or now_live.weights:
         logger.warning(
             "live is on version %s after the rollback hook; moving it back once more", now_live.lambda_version
@@ -295,6 +295,7 @@ def deploy_lambda(
     git_sha: str | None,
     config_path: str | None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """The shared body of the Lambda deploy flows (backend, worker)."""
     logger = get_run_logger()
@@ -313,8 +314,8 @@ def deploy_lambda(
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}")
-    with environment_lock(environment):
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
+    with environment_lock(environment, component):
         live = read_live_alias(plan.target, plan.function)
         notifier.send(
             f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
@@ -361,7 +362,8 @@ def deploy_lambda(
                     invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
             except DeployFailed as exc:
                 raise DeployFailed(
-                    f"pre-traffic {exc}; live untouched on {live.app_version} (Lambda version {live.lambda_version})"
+                    f"pre-traffic {exc}; live untouched on {live.app_version or 'a version opcd did not deploy'}"
+                    f" (Lambda version {live.lambda_version})"
                 ) from exc
             record.rules = sync_rules(plan, live).summary()
             stage = "traffic"
@@ -447,9 +449,10 @@ def deploy_backend(
     git_sha: str | None = None,
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
-    return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms)
+    return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-worker", flow_run_name="worker {version} to {environment}", log_prints=True)
@@ -459,9 +462,10 @@ def deploy_worker(
     git_sha: str | None = None,
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
-    return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms)
+    return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-lambda", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -472,6 +476,7 @@ def deploy_lambda_component(
     git_sha: str | None = None,
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
-    return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms)
+    return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)

@@ -75,7 +75,7 @@ def rollback(
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
-    with environment_lock(environment):
+    with environment_lock(environment, component):
         live = read_live_alias(plan.target, plan.function)
         version, app_version = choose_version(plan, live, to_version, to_lambda_version)
         record = Record(

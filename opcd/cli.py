@@ -33,6 +33,9 @@ EPILOG = """examples:
   opcd rollback backend --env dev --to v1      move live back to v1 (health-checked)
   opcd promote backend --env prod              end a canary/linear bake now: all traffic to the new version
   opcd abort backend --env prod --reason "…"   end a bake now: all traffic back to the old version
+  opcd release --version v2                    build, deploy to dev, approval, deploy to prod
+  opcd pending                                 runs waiting for an approval (with their UI links)
+  opcd approve RUN --approver alice --reason … resume a waiting release (reject: the same, refusing)
   opcd status --env dev                        what is live where
   opcd validate                                the pull request checks on this checkout
 """
@@ -95,6 +98,36 @@ def _parser() -> argparse.ArgumentParser:
             "--no-wait", action="store_true", help="return once the run has the command; do not follow the alias"
         )
         bake.add_argument("--timeout", type=float, default=120.0, help="seconds to follow the alias (default 120)")
+
+    release = sub.add_parser(
+        "release", help="release a version: build, deploy to each environment in parallel, approval before prod",
+        description="Build every component once, deploy them to each environment in turn (in parallel within "
+        "one), pause for an approval where opcd.toml asks for one, stop before the next environment on any failure.",
+    )  # fmt: skip
+    release.add_argument("--version", required=True, dest="app_version", help="version to release, e.g. v2 or 1.4.0")
+    release.add_argument("--git-sha", help="commit it is built from; without --component, picks what changed")
+    release.add_argument(
+        "--component", action="append", dest="components", metavar="NAME",
+        help="a component to release (repeat; default: those changed since prod's live commit, else all)",
+    )  # fmt: skip
+    release.add_argument(
+        "--env", action="append", dest="environments", metavar="ENV",
+        help="an environment, in order (repeat; default: every environment of opcd.toml in its order)",
+    )  # fmt: skip
+    release.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+
+    pending = sub.add_parser("pending", help="list the runs waiting for an approval, with their UI links")
+    pending.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, text in (
+        ("approve", "approve a run waiting for an approval (as the Prefect UI's Resume form does)"),
+        ("reject", "reject a run waiting for an approval: it ends without deploying there"),
+    ):
+        answer = sub.add_parser(action, help=text, description=text)
+        answer.add_argument("run", metavar="RUN", help="flow run id or name (see `opcd pending`)")
+        answer.add_argument("--approver", required=True, help="who answers: one of the environment's approvers")
+        answer.add_argument(
+            "--reason", default="", help="why (recorded, sent to Slack)" + ("; required" if action == "reject" else "")
+        )
 
     validate = sub.add_parser(
         "validate", help="run the pull request checks on a checkout (tests, lint, types, security, build)"
@@ -210,22 +243,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     apprunner = config.component(args.component).kind == "apprunner"
     if args.dry_run:
         return (_dry_run_apprunner if apprunner else _dry_run_deploy)(args, config, target)
-    from flows import frontend_deploy, lambda_deploy
+    from flows.components import deploy_flow
 
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
     }  # fmt: skip
-    # the component's own flow (deploy-backend, deploy-worker, deploy-frontend), else its kind's generic one
-    if apprunner:
-        named, generic = {"frontend": frontend_deploy.deploy_frontend}, frontend_deploy.deploy_apprunner_component
-    else:
-        named = {"backend": lambda_deploy.deploy_backend, "worker": lambda_deploy.deploy_worker}
-        generic = lambda_deploy.deploy_lambda_component
-    if args.component in named:
-        result = _run_flow(named[args.component], **params)
-    else:
-        result = _run_flow(generic, component=args.component, **params)
+    flow, extra = deploy_flow(config, args.component)
+    result = _run_flow(flow, **params, **extra)
     if result["outcome"] == "noop":
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
@@ -432,6 +457,87 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from flows.release import choose_components, preflight
+
+    config = load_config(args.config)
+    check_version(args.app_version)
+    envs = list(dict.fromkeys(args.environments or list(config.environments)))
+    for env in envs:
+        config.environment(env)
+    target = _print_target(config)
+    components, why = choose_components(config, target, args.components, args.git_sha, envs[-1])
+    path = str(config_path(args.config).resolve())
+    if components:
+        preflight(path, components, envs, args.app_version)
+    if args.dry_run:
+        return _dry_run_release(config, target, args.app_version, components, why, envs)
+    from flows.release import release
+
+    params = {
+        "version": args.app_version, "git_sha": args.git_sha, "components": components or None,
+        "environments": envs, "config_path": path,
+    }  # fmt: skip
+    if not components:
+        print(f"nothing to release: {why}")
+        return 0
+    summary = _run_flow(release, **params)
+    print(f"released {', '.join(summary['components'])} {args.app_version} to {', '.join(envs)}")
+    for decision in summary["approvals"]:
+        print(f"  {decision['environment']}: approved by {decision['approver']}: {decision['reason'] or '-'}")
+    return 0
+
+
+def _dry_run_release(
+    config: Config, target: Any, version: str, components: list[str], why: str, envs: list[str]
+) -> int:
+    from flows.release import live_now
+
+    print(f"dry run: release {version} — nothing will be changed")
+    print(f"components: {', '.join(components) or 'none'} ({why})")
+    for env in envs:
+        approval = config.environment(env).approval
+        gate = f"approval by {' or '.join(approval.approvers)} first" if approval else "no approval"
+        print(f"{env} ({gate}):")
+        for component in components:
+            print(f"  {component}: live now {live_now(config, target, env, component)} → {version}")
+    return 0
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    from tasks.approval import pending
+
+    waiting = pending()
+    if args.json:
+        print(json.dumps([
+            {"flow_run_id": str(w.run.id), "flow_run_name": w.run.name, "environment": w.environment,
+             "approvers": w.approvers, "timeout_at": w.timeout_at, "ui_url": w.ui_url}
+            for w in waiting
+        ], indent=2))  # fmt: skip
+        return 0
+    if not waiting:
+        print("no run is waiting for an approval")
+        return 0
+    for w in waiting:
+        print(f"{w.run.id}  {w.run.name}  waiting for {w.environment}: {', '.join(w.approvers)}")
+        print(f"    times out {w.timeout_at}")
+        if w.ui_url:
+            print(f"    {w.ui_url}")
+        print(f"    opcd approve {w.run.id} --approver NAME --reason '…'   (or: opcd reject … --reason '…')")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    from tasks.approval import answer, find_waiting
+
+    waiting = find_waiting(args.run)
+    approved = args.command == "approve"
+    answer(waiting, approved, args.approver, args.reason)
+    verb = "approved" if approved else "rejected"
+    print(f"{verb} {waiting.run.name} ({waiting.environment}) as {args.approver}: the run resumes")
+    return 0
+
+
 def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
     from tasks.eventbridge import describe_rules
     from tasks.lambda_functions import read_live
@@ -575,6 +681,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "abort": cmd_bake_command,
     "health": cmd_health,
+    "release": cmd_release,
+    "pending": cmd_pending,
+    "approve": cmd_answer,
+    "reject": cmd_answer,
 }
 
 

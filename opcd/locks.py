@@ -1,6 +1,12 @@
-"""One deploy at a time per environment: a Prefect global concurrency limit with one slot.
+"""Locks on the Prefect server: Prefect global concurrency limits with one slot each.
 
-``opcd setup`` creates the limits on a server; a deploy also creates its limit when it is missing,
+- ``opcd-env-{environment}-{component}``: one change at a time to one component in one environment
+  (a deploy or a rollback). Different components of an environment may change together: that is
+  what a release does, in parallel.
+- ``opcd-release-{environment}``: one release at a time per environment, held while the release
+  deploys there (not while it waits for an approval), so two releases queue instead of interleaving.
+
+``opcd setup`` creates the limits on a server; a run also creates its limit when it is missing,
 because Prefect silently skips a limit that does not exist unless asked to be strict.
 """
 
@@ -15,13 +21,16 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 
-def limit_name(environment: str) -> str:
-    return f"opcd-env-{environment}"
+def limit_name(environment: str, component: str) -> str:
+    return f"opcd-env-{environment}-{component}"
 
 
-def ensure_limit(environment: str) -> bool:
-    """Create the environment's one-slot limit when missing; True when it was created."""
-    name = limit_name(environment)
+def release_limit_name(environment: str) -> str:
+    return f"opcd-release-{environment}"
+
+
+def ensure_limit(name: str) -> bool:
+    """Create the one-slot limit ``name`` when missing; True when it was created."""
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
@@ -41,10 +50,21 @@ LEASE_SECONDS = 60.0
 
 
 @contextmanager
-def environment_lock(environment: str, timeout: float | None = 3600.0) -> Iterator[None]:
-    """Hold the environment's slot for the duration of the block (waits for another deploy)."""
-    ensure_limit(environment)
-    with concurrency(
-        limit_name(environment), occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS
-    ):
+def _hold(name: str, timeout: float | None) -> Iterator[None]:
+    ensure_limit(name)
+    with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
+        yield
+
+
+@contextmanager
+def environment_lock(environment: str, component: str, timeout: float | None = 3600.0) -> Iterator[None]:
+    """Hold ``component``'s slot in ``environment`` for the block (waits for another change to it)."""
+    with _hold(limit_name(environment, component), timeout):
+        yield
+
+
+@contextmanager
+def release_lock(environment: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the environment's release slot for the block (waits for another release's deploys there)."""
+    with _hold(release_limit_name(environment), timeout):
         yield

@@ -99,7 +99,12 @@ def install_dependencies(component: Component, source: Path, cache_dir: Path) ->
             "every dependency must be pinned and have a binary wheel for the Lambda platform",
         )
     shutil.rmtree(tmp / "bin", ignore_errors=True)
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # a parallel build installed the same lockfile first: keep theirs
     return target
 
 

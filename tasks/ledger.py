@@ -168,3 +168,15 @@ def publish_run_artifact(record: Record) -> None:
         markdown=markdown(record),
         description=f"{record.action} {record.component} to {record.environment}: {record.outcome}",
     )
+
+
+@task(name="record-release", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10])
+def record_release(target: AwsTarget, bucket: str, version: str, summary: dict[str, Any]) -> str:
+    """Keep a release's summary (approvals with who and why, outcomes) at ``ledger/releases/{version}/``."""
+    stamp = now().replace(":", "").replace("-", "")
+    run = str(summary.get("flow_run_id") or "local")[:8]
+    key = f"{PREFIX}/releases/{version}/{stamp}-{run}.json"
+    body = json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
+    target.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    get_run_logger().info("Ledger: release %s → %s", version, summary.get("outcome"))
+    return key

@@ -1,4 +1,4 @@
-"""Slack notifications: Block Kit messages through an incoming webhook or a bot token.
+"""Notifications: Slack (Block Kit, through an incoming webhook or a bot token) and email (SES).
 
 Where the message goes, first match wins:
 
@@ -11,6 +11,9 @@ Where the message goes, first match wins:
 Rate limits (429, honouring Retry-After), 5xx answers and connection errors are retried. A message
 that still fails is logged and kept in ``Notifier.failures`` (the ledger records them); it never
 fails or blocks a deploy. Tokens and webhook URLs are secrets: they are never logged.
+
+Email goes through SES (``notifications.email``: a verified sender and its recipients), for what
+needs a person: approval requests and failures. It fails the same soft way as Slack.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.webhook import WebhookClient
 
-from opcd.config import Config, SlackSettings
+from opcd.aws import AwsTarget, error_code
+from opcd.config import Config, EmailSettings, SlackSettings
 
 _ICONS = {"info": ":large_blue_circle:", "ok": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
 
@@ -89,16 +93,18 @@ def run_link() -> str | None:
 class Notifier:
     """Sends a run's messages to one Slack destination; remembers what failed."""
 
-    def __init__(self, settings: SlackSettings | None, title: str) -> None:
+    def __init__(self, settings: SlackSettings | None, title: str, enabled: bool = True) -> None:
         self.title = title
         self.failures: list[str] = []
         self.sent = 0
         self._thread_ts: str | None = None
         self._channel = settings.channel if settings else None
-        token = os.environ.get("OPCD_SLACK_BOT_TOKEN") or (_secret(settings.token_secret) if settings else None)
-        webhook = os.environ.get("OPCD_SLACK_WEBHOOK_URL")
         self._client: WebClient | None = None
         self._webhook: WebhookClient | None = None
+        if not enabled:
+            return
+        token = os.environ.get("OPCD_SLACK_BOT_TOKEN") or (_secret(settings.token_secret) if settings else None)
+        webhook = os.environ.get("OPCD_SLACK_WEBHOOK_URL")
         if token and self._channel:
             base = os.environ.get("OPCD_SLACK_API_URL", WebClient.BASE_URL)
             self._client = WebClient(token=token, base_url=base, timeout=10, retry_handlers=_retry_handlers())
@@ -108,8 +114,9 @@ class Notifier:
                 self._webhook = WebhookClient(url, timeout=10, retry_handlers=_retry_handlers())
 
     @classmethod
-    def from_config(cls, config: Config, title: str) -> Notifier:
-        return cls(config.notifications.slack, title)
+    def from_config(cls, config: Config, title: str, enabled: bool = True) -> Notifier:
+        """The run's notifier; ``enabled=False`` keeps it quiet (a release reports for its deploys)."""
+        return cls(config.notifications.slack, title, enabled)
 
     @property
     def destination(self) -> str:
@@ -155,4 +162,43 @@ class Notifier:
             _logger().warning("%s (the deploy goes on)", failure)
             return False
         self.sent += 1
+        return True
+
+
+class Emailer:
+    """Sends plain-text email through SES to ``notifications.email.to``; remembers what failed."""
+
+    def __init__(self, settings: EmailSettings | None, target: AwsTarget | None) -> None:
+        self.settings, self.target = settings, target
+        self.failures: list[str] = []
+        self.sent: list[str] = []  # SES message ids
+
+    @classmethod
+    def from_config(cls, config: Config, target: AwsTarget) -> Emailer:
+        return cls(config.notifications.email, target)
+
+    @property
+    def configured(self) -> bool:
+        return self.settings is not None and self.target is not None
+
+    def send(self, subject: str, body: str) -> bool:
+        """One email to every recipient; True when SES took it (or no email is configured)."""
+        if self.settings is None or self.target is None:
+            return True
+        try:
+            answer = self.target.client("ses").send_email(
+                Source=self.settings.sender,
+                Destination={"ToAddresses": list(self.settings.to)},
+                Message={
+                    "Subject": {"Data": subject[:200], "Charset": "UTF-8"},
+                    "Body": {"Text": {"Data": body, "Charset": "UTF-8"}},
+                },
+            )
+        except Exception as exc:  # botocore's errors and connection failures alike: never fail the deploy
+            failure = f"email {subject[:60]!r} not sent: {error_code(exc) or type(exc).__name__}: {exc}"[:300]
+            self.failures.append(failure)
+            _logger().warning("%s (the deploy goes on)", failure)
+            return False
+        self.sent.append(str(answer.get("MessageId")))
+        _logger().info("Email %r sent to %s", subject[:80], ", ".join(self.settings.to))
         return True

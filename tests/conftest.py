@@ -174,7 +174,10 @@ def project_config() -> str:
     # App Runner's operation followed every 0.05 s instead of 10 s
     text, follows = re.subn(r'operation = \{ timeout = "20m", poll_interval = "10s" \}',
                             'operation = { timeout = "60s", poll_interval = "0.05s" }', text)  # fmt: skip
-    assert count == polls == follows == 1, "opcd.toml's prod traffic changed: update project_config()"
+    # prod's approval waits 120 s at most and is polled every second
+    gate = 'approval = { approvers = ["alice", "bob"], timeout = "120s", poll_interval = "1s" }'
+    text, gates = re.subn(r'approval = \{ approvers = \["alice", "bob"\], timeout = "24h" \}', gate, text)
+    assert count == polls == follows == gates == 1, "opcd.toml's prod settings changed: update project_config()"
     return text
 
 

@@ -100,6 +100,8 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
             cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, session, endpoint_url, apprunner_url))
+    if config.notifications.email is not None:  # SES sends only from a verified identity
+        client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
 
 

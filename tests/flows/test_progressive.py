@@ -211,7 +211,7 @@ def test_a_deploy_killed_mid_canary_is_repaired_by_the_next_deploy(on_v1: Projec
 
     # The killed run's lock lease would run out on the server after 60 s; free it now instead.
     with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name("opcd-env-dev")
+        client.delete_global_concurrency_limit_by_name("opcd-env-dev-backend")
     set_traffic(project, "all-at-once")
     code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v2")
 

@@ -1,0 +1,477 @@
+"""The release: one version from commit to production.
+
+Steps: choose the components (those asked for; else those whose source changed since the commit
+live in the last environment; else all); check every environment's resources before anything
+changes; build every component in parallel; then, environment by environment in order (``dev``,
+``prod``): wait for an approval where ``opcd.toml`` asks for one, deploy every component there in
+parallel (each one its own ``deploy-*`` flow run, with its own lock, blue/green and automatic
+rollback), and stop before the next environment when anything failed. One Slack thread (and SES
+email for approvals and failures) follows it; the summary goes to the ledger, an artifact, Slack.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.logging import get_run_logger
+from prefect.states import Failed
+
+from flows.components import deploy_flow
+from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
+from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
+from opcd.aws import AwsTarget, resolve_target
+from opcd.config import Config, load_config
+from opcd.errors import DeployFailed, OpcdError
+from opcd.locks import release_lock
+from opcd.versions import check_version
+from tasks.approval import Decision, wait_for_approval
+from tasks.apprunner import describe, find_service
+from tasks.ecr import describe_repository
+from tasks.git import changed_paths, touches
+from tasks.images import version_of
+from tasks.lambda_functions import read_live
+from tasks.ledger import actor, read_latest, record_release
+from tasks.notify import Emailer, Notifier, run_url
+
+# Flow runs whose outcome the body already reported (the state hooks then stay quiet).
+_REPORTED: set[UUID] = set()
+_FAILED = ("failed", "rolled-back", "rollback-failed", "error")
+
+
+@dataclass
+class Step:
+    """One component's deploy to one environment, as the release saw it end."""
+
+    component: str
+    environment: str
+    outcome: str  # deployed | noop | failed | rolled-back | rollback-failed | error
+    live: str  # what is live there now
+    reason: str | None = None
+    seconds: float | None = None
+    flow_run_name: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in _FAILED
+
+
+def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
+    """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
+    try:
+        if config.component(component).kind == "apprunner":
+            repository = config.component(component).repository
+            assert repository is not None  # checked when the config was loaded
+            service = describe(target, find_service(target, config.service_ref(component, environment)))
+            tag = describe_repository(target, repository).tag_of(service.image)
+            return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
+        live = read_live(target, config.function_name(component, environment))
+    except OpcdError as exc:
+        return f"unknown ({exc})"
+    return f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
+
+
+def choose_components(
+    config: Config, target: AwsTarget, requested: list[str] | None, git_sha: str | None, last_env: str
+) -> tuple[list[str], str]:
+    """(components, why): those asked for; else those changed since ``last_env``'s live commit."""
+    if requested:
+        for name in requested:
+            config.component(name)
+        return list(dict.fromkeys(requested)), "as asked"
+    everything = list(config.components)
+    if not git_sha:
+        return everything, "all components: no commit given to compare"
+    chosen, notes = [], []
+    for name in everything:
+        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json") or {}
+        base = live.get("git_sha")
+        paths = changed_paths(config.root, str(base), git_sha) if base else None
+        if paths is None:
+            chosen.append(name)
+            notes.append(f"{name}: live commit in {last_env} unknown")
+        elif touches(paths, config.source_dir(name)):
+            chosen.append(name)
+            notes.append(f"{name}: changed since {str(base)[:12]}")
+        else:
+            notes.append(f"{name}: unchanged since {str(base)[:12]}, skipped")
+    return chosen, "; ".join(notes)
+
+
+def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
+    """Every component's resources in every environment exist: bad input changes nothing."""
+    config = load_config(config_path)
+    for environment in environments:
+        for component in components:
+            if config.component(component).kind == "apprunner":
+                plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
+            else:
+                plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
+
+
+@task(name="build", task_run_name="build {component} {version}", cache_policy=NO_CACHE)
+def build_component(
+    component: str, version: str, git_sha: str | None, config_path: str | None, environment: str
+) -> str:
+    """Build the version once (or find it built from the same source) and keep it: S3 or ECR."""
+    config = load_config(config_path)
+    if config.component(component).kind == "apprunner":
+        plan = plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
+        identifier, digest, how = build_and_push(plan, version, git_sha)
+        return f"{how} {identifier} ({digest[:19]})"
+    lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
+    artifact = ensure_artifact(lambda_plan, version, git_sha)
+    how = "reused" if artifact.reused else "built"
+    return f"{how} s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})"
+
+
+@task(name="deploy", task_run_name="deploy {component} to {environment}", cache_policy=NO_CACHE)
+def deploy_component(
+    component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
+) -> Any:
+    """The component's own deploy flow, as a child run (quiet on Slack: the release reports).
+
+    Returns the child's ledger record; when the child failed, a Failed state carrying that record
+    (so the task shows failed in the UI and the release still knows what is live).
+    """
+    config = load_config(config_path)
+    deploy, extra = deploy_flow(config, component)
+    state = deploy(
+        environment=environment, version=version, git_sha=git_sha, config_path=config_path, notify=False,
+        return_state=True, **extra,
+    )  # fmt: skip
+    if state.is_completed():
+        return state.result()
+    error = state.result(raise_on_failure=False)
+    reason = str(error) if isinstance(error, BaseException) else str(state.message)
+    child = str(state.state_details.flow_run_id)
+    target = resolve_target(config.state_dir(), config.project.region)
+    latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
+    record = latest if latest.get("flow_run_id") == child else {"outcome": "error", "reason": reason}
+    return Failed(message=f"{component} to {environment}: {record['outcome']}: {reason}", data=record)
+
+
+def _seconds(record: dict[str, Any]) -> float | None:
+    try:
+        start = datetime.fromisoformat(str(record["started_at"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(record["finished_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def step_of(config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]) -> Step:
+    """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
+    future.wait()
+    state = future.state
+    record = state.result(raise_on_failure=False)
+    if not isinstance(record, dict) or record.get("outcome") == "error":
+        reason = str(record.get("reason")) if isinstance(record, dict) else str(record or state.message)
+        return Step(component, environment, "error", live_now(config, target, environment, component), reason)
+    from flows.lambda_deploy import live_text
+    from tasks.ledger import Record
+
+    fields = {k: v for k, v in record.items() if k in Record.__dataclass_fields__}
+    return Step(
+        component, environment, str(record["outcome"]), live_text(Record(**fields)),
+        None if record["outcome"] in ("deployed", "noop") else record.get("reason"),
+        _seconds(record), record.get("flow_run_name"),
+    )  # fmt: skip
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _step_text(step: Step) -> str:
+    text = {
+        "deployed": f"deployed in {_took(step.seconds)}",
+        "noop": "already live: nothing to do",
+        "failed": "FAILED before traffic moved",
+        "rolled-back": "FAILED after traffic moved: ROLLED BACK",
+        "rollback-failed": "FAILED and the ROLLBACK FAILED: act now",
+        "error": "FAILED",
+    }.get(step.outcome, step.outcome)
+    return f"{text}; live: {step.live}" + (f"\n_{step.reason[:300]}_" if step.reason else "")
+
+
+def approval_description(
+    version: str,
+    git_sha: str | None,
+    environment: str,
+    components: list[str],
+    live: dict[str, str],
+    done: dict[str, dict[str, Step]],
+    decision_timeout: float,
+    approvers: list[str],
+) -> str:
+    """The markdown the Resume form shows: what will be deployed, what is live, earlier results."""
+    earlier = list(done)
+    header = "| Component | Deploys | Live in " + environment + " now |" + "".join(f" {e} result |" for e in earlier)
+    rule = "|---|---|---|" + "---|" * len(earlier)
+    rows = [
+        f"| {c} | {version} | {live[c]} |"
+        + "".join(f" {_step_text(done[e][c]).splitlines()[0]} |" for e in earlier if c in done[e])
+        for c in components
+    ]
+    hours = decision_timeout / 3600
+    return "\n".join([
+        f"### Release {version} to **{environment}**",
+        "",
+        f"Commit `{git_sha}`." if git_sha else "No commit recorded.",
+        f"Started by {actor()}.",
+        "",
+        header, rule, *rows,
+        "",
+        f"Approvers: {', '.join(approvers)}. Unanswered after {hours:g} h, the release ends as rejected.",
+        "",
+        "**Approve**: leave *Approve* on, pick your name, say why. "
+        "**Reject**: switch *Approve* off, pick your name, say why: nothing is deployed to " + environment + ".",
+    ])  # fmt: skip
+
+
+def _facts(steps: dict[str, Step]) -> dict[str, str]:
+    return {name: _step_text(step) for name, step in steps.items()}
+
+
+def _release_key(version: str) -> str:
+    return "release-" + re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    envs = list(summary["environments"])
+    lines = [
+        f"## Release {summary['version']}: {summary['outcome']}",
+        "",
+        f"{summary['detail']}",
+        "",
+        "| Component | " + " | ".join(envs) + " |",
+        "|---|" + "---|" * len(envs),
+    ]
+    for component in summary["components"]:
+        cells = []
+        for env in envs:
+            step = summary["steps"].get(env, {}).get(component)
+            cells.append(_step_text(Step(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed")
+        lines.append(f"| {component} | " + " | ".join(cells) + " |")
+    for decision in summary["approvals"]:
+        lines.append("")
+        lines.append(f"Approval for {decision['environment']}: {Decision(**decision).describe()}")
+    lines += ["", f"Took {_took(summary['seconds'])} (builds {_took(summary['build_seconds'])})."]
+    return "\n".join(lines)
+
+
+class Release:
+    """The state of one release run: what it chose, what happened, and where it reports."""
+
+    def __init__(
+        self, config: Config, config_path: str | None, version: str, git_sha: str | None, environments: list[str]
+    ) -> None:
+        self.config, self.config_path, self.version, self.git_sha = config, config_path, version, git_sha
+        self.environments = environments
+        self.target = resolve_target(config.state_dir(), config.project.region)
+        self.notifier = Notifier.from_config(config, f"release {version}")
+        self.emailer = Emailer.from_config(config, self.target)
+        self.components: list[str] = []
+        self.steps: dict[str, dict[str, Step]] = {}
+        self.approvals: list[Decision] = []
+        self.started = time.monotonic()
+        self.build_seconds = 0.0
+        self.builds: dict[str, str] = {}
+
+    def summary(self, outcome: str, detail: str) -> dict[str, Any]:
+        ctx = FlowRunContext.get()
+        return {
+            "version": self.version, "git_sha": self.git_sha, "outcome": outcome, "detail": detail,
+            "components": self.components, "environments": self.environments, "builds": self.builds,
+            "steps": {e: {c: asdict(s) for c, s in steps.items()} for e, steps in self.steps.items()},
+            "approvals": [asdict(d) for d in self.approvals], "actor": actor(),
+            "seconds": round(time.monotonic() - self.started, 1), "build_seconds": round(self.build_seconds, 1),
+            "notify_failures": self.notifier.failures + self.emailer.failures,
+            "flow_run_id": str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
+            "flow_run_name": ctx.flow_run.name if ctx and ctx.flow_run else None,
+        }  # fmt: skip
+
+    def finish(self, outcome: str, detail: str) -> dict[str, Any]:
+        """Summary to Slack, the ledger and an artifact; email when it did not succeed."""
+        summary = self.summary(outcome, detail)
+        facts = {"Took": f"{_took(summary['seconds'])} (builds {_took(self.build_seconds)})"}
+        for component in self.components:
+            facts[component] = "; ".join(
+                f"{env}: {self.steps[env][component].outcome}, live {self.steps[env][component].live}"
+                for env in self.environments if component in self.steps.get(env, {})
+            ) or "not deployed"  # fmt: skip
+        level = "ok" if outcome == "released" else "fail"
+        self.notifier.send(f"{outcome}: {detail}", level, facts)
+        if outcome != "released":
+            self.emailer.send(f"[opcd] release {self.version} {outcome}", summary_markdown(summary) + self._link())
+        summary["notify_failures"] = self.notifier.failures + self.emailer.failures
+        record_release(self.target, self.config.project.artifact_bucket, self.version, summary)
+        create_markdown_artifact(
+            key=_release_key(self.version), markdown=summary_markdown(summary),
+            description=f"release {self.version}: {outcome}",
+        )  # fmt: skip
+        ctx = FlowRunContext.get()
+        if ctx and ctx.flow_run:
+            _REPORTED.add(ctx.flow_run.id)
+        return summary
+
+    def _link(self) -> str:
+        url = run_url()
+        return f"\n\nThe run in the Prefect UI: {url}\n" if url else ""
+
+    def build(self) -> None:
+        logger = get_run_logger()
+        start = time.monotonic()
+        futures = {
+            c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.environments[0])
+            for c in self.components
+        }
+        errors = []
+        for component, future in futures.items():
+            future.wait()
+            if future.state.is_completed():
+                self.builds[component] = future.state.result()
+                logger.info("%s: %s", component, self.builds[component])
+            else:
+                error = future.state.result(raise_on_failure=False)
+                errors.append(f"{component}: {error}")
+        self.build_seconds = time.monotonic() - start
+        if errors:
+            detail = "build failed, nothing deployed: " + "; ".join(errors)
+            self.finish("failed", detail)
+            raise DeployFailed(f"release {self.version}: {detail}")
+
+    def approve(self, environment: str) -> None:
+        settings = self.config.environment(environment).approval
+        if not settings:
+            return
+        live = {c: live_now(self.config, self.target, environment, c) for c in self.components}
+        description = approval_description(
+            self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
+            settings.approvers,
+        )  # fmt: skip
+        self.notifier.send(
+            f"approval requested for {environment}: {', '.join(self.components)} {self.version}",
+            "warn",
+            {"Approvers": ", ".join(settings.approvers), "Live now": "\n".join(f"{c}: {v}" for c, v in live.items()),
+             "How": "Resume the run in the Prefect UI, or `opcd approve RUN --approver NAME --reason …`"},
+        )  # fmt: skip
+        command = f"opcd approve {FlowRunContext.get().flow_run.id} --approver NAME --reason '…'"  # type: ignore[union-attr]
+        self.emailer.send(
+            f"[opcd] approval needed: release {self.version} to {environment}",
+            description + self._link() + f"\nOr from a terminal: {command}\n",
+        )
+        decision = wait_for_approval(environment, settings, description)
+        self.approvals.append(decision)
+        if decision.approved:
+            self.notifier.send(f"{environment} {decision.describe()}", "ok")
+            return
+        self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail")
+        detail = f"{decision.describe()}; {environment} untouched"
+        self.finish("rejected", detail)
+        raise DeployFailed(f"release {self.version} to {environment}: {detail}")
+
+    def deploy(self, environment: str) -> None:
+        logger = get_run_logger()
+        with release_lock(environment):
+            logger.info("Deploying %s %s to %s in parallel", ", ".join(self.components), self.version, environment)
+            futures = {
+                c: deploy_component.submit(c, environment, self.version, self.git_sha, self.config_path)
+                for c in self.components
+            }
+            steps = {c: step_of(self.config, self.target, c, environment, f) for c, f in futures.items()}
+        self.steps[environment] = steps
+        failed = [s for s in steps.values() if s.failed]
+        if failed:
+            text = f"{environment}: {len(failed)} of {len(steps)} FAILED ({', '.join(s.component for s in failed)})"
+        else:
+            text = f"{environment}: {len(steps)} of {len(steps)} deployed"
+        self.notifier.send(text, "fail" if failed else "ok", _facts(steps))
+        for step in steps.values():
+            if step.outcome in ("rolled-back", "rollback-failed"):
+                self.notifier.send(
+                    f"{step.component} in {environment} was {'ROLLED BACK' if step.outcome == 'rolled-back' else 'NOT rolled back (rollback failed)'}: live now {step.live}",  # noqa: E501
+                    "warn" if step.outcome == "rolled-back" else "fail",
+                    {"Why": (step.reason or "-")[:500]},
+                )
+        if failed:
+            later = self.environments[self.environments.index(environment) + 1 :]
+            where = "; ".join(f"{s.component}: {s.outcome}, live {s.live}" for s in failed)
+            detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
+            self.finish("failed", detail)
+            raise DeployFailed(f"release {self.version}: {detail}")
+
+
+def _notify_state(flow: Any, flow_run: Any, state: Any) -> None:
+    """State hook: say so on Slack when a release ends without the body reporting it (crash, cancel)."""
+    if flow_run.id in _REPORTED:
+        _REPORTED.discard(flow_run.id)
+        return
+    params = flow_run.parameters or {}
+    try:
+        config = load_config(params.get("config_path"))
+    except OpcdError:
+        return
+    notifier = Notifier.from_config(config, f"release {params.get('version')}")
+    message = (state.message or state.name)[:300]
+    notifier.send(f"run {flow_run.name} ended {state.name}: {message}. What is live now: `opcd status`", "fail")
+
+
+@flow(
+    name="release",
+    flow_run_name="release {version}",
+    log_prints=True,
+    on_failure=[_notify_state],
+    on_crashed=[_notify_state],
+    on_cancellation=[_notify_state],
+)
+def release(
+    version: str,
+    git_sha: str | None = None,
+    components: list[str] | None = None,
+    environments: list[str] | None = None,
+    config_path: str | None = None,
+) -> dict[str, Any]:
+    """Release a version: build in parallel, deploy to each environment in parallel, approval where asked.
+
+    Args:
+        version: the version to release (v2, 1.4.0, a commit sha).
+        git_sha: the commit it is built from; also picks the components that changed.
+        components: the components to release (default: those changed since prod's live commit, or all).
+        environments: in order (default: every environment of opcd.toml in its order, dev then prod).
+        config_path: opcd.toml to use.
+    """
+    logger = get_run_logger()
+    config = load_config(config_path)
+    check_version(version)
+    envs = list(dict.fromkeys(environments or list(config.environments)))
+    for environment in envs:
+        config.environment(environment)
+    run = Release(config, config_path, version, git_sha, envs)
+    run.components, why = choose_components(config, run.target, components, git_sha, envs[-1])
+    logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
+    if not run.components:
+        return run.finish("released", f"nothing to release: {why}")
+    preflight(config_path, run.components, envs, version)
+    run.notifier.send(
+        f"started by {actor()}: {', '.join(run.components)} → {' → '.join(envs)}", "info",
+        {"Commit": git_sha or "-", "Why these": why},
+    )  # fmt: skip
+    run.build()
+    for environment in envs:
+        run.approve(environment)
+        run.deploy(environment)
+    where = ", ".join(envs)
+    return run.finish("released", f"{', '.join(run.components)} {version} live in {where}")
