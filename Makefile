@@ -49,9 +49,10 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP)
+bench: $(STAMP) tools
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/bake.py
+	$(BIN)/python bench/release.py
 
 clean:
 	rm -rf .opcd .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,18 +1,19 @@
-"""``make demo``: the backend pipeline against the embedded sandbox, run as a user would run it.
+"""``make demo``: a release of OutreachPass against the embedded sandbox, run as a user would run it.
 
-It starts a Prefect server (unless PREFECT_API_URL points at one) and the sandbox, then deploys
-v1 and v2 of the example backend to dev, then a v3 whose /health fails once it takes traffic (it
-is rolled back by itself), deploys the worker with its EventBridge rule and fires the rule,
-deploys the frontend image to App Runner (v1, then a v2 without its health page, rolled back),
-deploys v2 to prod by canary and then a v4 whose alarm fires mid-canary (rolled back at the next
-guard poll), and shows `opcd status`. Slack messages go to a local stand-in that prints them.
+It starts a Prefect server with its UI (unless PREFECT_API_URL points at one) and the sandbox,
+then releases v1 of the backend, the worker and the frontend: built in parallel, deployed to dev
+in parallel, an approval before prod, deployed to prod in parallel (the backend by canary). At
+the approval it says how to approve: in the Prefect UI, or with `opcd approve`. Without a
+terminal (or with DEMO_AUTO_APPROVE=1) it approves as alice after a short wait (DEMO_APPROVE_AFTER
+seconds, default 5). Then it releases v2, whose backend fails its health check once it takes
+traffic: dev rolls the backend back by itself and the release stops before prod. It ends with
+`opcd status`. Slack messages go to a local stand-in that prints them; SES keeps the emails.
 Everything lives under .opcd/demo/ and is stopped at the end; DEMO_KEEP=1 leaves the Prefect UI
 and the sandbox running to look around.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -22,10 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import boto3
 import httpx
 
 from opcd.sandbox.slack import SlackSink
@@ -92,30 +92,52 @@ def start_prefect(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
     sys.exit("demo: the Prefect server did not answer within 180s")
 
 
-@contextlib.contextmanager
-def alarm_when_split(endpoint: str, function: str, alarm: str) -> Iterator[None]:
-    """While the block runs, set ``alarm`` to ALARM as soon as ``function``'s live alias is split."""
-    creds = {"region_name": "us-east-1", "aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
-    lam = boto3.client("lambda", endpoint_url=endpoint, **creds)
-    cloudwatch = boto3.client("cloudwatch", endpoint_url=endpoint, **creds)
-    done = threading.Event()
+def pending(run: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The release waiting for an approval (``opcd pending --json``), once it waits."""
+    while True:
+        if run.poll() is not None:
+            sys.exit(f"demo: the release ended (exit {run.returncode}) before asking for an approval")
+        out = subprocess.run([str(BIN / "opcd"), "pending", "--json"], cwd=DEMO, capture_output=True, check=False)
+        waiting = json.loads(out.stdout or b"[]") if out.returncode == 0 else []
+        if waiting:
+            found: dict[str, Any] = waiting[0]
+            return found
+        time.sleep(1)
 
-    def watch() -> None:
-        while not done.wait(0.1):
-            routing = lam.get_alias(FunctionName=function, Name="live").get("RoutingConfig") or {}
-            if routing.get("AdditionalVersionWeights"):
-                print(f"  [demo] {function}:live is split: setting {alarm} to ALARM", flush=True)
-                cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="5xx above 1% (demo)")
+
+def approve_when_asked(run: subprocess.Popen[bytes]) -> None:
+    """Tell the user how to approve; approve as alice ourselves when nobody is at a terminal."""
+    waiting = pending(run)
+    run_id = waiting["flow_run_id"]
+    say(f"The release waits for an approval of {waiting['environment']} by {' or '.join(waiting['approvers'])}")
+    print(f"  in the Prefect UI: {waiting['ui_url']}  (menu → Resume: pick your name, say why)")
+    print(f"  or in a terminal:  opcd approve {run_id} --approver alice --reason 'dev looks good'")
+    auto = os.environ.get("DEMO_AUTO_APPROVE") == "1" or not sys.stdin.isatty()
+    if auto:
+        delay = float(os.environ.get("DEMO_APPROVE_AFTER", "5"))
+        print(f"  (no terminal or DEMO_AUTO_APPROVE=1: approving as alice in {delay:g} s)", flush=True)
+        time.sleep(delay)
+    else:
+        answered = threading.Event()
+        threading.Thread(target=lambda: (input("  ... or press Enter to approve as alice\n"), answered.set()),
+                         daemon=True).start()  # fmt: skip
+        while not answered.wait(1):
+            out = subprocess.run([str(BIN / "opcd"), "pending", "--json"], cwd=DEMO, capture_output=True, check=False)
+            if run_id not in out.stdout.decode():
+                print("  answered (in the UI or another terminal)", flush=True)
                 return
+    opcd("approve", run_id, "--approver", "alice", "--reason", "demo: dev looks good")
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(timeout=10)
-        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="recovered (demo)")
+
+def release(*args: str, expect: int = 0, approval: bool = True) -> None:
+    """``opcd release ARGS`` in the background, answering its approval; check its exit code."""
+    print(f"$ opcd release {' '.join(args)}", flush=True)
+    run = subprocess.Popen([str(BIN / "opcd"), "release", *args], cwd=DEMO)
+    if approval:
+        approve_when_asked(run)
+    code = run.wait()
+    if code != expect:
+        sys.exit(f"demo: `opcd release {' '.join(args)}` exited {code}, expected {expect}")
 
 
 def write_version(source: Path, broken: bool = False) -> None:
@@ -133,11 +155,14 @@ def main() -> int:
     DEMO.mkdir(parents=True)
     config = (ROOT / "opcd.toml").read_text()
     config = config.replace("examples/outreachpass/", "src/")
-    # prod's canary bakes 5 minutes; the demo's bakes 6 s under guards polled every 2 s
+    # prod's canary and linear bakes take minutes; the demo's take 6 s, guards polled every 2 s
     config = config.replace('backend = "canary10-5m"', 'backend = "canary10-6s"')
+    config = config.replace('worker = "linear50-2m"', 'worker = "linear50-6s"')
     config = config.replace('bake = { poll_interval = "15s"', 'bake = { poll_interval = "2s"')
     # App Runner deploys take minutes; the sandbox's take about 3 s, followed every second
     config = config.replace('poll_interval = "10s" }', 'poll_interval = "1s" }')
+    # an answer to the approval is noticed within a second (prod polls every 5 s by default)
+    config = config.replace('timeout = "24h" }', 'timeout = "24h", poll_interval = "1s" }')
     (DEMO / "opcd.toml").write_text(config)
     slack = SlackSink(echo=True).start()  # stands in for Slack: prints each message
     os.environ["OPCD_SLACK_WEBHOOK_URL"] = slack.webhook_url
@@ -154,52 +179,31 @@ def main() -> int:
         opcd("sandbox", "up", "--detach", "--port", "0")
         opcd("status", "--env", "dev")
 
-        say("Deploy v1 of the backend to dev")
-        opcd("deploy", "backend", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
+        say("Release v1: build all three in parallel, deploy to dev in parallel, approval, then prod")
+        release("--version", "v1", "--git-sha", "1111111")
+        opcd("health", "https://api.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
 
-        say("Deploy v2 (same source, new version): blue/green behind the live alias")
-        opcd("deploy", "backend", "--env", "dev", "--version", "v2", "--git-sha", "2222222")
-        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2")
-
-        say("Deploy v3, whose /health fails once it takes traffic: it is rolled back by itself")
-        write_version(DEMO / "src" / "backend", broken=True)
-        opcd("deploy", "backend", "--env", "dev", "--version", "v3", "--git-sha", "3333333", expect=1)
-        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v2")
-
-        say("Deploy the worker: Lambda plus its EventBridge rule on the live alias, tested with a sample event")
-        opcd("deploy", "worker", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
         info = json.loads((DEMO / ".opcd" / "sandbox.json").read_text())
-        passes = info["gateway"]["https://api.dev.outreachpass.example"] + "/passes"
-        print('$ curl -X POST https://api.dev.outreachpass.example/passes -d \'{"email": ..., "event": "launch"}\'')
+        passes = info["gateway"]["https://api.outreachpass.example"] + "/passes"
+        print('$ curl -X POST https://api.outreachpass.example/passes -d \'{"email": ..., "event": "launch"}\'')
         for email in ("ada@example.org", "grace@example.org"):
             answer = httpx.post(passes, json={"email": email, "event": "launch"}, timeout=30)
             print(f"  {answer.status_code} {answer.text}")
-        say("Fire the worker's rule as EventBridge would (moto never delivers to Lambda)")
-        opcd("sandbox", "fire-rule", "nightly-digest")
+        say("Fire the worker's nightly rule in prod as EventBridge would (moto never delivers to Lambda)")
+        opcd("sandbox", "fire-rule", "nightly-digest", "--env", "prod")
 
-        say("Deploy the frontend v1 to dev: image built (buildah), pushed to ECR (:v1, :latest), App Runner deploy")
-        opcd("deploy", "frontend", "--env", "dev", "--version", "v1", "--git-sha", "1111111")
-        opcd("health", "https://dev.outreachpass.example/health.json", "--successes", "2")
-
-        say("Deploy frontend v2, whose site lost its health page: App Runner succeeds, our check fails, rollback")
-        (DEMO / "src" / "frontend" / "site" / "health.json").unlink()
-        opcd("deploy", "frontend", "--env", "dev", "--version", "v2", "--git-sha", "2222222", expect=1)
-        opcd("health", "https://dev.outreachpass.example/health.json", "--successes", "2")
-
-        say("Deploy v2 to prod by canary: 10% for 6 s, watched by alarms, health and smoke, then all")
-        write_version(DEMO / "src" / "backend")  # v2's source again (v3's broken one is still there)
-        opcd("deploy", "backend", "--env", "prod", "--version", "v2", "--git-sha", "2222222")
-
-        say("Deploy v4 to prod; mid-canary its errors alarm fires, and the next guard poll rolls it back")
-        with alarm_when_split(info["aws_endpoint_url"], "outreachpass-api-prod", "outreachpass-api-prod-errors"):
-            opcd("deploy", "backend", "--env", "prod", "--version", "v4", "--git-sha", "4444444", expect=1)
+        say("Release v2, whose backend fails /health once it takes traffic: rolled back in dev, prod untouched")
+        write_version(DEMO / "src" / "backend", broken=True)
+        (DEMO / "src" / "frontend" / "site" / "version.txt").write_text("v2\n")
+        release("--version", "v2", "--git-sha", "2222222", expect=1, approval=False)
+        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
 
         say("What is live where")
         opcd("status")
         print(
-            "\ndemo finished: backend v2 is live in dev (v3 was rolled back by itself) and in prod (v4's canary"
-            " was rolled back when its alarm fired); worker v1 runs from its rule; frontend v1 serves dev"
-            " (v2 lacked its health page and was rolled back)."
+            "\ndemo finished: v1 of all three is live in prod (approved by alice; the backend went by canary)."
+            " In dev the worker and the frontend run v2; the backend's v2 failed its health check under"
+            " traffic and was rolled back to v1 by itself, so v2 never reached prod."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")
