@@ -31,7 +31,7 @@ from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
 from opcd.aws import AwsTarget, resolve_target
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, OpcdError
+from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.versions import check_version
 from tasks.approval import Decision, wait_for_approval
@@ -75,8 +75,8 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
             tag = describe_repository(target, repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
         live = read_live(target, config.function_name(component, environment))
-    except OpcdError as exc:
-        return f"unknown ({exc})"
+    except Exception as exc:  # a summary must not fail for a read: say what is unknown
+        return f"unknown ({type(exc).__name__}: {exc})"[:300]
     return f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
 
 
@@ -105,6 +105,37 @@ def choose_components(
         else:
             notes.append(f"{name}: unchanged since {str(base)[:12]}, skipped")
     return chosen, "; ".join(notes)
+
+
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def check_request(
+    config: Config, target: AwsTarget, version: str, git_sha: str | None, components: list[str], requested: list[str]
+) -> list[str]:
+    """The environments to release to, in opcd.toml's order; InputError for a request that skips a step.
+
+    Leaving out an earlier environment (``--env prod`` alone) promotes what it already runs: each
+    component's ``version`` must be live there, or the release is refused.
+    """
+    check_version(version)
+    if git_sha is not None and not _SHA.match(git_sha):
+        raise InputError(f"{git_sha!r} is not a commit sha", "give 7 to 40 lowercase hex digits (git rev-parse HEAD)")
+    everything = list(config.environments)
+    for name in requested:
+        config.environment(name)
+    chosen = [e for e in everything if e in requested] if requested else everything
+    for skipped in everything[: everything.index(chosen[-1])]:
+        if skipped in chosen:
+            continue
+        for component in components:
+            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json") or {}
+            if live.get("version") != version:
+                raise InputError(
+                    f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
+                    f"release to {skipped} too (leave out --env), or deploy it there first",
+                )
+    return chosen
 
 
 def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
@@ -171,7 +202,6 @@ def _seconds(record: dict[str, Any]) -> float | None:
 
 def step_of(config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]) -> Step:
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
-    future.wait()
     state = future.state
     record = state.result(raise_on_failure=False)
     if not isinstance(record, dict) or record.get("outcome") == "error":
@@ -181,9 +211,14 @@ def step_of(config: Config, target: AwsTarget, component: str, environment: str,
     from tasks.ledger import Record
 
     fields = {k: v for k, v in record.items() if k in Record.__dataclass_fields__}
+    outcome = str(record["outcome"])
+    if not state.is_completed() and outcome not in _FAILED:
+        # The child failed after its last ledger record (e.g. still "shifting"): never a success.
+        outcome = "error"
+        record = {**record, "reason": f"{record.get('reason') or state.message} (ledger says {record['outcome']})"}
     return Step(
-        component, environment, str(record["outcome"]), live_text(Record(**fields)),
-        None if record["outcome"] in ("deployed", "noop") else record.get("reason"),
+        component, environment, outcome, live_text(Record(**fields)),
+        None if outcome in ("deployed", "noop") else record.get("reason"),
         _seconds(record), record.get("flow_run_name"),
     )  # fmt: skip
 
@@ -314,17 +349,20 @@ class Release:
             ) or "not deployed"  # fmt: skip
         level = "ok" if outcome == "released" else "fail"
         self.notifier.send(f"{outcome}: {detail}", level, facts)
+        ctx = FlowRunContext.get()
+        if ctx and ctx.flow_run and outcome != "released":
+            _REPORTED.add(ctx.flow_run.id)  # the state hook then does not announce the failure again
         if outcome != "released":
             self.emailer.send(f"[opcd] release {self.version} {outcome}", summary_markdown(summary) + self._link())
         summary["notify_failures"] = self.notifier.failures + self.emailer.failures
-        record_release(self.target, self.config.project.artifact_bucket, self.version, summary)
-        create_markdown_artifact(
-            key=_release_key(self.version), markdown=summary_markdown(summary),
-            description=f"release {self.version}: {outcome}",
-        )  # fmt: skip
-        ctx = FlowRunContext.get()
-        if ctx and ctx.flow_run:
-            _REPORTED.add(ctx.flow_run.id)
+        try:
+            record_release(self.target, self.config.project.artifact_bucket, self.version, summary)
+            create_markdown_artifact(
+                key=_release_key(self.version), markdown=summary_markdown(summary),
+                description=f"release {self.version}: {outcome}",
+            )  # fmt: skip
+        except Exception as exc:  # the outcome stands; the record is what failed
+            get_run_logger().error("Could not record the release's summary: %s: %s", type(exc).__name__, exc)
         return summary
 
     def _link(self) -> str:
@@ -391,6 +429,8 @@ class Release:
                 c: deploy_component.submit(c, environment, self.version, self.git_sha, self.config_path)
                 for c in self.components
             }
+            for future in futures.values():
+                future.wait()  # every deploy ends before any result is read (or the lock released)
             steps = {c: step_of(self.config, self.target, c, environment, f) for c, f in futures.items()}
         self.steps[environment] = steps
         failed = [s for s in steps.values() if s.failed]
@@ -412,6 +452,10 @@ class Release:
             detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
             self.finish("failed", detail)
             raise DeployFailed(f"release {self.version}: {detail}")
+
+
+def _forget(flow: Any, flow_run: Any, state: Any) -> None:
+    _REPORTED.discard(flow_run.id)
 
 
 def _notify_state(flow: Any, flow_run: Any, state: Any) -> None:
@@ -436,6 +480,7 @@ def _notify_state(flow: Any, flow_run: Any, state: Any) -> None:
     on_failure=[_notify_state],
     on_crashed=[_notify_state],
     on_cancellation=[_notify_state],
+    on_completion=[_forget],
 )
 def release(
     version: str,
@@ -450,17 +495,19 @@ def release(
         version: the version to release (v2, 1.4.0, a commit sha).
         git_sha: the commit it is built from; also picks the components that changed.
         components: the components to release (default: those changed since prod's live commit, or all).
-        environments: in order (default: every environment of opcd.toml in its order, dev then prod).
+        environments: where to (default: all); always in opcd.toml's order (dev before prod). Leaving
+            out an earlier one promotes the version it runs, which must then be live there.
         config_path: opcd.toml to use.
     """
     logger = get_run_logger()
     config = load_config(config_path)
     check_version(version)
-    envs = list(dict.fromkeys(environments or list(config.environments)))
-    for environment in envs:
+    for environment in environments or []:
         config.environment(environment)
+    envs = [e for e in config.environments if not environments or e in environments]
     run = Release(config, config_path, version, git_sha, envs)
     run.components, why = choose_components(config, run.target, components, git_sha, envs[-1])
+    run.environments = envs = check_request(config, run.target, version, git_sha, run.components, envs)
     logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
     if not run.components:
         return run.finish("released", f"nothing to release: {why}")

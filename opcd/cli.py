@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
 from pydantic import ValidationError
 
@@ -458,15 +459,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from flows.release import choose_components, preflight
+    from flows.release import check_request, choose_components, preflight
 
     config = load_config(args.config)
     check_version(args.app_version)
-    envs = list(dict.fromkeys(args.environments or list(config.environments)))
-    for env in envs:
+    for env in args.environments or []:
         config.environment(env)
+    envs = [e for e in config.environments if not args.environments or e in args.environments]
     target = _print_target(config)
     components, why = choose_components(config, target, args.components, args.git_sha, envs[-1])
+    envs = check_request(config, target, args.app_version, args.git_sha, components, envs)
     path = str(config_path(args.config).resolve())
     if components:
         preflight(path, components, envs, args.app_version)
@@ -710,6 +712,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = exc.response.get("Error", {})
         print(f"error: AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
         return 1
+    except httpx.HTTPError as exc:  # the Prefect API (pending, approve, reject, any flow run)
+        print(f"error: cannot reach the Prefect API: {exc} — is PREFECT_API_URL right and its server up?",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -92,7 +92,7 @@ def _leave_paused_state(reason: str) -> bool:
         return True
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(ctx.flow_run.id).state
-        if state is not None and (state.is_cancelled() or state.is_cancelling()):
+        if state is None or not state.is_paused():  # cancelled meanwhile, or ended by the server
             return False
         client.set_flow_run_state(ctx.flow_run.id, Running(message=reason), force=True)
     return True
@@ -137,7 +137,7 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
         return decision
     decision.timed_out, decision.waited_seconds = True, time.monotonic() - started
     if not _leave_paused_state(decision.describe()):
-        decision.timed_out, decision.reason = False, "the run was cancelled while it waited"
+        decision.timed_out, decision.reason = False, "the run was cancelled (or ended) while it waited"
     logger.warning("%s", decision.describe())
     return decision
 
@@ -186,7 +186,8 @@ def _waiting(client: Any, run: FlowRun) -> Waiting | None:
         schema = json.loads(client.read_flow_run_input(run.id, keyset["schema"]))
     except ObjectNotFound:  # the run paused a moment ago and has not saved its form yet
         return None
-    approvers = list(schema.get("properties", {}).get("approver", {}).get("enum", []))
+    field = schema.get("properties", {}).get("approver", {})
+    approvers = list(field.get("enum") or ([field["const"]] if "const" in field else []))  # one name: a const
     try:
         description = str(json.loads(client.read_flow_run_input(run.id, keyset["description"])))
     except ObjectNotFound:
@@ -206,6 +207,17 @@ def pending() -> list[Waiting]:
     return sorted(found, key=lambda w: w.run.state.timestamp if w.run.state else 0)
 
 
+def _by_name(client: Any, name: str) -> FlowRun | None:
+    """The run named ``name``, preferring one that waits (a version released again has two)."""
+    from prefect.client.schemas.filters import FlowRunFilterName
+
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    paused = [r for r in runs if r.state and r.state.is_paused()] or runs
+    if len(paused) > 1:
+        raise InputError(f"{len(paused)} flow runs are named {name!r}", "give the run's id (opcd pending)")
+    return paused[0] if paused else None
+
+
 def find_waiting(run_id: str) -> Waiting:
     """The run ``run_id`` (a flow run id or its name), which must be waiting for an approval."""
     with get_client(sync_client=True) as client:
@@ -213,10 +225,7 @@ def find_waiting(run_id: str) -> Waiting:
         try:
             run = client.read_flow_run(UUID(run_id))
         except ValueError:  # not a UUID: a flow run name
-            from prefect.client.schemas.filters import FlowRunFilterName
-
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_id])))
-            run = runs[0] if len(runs) == 1 else None
+            run = _by_name(client, run_id)
         except ObjectNotFound:
             run = None
         if run is None:
@@ -248,4 +257,11 @@ def answer(waiting: Waiting, approved: bool, approver: str, reason: str) -> None
         )
     if result.status.value != "ACCEPT":
         why = getattr(result.details, "reason", None) or result.status.value
-        raise InputError(f"the Prefect server refused the answer: {why}", "the run is still waiting; fix the answer")
+        with get_client(sync_client=True) as client:
+            now = client.read_flow_run(waiting.run.id).state
+        if now is not None and now.is_paused():
+            raise InputError(
+                f"the Prefect server refused the answer: {why}", "the run is still waiting; fix the answer"
+            )
+        raise InputError(f"the Prefect server refused the answer: {why}",
+                         f"the run is {now.name if now else 'gone'}, no longer waiting")  # fmt: skip

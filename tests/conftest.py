@@ -25,6 +25,10 @@ import httpx
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The test server's background services that no test needs (no deployments, workers, automations
+# or event feed here): each one writes to the server's SQLite and competes for its lock.
+for _service in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "TRIGGERS", "EVENT_PERSISTER", "CANCELLATION_CLEANUP"):
+    os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{_service}_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "outreachpass"
