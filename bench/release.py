@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from collections.abc import Callable  # noqa: E402
+
 import botocore.client  # noqa: E402
 import httpx  # noqa: E402
 
@@ -129,8 +131,10 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path) 
     return time.perf_counter() - start
 
 
-def unit_costs(n: int = 12) -> tuple[float, float]:
-    """Seconds per empty task run and per empty subflow run on this Prefect server."""
+def unit_costs(n: int = 30, rounds: int = 3) -> tuple[float, float]:
+    """Seconds per empty task run and per empty subflow run on this Prefect server (medians of ``rounds``)."""
+    import statistics
+
     from prefect import flow, task
 
     @task
@@ -142,30 +146,27 @@ def unit_costs(n: int = 12) -> tuple[float, float]:
         return None
 
     @flow(name="bench-tasks")
-    def tasks_flow() -> None:
-        for i in range(n):
+    def tasks_flow(count: int) -> None:
+        for i in range(count):
             nothing(i)
 
     @flow(name="bench-subflows")
-    def subflows_flow() -> None:
-        for _ in range(n):
+    def subflows_flow(count: int) -> None:
+        for _ in range(count):
             child()
 
-    @flow(name="bench-empty")
-    def empty() -> None:
-        return None
+    def timed(fn: Callable[[int], None], count: int) -> float:
+        start = time.perf_counter()
+        fn(count)
+        return time.perf_counter() - start
 
-    empty()  # warm up
-    start = time.perf_counter()
-    empty()
-    base = time.perf_counter() - start
-    start = time.perf_counter()
-    tasks_flow()
-    per_task = (time.perf_counter() - start - base) / n
-    start = time.perf_counter()
-    subflows_flow()
-    per_flow = (time.perf_counter() - start - base) / n
-    return per_task, per_flow
+    timed(tasks_flow, 1)  # warm up
+    per_task, per_flow = [], []
+    for _ in range(rounds):
+        base = timed(tasks_flow, 0)
+        per_task.append((timed(tasks_flow, n) - base) / n)
+        per_flow.append((timed(subflows_flow, n // 3) - base) / (n // 3))
+    return statistics.median(per_task), statistics.median(per_flow)
 
 
 def main() -> int:
@@ -228,7 +229,7 @@ def main() -> int:
           f" {plain_calls} AWS calls")  # fmt: skip
     print(f"ratio release deploys / plain script: {deploys / plain:.2f}")
     share = overhead / wall
-    print(f"orchestration overhead: {task_runs} task runs x {per_task * 1000:.0f} ms + {flow_runs} flow runs x"
+    print(f"orchestration overhead: {task_runs} task runs x {per_task * 1000:.1f} ms + {flow_runs} flow runs x"
           f" {per_flow * 1000:.0f} ms = {overhead:.1f} s ({share:.0%} of the release's wall time)")  # fmt: skip
     return 0
 
