@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     release.add_argument(
         "--env", action="append", dest="environments", metavar="ENV",
-        help="an environment, in order (repeat; default: every environment of opcd.toml in its order)",
+        help="an environment (repeat; default: all); they always go in opcd.toml's order, dev before prod",
     )  # fmt: skip
     release.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
 
@@ -713,8 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:  # the Prefect API (pending, approve, reject, any flow run)
-        print(f"error: cannot reach the Prefect API: {exc} — is PREFECT_API_URL right and its server up?",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: the Prefect API did not answer as expected: {exc} — is PREFECT_API_URL right and its"
+              " server up?", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
