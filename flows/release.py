@@ -34,7 +34,7 @@ from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.versions import check_version
-from tasks.approval import Decision, wait_for_approval
+from tasks.approval import Decision, duration_text, wait_for_approval
 from tasks.apprunner import describe, find_service
 from tasks.ecr import describe_repository
 from tasks.git import changed_paths, touches
@@ -251,28 +251,28 @@ def approval_description(
     decision_timeout: float,
     approvers: list[str],
 ) -> str:
-    """The markdown the Resume form shows: what will be deployed, what is live, earlier results."""
-    earlier = list(done)
-    header = "| Component | Deploys | Live in " + environment + " now |" + "".join(f" {e} result |" for e in earlier)
-    rule = "|---|---|---|" + "---|" * len(earlier)
-    rows = [
-        f"| {c} | {version} | {live[c]} |"
-        + "".join(f" {_step_text(done[e][c]).splitlines()[0]} |" for e in earlier if c in done[e])
-        for c in components
-    ]
-    hours = decision_timeout / 3600
-    return "\n".join([
+    """The markdown the Resume form shows: what will be deployed, what is live, earlier results.
+
+    A list, not a table: the form is narrow, and a table's last columns would be cut off there.
+    """
+    lines = [
         f"### Release {version} to **{environment}**",
         "",
-        f"Commit `{git_sha}`." if git_sha else "No commit recorded.",
-        f"Started by {actor()}.",
+        (f"Commit `{git_sha}`, " if git_sha else "No commit recorded; ") + f"started by {actor()}.",
         "",
-        header, rule, *rows,
+    ]
+    for c in components:
+        lines.append(f"- **{c}** → {version}")
+        lines.append(f"  - live in {environment} now: {live[c]}")
+        lines += [f"  - {e}: {_step_text(done[e][c]).splitlines()[0]}" for e in done if c in done[e]]
+    return "\n".join([
+        *lines,
         "",
-        f"Approvers: {', '.join(approvers)}. Unanswered after {hours:g} h, the release ends as rejected.",
+        f"Approvers: {', '.join(approvers)}. Unanswered after {duration_text(decision_timeout)}, the release"
+        " ends as rejected.",
         "",
-        "**Approve**: leave *Approve* on, pick your name, say why. "
-        "**Reject**: switch *Approve* off, pick your name, say why: nothing is deployed to " + environment + ".",
+        "**Approve**: leave *Approved* on, pick your name, say why. "
+        "**Reject**: switch *Approved* off, pick your name, say why: nothing is deployed to " + environment + ".",
     ])  # fmt: skip
 
 

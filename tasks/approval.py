@@ -54,7 +54,7 @@ def approval_form(approvers: list[str]) -> type[RunInput]:
     form: type[RunInput] = create_model(
         "Approval",
         __base__=_ApprovalRules,
-        approved=(bool, Field(True, title="Approve", description="On: deploy. Off: reject (give a reason).")),
+        approved=(bool, Field(True, title="Approved", description="On: deploy. Off: reject (give a reason).")),
         approver=(names, Field(title="Approver", description=f"Who answers: one of {', '.join(approvers)}.")),
         reason=(str, Field("", title="Reason", description="Why: recorded in the ledger and sent to Slack.")),
     )
@@ -115,7 +115,7 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
         if decision.refused:
             shown = f"> **The last answer was refused:** {decision.refused[-1]}\n\n{description}"
         logger.info(
-            "Waiting up to %s for the approval of %s by %s", _duration(remaining), environment,
+            "Waiting up to %s for the approval of %s by %s", duration_text(remaining), environment,
             " or ".join(settings.approvers),
         )  # fmt: skip
         try:
@@ -142,7 +142,7 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
     return decision
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"

@@ -116,7 +116,7 @@ def test_release_goes_to_dev_then_prod_after_an_approval(
     description = waiting["description"]
     assert "Release v1 to **prod**" in description and "`1234567`" in description
     for component in ("backend", "worker", "frontend"):
-        assert f"| {component} | v1 |" in description
+        assert f"- **{component}** → v1" in description
     assert "a version opcd did not deploy (Lambda version 1)" in description  # prod's backend before the release
     assert "hello-app-runner" in description  # prod's frontend: the seeded sample image
     assert description.count("deployed in") == 3  # the dev results
