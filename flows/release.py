@@ -110,6 +110,13 @@ def choose_components(
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 
 
+def ordered_environments(config: Config, requested: list[str] | None) -> list[str]:
+    """The environments asked for (all when none), each checked, in opcd.toml's order."""
+    for name in requested or []:
+        config.environment(name)
+    return [e for e in config.environments if not requested or e in requested]
+
+
 def check_request(
     config: Config, target: AwsTarget, version: str, git_sha: str | None, components: list[str], requested: list[str]
 ) -> list[str]:
@@ -122,9 +129,7 @@ def check_request(
     if git_sha is not None and not _SHA.match(git_sha):
         raise InputError(f"{git_sha!r} is not a commit sha", "give 7 to 40 lowercase hex digits (git rev-parse HEAD)")
     everything = list(config.environments)
-    for name in requested:
-        config.environment(name)
-    chosen = [e for e in everything if e in requested] if requested else everything
+    chosen = ordered_environments(config, requested)
     for skipped in everything[: everything.index(chosen[-1])]:
         if skipped in chosen:
             continue
@@ -502,9 +507,7 @@ def release(
     logger = get_run_logger()
     config = load_config(config_path)
     check_version(version)
-    for environment in environments or []:
-        config.environment(environment)
-    envs = [e for e in config.environments if not environments or e in environments]
+    envs = ordered_environments(config, environments)
     run = Release(config, config_path, version, git_sha, envs)
     run.components, why = choose_components(config, run.target, components, git_sha, envs[-1])
     run.environments = envs = check_request(config, run.target, version, git_sha, run.components, envs)

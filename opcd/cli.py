@@ -459,13 +459,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from flows.release import check_request, choose_components, preflight
+    from flows.release import check_request, choose_components, ordered_environments, preflight
 
     config = load_config(args.config)
     check_version(args.app_version)
-    for env in args.environments or []:
-        config.environment(env)
-    envs = [e for e in config.environments if not args.environments or e in args.environments]
+    envs = ordered_environments(config, args.environments)
     target = _print_target(config)
     components, why = choose_components(config, target, args.components, args.git_sha, envs[-1])
     envs = check_request(config, target, args.app_version, args.git_sha, components, envs)
