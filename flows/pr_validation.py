@@ -20,6 +20,7 @@ from prefect.states import Failed
 from opcd.config import load_config
 from opcd.errors import InputError
 from tasks.checks import CheckResult, plan_checks, run_check, scan_tree
+from tasks.git import tree_of_commit
 from tasks.github import report_to_github
 from tasks.notify import run_url
 
@@ -80,16 +81,19 @@ def pr_validation(
 ) -> list[dict[str, Any]] | State:
     """Run every configured check of the checkout at ``path`` in parallel; report them; fail on a required failure."""
     logger = get_run_logger()
-    checkout = Path(path).resolve()
-    if not checkout.is_dir():
+    given = Path(path).resolve()
+    if not given.is_dir():
         raise InputError(f"checkout {path!r} is not a directory", "pass the path of the pull request's checkout")
-    config = load_config(config_path or checkout / "opcd.toml")
-    checks = plan_checks(config, checkout)
-    logger.info("Running %d checks in parallel: %s", len(checks), ", ".join(c.name for c in checks))
-    # first, so that every check's output is redacted of what it finds
-    findings, secrets = scan_tree(checkout, config.validation.secrets_baseline)
-    futures = [run_check.submit(check, checkout, config, findings, secrets) for check in checks]
-    results: list[CheckResult] = [f.result() for f in futures]
+    with tree_of_commit(given, head_sha) as checkout:  # the PR's head, also on a worker's checkout of main
+        if checkout != given:
+            logger.info("Checking commit %s in a worktree of %s", head_sha, given)
+        config = load_config(config_path or checkout / "opcd.toml")
+        checks = plan_checks(config, checkout)
+        logger.info("Running %d checks in parallel: %s", len(checks), ", ".join(c.name for c in checks))
+        # first, so that every check's output is redacted of what it finds
+        findings, secrets = scan_tree(checkout, config.validation.secrets_baseline)
+        futures = [run_check.submit(check, checkout, config, findings, secrets) for check in checks]
+        results: list[CheckResult] = [f.result() for f in futures]
     comment = report(results, head_sha)
     create_markdown_artifact(key="pr-validation", markdown=comment, description="checks of the pull request")
     if repository and (head_sha or pull_request is not None):

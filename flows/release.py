@@ -20,7 +20,7 @@ from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
@@ -34,7 +34,7 @@ from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.versions import check_version
-from tasks.approval import Decision, duration_text, wait_for_approval
+from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import describe, find_service
 from tasks.ecr import describe_repository
 from tasks.git import changed_paths, touches
@@ -154,7 +154,13 @@ def preflight(config_path: str | None, components: list[str], environments: list
                 plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
 
 
-@task(name="build", task_run_name="build {component} {version}", cache_policy=NO_CACHE)
+# A release started from a deployment is suspended at its approval gate and, once answered, runs
+# again from the top: the builds and deploys it finished come back from their persisted results
+# (keyed by the run and the inputs) instead of running twice.
+_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + INPUTS  # the source too: a build and a deploy take the same inputs
+
+
+@task(name="build", task_run_name="build {component} {version}", cache_policy=_ONCE_PER_RUN, persist_result=True)
 def build_component(
     component: str, version: str, git_sha: str | None, config_path: str | None, environment: str
 ) -> str:
@@ -170,7 +176,10 @@ def build_component(
     return f"{how} s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})"
 
 
-@task(name="deploy", task_run_name="deploy {component} to {environment}", cache_policy=NO_CACHE)
+@task(
+    name="deploy", task_run_name="deploy {component} to {environment}", cache_policy=_ONCE_PER_RUN,
+    persist_result=True,
+)  # fmt: skip
 def deploy_component(
     component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
 ) -> Any:
@@ -329,6 +338,10 @@ class Release:
         self.started = time.monotonic()
         self.build_seconds = 0.0
         self.builds: dict[str, str] = {}
+        # Resumed after a suspension: up to the answer at this gate, the run repeats what it did
+        # before, and its messages went out then; they are not sent twice.
+        self.replaying_until = replayed_gate(environments)
+        self.notifier.muted = self.emailer.muted = self.replaying_until is not None
 
     def summary(self, outcome: str, detail: str) -> dict[str, Any]:
         ctx = FlowRunContext.get()
@@ -417,6 +430,9 @@ class Release:
             description + self._link() + f"\nOr from a terminal: {command}\n",
         )
         decision = wait_for_approval(environment, settings, description)
+        if environment == self.replaying_until:  # the answer that resumed the run: news from here on
+            self.notifier.muted = self.emailer.muted = False
+            self.replaying_until = None
         self.approvals.append(decision)
         if decision.approved:
             self.notifier.send(f"{environment} {decision.describe()}", "ok")
@@ -486,6 +502,7 @@ def _notify_state(flow: Any, flow_run: Any, state: Any) -> None:
     on_crashed=[_notify_state],
     on_cancellation=[_notify_state],
     on_completion=[_forget],
+    persist_result=True,
 )
 def release(
     version: str,

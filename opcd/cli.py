@@ -1,7 +1,7 @@
 """The ``opcd`` command line.
 
 Exit codes: 0 success, 1 a deploy/rollback/health check that ran and failed, 2 bad input (nothing
-was changed). Errors are one line on stderr: ``error: what is wrong — how to fix it``.
+was changed), 3 ``opcd drift`` found drift. Errors are one line on stderr: ``error: what is wrong — how to fix it``.
 
 Flows and tasks are imported inside the commands that run them, so ``--help`` and
 ``config check`` stay fast and never start Prefect.
@@ -39,6 +39,10 @@ EPILOG = """examples:
   opcd approve RUN --approver alice --reason … resume a waiting release (reject: the same, refusing)
   opcd status --env dev                        what is live where
   opcd validate                                the pull request checks on this checkout
+  opcd setup                                   prepare the Prefect server: pool, locks, secrets, deployments
+  opcd terraform plan --git-sha SHA            plan each environment, keep the plans for apply
+  opcd terraform apply --git-sha SHA           apply dev's reviewed plan, approval, prod's
+  opcd drift --env prod                        live state against the ledger and Terraform (exit 3: drift)
 """
 
 
@@ -137,6 +141,43 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--repository", help="owner/name: also post statuses and the PR comment to GitHub")
     validate.add_argument("--pull-request", type=int, help="PR number for the comment (with --repository)")
     validate.add_argument("--head-sha", help="commit for the statuses (with --repository)")
+
+    setup = sub.add_parser(
+        "setup", help="prepare the Prefect server at PREFECT_API_URL: pool, locks, secrets, deployments",
+        description="Create or update, on the Prefect server that PREFECT_API_URL names: the work pool, one "
+        "concurrency limit per lock, the secret blocks opcd.toml names (values from OPCD_SECRET_<BLOCK>), and "
+        "the deployments of prefect.yaml. Idempotent: prints what it changed; a second run changes nothing.",
+    )  # fmt: skip
+    setup.add_argument("--prefect-file", default="prefect.yaml", help="the deployments (default: ./prefect.yaml)")
+    setup.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+
+    terraform = sub.add_parser("terraform", help="Terraform plan and apply, as the terraform-* flows")
+    tf_sub = terraform.add_subparsers(dest="action", required=True)
+    tf_plan = tf_sub.add_parser(
+        "plan", help="plan each environment in parallel; keep the saved plans; comment on the PR",
+        description="Plan each environment in parallel, summarise the plans (destroys first), keep the saved "
+        "plans in the artifact bucket under the commit's sha, and comment on the pull request when one is named.",
+    )  # fmt: skip
+    tf_plan.add_argument("--env", action="append", dest="environments", metavar="ENV", help="(repeat; default: all)")
+    tf_plan.add_argument("--git-sha", help="the commit planned: names the saved plans (default: latest)")
+    tf_plan.add_argument("--pull-request", type=int, help="PR number to comment on (with --repository)")
+    tf_plan.add_argument("--repository", help="owner/name on GitHub (default: $GITHUB_REPOSITORY)")
+    tf_apply = tf_sub.add_parser(
+        "apply", help="apply the reviewed plans: dev, then each gated environment after its approval",
+        description="Apply the saved plans of --git-sha in opcd.toml's order. Behind an approval gate the "
+        "environment is planned again after the approval and applied only if nothing changed since review.",
+    )  # fmt: skip
+    tf_apply.add_argument("--git-sha", required=True, help="the commit whose reviewed plans to apply")
+    tf_apply.add_argument("--env", action="append", dest="environments", metavar="ENV", help="(repeat; default: all)")
+
+    drift = sub.add_parser(
+        "drift", help="check live state against the ledger, opcd.toml and Terraform; exit 3 on drift",
+        description="The drift-check flow: each environment's live aliases, weights, rules, services, alarms and "
+        "the bucket's retention rules against what opcd recorded, and a Terraform plan. Exit 0 clean, 3 drift.",
+    )  # fmt: skip
+    drift.add_argument("--env", action="append", dest="environments", metavar="ENV", help="(repeat; default: all)")
+    drift.add_argument("--skip-terraform", action="store_true", help="check live state only (no terraform plan)")
+    drift.add_argument("--json", action="store_true", help="machine-readable output")
 
     status = sub.add_parser("status", help="what is live in each environment")
     status.add_argument("--env", dest="environment", help="only this environment")
@@ -671,7 +712,78 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deployments.setup import setup
+
+    config = load_config(args.config)
+    changes = setup(config, Path(args.prefect_file), dry_run=args.dry_run)
+    changed = [c for c in changes if c.action in ("created", "updated")]
+    missing = [c for c in changes if c.action == "missing"]
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{verb} {len(changed)} of {len(changes)}" + (f"; {len(missing)} missing (see above)" if missing else ""))
+    return 0
+
+
+def cmd_terraform(args: argparse.Namespace) -> int:
+    from flows.terraform import terraform_apply, terraform_plan
+
+    config = load_config(args.config)
+    explicit = str(config_path(args.config).resolve())
+    _print_target(config)
+    if args.action == "plan":
+        result = _run_flow(
+            terraform_plan, environments=args.environments, pull_request=args.pull_request,
+            repository=args.repository, git_sha=args.git_sha, config_path=explicit,
+        )  # fmt: skip
+        for plan in result["plans"]:
+            destroys = "  (destroys!)" if plan["destroy"] or plan["replace"] else ""
+            adds, gone = len(plan["add"]) + len(plan["replace"]), len(plan["destroy"]) + len(plan["replace"])
+            print(f"{plan['environment']}: {adds} to add, {len(plan['change'])} to change, {gone} to destroy{destroys}")
+        print(f"saved as plan {result['plan_id']}; PR comment: {result['comment']}")
+        return 0
+    result = _run_flow(terraform_apply, git_sha=args.git_sha, environments=args.environments, config_path=explicit)
+    for env in config.environments:
+        if env in result:
+            print(f"{env}: {result[env]}")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from flows.drift import EXIT_DRIFT, drift_check
+
+    config = load_config(args.config)
+    if not args.json:
+        _print_target(config)
+    _quiet_console()
+    state = drift_check(
+        environments=args.environments, terraform=not args.skip_terraform,
+        config_path=str(config_path(args.config).resolve()), return_state=True,
+    )  # fmt: skip
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, OpcdError):
+        raise data
+    if not isinstance(data, dict):
+        raise DeployFailed(f"drift-check ended {state.name}: {data}")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"Terraform: {data['terraform']}")
+        for f in data["findings"]:
+            print(f"DRIFT  {f['environment']:<5} {f['resource']}: {f['problem']}\n       fix: {f['fix']}")
+        for error in data["errors"]:
+            print(f"ERROR  {error}")
+        print(f"{len(data['findings'])} finding(s)" if data["findings"] else "no drift")
+    if data["findings"]:
+        return EXIT_DRIFT
+    return 1 if data["errors"] else 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "setup": cmd_setup,
+    "terraform": cmd_terraform,
+    "drift": cmd_drift,
     "config": cmd_config_check,
     "sandbox": cmd_sandbox,
     "deploy": cmd_deploy,

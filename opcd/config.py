@@ -267,12 +267,36 @@ class Validation(_Model):
     timeouts: dict[str, Duration] = Field(default_factory=dict)
 
 
+class TerraformSettings(_Model):
+    """The Terraform root module that ``terraform-plan``, ``terraform-apply`` and ``drift-check`` run."""
+
+    root: str = Field(description="Directory of the root module, relative to opcd.toml.")
+    binary: str = Field(default="terraform", description="terraform or tofu, found on PATH (or a path).")
+    backend_config: str = Field(
+        default="backends/{environment}.hcl",
+        description="Per-environment -backend-config file, relative to root; {environment} is replaced.",
+    )
+    var_file: str | None = Field(
+        default="environments/{environment}.tfvars",
+        description="Per-environment -var-file, relative to root; {environment} is replaced.",
+    )
+    timeout: Duration = Field(default=1800.0, description="Time limit of one terraform command.")
+    lock_timeout: Duration = Field(default=300.0, description="How long terraform waits for the state lock.")
+
+    def backend_file(self, environment: str) -> str:
+        return self.backend_config.replace("{environment}", environment)
+
+    def var_file_for(self, environment: str) -> str | None:
+        return self.var_file.replace("{environment}", environment) if self.var_file else None
+
+
 class Config(_Model):
     project: Project
     components: dict[Annotated[str, Field(pattern=_NAME)], Component]
     environments: dict[Annotated[str, Field(pattern=_NAME)], Environment]
     notifications: Notifications = Notifications()
     validation: Validation = Validation()
+    terraform: TerraformSettings | None = None
 
     # Where the file was read from; relative paths in it are relative to this directory.
     root: Path = Field(default=Path("."), exclude=True)
@@ -400,6 +424,20 @@ def _cross_checks(config: Config) -> list[str]:
                 )
         if any(c.migrations for c in config.components.values()) and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
+    if config.terraform:
+        problems += _terraform_checks(config, config.terraform)
+    return problems
+
+
+def _terraform_checks(config: Config, settings: TerraformSettings) -> list[str]:
+    root = config.root / settings.root
+    if not root.is_dir():
+        return [f"terraform.root: directory {settings.root!r} does not exist"]
+    problems = []
+    for ename in config.environments:
+        for key, name in (("backend_config", settings.backend_file(ename)), ("var_file", settings.var_file_for(ename))):
+            if name is not None and not (root / name).is_file():
+                problems.append(f"terraform.{key}: {ename}'s file {settings.root}/{name} does not exist")
     return problems
 
 

@@ -1,11 +1,16 @@
 """The approval gate: a flow run pauses until a person on the environment's list approves or rejects.
 
-In the flow, :func:`wait_for_approval` pauses the run with ``pause_flow_run(wait_for_input=…)``.
+In the flow, :func:`wait_for_approval` pauses the run with ``pause_flow_run(wait_for_input=…)``;
+a run started from a deployment is suspended instead (``suspend_flow_run``): its process ends and
+the worker is free, and on resume the run starts again from the top, reusing the persisted results
+of the tasks it finished (the release's builds and deploys) and finding its answer under the same
+pause key.
 The form is an ``Approval`` run input whose ``approver`` is a ``Literal`` of the environment's
 approvers: the Prefect server validates a resume against the form's JSON schema, so it refuses
 anyone else (and the UI shows a dropdown). A rejection needs a reason; that rule lives in Python,
 which the server does not run, so an answer breaking it is refused here and the run pauses again.
-No answer before ``approval.timeout`` is a rejection that says "timed out".
+No answer before ``approval.timeout`` is a rejection that says "timed out" (a suspended run is
+failed by the server instead: "The flow was paused and never resumed").
 
 Outside the run, :func:`pending` lists the runs waiting for an approval and :func:`answer` resumes
 one through the API, exactly as the UI's Resume form does (``opcd pending``, ``opcd approve``,
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from uuid import UUID
 
-from prefect import pause_flow_run
+from prefect import pause_flow_run, suspend_flow_run
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -98,8 +103,28 @@ def _leave_paused_state(reason: str) -> bool:
     return True
 
 
+def started_from_deployment() -> bool:
+    """True in a run a worker started from a deployment: such a run can be suspended."""
+    ctx = FlowRunContext.get()
+    return bool(ctx and ctx.flow_run and ctx.flow_run.deployment_id)
+
+
+def used_pause_keys() -> set[str]:
+    """The pause keys this run used before (a resumed run replays up to the last of them)."""
+    ctx = FlowRunContext.get()
+    return set(ctx.flow_run.empirical_policy.pause_keys or ()) if ctx and ctx.flow_run else set()
+
+
+def replayed_gate(environments: list[str]) -> str | None:
+    """The last environment whose gate this run was suspended at before: everything up to its answer
+    is a replay of what the run did before it was suspended (its messages were sent then)."""
+    used = used_pause_keys()
+    gates = [e for e in environments if any(k.startswith(f"{KEY_PREFIX}-{e}-") for k in used)]
+    return gates[-1] if gates else None
+
+
 def wait_for_approval(environment: str, settings: ApprovalSettings, description: str) -> Decision:
-    """Pause the current flow run until an approver answers, or the timeout passes."""
+    """Pause (or suspend, in a deployment's run) the current flow run until an approver answers."""
     logger = get_run_logger()
     form = approval_form(settings.approvers)
     started = time.monotonic()
@@ -118,11 +143,17 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
             "Waiting up to %s for the approval of %s by %s", duration_text(remaining), environment,
             " or ".join(settings.approvers),
         )  # fmt: skip
+        key, timeout = f"{KEY_PREFIX}-{environment}-{attempt}", max(1, math.ceil(remaining))
         try:
-            answer: Any = pause_flow_run(
-                wait_for_input=form.with_initial_data(description=shown, approved=True),
-                timeout=max(1, math.ceil(remaining)), poll_interval=poll, key=f"{KEY_PREFIX}-{environment}-{attempt}",
-            )  # fmt: skip
+            if started_from_deployment():  # the process ends here until someone answers
+                answer: Any = suspend_flow_run(
+                    wait_for_input=form.with_initial_data(description=shown, approved=True), timeout=timeout, key=key
+                )
+            else:
+                answer = pause_flow_run(
+                    wait_for_input=form.with_initial_data(description=shown, approved=True),
+                    timeout=timeout, poll_interval=poll, key=key,
+                )  # fmt: skip
         except FlowPauseTimeout:
             break
         except ValidationError as exc:

@@ -97,6 +97,7 @@ class Notifier:
         self.title = title
         self.failures: list[str] = []
         self.sent = 0
+        self.muted = False  # a resumed run replaying what it did (and said) before its suspension
         self._thread_ts: str | None = None
         self._channel = settings.channel if settings else None
         self._client: WebClient | None = None
@@ -141,6 +142,9 @@ class Notifier:
     def send(self, text: str, level: str = "info", facts: dict[str, str] | None = None) -> bool:
         """Post one message; True when Slack took it (or no Slack is configured)."""
         fallback = f"{self.title}: {text}"
+        if self.muted:
+            _logger().info("Slack: %r was sent before the run was suspended; not again", fallback[:80])
+            return True
         if not (self._client or self._webhook):
             return True
         blocks = self.blocks(text, level, facts)
@@ -172,6 +176,7 @@ class Emailer:
         self.settings, self.target = settings, target
         self.failures: list[str] = []
         self.sent: list[str] = []  # SES message ids
+        self.muted = False  # see Notifier.muted
 
     @classmethod
     def from_config(cls, config: Config, target: AwsTarget) -> Emailer:
@@ -183,7 +188,7 @@ class Emailer:
 
     def send(self, subject: str, body: str) -> bool:
         """One email to every recipient; True when SES took it (or no email is configured)."""
-        if self.settings is None or self.target is None:
+        if self.settings is None or self.target is None or self.muted:
             return True
         try:
             answer = self.target.client("ses").send_email(

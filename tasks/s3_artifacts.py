@@ -1,8 +1,10 @@
-"""The artifact bucket: ``{component}/{version}/lambda.zip`` and its ``metadata.json``."""
+"""The artifact bucket: ``{component}/{version}/lambda.zip`` and its ``metadata.json``; saved
+Terraform plans at ``terraform/plans/{plan id}/{environment}/``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -10,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.errors import ResourceMissing
+from opcd.errors import InputError, ResourceMissing
 from tasks.build import Package
 
 RULE_PREFIX = "opcd-retention-"
@@ -133,3 +135,56 @@ def write_artifact_metadata(
             raise _missing_bucket(bucket, target) from exc
         raise
     return key
+
+
+PLANS_PREFIX = "terraform/plans"
+
+
+def plan_key(plan_id: str, environment: str, name: str) -> str:
+    return f"{PLANS_PREFIX}/{plan_id}/{environment}/{name}"
+
+
+@task(name="store-terraform-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def store_plan(
+    target: AwsTarget, bucket: str, plan_id: str, environment: str, plan_file: str, summary: dict[str, Any]
+) -> str:
+    """Keep a saved plan and its summary (addresses only: no values) for the apply that follows review."""
+    s3 = target.client("s3")
+    key = plan_key(plan_id, environment, "plan.tfplan")
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=Path(plan_file).read_bytes())
+        s3.put_object(
+            Bucket=bucket, Key=plan_key(plan_id, environment, "summary.json"),
+            Body=json.dumps(summary, indent=2, sort_keys=True).encode(), ContentType="application/json",
+        )  # fmt: skip
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    get_run_logger().info("Saved %s's plan at s3://%s/%s", environment, bucket, key)
+    return key
+
+
+@task(name="load-terraform-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def load_plan(
+    target: AwsTarget, bucket: str, plan_id: str, environment: str, out_dir: str
+) -> tuple[str, dict[str, Any]]:
+    """The reviewed plan of ``environment`` (written to ``out_dir``) and its summary."""
+    s3 = target.client("s3")
+    try:
+        summary = json.loads(
+            s3.get_object(Bucket=bucket, Key=plan_key(plan_id, environment, "summary.json"))["Body"].read()
+        )
+        body = s3.get_object(Bucket=bucket, Key=plan_key(plan_id, environment, "plan.tfplan"))["Body"].read()
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            raise InputError(
+                f"no reviewed Terraform plan {plan_id!r} for {environment} in s3://{bucket}/{PLANS_PREFIX}/",
+                "run terraform-plan with the same git_sha first",
+            ) from exc
+        if error_code(exc) == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    path = Path(out_dir) / f"{environment}.tfplan"
+    path.write_bytes(body)
+    return str(path), summary

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ for _service in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "TRIGGERS", "EVENT_PERSIST
     os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{_service}_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
+# Terraform cannot download providers here: the tests run the stand-in that speaks its CLI.
+TERRAFORM_STANDIN = ROOT / "tests" / "terraform_standin" / "terraform"
 EXAMPLES = ROOT / "examples" / "outreachpass"
 BACKEND = EXAMPLES / "backend"
 WORKER = EXAMPLES / "worker"
@@ -181,8 +184,19 @@ def project_config() -> str:
     # prod's approval waits 120 s at most and is polled every second
     gate = 'approval = { approvers = ["alice", "bob"], timeout = "120s", poll_interval = "1s" }'
     text, gates = re.subn(r'approval = \{ approvers = \["alice", "bob"\], timeout = "24h" \}', gate, text)
-    assert count == polls == follows == gates == 1, "opcd.toml's prod settings changed: update project_config()"
+    text, binaries = re.subn(r'binary = "terraform"', f'binary = "{TERRAFORM_STANDIN}"', text)
+    assert count == polls == follows == gates == binaries == 1, "opcd.toml changed: update project_config()"
     return text
+
+
+def write_terraform_root(root: Path, resources: dict[str, Any] | None = None, **extra: Any) -> None:
+    """A root module for the Terraform stand-in: its configuration, each environment's backend and var file."""
+    for folder in ("backends", "environments"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "standin.json").write_text(json.dumps({"resources": resources or {}, **extra}))
+    for env in ("dev", "prod"):
+        (root / "backends" / f"{env}.hcl").write_text(f'path = "{root.parent / "terraform-state" / env}.tfstate"\n')
+        (root / "environments" / f"{env}.tfvars").write_text(f'environment = "{env}"\n')
 
 
 @pytest.fixture
@@ -198,6 +212,7 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
     httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
     project = Project(tmp_path, sandbox.url, sandbox.apprunner_url)
     copy_examples(tmp_path)
+    write_terraform_root(tmp_path / "src" / "terraform")  # nothing to change: no Terraform drift
     (tmp_path / "opcd.toml").write_text(project_config())
     config = load_config(project.config_path)
     data = tmp_path / "data"
@@ -269,3 +284,57 @@ def deployed(project: Project, prefect_server: None) -> Project:
         code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", version)
         assert code == 0, err
     return project
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local Slack that records every message; the runs post to it through an incoming webhook."""
+    from opcd.sandbox.slack import SlackSink
+
+    for var in ("OPCD_SLACK_BOT_TOKEN", "OPCD_SLACK_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    server = SlackSink().start()
+    monkeypatch.setenv("OPCD_SLACK_WEBHOOK_URL", server.webhook_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_waiting(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that failed half-way leaves its run paused: cancel it so the next test cannot see it."""
+    yield
+    if "prefect_server" not in request.fixturenames:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    from tasks.approval import pending
+
+    with get_client(sync_client=True) as client:
+        for waiting in pending():
+            client.set_flow_run_state(waiting.run.id, Cancelled(message="left waiting by a test"), force=True)
+
+
+def start_in_thread(flow: Callable[..., Any], **params: Any) -> Future[Any]:
+    """Run a flow in another thread (it blocks at an approval); its final state comes back."""
+    context = contextvars.copy_context()  # the Prefect test server's settings live in a ContextVar
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(context.run, flow, return_state=True, **params)
+    pool.shutdown(wait=False)
+    return future
+
+
+def wait_for_pending(run: Future[Any]) -> dict[str, Any]:
+    """The approval that ``run`` waits for, once it waits: id, environment, approvers, description, url."""
+    from tasks.approval import pending
+
+    deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
+    while time.monotonic() < deadline:
+        assert not run.done(), f"the run ended without waiting: {run.result()}"
+        found = pending()
+        if found:
+            w = found[0]
+            return {"id": str(w.run.id), "environment": w.environment, "approvers": w.approvers,
+                    "description": w.description, "url": w.ui_url}  # fmt: skip
+        time.sleep(0.3)
+    raise AssertionError("no run waited for an approval")

@@ -23,4 +23,16 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         assert set(deployment.get("parameters", {})) <= set(accepted)
         assert deployment["work_pool"]["name"] == "opcd"
         names.add(flow.name)
-    assert names == {"deploy-backend", "deploy-worker", "deploy-frontend", "rollback", "pr-validation"}
+    assert names == {
+        "release", "deploy-backend", "deploy-worker", "deploy-frontend", "rollback",
+        "terraform-plan", "terraform-apply", "pr-validation", "drift-check",
+    }  # fmt: skip
+
+
+def test_releases_queue_and_drift_is_checked_every_six_hours_in_utc() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert by_name["release"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    (schedule,) = by_name["drift-check"]["schedules"]
+    assert schedule == {"cron": "0 */6 * * *", "timezone": "UTC", "active": True}
+    assert all(d["work_pool"] is by_name["release"]["work_pool"] for d in spec["deployments"])  # one pool, reused

@@ -59,6 +59,15 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
             Bucket=config.project.artifact_bucket,
             CreateBucketConfiguration={"LocationConstraint": config.project.region},
         )
+    # the retention rules Terraform gives the bucket (the lambda deploys keep their own in place too)
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=config.project.artifact_bucket,
+        LifecycleConfiguration={"Rules": [
+            {"ID": f"opcd-retention-{name}", "Filter": {"Prefix": f"{name}/"}, "Status": "Enabled",
+             "Expiration": {"Days": config.project.artifact_retention_days}}
+            for name in config.components
+        ]},
+    )  # fmt: skip
     role_arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(_TRUST))["Role"]["Arn"]
     gateway: dict[str, str] = {}
     for env_name, env in config.environments.items():

@@ -12,13 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +22,7 @@ import pytest
 
 from opcd.sandbox.slack import SlackSink
 from tests.conftest import ROOT, Project
+from tests.e2e.conftest import BIN, prefect_server
 
 CHROMIUM = shutil.which("chromium")
 try:
@@ -33,11 +30,13 @@ try:
 except ImportError:  # pragma: no cover - make test installs it
     sync_playwright = None  # type: ignore[assignment]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or sync_playwright is None,
-    reason="needs Debian's chromium and the playwright package: `make test` installs both when run as root",
-)
-BIN = Path(sys.executable).parent
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None or sync_playwright is None,
+        reason="needs Debian's chromium and the playwright package: `make test` installs both when run as root",
+    ),
+    pytest.mark.xdist_group("prefect-ui"),  # one server for the module
+]
 ARTIFACTS = ROOT / "test-artifacts"
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -48,33 +47,8 @@ FLAGS = [
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server with its UI on a free loopback port; its API URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api = f"http://127.0.0.1:{port}/api"
-    home = tmp_path_factory.mktemp("prefect-ui")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api}
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180  # a guard against a hang, not a timing assertion
-        while True:
-            assert server.poll() is None, (home / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the Prefect server did not answer"
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+    with prefect_server(tmp_path_factory.mktemp("prefect-ui")) as api:
         yield api
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        log.close()
 
 
 @pytest.fixture

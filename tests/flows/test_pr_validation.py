@@ -16,7 +16,6 @@ from tests.conftest import EXAMPLES, ROOT
 from tests.github_stub import GitHubStub
 
 REPO = "outreachpass/outreachpass"
-SHA = "0123456789abcdef0123456789abcdef01234567"
 HAS_TERRAFORM = bool(shutil.which("terraform") or shutil.which("tofu"))
 ALL = ["tests-backend", "tests-worker", "lint", "types", "node-frontend", "bandit", "secrets", "terraform", "build"]
 
@@ -25,6 +24,12 @@ def git(checkout: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=checkout, check=True, capture_output=True,
                    env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@example.org", "PATH": "/usr/bin:/bin"})  # fmt: skip
+
+
+def head(checkout: Path) -> str:
+    """The checkout's commit: the pull request's head sha its statuses go to."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def add_validation(checkout: Path, lines: str) -> None:
@@ -46,6 +51,7 @@ def make_checkout(root: Path, validation: str = "") -> Path:
     shutil.copy(EXAMPLES / "ruff.toml", root / "examples" / "outreachpass" / "ruff.toml")
     (root / "infra").mkdir()
     (root / "infra" / "main.tf").write_text('terraform {\n  required_version = ">= 1.6"\n}\n')
+    shutil.copytree(EXAMPLES / "terraform", root / "examples" / "outreachpass" / "terraform")
     (root / "opcd.toml").write_text((ROOT / "opcd.toml").read_text())
     add_validation(root, f'terraform = "infra"\n{validation}')
     git(root, "init", "-q")
@@ -91,7 +97,8 @@ def by_name(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_a_clean_checkout_passes_and_is_reported(tmp_path: Path, github: GitHubStub, prefect_server: None) -> None:
     checkout = make_checkout(tmp_path)
-    state, results = run(checkout, repository=REPO, pull_request=7, head_sha=SHA)
+    sha = head(checkout)
+    state, results = run(checkout, repository=REPO, pull_request=7, head_sha=sha)
 
     assert state.is_completed(), state.message
     checks = by_name(results)
@@ -109,7 +116,7 @@ def test_a_clean_checkout_passes_and_is_reported(tmp_path: Path, github: GitHubS
     # exactly: one status per check that ran, then the comment looked up and created
     posted = [(m, p) for m, p, _ in github.requests]
     ran = [n for n in ALL if n != "terraform" or HAS_TERRAFORM]
-    assert posted == [("POST", f"/repos/{REPO}/statuses/{SHA}")] * len(ran) + [
+    assert posted == [("POST", f"/repos/{REPO}/statuses/{sha}")] * len(ran) + [
         ("GET", f"/repos/{REPO}/issues/7/comments?per_page=100&page=1"),
         ("POST", f"/repos/{REPO}/issues/7/comments"),
     ]
@@ -127,7 +134,8 @@ def test_a_clean_checkout_passes_and_is_reported(tmp_path: Path, github: GitHubS
     add_validation(checkout, 'skip = ["tests-backend", "tests-worker", "types", "node-frontend", "bandit", "build",'
                              ' "terraform"]\n')  # fmt: skip
     github.requests.clear()
-    state, results = run(checkout, repository=REPO, pull_request=7, head_sha=SHA)
+    sha = head(checkout)
+    state, results = run(checkout, repository=REPO, pull_request=7, head_sha=sha)
     assert state.is_completed() and [r["name"] for r in results] == ["lint", "secrets"]
     assert [(m, p) for m, p, _ in github.requests][-2:] == [
         ("GET", f"/repos/{REPO}/issues/7/comments?per_page=100&page=1"),
@@ -161,7 +169,7 @@ def test_each_planted_problem_is_reported_by_its_check(
     git(checkout, "add", "-A")
     git(checkout, "commit", "-qm", "planted")
 
-    state, results = run(checkout, repository=REPO, pull_request=8, head_sha=SHA)
+    state, results = run(checkout, repository=REPO, pull_request=8, head_sha=head(checkout))
 
     assert state.is_failed()
     assert state.message == "required check(s) failed: tests-backend, tests-worker, lint, secrets"

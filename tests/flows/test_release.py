@@ -3,19 +3,17 @@ answered through the Prefect API (as the UI's Resume form does), Slack and SES n
 
 from __future__ import annotations
 
-import contextvars
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from moto.backends import get_backend
 
 from opcd.sandbox.slack import SlackSink
-from tests.conftest import RAISES_ON_IMPORT, Project
+from tests.conftest import RAISES_ON_IMPORT, Project, start_in_thread, wait_for_pending
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("buildah") and shutil.which("skopeo") and shutil.which("docker-registry")),
@@ -36,56 +34,11 @@ def handler(event, context):
 """
 
 
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSink]:
-    for var in ("OPCD_SLACK_BOT_TOKEN", "OPCD_SLACK_API_URL"):
-        monkeypatch.delenv(var, raising=False)
-    server = SlackSink().start()
-    monkeypatch.setenv("OPCD_SLACK_WEBHOOK_URL", server.webhook_url)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_run_left_waiting(prefect_server: None) -> Iterator[None]:
-    """A test that failed half-way leaves its release paused: cancel it so the next test cannot see it."""
-    yield
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
-
-    from tasks.approval import pending
-
-    with get_client(sync_client=True) as client:
-        for waiting in pending():
-            client.set_flow_run_state(waiting.run.id, Cancelled(message="left waiting by a test"), force=True)
-
-
 def start_release(project: Project, version: str, **params: Any) -> Future[Any]:
     """Run the release flow in another thread (it blocks at the approval); its final state comes back."""
     from flows.release import release
 
-    context = contextvars.copy_context()  # the Prefect test server's settings live in a ContextVar
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(
-        context.run, release, version=version, config_path=str(project.config_path), return_state=True, **params
-    )
-    pool.shutdown(wait=False)
-    return future
-
-
-def wait_for_pending(project: Project, release: Future[Any]) -> dict[str, Any]:
-    from tasks.approval import pending
-
-    deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        assert not release.done(), f"the release ended without waiting: {release.result()}"
-        found = pending()
-        if found:
-            w = found[0]
-            return {"id": str(w.run.id), "environment": w.environment, "approvers": w.approvers,
-                    "description": w.description, "url": w.ui_url}  # fmt: skip
-        time.sleep(0.3)
-    raise AssertionError("no run waited for an approval")
+    return start_in_thread(release, version=version, config_path=str(project.config_path), **params)
 
 
 def live_version(project: Project, function: str) -> str:
@@ -109,7 +62,7 @@ def test_release_goes_to_dev_then_prod_after_an_approval(
     project: Project, prefect_server: None, sink: SlackSink
 ) -> None:
     release = start_release(project, "v1", git_sha="1234567")
-    waiting = wait_for_pending(project, release)
+    waiting = wait_for_pending(release)
 
     # The form says what will be deployed, what is live in prod now and how dev went.
     assert waiting["environment"] == "prod" and waiting["approvers"] == ["alice", "bob"]
@@ -180,7 +133,7 @@ def test_reject_ends_the_release_with_prod_untouched(project: Project, prefect_s
     from prefect.client.orchestration import get_client
 
     release = start_release(project, "v1", components=["worker"])
-    waiting = wait_for_pending(project, release)
+    waiting = wait_for_pending(release)
 
     # A rejection without a reason passes the server's schema; the flow refuses it and waits again.
     with get_client(sync_client=True) as client:
@@ -189,7 +142,7 @@ def test_reject_ends_the_release_with_prod_untouched(project: Project, prefect_s
     again = waiting
     while "refused" not in again["description"] and time.monotonic() < deadline:
         time.sleep(0.3)
-        again = wait_for_pending(project, release)
+        again = wait_for_pending(release)
     assert "The last answer was refused:** a rejection needs a reason" in again["description"]
     assert project.live("outreachpass-worker-prod") == "1"
 
@@ -242,7 +195,7 @@ def test_a_failure_in_prod_rolls_that_component_back_and_keeps_the_others(
 ) -> None:
     project.write_source(UNHEALTHY_IN_PROD)
     release = start_release(project, "v1", components=["backend", "worker"])
-    waiting = wait_for_pending(project, release)
+    waiting = wait_for_pending(release)
     code, out, err = project.cli("approve", waiting["id"], "--approver", "bob", "--reason", "go")
     assert code == 0, err
     state = release.result(timeout=300)

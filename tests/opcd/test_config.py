@@ -207,3 +207,23 @@ def test_sample_event_must_exist() -> None:
     data = base()
     data["components"]["worker"]["sample_event"] = "nowhere.json"
     assert "components.worker.sample_event: file 'nowhere.json' does not exist" in problems(data)
+
+
+def test_terraform_files_are_checked_per_environment() -> None:
+    data = base()
+    data["terraform"] = {**data["terraform"], "var_file": "vars/{environment}.tfvars", "colour": "blue"}
+    text = problems(data)
+    assert "terraform.colour: unknown key" in text
+    data["terraform"].pop("colour")
+    text = problems(data)
+    assert "terraform.var_file: dev's file examples/outreachpass/terraform/vars/dev.tfvars does not exist" in text
+    assert "terraform.var_file: prod's file" in text
+    data["terraform"]["root"] = "nowhere"
+    assert "terraform.root: directory 'nowhere' does not exist" in problems(data)
+
+
+def test_the_project_config_names_its_terraform() -> None:
+    config = load_config(ROOT / "opcd.toml")
+    assert config.terraform is not None
+    assert config.terraform.backend_file("prod") == "backends/prod.hcl"
+    assert config.terraform.var_file_for("dev") == "environments/dev.tfvars"

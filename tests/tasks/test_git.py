@@ -58,3 +58,29 @@ def test_only_changed_components_are_released(project: Project) -> None:
     assert choose_components(config, target, None, None, "prod")[0] == ["backend", "worker", "frontend"]
     assert changed_paths(project.root / "src", first, second) == [project.worker / "worker.py"]
     assert changed_paths(project.root.parent, first, second) is None  # not a git checkout: git cannot tell
+
+
+def test_the_tree_of_another_commit_is_a_temporary_worktree(tmp_path: Path) -> None:
+    import pytest
+
+    from opcd.errors import InputError
+    from tasks.git import tree_of_commit
+
+    # given: a checkout of main whose sub-directory app/ changed after the pull request's commit
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "a.txt").write_text("pull request\n")
+    git(tmp_path, "init", "-q")
+    pr_head = commit(tmp_path, "pr")
+    (tmp_path / "app" / "a.txt").write_text("main\n")
+    main = commit(tmp_path, "main")
+
+    # then: the checkout's own commit (or none) is the checkout itself; another is a worktree, removed after
+    with tree_of_commit(tmp_path / "app", main[:12]) as same, tree_of_commit(tmp_path / "app", None) as none:
+        assert same == none == tmp_path / "app"
+    with tree_of_commit(tmp_path / "app", pr_head) as tree:
+        assert tree != tmp_path / "app" and (tree / "a.txt").read_text() == "pull request\n"
+    assert not tree.exists()
+    assert (tmp_path / "app" / "a.txt").read_text() == "main\n"  # the checkout itself untouched
+    assert len(git(tmp_path, "worktree", "list").splitlines()) == 1  # the worktree is gone from git too
+    with pytest.raises(InputError, match="is not in the checkout"), tree_of_commit(tmp_path, "ab" * 20):
+        pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import httpx
 
-from tests.conftest import copy_examples, project_config
+from tests.conftest import copy_examples, project_config, write_terraform_root
 
 
 def opcd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,6 +23,7 @@ def opcd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_env_down(tmp_path: Path) -> None:
     copy_examples(tmp_path)
+    write_terraform_root(tmp_path / "src" / "terraform")
     (tmp_path / "opcd.toml").write_text(project_config())
 
     up = opcd(tmp_path, "sandbox", "up", "--detach", "--port", "0")
@@ -65,6 +66,7 @@ def test_up_env_down(tmp_path: Path) -> None:
 
 def test_busy_port_is_a_clear_error(tmp_path: Path, sandbox: object) -> None:
     copy_examples(tmp_path)
+    write_terraform_root(tmp_path / "src" / "terraform")
     (tmp_path / "opcd.toml").write_text(project_config())
     port = str(sandbox.port)
     result = opcd(tmp_path, "sandbox", "up", "--port", port)

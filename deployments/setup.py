@@ -1,0 +1,256 @@
+"""``opcd setup``: make the Prefect server at ``PREFECT_API_URL`` ready to run the opcd flows.
+
+In order, each step creating what is missing and updating what differs, and saying which:
+
+1. the work pool of ``prefect.yaml`` (type ``process``; a pool of another type is left as it is);
+2. one global concurrency limit with one slot per lock (``opcd/locks.py``): each component in each
+   environment, and each environment's release slot;
+3. the Prefect Secret blocks that ``opcd.toml`` names (Slack's webhook or token): the value comes
+   from the environment variable ``OPCD_SECRET_<BLOCK>`` (the block name in capitals, ``-`` as
+   ``_``); a block that exists and has no such variable is kept; values are never printed;
+4. the deployments of ``prefect.yaml``: each one the server lacks, or holds differently (entrypoint,
+   parameters and their schema, pool, pull steps, schedules, concurrency, tags, description), is
+   deployed with ``prefect deploy``; the others are left alone.
+
+Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+    WorkPoolCreate,
+)
+from prefect.exceptions import ObjectNotFound
+
+from opcd.config import Config
+from opcd.errors import ConfigError, InputError
+from opcd.locks import limit_name, release_limit_name
+
+POOL_TYPE = "process"
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # work pool | concurrency limit | secret block | deployment
+    name: str
+    action: str  # created | updated | unchanged | missing
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.action:<9}  {self.kind:<17}  {self.name}" + (f"  ({self.detail})" if self.detail else "")
+
+
+def read_spec(prefect_yaml: Path) -> dict[str, Any]:
+    try:
+        spec: dict[str, Any] = yaml.safe_load(prefect_yaml.read_text())
+    except FileNotFoundError:
+        raise InputError(
+            f"{prefect_yaml} not found", "run opcd setup from the checkout, or pass --prefect-file"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{prefect_yaml}: not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict) or not spec.get("deployments"):
+        raise ConfigError(f"{prefect_yaml} declares no deployments", "see the README's prefect.yaml section")
+    return spec
+
+
+def pool_names(spec: dict[str, Any]) -> list[str]:
+    return sorted({d["work_pool"]["name"] for d in spec["deployments"] if d.get("work_pool")})
+
+
+def lock_names(config: Config) -> list[str]:
+    names = []
+    for env in config.environments:
+        names.append(release_limit_name(env))
+        names += [limit_name(env, component) for component in config.components]
+    return names
+
+
+def secret_blocks(config: Config) -> list[str]:
+    slack = config.notifications.slack
+    return [name for name in ((slack.webhook_secret, slack.token_secret) if slack else ()) if name]
+
+
+def secret_variable(block: str) -> str:
+    return "OPCD_SECRET_" + block.upper().replace("-", "_")
+
+
+# --- each step ------------------------------------------------------------------------------------
+
+
+def ensure_pool(client: Any, name: str, dry_run: bool) -> Change:
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        if not dry_run:
+            client.create_work_pool(WorkPoolCreate(name=name, type=POOL_TYPE))
+        return Change("work pool", name, "created", f"type {POOL_TYPE}")
+    detail = "" if pool.type == POOL_TYPE else f"type {pool.type}, kept as it is"
+    return Change("work pool", name, "unchanged", detail)
+
+
+def ensure_lock(client: Any, name: str, dry_run: bool) -> Change:
+    try:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        if not dry_run:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        return Change("concurrency limit", name, "created", "1 slot")
+    if limit.limit == 1 and limit.active:
+        return Change("concurrency limit", name, "unchanged")
+    if not dry_run:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+    return Change("concurrency limit", name, "updated", f"was {limit.limit} slot(s), active={limit.active}")
+
+
+def ensure_secret(name: str, dry_run: bool) -> Change:
+    from prefect.blocks.system import Secret
+
+    variable = secret_variable(name)
+    value = os.environ.get(variable)
+    try:
+        current: Any = Secret.load(name)
+    except ValueError:  # Prefect's "Unable to find block document named …"
+        current = None
+    if value is None:
+        if current is None:
+            return Change("secret block", name, "missing", f"set {variable} and run opcd setup again")
+        return Change("secret block", name, "unchanged")
+    if current is not None and current.get() == value:
+        return Change("secret block", name, "unchanged")
+    if not dry_run:
+        Secret(value=value).save(name, overwrite=True)  # type: ignore[arg-type]
+    return Change("secret block", name, "created" if current is None else "updated", f"from {variable}")
+
+
+def _schedules(spec: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
+    return sorted((s.get("cron"), s.get("interval"), s.get("timezone"), s.get("active", True)) for s in spec or [])
+
+
+def _parameter_schema(root: Path, entrypoint: str) -> dict[str, Any]:
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    flow: Any = load_flow_from_entrypoint(str(root / entrypoint))
+    schema: dict[str, Any] = parameter_schema(flow).model_dump_for_openapi()
+    return _without_empty_definitions(schema)
+
+
+def _without_empty_definitions(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The server drops an empty ``definitions``; compare without it."""
+    schema = dict(schema or {})
+    if not schema.get("definitions"):
+        schema.pop("definitions", None)
+    return schema
+
+
+def differences(wanted: dict[str, Any], pull: list[Any], server: Any, schema: dict[str, Any]) -> list[str]:
+    """What the server's deployment holds differently from ``prefect.yaml`` (empty: the same)."""
+    concurrency = wanted.get("concurrency_limit") or {}
+    held_limit = server.global_concurrency_limit.limit if server.global_concurrency_limit else None
+    options = server.concurrency_options
+    held_strategy = options.collision_strategy.value if options and options.collision_strategy else None
+    pairs = {
+        "entrypoint": (wanted["entrypoint"], server.entrypoint),
+        "description": ((wanted.get("description") or "").strip(), (server.description or "").strip()),
+        "tags": (sorted(wanted.get("tags") or []), sorted(server.tags or [])),
+        "parameters": (wanted.get("parameters") or {}, server.parameters or {}),
+        "parameter schema": (schema, _without_empty_definitions(server.parameter_openapi_schema)),
+        "work pool": (wanted["work_pool"]["name"], server.work_pool_name),
+        "work queue": (wanted["work_pool"].get("work_queue_name") or "default", server.work_queue_name),
+        "pull steps": (wanted.get("pull", pull), server.pull_steps or []),
+        "schedules": (
+            _schedules(wanted.get("schedules")),
+            _schedules(
+                [
+                    {
+                        "cron": getattr(s.schedule, "cron", None),
+                        "interval": _seconds(getattr(s.schedule, "interval", None)),
+                        "timezone": getattr(s.schedule, "timezone", None),
+                        "active": s.active,
+                    }
+                    for s in server.schedules
+                ]
+            ),
+        ),  # fmt: skip
+        "concurrency": (
+            (concurrency.get("limit"), concurrency.get("collision_strategy") if concurrency else None),
+            (held_limit, held_strategy if held_limit else None),
+        ),
+    }
+    return [name for name, (want, have) in pairs.items() if want != have]
+
+
+def _seconds(interval: Any) -> Any:
+    return interval.total_seconds() if interval is not None else None
+
+
+def plan_deployments(client: Any, spec: dict[str, Any], root: Path) -> list[Change]:
+    changes = []
+    pull = spec.get("pull") or []
+    for wanted in spec["deployments"]:
+        flow_name = _flow_name(root, wanted["entrypoint"])
+        full = f"{flow_name}/{wanted['name']}"
+        try:
+            server = client.read_deployment_by_name(full)
+        except ObjectNotFound:
+            changes.append(Change("deployment", full, "created"))
+            continue
+        changed = differences(wanted, pull, server, _parameter_schema(root, wanted["entrypoint"]))
+        changes.append(Change("deployment", full, "updated" if changed else "unchanged", ", ".join(changed)))
+    return changes
+
+
+def _flow_name(root: Path, entrypoint: str) -> str:
+    from prefect.flows import load_flow_from_entrypoint
+
+    return str(load_flow_from_entrypoint(str(root / entrypoint)).name)
+
+
+def deploy(prefect_yaml: Path, names: list[str]) -> None:
+    """``prefect deploy`` the named deployments (flow/deployment), from the checkout."""
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_yaml)]
+    for name in names:
+        command += ["--name", name]
+    result = subprocess.run(command, cwd=prefect_yaml.parent, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        raise InputError(f"prefect deploy failed: {tail}", "fix prefect.yaml, or see `prefect deploy --help`")
+
+
+def setup(config: Config, prefect_yaml: Path, dry_run: bool = False, say: Any = print) -> list[Change]:
+    """Every step in order; each change is said as it is made. Returns them all."""
+    spec = read_spec(prefect_yaml)
+    root = prefect_yaml.parent.resolve()
+    changes: list[Change] = []
+
+    def note(change: Change) -> None:
+        changes.append(change)
+        say(change.line())
+
+    with get_client(sync_client=True) as client:
+        say(f"Prefect server: {client.api_url}")
+        for name in pool_names(spec):
+            note(ensure_pool(client, name, dry_run))
+        for name in lock_names(config):
+            note(ensure_lock(client, name, dry_run))
+        for name in secret_blocks(config):
+            note(ensure_secret(name, dry_run))
+        planned = plan_deployments(client, spec, root)
+    todo = [c.name for c in planned if c.action != "unchanged"]
+    if todo and not dry_run:
+        deploy(prefect_yaml, todo)
+    for change in planned:
+        note(change)
+    return changes

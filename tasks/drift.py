@@ -1,0 +1,183 @@
+"""Live-state drift: what runs in AWS against what opcd's ledger and opcd.toml say should run.
+
+One task per system read, each returning findings (no finding: that part matches):
+
+- Lambda: the ``live`` alias points at the version the ledger's ``live.json`` names, carries no
+  leftover canary/linear weights, and no deploy stopped half-way (``latest.json`` says shifting);
+- EventBridge: each configured rule of a deployed component exists and targets only ``live``;
+- App Runner: the service runs the image the ledger recorded;
+- CloudWatch: every configured alarm exists;
+- S3: the artifact bucket keeps its retention rule for each component.
+
+A component opcd never deployed to an environment (no ``live.json``) has no recorded version to
+compare: only what needs no record (weights, alarms, the bucket) is checked for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from opcd.aws import AwsTarget, error_code
+from opcd.config import Config
+from opcd.errors import ResourceMissing
+from tasks.apprunner import describe, find_service
+from tasks.eventbridge import TARGET_ID, aws_rule_name
+from tasks.lambda_functions import read_live
+from tasks.ledger import read_latest
+from tasks.s3_artifacts import RULE_PREFIX
+
+
+@dataclass(frozen=True)
+class Finding:
+    environment: str
+    resource: str  # what drifted: a function's alias, a rule, a service, an alarm, the bucket
+    problem: str  # what is wrong, in one line
+    fix: str  # how to put it right
+    source: str = "live"  # live (against the ledger and opcd.toml) | terraform (against the configuration)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> dict[str, Any] | None:
+    return read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
+
+
+def _half_done(environment: str, resource: str, component: str, latest: dict[str, Any], doing: str) -> Finding:
+    run = latest.get("flow_run_name") or latest.get("flow_run_id") or "unknown"
+    return Finding(
+        environment, resource, f"a deploy of {latest.get('version')} stopped while {doing} (run {run})",
+        f"check `opcd status --env {environment}`, then deploy or roll back {component}",
+    )  # fmt: skip
+
+
+@task(name="check-lambda-aliases", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+    findings = []
+    bucket = config.project.artifact_bucket
+    for component, function in config.environment(environment).functions.items():
+        resource = f"{function}:live"
+        try:
+            live = read_live(target, function)
+        except ResourceMissing as exc:
+            findings.append(Finding(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            continue
+        if live.weights:
+            split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
+            findings.append(Finding(
+                environment, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
+                f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
+            ))  # fmt: skip
+        record = _live_record(config, target, environment, component)
+        if record and record.get("live_lambda_version") and record["live_lambda_version"] != live.lambda_version:
+            findings.append(Finding(
+                environment, resource,
+                f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
+                f" says {record['live_lambda_version']} ({record.get('live_version')})",
+                f"opcd rollback {component} --env {environment} --to-lambda-version {record['live_lambda_version']}"
+                " (or deploy again)",
+            ))  # fmt: skip
+        latest = read_latest(target, bucket, environment, component)
+        if latest and latest.get("outcome") == "shifting":
+            findings.append(_half_done(environment, resource, component, latest, "shifting traffic"))
+    return findings
+
+
+@task(name="check-event-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+    findings = []
+    events, lam = target.client("events"), target.client("lambda")
+    env = config.environment(environment)
+    for component, comp in config.components.items():
+        if not comp.rules or component not in env.functions or not _live_record(config, target, environment, component):
+            continue
+        function = env.functions[component]
+        alias_arn = lam.get_alias(FunctionName=function, Name="live")["AliasArn"]
+        fix = f"deploy {component} to {environment} again: opcd puts its rules back on live"
+        for rule in comp.rules:
+            name = aws_rule_name(config.project.name, environment, rule.name)
+            try:
+                info = events.describe_rule(Name=name)
+                targets = events.list_targets_by_rule(Rule=name)["Targets"]
+            except Exception as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+                findings.append(Finding(environment, f"rule {name}", "does not exist", fix))
+                continue
+            if info.get("State") != ("ENABLED" if rule.enabled else "DISABLED"):
+                findings.append(Finding(environment, f"rule {name}", f"is {info.get('State')}", fix))
+            wrong = [t["Arn"] for t in targets if t["Arn"] != alias_arn]
+            if wrong:
+                findings.append(Finding(
+                    environment, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
+                ))  # fmt: skip
+            elif not any(t.get("Id") == TARGET_ID for t in targets):
+                findings.append(Finding(environment, f"rule {name}", f"has no target on {function}:live", fix))
+    return findings
+
+
+@task(name="check-apprunner-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_apprunner_services(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+    findings = []
+    for component, ref in config.environment(environment).services.items():
+        try:
+            service = describe(target, find_service(target, ref))
+        except ResourceMissing as exc:
+            findings.append(Finding(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
+            continue
+        record = _live_record(config, target, environment, component)
+        if record and record.get("live_image") and record["live_image"] != service.image:
+            findings.append(Finding(
+                environment, f"service {service.name}",
+                f"runs {service.image}; the ledger says {record['live_image']} ({record.get('live_version')})",
+                f"opcd rollback {component} --env {environment} --to {record.get('live_version')} (or deploy again)",
+            ))  # fmt: skip
+        latest = read_latest(target, config.project.artifact_bucket, environment, component)
+        if latest and latest.get("outcome") == "shifting":
+            findings.append(_half_done(environment, f"service {service.name}", component, latest, "moving the service"))
+        if service.status != "RUNNING":
+            findings.append(Finding(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
+    return findings
+
+
+@task(name="check-alarms-exist", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+    names = config.environment(environment).alarms
+    if not names:
+        return []
+    found: set[str] = set()
+    for page in target.client("cloudwatch").get_paginator("describe_alarms").paginate(AlarmNames=names):
+        found |= {a["AlarmName"] for a in page["MetricAlarms"] + page.get("CompositeAlarms", [])}
+    return [
+        Finding(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
+        for n in names
+        if n not in found
+    ]
+
+
+@task(name="check-retention-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
+    bucket, days = config.project.artifact_bucket, config.project.artifact_retention_days
+    try:
+        rules = target.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except Exception as exc:
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    by_id = {r.get("ID"): r for r in rules}
+    findings = []
+    fix = "apply Terraform (it owns the bucket's lifecycle rules; a Lambda deploy also restores its own)"
+    for component in config.components:
+        rule = by_id.get(f"{RULE_PREFIX}{component}")
+        if rule is None:
+            problem = f"has no retention rule for {component}/ (artifacts are never expired)"
+        elif rule.get("Status") != "Enabled" or rule.get("Expiration", {}).get("Days") != days:
+            problem = f"retention rule for {component}/ is not 'Enabled, expire after {days} days'"
+        else:
+            continue
+        findings.append(Finding("all", f"bucket {bucket}", problem, fix))
+    return findings

@@ -1,0 +1,355 @@
+"""Terraform (or OpenTofu) through its CLI: init, fmt, validate, plan, show and apply.
+
+A thin wrapper: each method runs one ``terraform`` command in the root module and streams its
+output, line by line, to the run log. Nothing is parsed from human output; what opcd reads comes
+from exit codes (``plan -detailed-exitcode``: 0 no changes, 1 error, 2 changes) and from the
+documented JSON of a saved plan (``show -json``: ``format_version``, ``resource_changes``,
+``change.actions``).
+
+Each command run gets its own ``TF_DATA_DIR`` (so two environments, or two runs, never share
+``.terraform``) and one shared provider cache (``TF_PLUGIN_CACHE_DIR``). Values of secret
+environment variables (``TF_VAR_*``, AWS keys, tokens) are masked in every line that is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
+from prefect.logging import get_run_logger
+
+from opcd.config import Config, TerraformSettings
+from opcd.errors import ConfigError, DeployFailed, InputError
+
+# Environment variables whose values never reach a log line.
+_SECRET_NAMES = re.compile(r"^(TF_VAR_.+|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|.*TOKEN|.*PASSWORD|.*API_KEY)$")
+INSTALL_HINT = (
+    "install Terraform (https://developer.hashicorp.com/terraform/install) or OpenTofu (https://opentofu.org/docs/intro/install/)"
+    " on the worker's PATH, or set terraform.binary in opcd.toml to its path"
+)
+
+
+class TerraformFailed(DeployFailed):
+    """A terraform command ended with an error."""
+
+
+def find_binary(name: str) -> str:
+    """The full path of ``terraform``/``tofu`` (or of an explicit path); InputError naming what to install."""
+    found = shutil.which(name)
+    if not found:
+        raise InputError(f"{name!r} not found on PATH", INSTALL_HINT)
+    return found
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """The values to mask: those of secret-named variables, longest first (a value may contain another)."""
+    env = os.environ if environ is None else environ
+    values = {v for k, v in env.items() if _SECRET_NAMES.match(k) and len(v) >= 4}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(line: str, secrets: list[str]) -> str:
+    for value in secrets:
+        line = line.replace(value, "***")
+    return line
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+
+
+class Terraform:
+    """One root module for one environment: its backend config and var file, a private data dir."""
+
+    def __init__(
+        self,
+        settings: TerraformSettings,
+        config_root: Path,
+        environment: str,
+        log: Callable[[str], None],
+        data_dir: Path,
+        plugin_cache: Path | None = None,
+    ) -> None:
+        self.settings, self.environment, self.log = settings, environment, log
+        self.binary = find_binary(settings.binary)
+        self.root = (config_root / settings.root).resolve()
+        if not self.root.is_dir():
+            raise ConfigError(
+                f"terraform.root: directory {self.root} does not exist", "fix terraform.root in opcd.toml"
+            )
+        self.backend_file = self.root / settings.backend_file(environment)
+        var_file = settings.var_file_for(environment)
+        self.var_file = self.root / var_file if var_file else None
+        self.data_dir = data_dir
+        self.plugin_cache = plugin_cache
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "TF_DATA_DIR": str(self.data_dir), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
+        if self.plugin_cache:
+            self.plugin_cache.mkdir(parents=True, exist_ok=True)
+            env["TF_PLUGIN_CACHE_DIR"] = str(self.plugin_cache)
+        return env
+
+    def run(self, *args: str, ok: tuple[int, ...] = (0,), capture: bool = False) -> Result:
+        """Run ``terraform ARGS`` in the root; stream its output (stderr only, when ``capture``)."""
+        command = [self.binary, *args]
+        secrets = secret_values()
+        shown = redact(" ".join([Path(self.binary).name, *args]), secrets)
+        self.log(f"[{self.environment}] $ {shown}")
+        started = time.monotonic()
+        with subprocess.Popen(
+            command, cwd=self.root, env=self._env(), text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+        ) as proc:  # fmt: skip
+            streamed = proc.stderr if capture else proc.stdout
+            assert streamed is not None and proc.stdout is not None
+            out: list[str] = []
+            reader = None
+            if capture:  # stdout is the JSON answer: read it aside while stderr streams
+                reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+                reader.start()
+            timer = threading.Timer(self.settings.timeout, proc.kill)
+            timer.start()
+            try:
+                for line in streamed:
+                    self.log(f"[{self.environment}] {redact(line.rstrip(), secrets)}")
+                code = proc.wait()
+            finally:
+                timer.cancel()
+            if reader:
+                reader.join()
+        if time.monotonic() - started >= self.settings.timeout:
+            raise TerraformFailed(
+                f"{shown} ran longer than {self.settings.timeout:.0f} s and was stopped",
+                "raise terraform.timeout in opcd.toml, or look at the run log for where it hung",
+            )
+        if code not in ok:
+            raise TerraformFailed(
+                f"{shown} failed with exit code {code} in {self.environment}", "the run log holds terraform's output"
+            )
+        return Result(code, "".join(out))
+
+    def init(self) -> None:
+        args = ["init", "-input=false", "-no-color", "-reconfigure"]
+        if not self.backend_file.is_file():
+            raise ConfigError(
+                f"terraform backend config {self.backend_file} does not exist",
+                "fix terraform.backend_config in opcd.toml",
+            )
+        args.append(f"-backend-config={self.backend_file}")
+        self.run(*args)
+
+    def fmt_check(self) -> list[str]:
+        """The files ``fmt -check`` says need formatting (none: formatted)."""
+        result = self.run("fmt", "-check", "-recursive", "-no-color", ok=(0, 3), capture=True)
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+    def validate(self) -> None:
+        self.run("validate", "-no-color")
+
+    def _var_args(self) -> list[str]:
+        return [f"-var-file={self.var_file}"] if self.var_file else []
+
+    def plan(self, out: Path) -> bool:
+        """Save a plan to ``out``; True when it holds changes."""
+        result = self.run(
+            "plan", "-input=false", "-no-color", f"-out={out}", "-detailed-exitcode",
+            f"-lock-timeout={self.settings.lock_timeout:.0f}s", *self._var_args(), ok=(0, 2),
+        )  # fmt: skip
+        return result.code == 2
+
+    def show_json(self, plan: Path) -> dict[str, Any]:
+        result = self.run("show", "-json", "-no-color", str(plan), capture=True)
+        try:
+            data: dict[str, Any] = json.loads(result.stdout)
+        except ValueError as exc:
+            raise TerraformFailed(f"terraform show -json printed no JSON for {plan.name}: {exc}") from exc
+        return data
+
+    def apply(self, plan: Path) -> None:
+        """Apply exactly the saved plan ``plan`` (terraform refuses it when the state moved since)."""
+        self.run(
+            "apply", "-input=false", "-no-color", f"-lock-timeout={self.settings.lock_timeout:.0f}s", str(plan)
+        )  # fmt: skip
+
+
+@contextmanager
+def workspace(config: Config, environment: str, log: Callable[[str], None]) -> Iterator[Terraform]:
+    """A Terraform for ``environment`` with a data dir of its own, removed afterwards."""
+    if config.terraform is None:
+        raise ConfigError("opcd.toml has no [terraform] table", "add [terraform] with root = the root module")
+    cache = config.state_dir() / "terraform" / "plugin-cache"
+    with tempfile.TemporaryDirectory(prefix=f"opcd-tf-{environment}-") as data:
+        yield Terraform(config.terraform, config.root, environment, log, Path(data), cache)
+
+
+# --- what a saved plan does, from its JSON ------------------------------------------------------
+
+_KINDS = {
+    ("create",): "add",
+    ("update",): "change",
+    ("delete",): "destroy",
+    ("delete", "create"): "replace",
+    ("create", "delete"): "replace",
+}
+
+
+@dataclass
+class PlanSummary:
+    environment: str
+    add: list[str] = field(default_factory=list)
+    change: list[str] = field(default_factory=list)
+    destroy: list[str] = field(default_factory=list)
+    replace: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # changed outside Terraform (resource_drift)
+    fingerprint: str = ""
+    terraform_version: str | None = None
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.add or self.change or self.destroy or self.replace)
+
+    def counts(self) -> str:
+        """Terraform's own tally: a replacement counts as one to add and one to destroy."""
+        adds, destroys = len(self.add) + len(self.replace), len(self.destroy) + len(self.replace)
+        return f"{adds} to add, {len(self.change)} to change, {destroys} to destroy"
+
+    def markdown(self) -> str:
+        """Destroys and replacements first: they are what a reviewer must not miss."""
+        if not self.has_changes:
+            return f"#### {self.environment}: no changes\n"
+        lines = [f"#### {self.environment}: {self.counts()}", ""]
+        for label, items in (
+            (":warning: **destroy**", self.destroy), (":warning: **replace** (destroy, then create)", self.replace),
+            ("add", self.add), ("change", self.change),
+        ):  # fmt: skip
+            lines += [f"- {label}: `{address}`" for address in items]
+        if self.drift:
+            lines += ["", "Changed outside Terraform since the last apply:"]
+            lines += [f"- `{address}`" for address in self.drift]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _significant(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rc for rc in changes if tuple(rc.get("change", {}).get("actions", [])) not in (("no-op",), ("read",))]
+
+
+def fingerprint(plan: dict[str, Any]) -> str:
+    """One hash of what the plan would do: each change's address, actions, before and after."""
+    rows = sorted(
+        (rc["address"], rc["change"].get("actions"), rc["change"].get("before"), rc["change"].get("after"))
+        for rc in _significant(plan.get("resource_changes") or [])
+    )
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def summarize_plan(plan: dict[str, Any], environment: str) -> PlanSummary:
+    """The summary of ``terraform show -json PLAN``; a format opcd does not know is an error."""
+    version = str(plan.get("format_version", ""))
+    if not version.startswith("1."):
+        raise TerraformFailed(
+            f"the saved plan's JSON has format_version {version or 'none'!r}; opcd reads format 1.x",
+            "use Terraform 1.x or OpenTofu 1.x",
+        )
+    summary = PlanSummary(environment, fingerprint=fingerprint(plan), terraform_version=plan.get("terraform_version"))
+    for rc in _significant(plan.get("resource_changes") or []):
+        actions = tuple(rc["change"]["actions"])
+        kind = _KINDS.get(actions)
+        if kind is None:
+            raise TerraformFailed(f"{rc['address']}: unknown plan actions {list(actions)}")
+        getattr(summary, kind).append(rc["address"])
+    summary.drift = sorted(rc["address"] for rc in _significant(plan.get("resource_drift") or []))
+    for items in (summary.add, summary.change, summary.destroy, summary.replace):
+        items.sort()
+    return summary
+
+
+def comment_body(marker: str, summaries: list[PlanSummary], git_sha: str | None, run_url: str | None) -> str:
+    """The PR comment: one section per environment; destroys said at the top."""
+    destroys = [s.environment for s in summaries if s.destroy or s.replace]
+    lines = [marker, f"### Terraform plan{f' for `{git_sha[:12]}`' if git_sha else ''}", ""]
+    if destroys:
+        lines += [f":warning: **This plan destroys resources in {', '.join(destroys)}.**", ""]
+    lines += [s.markdown() for s in summaries]
+    if run_url:
+        lines.append(f"[The Prefect run]({run_url}) keeps each full plan.")
+    return "\n".join(lines)
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+
+@task(name="plan-terraform", cache_policy=NO_CACHE)
+def plan_terraform(config: Config, environment: str, out_dir: str) -> tuple[str, PlanSummary]:
+    """init, plan to ``{out_dir}/{environment}.tfplan``, read it back as JSON: (plan file, summary)."""
+    logger = get_run_logger()
+    with workspace(config, environment, logger.info) as tf:
+        tf.init()
+        out = Path(out_dir) / f"{environment}.tfplan"
+        tf.plan(out)
+        summary = summarize_plan(tf.show_json(out), environment)
+    logger.info("Terraform plan for %s: %s", environment, summary.counts())
+    return str(out), summary
+
+
+# terraform-apply started from a deployment is suspended at its gate and then runs again from the
+# top: an environment it applied before comes back from the persisted result, not applied twice
+# (the plan file's path differs between the two processes; the plan id and environment do not).
+_APPLIED_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "plan_file")
+
+
+@task(name="apply-terraform", cache_policy=_APPLIED_ONCE_PER_RUN, persist_result=True)
+def apply_terraform(config: Config, environment: str, plan_file: str, plan_id: str) -> str:
+    """init, then apply exactly the saved plan ``plan_file`` (``plan_id``'s, for ``environment``)."""
+    logger = get_run_logger()
+    with workspace(config, environment, logger.info) as tf:
+        tf.init()
+        tf.apply(Path(plan_file))
+    logger.info("Terraform applied plan %s to %s", plan_id, environment)
+    return plan_id
+
+
+@task(name="check-terraform-drift", cache_policy=NO_CACHE)
+def check_terraform_drift(config: Config, environment: str) -> list[dict[str, str]]:
+    """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration."""
+    logger = get_run_logger()
+    with workspace(config, environment, logger.info) as tf, tempfile.TemporaryDirectory() as work:
+        tf.init()
+        out = Path(work) / "drift.tfplan"
+        if not tf.plan(out):
+            return []
+        summary = summarize_plan(tf.show_json(out), environment)
+    fix = "apply Terraform (terraform-plan, review, terraform-apply), or change the configuration to match"
+    findings = []
+    for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
+                       ("change", "would be changed")):  # fmt: skip
+        for address in getattr(summary, kind):
+            findings.append(
+                {
+                    "environment": environment,
+                    "resource": address,
+                    "problem": f"{verb} by Terraform: it differs from the configuration",
+                    "fix": fix,
+                    "source": "terraform",
+                }
+            )
+    return findings

@@ -1,0 +1,241 @@
+"""The flows as Prefect deployments, for real: ``prefect server start``, ``opcd setup``, ``prefect worker start``.
+
+The runs are started with the exact ``prefect deployment run … --watch`` commands of the GitHub
+Actions workflows (rendered with a push's values), against the sandbox. A release suspends at the
+prod approval and gives its worker back; ``opcd approve`` resumes it and it finishes without
+building or deploying to dev again. Two releases started together run one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Project
+from tests.e2e.conftest import BIN, prefect_server
+from tests.workflows import Command, deployment_commands, render
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("bash"), reason="the workflow steps run under bash"),
+    pytest.mark.xdist_group("prefect-deployments"),  # one server and one `opcd setup` for the module
+]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server, prepared by `opcd setup` from the checkout (its opcd.toml, its prefect.yaml)."""
+    # a queued run tries again for its slot after 1 s (30 s by default): the test waits less, nothing else changes
+    home = tmp_path_factory.mktemp("prefect-deployments")
+    with prefect_server(home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1") as url:
+        env = {**os.environ, "PREFECT_API_URL": url}
+        env.pop("OPCD_CONFIG", None)
+        first = run([str(BIN / "opcd"), "setup"], env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        for line in ("created    work pool          opcd  (type process)",
+                     "created    concurrency limit  opcd-release-prod  (1 slot)",
+                     "created    deployment         release/release",
+                     "created    deployment         drift-check/drift-check"):  # fmt: skip
+            assert line in first.stdout, first.stdout
+        yield url
+
+
+def environ(api: str, project: Project, **extra: str) -> dict[str, str]:
+    """What the worker and the CLIs get: the server, the checkout, the project's opcd.toml."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
+    return {
+        **env, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OPCD_CHECKOUT": str(ROOT), "OPCD_CONFIG": str(project.config_path), **extra,
+        "PATH": f"{BIN}:{env['PATH']}",  # the runner's `pip install prefect` puts prefect on its PATH
+        "PREFECT_WORKER_QUERY_SECONDS": "1",  # the worker looks for runs every second (default 10)
+    }  # fmt: skip
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
+
+
+@contextmanager
+def worker(env: dict[str, str], log: Path, limit: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``prefect worker start`` for the opcd pool, running at most ``limit`` flow runs at once."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "opcd", "--limit", str(limit),
+             "--prefetch-seconds", "1"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # a busy machine: a worker that is slow to stop is stopped
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def workflow_command(workflow: str, deployment: str) -> Command:
+    (found,) = [c for c in deployment_commands(WORKFLOWS / workflow) if f"'{deployment}'" in c.script]
+    return found
+
+
+def start(command: Command, context: dict[str, str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The workflow step's script under bash, as the runner would run it (the job's status is its exit code)."""
+    script, step_env = render(command, context)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["bash", "-eo", "pipefail", "-c", script], env={**env, **step_env}, cwd=ROOT, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def pending(env: dict[str, str], watching: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+    while time.monotonic() < deadline:
+        assert watching.poll() is None, log.read_text()[-3000:]
+        out = run([str(BIN / "opcd"), "pending", "--json"], env)
+        assert out.returncode == 0, out.stderr
+        found: list[dict[str, Any]] = json.loads(out.stdout)
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError("the release never waited for an approval")
+
+
+def flow_run(api: str, run_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+    return answer
+
+
+def state_names(api: str, run_id: str) -> list[str]:
+    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+    return [s["name"] for s in sorted(states, key=lambda s: s["timestamp"])]
+
+
+def task_runs(api: str, run_id: str) -> list[dict[str, Any]]:
+    body = {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}
+    answer: list[dict[str, Any]] = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
+    return answer
+
+
+def ledger(project: Project, environment: str, component: str) -> list[dict[str, Any]]:
+    s3 = project.client("s3")
+    keys = s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix=f"ledger/{environment}/{component}/")
+    records = []
+    for item in keys.get("Contents", []):
+        if not item["Key"].endswith(("/latest.json", "/live.json")):
+            records.append(json.loads(s3.get_object(Bucket="outreachpass-artifacts", Key=item["Key"])["Body"].read()))
+    # a deploy records "shifting" before it moves traffic, then how it ended: keep the endings
+    return sorted((r for r in records if r["outcome"] != "shifting"), key=lambda r: r["started_at"])
+
+
+SHA = "4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a"
+
+
+def push(api: str, components: list[str], version: str = "") -> dict[str, str]:
+    """The values the main workflow's release step gets on a push that changed ``components``."""
+    return {
+        "github.sha": SHA, "github.event.inputs.version": version,
+        "needs.changes.outputs.components": json.dumps(components),
+        "secrets.PREFECT_API_URL": api, "secrets.PREFECT_API_KEY": "",
+    }  # fmt: skip
+
+
+def test_setup_again_changes_nothing(api: str) -> None:
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.pop("OPCD_CONFIG", None)
+    again = run([str(BIN / "opcd"), "setup"], env)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[-1].startswith("changed 0 of "), again.stdout
+    assert not [line for line in lines[1:-1] if not line.startswith(("unchanged", "missing"))], again.stdout
+
+
+def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anything(
+    api: str, project: Project, tmp_path: Path
+) -> None:
+    env = environ(api, project, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
+    release_log = tmp_path / "release.log"
+    with worker(env, tmp_path / "worker.log", limit=1):
+        # when: the push's release job runs
+        release = start(workflow_command("main.yml", "release/release"), push(api, ["worker"]), env, release_log)
+        waiting = pending(env, release, release_log)
+        run_id = waiting["flow_run_id"]
+
+        # then: suspended at prod's gate, and the worker (one run at a time) runs another deployment meanwhile
+        assert flow_run(api, run_id)["state"]["name"] == "Suspended"
+        drift = run([str(BIN / "prefect"), "deployment", "run", "drift-check/drift-check", "--param",
+                     "terraform=false", "--watch"], env)  # fmt: skip
+        assert drift.returncode == 0, drift.stdout[-2000:] + drift.stderr[-2000:]
+        assert release.poll() is None  # the job still mirrors the waiting run
+
+        # when: an approver answers; then: the job ends with the run, exit 0
+        approve = run([str(BIN / "opcd"), "approve", run_id, "--approver", "alice", "--reason", "e2e"], env)
+        assert approve.returncode == 0, approve.stderr
+        assert release.wait(timeout=600) == 0, release_log.read_text()[-3000:]
+
+        # and a run that fails makes the job fail: exit 1
+        failing = run([str(BIN / "prefect"), "deployment", "run", "deploy-worker/deploy-worker", "--param",
+                       'version="v1"', "--param", 'environment="staging"', "--watch"], env)  # fmt: skip
+        assert failing.returncode == 1, failing.stdout[-2000:]
+
+    # nothing ran twice: the resumed run took its build and dev deploy from their persisted results
+    names = state_names(api, run_id)
+    assert "Suspended" in names and names[-1] == "Completed", names
+    assert [(r["outcome"], r["version"]) for r in ledger(project, "dev", "worker")] == [("deployed", SHA[:12])]
+    assert [r["outcome"] for r in ledger(project, "prod", "worker")] == ["deployed"]
+    cached = {t["name"]: t["state"]["name"] for t in task_runs(api, run_id) if t["state"]["name"] == "Cached"}
+    assert set(cached) >= {f"build worker {SHA[:12]}", "deploy worker to dev"}, cached
+
+
+def test_two_releases_to_one_environment_queue(api: str, project: Project, tmp_path: Path) -> None:
+    env = environ(api, project, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
+    # The worker would run both at once (limit 3): only the release deployment's limit queues them.
+    with worker(env, tmp_path / "worker.log", limit=3):
+        jobs = {
+            version: subprocess.Popen(
+                [
+                    str(BIN / "prefect"),
+                    "deployment",
+                    "run",
+                    "release/release",
+                    "--param",
+                    f'version="{version}"',
+                    "--param",
+                    'components=["worker"]',
+                    "--param",
+                    'environments=["dev"]',
+                    "--watch",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for version in ("v2", "v3")
+        }
+        outputs = {version: job.communicate(timeout=600)[0] for version, job in jobs.items()}
+    for version, job in jobs.items():
+        assert job.returncode == 0, outputs[version][-3000:]
+    run_ids = [re.search(r"UUID: ([0-9a-f-]{36})", out).group(1) for out in outputs.values()]  # type: ignore[union-attr]
+    waited = [names for run_id in run_ids if "AwaitingConcurrencySlot" in (names := state_names(api, run_id))]
+    assert len(waited) == 1, [state_names(api, run_id) for run_id in run_ids]  # the second waited, then ran
+    first, second = ledger(project, "dev", "worker")
+    assert {first["version"], second["version"]} == {"v2", "v3"}
+    assert first["finished_at"] < second["started_at"], (first, second)  # never deploying at the same time

@@ -1,0 +1,187 @@
+"""terraform-plan and terraform-apply against the sandbox's bucket, GitHub's stand-in and the Terraform stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TERRAFORM_STANDIN as STANDIN
+from tests.conftest import Project, start_in_thread, wait_for_pending
+from tests.conftest import write_terraform_root as write_root
+from tests.github_stub import GitHubStub
+from tests.tasks.test_terraform import FIRST
+
+SHA1, SHA2 = "1111111aaaaaaa", "2222222bbbbbbb"
+REPO = "outreachpass/outreachpass"
+
+
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubStub]:
+    stub = GitHubStub().start()
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_test_token")
+    monkeypatch.setenv("GITHUB_API_URL", stub.url)
+    yield stub
+    stub.stop()
+
+
+def infra(project: Project) -> Path:
+    return project.root / "src" / "terraform"
+
+
+def configure(project: Project, resources: dict[str, Any]) -> None:
+    write_root(infra(project), resources, replace_on=["function_name"])
+
+
+def applied_everywhere(project: Project, resources: dict[str, Any]) -> None:
+    """Bring both environments' state to ``resources`` with the wrapper itself (the starting point)."""
+    from opcd.config import load_config
+    from tasks.terraform import workspace
+
+    configure(project, resources)
+    config = load_config(project.config_path)
+    for env in ("dev", "prod"):
+        with workspace(config, env, lambda line: None) as tf:
+            tf.init()
+            if tf.plan(plan := project.root / f"start-{env}.tfplan"):
+                tf.apply(plan)
+
+
+def pending_changes(project: Project, env: str) -> bool:
+    from opcd.config import load_config
+    from tasks.terraform import workspace
+
+    with workspace(load_config(project.config_path), env, lambda line: None) as tf:
+        tf.init()
+        return tf.plan(project.root / f"check-{env}.tfplan")
+
+
+CHANGED = {
+    **{k: v for k, v in FIRST.items() if k != "aws_sqs_queue.legacy"},
+    "aws_lambda_function.api": {"function_name": "op-api-${environment}", "memory_size": 512},
+    "aws_apprunner_service.web": {"service_name": "op-web-${environment}"},
+}
+
+
+def test_the_plan_is_one_pr_comment_updated_in_place(
+    project: Project, prefect_server: None, github: GitHubStub
+) -> None:
+    from flows.terraform import terraform_plan
+
+    # given: both environments applied, then a change that adds, changes and destroys
+    applied_everywhere(project, FIRST)
+    configure(project, CHANGED)
+
+    # when: the PR is planned
+    result = terraform_plan(pull_request=7, repository=REPO, git_sha=SHA1, config_path=str(project.config_path))
+
+    # then: one comment, destroys first, and the saved plans kept under the commit's sha
+    assert result["comment"] == "created"
+    assert [p["environment"] for p in result["plans"]] == ["dev", "prod"]
+    (comment,) = github.comments.values()
+    body = comment["body"]
+    assert "<!-- opcd:terraform-plan -->" in body and f"`{SHA1[:12]}`" in body
+    assert ":warning: **This plan destroys resources in dev, prod.**" in body
+    assert body.index("aws_sqs_queue.legacy") < body.index("aws_apprunner_service.web")
+    assert "#### prod: 1 to add, 1 to change, 1 to destroy" in body
+    s3 = project.client("s3")
+    for env in ("dev", "prod"):
+        summary = json.loads(
+            s3.get_object(Bucket="outreachpass-artifacts", Key=f"terraform/plans/{SHA1}/{env}/summary.json")[
+                "Body"
+            ].read()
+        )
+        assert summary["destroy"] == ["aws_sqs_queue.legacy"]
+        assert s3.head_object(Bucket="outreachpass-artifacts", Key=f"terraform/plans/{SHA1}/{env}/plan.tfplan")
+
+    # when: the next push changes the plan
+    configure(project, {**CHANGED, "aws_sns_topic.alerts": {"name": "op-alerts"}})
+    again = terraform_plan(pull_request=7, repository=REPO, git_sha=SHA2, config_path=str(project.config_path))
+
+    # then: the same comment is edited, not a second one posted
+    assert again["comment"] == "updated"
+    assert len(github.comments) == 1
+    (comment,) = github.comments.values()
+    assert f"`{SHA2[:12]}`" in comment["body"] and "aws_sns_topic.alerts" in comment["body"]
+    assert any(method == "PATCH" for method, _, _ in github.requests)
+
+
+def test_apply_uses_dev_saved_plan_then_prod_after_approval(
+    project: Project, prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.terraform import terraform_apply, terraform_plan
+    from tasks.approval import answer, find_waiting
+
+    applied_everywhere(project, FIRST)
+    configure(project, CHANGED)
+    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+    calls = tmp_path / "terraform-calls.jsonl"
+    monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
+
+    run = start_in_thread(terraform_apply, git_sha=SHA1, config_path=str(project.config_path))
+    waiting = wait_for_pending(run)
+    assert waiting["environment"] == "prod"
+    assert "1 to add, 1 to change, 1 to destroy" in waiting["description"]
+    # dev was applied from the reviewed plan file itself, without planning again
+    argv = [json.loads(line)["argv"] for line in calls.read_text().splitlines()]
+    assert [a[0] for a in argv] == ["init", "apply"]
+    assert Path(argv[1][-1]).name == "dev.tfplan"
+    assert not pending_changes(project, "dev")
+    assert pending_changes(project, "prod")  # prod waits
+
+    answer(find_waiting(waiting["id"]), True, "alice", "reviewed in the PR")
+    state = run.result(timeout=120)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["dev"] == result["prod"] == "applied: 1 to add, 1 to change, 1 to destroy"
+    assert not pending_changes(project, "prod")
+
+
+def test_prod_is_refused_when_its_plan_changed_since_review(project: Project, prefect_server: None) -> None:
+    from flows.terraform import terraform_apply, terraform_plan
+    from tasks.approval import answer, find_waiting
+
+    applied_everywhere(project, FIRST)
+    configure(project, CHANGED)
+    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+
+    run = start_in_thread(terraform_apply, git_sha=SHA1, config_path=str(project.config_path))
+    waiting = wait_for_pending(run)
+    # while prod waits, the configuration moves on: what prod would get is no longer what was reviewed
+    configure(project, {**CHANGED, "aws_sns_topic.alerts": {"name": "op-alerts"}})
+    answer(find_waiting(waiting["id"]), True, "bob", "looks fine")
+    state = run.result(timeout=120)
+
+    assert state.is_failed()
+    assert "prod's plan changed since it was reviewed" in str(state.message)
+    assert state.result(raise_on_failure=False)["prod"] == "refused: plan differs from the reviewed one"
+    # prod untouched: still everything of the reviewed change (and the new topic) to do
+    configure(project, CHANGED)
+    assert pending_changes(project, "prod")
+
+
+def test_apply_without_a_reviewed_plan_is_refused(project: Project, prefect_server: None) -> None:
+    code, out, err = project.cli("terraform", "apply", "--git-sha", "abcdef1234")
+    assert code == 2
+    assert "no reviewed Terraform plan 'abcdef1234' for dev" in err
+    assert "run terraform-plan with the same git_sha first" in err
+
+
+def test_a_missing_terraform_binary_is_one_clear_line(project: Project, prefect_server: None) -> None:
+    project.set_config(f'binary = "{STANDIN}"', 'binary = "no-such-terraform"')
+    code, out, err = project.cli("terraform", "plan", "--env", "dev")
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]  # one line
+    assert "'no-such-terraform' not found on PATH — install Terraform" in err
+
+
+def test_cli_plan_prints_each_environment(project: Project, prefect_server: None) -> None:
+    configure(project, FIRST)
+    code, out, err = project.cli("terraform", "plan", "--git-sha", SHA1)
+    assert code == 0, err
+    assert "dev: 4 to add, 0 to change, 0 to destroy" in out
+    assert "prod: 4 to add, 0 to change, 0 to destroy" in out
+    assert f"saved as plan {SHA1}" in out
