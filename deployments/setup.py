@@ -223,7 +223,9 @@ def deploy(prefect_yaml: Path, names: list[str]) -> None:
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_yaml)]
     for name in names:
         command += ["--name", name]
-    result = subprocess.run(command, cwd=prefect_yaml.parent, capture_output=True, text=True, check=False)
+    # The pull step's {{ $OPCD_CHECKOUT }} is each worker's own checkout: never this machine's value.
+    env = {k: v for k, v in os.environ.items() if k != "OPCD_CHECKOUT"}
+    result = subprocess.run(command, cwd=prefect_yaml.parent, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-5:])
         raise InputError(f"prefect deploy failed: {tail}", "fix prefect.yaml, or see `prefect deploy --help`")

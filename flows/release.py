@@ -37,7 +37,7 @@ from opcd.versions import check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import describe, find_service
 from tasks.ecr import describe_repository
-from tasks.git import changed_paths, touches
+from tasks.git import changed_paths, check_checkout_at, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
 from tasks.ledger import actor, read_latest, record_release
@@ -128,6 +128,8 @@ def check_request(
     check_version(version)
     if git_sha is not None and not _SHA.match(git_sha):
         raise InputError(f"{git_sha!r} is not a commit sha", "give 7 to 40 lowercase hex digits (git rev-parse HEAD)")
+    if git_sha is not None:
+        check_checkout_at(config.root, git_sha)  # the builds take this checkout's tree
     everything = list(config.environments)
     chosen = ordered_environments(config, requested)
     for skipped in everything[: everything.index(chosen[-1])]:
@@ -359,6 +361,7 @@ class Release:
     def finish(self, outcome: str, detail: str) -> dict[str, Any]:
         """Summary to Slack, the ledger and an artifact; email when it did not succeed."""
         summary = self.summary(outcome, detail)
+        self.notifier.muted = self.emailer.muted = False  # how a run ends is always news, replayed or not
         facts = {"Took": f"{_took(summary['seconds'])} (builds {_took(self.build_seconds)})"}
         for component in self.components:
             facts[component] = "; ".join(

@@ -146,39 +146,40 @@ def terraform_apply(
     replaying_until = replayed_gate(envs)  # resumed after a suspension: said before, not said again
     notifier.muted = replaying_until is not None
     results: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work:
+    with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, tree_of_commit(config.root, plan_id) as tree:
+        if tree != config.root:  # what is applied is that commit's module (its backends, its lock file)
+            config = config.model_copy(update={"root": tree})
         reviewed = {env: load_plan(target, bucket, plan_id, env, work) for env in envs}  # all present, first
         notifier.send(f"started: {' → '.join(envs)}", "info")
-        for env in envs:
-            plan_file, summary = reviewed[env]
-            gate = config.environment(env).approval
-            if gate:
-                text = _approval_text(plan_id, PlanSummary(**summary), [e for e, r in results.items() if r])
-                notifier.send(f"{env} waits for approval by {' or '.join(gate.approvers)}", "warn")
-                decision = wait_for_approval(env, gate, text)
-                if env == replaying_until:
-                    notifier.muted = False
-                notifier.send(f"{env} {decision.describe()}", "ok" if decision.approved else "fail")
-                if not decision.approved:
-                    results[env] = f"not applied: {decision.describe()}"
-                    return Failed(message=f"{env} {decision.describe()}", data={"plan_id": plan_id, **results})
-                plan_file, fresh = plan_terraform(config, env, work)
-                if fresh.fingerprint != summary["fingerprint"]:
-                    message = (
-                        f"{env}'s plan changed since it was reviewed (now: {fresh.counts()}; reviewed: "
-                        f"{PlanSummary(**summary).counts()}); nothing applied to {env}"
-                    )
-                    notifier.send(message + ". Run terraform-plan again and review it.", "fail")
-                    logger.error("%s", message)
-                    results[env] = "refused: plan differs from the reviewed one"
-                    return Failed(message=message, data={"plan_id": plan_id, **results})
-            if not summary["add"] and not summary["change"] and not summary["destroy"] and not summary["replace"]:
-                results[env] = "no changes"
-                logger.info("%s: the reviewed plan has no changes", env)
-                continue
-            apply_terraform(config, env, plan_file, plan_id)
-            results[env] = f"applied: {PlanSummary(**summary).counts()}"
-            notifier.send(f"{env}: {results[env]}", "ok")
+        env = envs[0]
+        try:
+            for env in envs:
+                plan_file, summary = reviewed[env]
+                gate = config.environment(env).approval
+                if gate:
+                    text = _approval_text(plan_id, PlanSummary(**summary), [e for e, r in results.items() if r])
+                    notifier.send(f"{env} waits for approval by {' or '.join(gate.approvers)}", "warn")
+                    decision = wait_for_approval(env, gate, text)
+                    if env == replaying_until:
+                        notifier.muted = False
+                    notifier.send(f"{env} {decision.describe()}", "ok" if decision.approved else "fail")
+                    if not decision.approved:
+                        results[env] = f"not applied: {decision.describe()}"
+                        return Failed(message=f"{env} {decision.describe()}", data={"plan_id": plan_id, **results})
+                elif not PlanSummary(**summary).has_changes:
+                    results[env] = "no changes"
+                    logger.info("%s: the reviewed plan has no changes", env)
+                    continue
+                # behind a gate, planned again after the answer and applied only if still the reviewed plan
+                done = apply_terraform(config, env, plan_file, plan_id, summary["fingerprint"], bool(gate), work)
+                results[env] = f"{done}: {PlanSummary(**summary).counts()}" if done == "applied" else done
+                notifier.send(f"{env}: {results[env]}", "ok")
+        except Exception as exc:
+            notifier.muted = False  # a failure is always news
+            results[env] = f"failed: {exc}"
+            notifier.send(f"{env}: {results[env]}; later environments untouched", "fail")
+            logger.error("%s", results[env])
+            return Failed(message=f"{env}: {exc}", data={"plan_id": plan_id, **results})
     create_markdown_artifact(
         key="terraform-apply",
         markdown="\n".join(

@@ -247,7 +247,7 @@ def _run_flow(flow: Any, **params: Any) -> dict[str, Any]:
     error = state.result(raise_on_failure=False)
     if isinstance(error, OpcdError):
         raise error
-    raise DeployFailed(f"flow run ended {state.name}: {error}")
+    raise DeployFailed(f"flow run ended {state.name}: {error if isinstance(error, BaseException) else state.message}")
 
 
 def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, Any]:
@@ -774,7 +774,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
             print(f"DRIFT  {f['environment']:<5} {f['resource']}: {f['problem']}\n       fix: {f['fix']}")
         for error in data["errors"]:
             print(f"ERROR  {error}")
-        print(f"{len(data['findings'])} finding(s)" if data["findings"] else "no drift")
+        if data["findings"]:
+            print(f"{len(data['findings'])} finding(s)")
+        else:
+            print(f"{len(data['errors'])} check(s) could not run: unknown there" if data["errors"] else "no drift")
     if data["findings"]:
         return EXIT_DRIFT
     return 1 if data["errors"] else 0

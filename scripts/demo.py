@@ -140,6 +140,15 @@ def release(*args: str, expect: int = 0, approval: bool = True) -> None:
         sys.exit(f"demo: `opcd release {' '.join(args)}` exited {code}, expected {expect}")
 
 
+def commit(message: str) -> str:
+    """Commit the demo's project (its own git repository) and return the sha a release is built from."""
+    git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@example.org"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", message]):
+        subprocess.run([*git, *args], cwd=DEMO, check=True, capture_output=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=DEMO, check=True, capture_output=True, text=True)
+    return sha.stdout.strip()
+
+
 def write_version(source: Path, broken: bool = False) -> None:
     """Make the demo's copy of the backend; ``broken`` fails /health once it takes traffic."""
     shutil.rmtree(source, ignore_errors=True)
@@ -173,14 +182,15 @@ def main() -> int:
     try:
         say("Embedded AWS sandbox (moto + Lambda invoke shim + API gateway)")
         write_version(DEMO / "src" / "backend")
-        for name in ("worker", "frontend"):
+        for name in ("worker", "frontend", "terraform"):
             shutil.copytree(ROOT / "examples" / "outreachpass" / name, DEMO / "src" / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "tests", "test"))  # fmt: skip
+                            ignore=shutil.ignore_patterns("__pycache__", "tests", "test", ".bootstrap"))  # fmt: skip
+        (DEMO / ".gitignore").write_text(".opcd/\n")
         opcd("sandbox", "up", "--detach", "--port", "0")
         opcd("status", "--env", "dev")
 
         say("Release v1: build all three in parallel, deploy to dev in parallel, approval, then prod")
-        release("--version", "v1", "--git-sha", "1111111")
+        release("--version", "v1", "--git-sha", commit("v1"))
         opcd("health", "https://api.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
 
         info = json.loads((DEMO / ".opcd" / "sandbox.json").read_text())
@@ -195,15 +205,17 @@ def main() -> int:
         say("Release v2, whose backend fails /health once it takes traffic: rolled back in dev, prod untouched")
         write_version(DEMO / "src" / "backend", broken=True)
         (DEMO / "src" / "frontend" / "site" / "version.txt").write_text("v2\n")
-        release("--version", "v2", "--git-sha", "2222222", expect=1, approval=False)
+        # the worker did not change since the commit live in prod: the release leaves it out by itself
+        release("--version", "v2", "--git-sha", commit("v2: backend and frontend"), expect=1, approval=False)
         opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
 
         say("What is live where")
         opcd("status")
         print(
             "\ndemo finished: v1 of all three is live in prod (approved by alice; the backend went by canary)."
-            " In dev the worker and the frontend run v2; the backend's v2 failed its health check under"
-            " traffic and was rolled back to v1 by itself, so v2 never reached prod."
+            " v2 changed the backend and the frontend only, so the release took those two. In dev the"
+            " frontend runs v2; the backend's v2 failed its health check under traffic and was rolled back"
+            " to v1 by itself, so v2 never reached prod."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")

@@ -150,8 +150,11 @@ def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> l
     if not names:
         return []
     found: set[str] = set()
-    for page in target.client("cloudwatch").get_paginator("describe_alarms").paginate(AlarmNames=names):
-        found |= {a["AlarmName"] for a in page["MetricAlarms"] + page.get("CompositeAlarms", [])}
+    paginator = target.client("cloudwatch").get_paginator("describe_alarms")
+    for start in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names
+        batch = names[start : start + 100]
+        for page in paginator.paginate(AlarmNames=batch, AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+            found |= {a["AlarmName"] for a in page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])}
     return [
         Finding(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names

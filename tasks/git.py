@@ -74,3 +74,18 @@ def tree_of_commit(root: Path, sha: str | None) -> Iterator[Path]:
     finally:
         _git(root, "worktree", "remove", "--force", str(work / "tree"))
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_checkout_at(root: Path, sha: str) -> None:
+    """InputError when ``root`` is in a git checkout whose HEAD is not commit ``sha``.
+
+    What gets built is the checkout's tree: building another commit's tree and calling it ``sha``
+    would deploy code nobody asked for. (Not a git checkout: nothing to compare, nothing refused.)
+    """
+    head = _git(root, "rev-parse", "HEAD")
+    if head is None or head.strip().startswith(sha):
+        return
+    raise InputError(
+        f"the checkout at {root} is at commit {head.strip()[:12]}, not {sha[:12]}: it would build other code",
+        f"bring the checkout to that commit (git fetch && git checkout {sha[:12]}), or release the commit it has",
+    )

@@ -152,7 +152,8 @@ def store_plan(
     s3 = target.client("s3")
     key = plan_key(plan_id, environment, "plan.tfplan")
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=Path(plan_file).read_bytes())
+        # A saved plan holds the prior state and every value, sensitive ones too: encrypted with KMS
+        s3.put_object(Bucket=bucket, Key=key, Body=Path(plan_file).read_bytes(), ServerSideEncryption="aws:kms")
         s3.put_object(
             Bucket=bucket, Key=plan_key(plan_id, environment, "summary.json"),
             Body=json.dumps(summary, indent=2, sort_keys=True).encode(), ContentType="application/json",

@@ -13,6 +13,7 @@ environment variables (``TF_VAR_*``, AWS keys, tokens) are masked in every line 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ from opcd.config import Config, TerraformSettings
 from opcd.errors import ConfigError, DeployFailed, InputError
 
 # Environment variables whose values never reach a log line.
-_SECRET_NAMES = re.compile(r"^(TF_VAR_.+|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|.*TOKEN|.*PASSWORD|.*API_KEY)$")
+_SECRET_NAMES = re.compile(r"^TF_VAR_.+|.*(SECRET|TOKEN|PASSWORD|PASSWD|KEY|WEBHOOK|AUTH|CREDENTIAL).*$")
 INSTALL_HINT = (
     "install Terraform (https://developer.hashicorp.com/terraform/install) or OpenTofu (https://opentofu.org/docs/intro/install/)"
     " on the worker's PATH, or set terraform.binary in opcd.toml to its path"
@@ -59,6 +60,7 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     """The values to mask: those of secret-named variables, longest first (a value may contain another)."""
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if _SECRET_NAMES.match(k) and len(v) >= 4}
+    values |= {line for v in values for line in v.splitlines() if len(line.strip()) >= 4}  # a log line holds one
     return sorted(values, key=len, reverse=True)
 
 
@@ -100,7 +102,9 @@ class Terraform:
         self.plugin_cache = plugin_cache
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "TF_DATA_DIR": str(self.data_dir), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
+        # TF_LOG would stream providers' request and response bodies (secrets among them) into the log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TF_LOG")}
+        env.update({"TF_DATA_DIR": str(self.data_dir), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"})
         if self.plugin_cache:
             self.plugin_cache.mkdir(parents=True, exist_ok=True)
             env["TF_PLUGIN_CACHE_DIR"] = str(self.plugin_cache)
@@ -153,7 +157,8 @@ class Terraform:
                 "fix terraform.backend_config in opcd.toml",
             )
         args.append(f"-backend-config={self.backend_file}")
-        self.run(*args)
+        with _plugin_cache_lock(self.plugin_cache):  # Terraform's provider cache is not safe for concurrent inits
+            self.run(*args)
 
     def fmt_check(self) -> list[str]:
         """The files ``fmt -check`` says need formatting (none: formatted)."""
@@ -190,11 +195,25 @@ class Terraform:
 
 
 @contextmanager
+def _plugin_cache_lock(cache: Path | None) -> Iterator[None]:
+    if cache is None:
+        yield
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".opcd-init.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def workspace(config: Config, environment: str, log: Callable[[str], None]) -> Iterator[Terraform]:
     """A Terraform for ``environment`` with a data dir of its own, removed afterwards."""
     if config.terraform is None:
         raise ConfigError("opcd.toml has no [terraform] table", "add [terraform] with root = the root module")
-    cache = config.state_dir() / "terraform" / "plugin-cache"
+    cache = Path(os.environ.get("TF_PLUGIN_CACHE_DIR") or Path.home() / ".cache" / "opcd" / "terraform-plugins")
     with tempfile.TemporaryDirectory(prefix=f"opcd-tf-{environment}-") as data:
         yield Terraform(config.terraform, config.root, environment, log, Path(data), cache)
 
@@ -218,12 +237,14 @@ class PlanSummary:
     destroy: list[str] = field(default_factory=list)
     replace: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)  # changed outside Terraform (resource_drift)
+    outputs: list[str] = field(default_factory=list)  # root outputs the plan changes
     fingerprint: str = ""
     terraform_version: str | None = None
+    changed: bool = False  # plan -detailed-exitcode said 2: something to apply (resources, outputs, imports)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.add or self.change or self.destroy or self.replace)
+        return self.changed or bool(self.add or self.change or self.destroy or self.replace or self.outputs)
 
     def counts(self) -> str:
         """Terraform's own tally: a replacement counts as one to add and one to destroy."""
@@ -234,10 +255,13 @@ class PlanSummary:
         """Destroys and replacements first: they are what a reviewer must not miss."""
         if not self.has_changes:
             return f"#### {self.environment}: no changes\n"
-        lines = [f"#### {self.environment}: {self.counts()}", ""]
+        lines = [
+            f"#### {self.environment}: {self.counts()}" + (f", {len(self.outputs)} output(s)" if self.outputs else ""),
+            "",
+        ]
         for label, items in (
             (":warning: **destroy**", self.destroy), (":warning: **replace** (destroy, then create)", self.replace),
-            ("add", self.add), ("change", self.change),
+            ("add", self.add), ("change", self.change), ("output", self.outputs),
         ):  # fmt: skip
             lines += [f"- {label}: `{address}`" for address in items]
         if self.drift:
@@ -253,12 +277,19 @@ def _significant(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [rc for rc in changes if tuple(rc.get("change", {}).get("actions", [])) not in (("no-op",), ("read",))]
 
 
+def _changed_outputs(plan: dict[str, Any]) -> dict[str, Any]:
+    outputs = plan.get("output_changes") or {}
+    return {name: c for name, c in outputs.items() if c.get("actions") not in (["no-op"], None)}
+
+
 def fingerprint(plan: dict[str, Any]) -> str:
-    """One hash of what the plan would do: each change's address, actions, before and after."""
-    rows = sorted(
-        (rc["address"], rc["change"].get("actions"), rc["change"].get("before"), rc["change"].get("after"))
+    """One hash of what the plan would do: each change's address, actions, before and after, and the outputs."""
+    rows: list[Any] = sorted(
+        (rc["address"], rc["change"].get("actions"), rc["change"].get("before"), rc["change"].get("after"),
+         rc.get("previous_address"), rc["change"].get("importing"))
         for rc in _significant(plan.get("resource_changes") or [])
-    )
+    )  # fmt: skip
+    rows += sorted((f"output.{name}", c.get("actions"), c.get("after")) for name, c in _changed_outputs(plan).items())
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -278,6 +309,7 @@ def summarize_plan(plan: dict[str, Any], environment: str) -> PlanSummary:
             raise TerraformFailed(f"{rc['address']}: unknown plan actions {list(actions)}")
         getattr(summary, kind).append(rc["address"])
     summary.drift = sorted(rc["address"] for rc in _significant(plan.get("resource_drift") or []))
+    summary.outputs = sorted(_changed_outputs(plan))
     for items in (summary.add, summary.change, summary.destroy, summary.replace):
         items.sort()
     return summary
@@ -305,27 +337,52 @@ def plan_terraform(config: Config, environment: str, out_dir: str) -> tuple[str,
     with workspace(config, environment, logger.info) as tf:
         tf.init()
         out = Path(out_dir) / f"{environment}.tfplan"
-        tf.plan(out)
+        changed = tf.plan(out)
         summary = summarize_plan(tf.show_json(out), environment)
-    logger.info("Terraform plan for %s: %s", environment, summary.counts())
+    summary.changed = changed
+    logger.info("Terraform plan for %s: %s", environment, summary.counts() if changed else "no changes")
     return str(out), summary
+
+
+class PlanChanged(DeployFailed):
+    """The environment's plan now differs from the one that was reviewed: nothing applied."""
 
 
 # terraform-apply started from a deployment is suspended at its gate and then runs again from the
 # top: an environment it applied before comes back from the persisted result, not applied twice
-# (the plan file's path differs between the two processes; the plan id and environment do not).
-_APPLIED_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "plan_file")
+# (the plan file's path and the work dir differ between the two processes; what is applied does not).
+_APPLIED_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "plan_file" - "out_dir")
 
 
 @task(name="apply-terraform", cache_policy=_APPLIED_ONCE_PER_RUN, persist_result=True)
-def apply_terraform(config: Config, environment: str, plan_file: str, plan_id: str) -> str:
-    """init, then apply exactly the saved plan ``plan_file`` (``plan_id``'s, for ``environment``)."""
+def apply_terraform(
+    config: Config, environment: str, plan_file: str, plan_id: str, reviewed: str, replan: bool, out_dir: str
+) -> str:
+    """Apply ``plan_id``'s plan to ``environment``; what happened, in one line.
+
+    ``replan=False``: exactly the saved plan ``plan_file`` (Terraform refuses it if the state moved).
+    ``replan=True`` (after an approval that may have taken hours): plan again, and apply that plan
+    only when its fingerprint is ``reviewed``'s; otherwise raise PlanChanged, nothing applied.
+    """
     logger = get_run_logger()
     with workspace(config, environment, logger.info) as tf:
         tf.init()
+        if replan:
+            fresh = Path(out_dir) / f"{environment}-again.tfplan"
+            changed = tf.plan(fresh)
+            summary = summarize_plan(tf.show_json(fresh), environment)
+            if summary.fingerprint != reviewed:
+                raise PlanChanged(
+                    f"{environment}'s plan changed since it was reviewed (now: {summary.counts()}); nothing applied"
+                    f" to {environment}",
+                    "run terraform-plan again and review it",
+                )
+            if not changed:
+                return "no changes"
+            plan_file = str(fresh)
         tf.apply(Path(plan_file))
     logger.info("Terraform applied plan %s to %s", plan_id, environment)
-    return plan_id
+    return "applied"
 
 
 @task(name="check-terraform-drift", cache_policy=NO_CACHE)
@@ -340,6 +397,11 @@ def check_terraform_drift(config: Config, environment: str) -> list[dict[str, st
         summary = summarize_plan(tf.show_json(out), environment)
     fix = "apply Terraform (terraform-plan, review, terraform-apply), or change the configuration to match"
     findings = []
+    if not (summary.add or summary.change or summary.destroy or summary.replace):  # exit code 2 all the same
+        outputs = ", ".join(summary.outputs) or "-"
+        problem = f"has changes but no resource changes (outputs: {outputs})"
+        findings.append({"environment": environment, "resource": "terraform plan", "source": "terraform",
+                         "problem": problem, "fix": fix})  # fmt: skip
     for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
                        ("change", "would be changed")):  # fmt: skip
         for address in getattr(summary, kind):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from opcd.sandbox.slack import SlackSink
 from tests.conftest import Project
 from tests.flows.test_terraform import configure
@@ -62,3 +64,13 @@ def test_drift_without_terraform_checks_live_state_only(project: Project, prefec
     code, out, err = project.cli("drift", "--env", "dev", "--skip-terraform")
     assert code == 0, err
     assert "Terraform: not checked (terraform=false)" in out
+
+
+def test_a_check_that_cannot_run_is_never_reported_clean(
+    project: Project, prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TF_STANDIN_FAIL", "plan")  # Terraform fails; the live checks pass
+    code, out, err = project.cli("drift", "--env", "dev")
+    assert code == 1, out + err
+    assert "ERROR  dev terraform plan: terraform plan" in out and "failed with exit code 1 in dev" in out
+    assert "no drift" not in out
