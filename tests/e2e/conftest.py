@@ -54,3 +54,19 @@ def prefect_server(home: Path, **env: str) -> Iterator[str]:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def wait_for_approval_wait(api: str, watched: subprocess.Popen[bytes], log: Path) -> None:
+    """Until a flow run is paused (or suspended) on the server at ``api``; ``watched`` must not end first.
+
+    Polled through the REST API, which costs nothing: a CLI started every half second would start
+    Python and import Prefect each time.
+    """
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+    body = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "limit": 1}
+    while time.monotonic() < deadline:
+        assert watched.poll() is None, log.read_text()[-3000:]
+        if httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).json():
+            return
+        time.sleep(0.5)
+    raise AssertionError("no run ever waited for an approval")

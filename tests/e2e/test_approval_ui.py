@@ -22,7 +22,7 @@ import pytest
 
 from opcd.sandbox.slack import SlackSink
 from tests.conftest import ROOT, Project
-from tests.e2e.conftest import BIN, prefect_server
+from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
 
 CHROMIUM = shutil.which("chromium")
 try:
@@ -35,7 +35,7 @@ pytestmark = [
         CHROMIUM is None or sync_playwright is None,
         reason="needs Debian's chromium and the playwright package: `make test` installs both when run as root",
     ),
-    pytest.mark.xdist_group("prefect-ui"),  # one server for the module
+    pytest.mark.xdist_group("prefect-ui"),  # one test process: one server
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 FLAGS = [
@@ -44,7 +44,7 @@ FLAGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, even if other modules run between
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server with its UI on a free loopback port; its API URL."""
     with prefect_server(tmp_path_factory.mktemp("prefect-ui")) as api:
@@ -71,10 +71,10 @@ def start_release(project: Project, env: dict[str, str]) -> subprocess.Popen[byt
         )  # fmt: skip
 
 
-def waiting_run(project: Project, env: dict[str, str], release: subprocess.Popen[bytes]) -> dict[str, Any]:
-    deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        assert release.poll() is None, (project.root / "release.log").read_text()[-3000:]
+def waiting_run(project: Project, api: str, env: dict[str, str], release: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The release waiting for an approval, as `opcd pending --json` lists it once it waits."""
+    wait_for_approval_wait(api, release, project.root / "release.log")
+    for _ in range(20):  # the run's form is saved a moment after it pauses
         out = subprocess.run(
             [str(BIN / "opcd"), "--config", str(project.config_path), "pending", "--json"],
             env=env, capture_output=True, check=True,
@@ -83,7 +83,7 @@ def waiting_run(project: Project, env: dict[str, str], release: subprocess.Popen
         if found:
             return found[0]
         time.sleep(0.5)
-    raise AssertionError("the release never waited for an approval")
+    raise AssertionError(f"`opcd pending` lists no run: {out.stdout!r}")
 
 
 def open_form(page: Page, url: str, shot: str) -> Any:
@@ -126,7 +126,7 @@ def answer_in_browser(url: str, approve: bool, approver: str, reason: str, shot:
 def test_approve_in_the_prefect_ui(project: Project, ui_server: str, sink: SlackSink) -> None:
     env = opcd_env(ui_server, sink)
     release = start_release(project, env)
-    waiting = waiting_run(project, env, release)
+    waiting = waiting_run(project, ui_server, env, release)
     assert waiting["ui_url"].startswith(ui_server.removesuffix("/api"))
 
     seen = answer_in_browser(waiting["ui_url"], True, "alice", "dev looks good", "approval-form")
@@ -151,7 +151,7 @@ def test_approve_in_the_prefect_ui(project: Project, ui_server: str, sink: Slack
 def test_reject_in_the_prefect_ui(project: Project, ui_server: str, sink: SlackSink) -> None:
     env = opcd_env(ui_server, sink)
     release = start_release(project, env)
-    waiting = waiting_run(project, env, release)
+    waiting = waiting_run(project, ui_server, env, release)
 
     answer_in_browser(waiting["ui_url"], False, "bob", "freeze until Monday", "rejection-form")
 

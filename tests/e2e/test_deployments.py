@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, Project
-from tests.e2e.conftest import BIN, prefect_server
+from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
 from tests.workflows import Command, deployment_commands, render
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -32,11 +32,11 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("bash"), reason="the workflow steps run under bash"),
-    pytest.mark.xdist_group("prefect-deployments"),  # one server and one `opcd setup` for the module
+    pytest.mark.xdist_group("prefect-deployments"),  # one test process: one server, one `opcd setup`
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, even if other modules run between
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server, prepared by `opcd setup` from the checkout (its opcd.toml, its prefect.yaml)."""
     # a queued run tries again for its slot after 1 s (30 s by default): the test waits less, nothing else changes
@@ -104,17 +104,17 @@ def start(command: Command, context: dict[str, str], env: dict[str, str], log: P
         )  # fmt: skip
 
 
-def pending(env: dict[str, str], watching: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        assert watching.poll() is None, log.read_text()[-3000:]
+def pending(api: str, env: dict[str, str], watching: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    """The run waiting for an approval, as `opcd pending --json` lists it once it waits."""
+    wait_for_approval_wait(api, watching, log)
+    for _ in range(20):  # the run's form is saved a moment after it pauses
         out = run([str(BIN / "opcd"), "pending", "--json"], env)
         assert out.returncode == 0, out.stderr
         found: list[dict[str, Any]] = json.loads(out.stdout)
         if found:
             return found[0]
         time.sleep(0.5)
-    raise AssertionError("the release never waited for an approval")
+    raise AssertionError(f"`opcd pending` lists no run: {out.stdout}")
 
 
 def flow_run(api: str, run_id: str) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anythin
     with worker(env, tmp_path / "worker.log", limit=1):
         # when: the push's release job runs
         release = start(workflow_command("main.yml", "release/release"), push(api, ["worker"]), env, release_log)
-        waiting = pending(env, release, release_log)
+        waiting = pending(api, env, release, release_log)
         run_id = waiting["flow_run_id"]
 
         # then: suspended at prod's gate, and the worker (one run at a time) runs another deployment meanwhile
