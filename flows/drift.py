@@ -28,9 +28,9 @@ from tasks.drift import (
     check_event_rules,
     check_lambda_aliases,
     check_retention_rules,
+    check_terraform_drift,
 )
 from tasks.notify import Notifier
-from tasks.terraform import check_terraform_drift
 
 EXIT_DRIFT = 3  # what `opcd drift` exits with when it finds drift
 
@@ -87,7 +87,7 @@ def drift_check(
         if isinstance(result, BaseException):
             errors.append(f"{label}: {result}")
             continue
-        findings += [f if isinstance(f, Finding) else Finding(**f) for f in result]
+        findings += result
     markdown = report(findings, errors, envs, terraform_note)
     create_markdown_artifact(key="drift-check", markdown=markdown, description="drift check")
     data = {

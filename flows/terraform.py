@@ -12,6 +12,7 @@ an approver, plan again, refuse if the new plan differs from the reviewed one, e
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from typing import Any
@@ -101,7 +102,7 @@ def terraform_plan(
     body = comment_body(MARKER, summaries, git_sha, run_url())
     create_markdown_artifact(key="terraform-plan", markdown=body, description=f"Terraform plan {plan_id}")
     comment = "not asked (no pull_request)"
-    repo = repository or _env_repository()
+    repo = repository or os.environ.get("GITHUB_REPOSITORY")
     if pull_request is not None:
         if not repo:
             raise InputError("pull_request given without a repository", "pass repository=owner/name")
@@ -109,12 +110,6 @@ def terraform_plan(
     for summary in summaries:
         logger.info("%s: %s", summary.environment, summary.counts())
     return {"plan_id": plan_id, "plans": [s.to_dict() for s in summaries], "comment": comment}
-
-
-def _env_repository() -> str | None:
-    import os
-
-    return os.environ.get("GITHUB_REPOSITORY")
 
 
 def _approval_text(plan_id: str, summary: PlanSummary, done: list[str]) -> str:
@@ -154,10 +149,11 @@ def terraform_apply(
         env = envs[0]
         try:
             for env in envs:
-                plan_file, summary = reviewed[env]
+                plan_file, saved = reviewed[env]
+                summary = PlanSummary(**saved)
                 gate = config.environment(env).approval
                 if gate:
-                    text = _approval_text(plan_id, PlanSummary(**summary), [e for e, r in results.items() if r])
+                    text = _approval_text(plan_id, summary, [e for e, r in results.items() if r])
                     notifier.send(f"{env} waits for approval by {' or '.join(gate.approvers)}", "warn")
                     decision = wait_for_approval(env, gate, text)
                     if env == replaying_until:
@@ -166,13 +162,13 @@ def terraform_apply(
                     if not decision.approved:
                         results[env] = f"not applied: {decision.describe()}"
                         return Failed(message=f"{env} {decision.describe()}", data={"plan_id": plan_id, **results})
-                elif not PlanSummary(**summary).has_changes:
+                elif not summary.has_changes:
                     results[env] = "no changes"
                     logger.info("%s: the reviewed plan has no changes", env)
                     continue
                 # behind a gate, planned again after the answer and applied only if still the reviewed plan
-                done = apply_terraform(config, env, plan_file, plan_id, summary["fingerprint"], bool(gate), work)
-                results[env] = f"{done}: {PlanSummary(**summary).counts()}" if done == "applied" else done
+                done = apply_terraform(config, env, plan_file, plan_id, summary.fingerprint, bool(gate), work)
+                results[env] = f"{done}: {summary.counts()}" if done == "applied" else done
                 notifier.send(f"{env}: {results[env]}", "ok")
         except Exception as exc:
             notifier.muted = False  # a failure is always news

@@ -15,20 +15,24 @@ compare: only what needs no record (weights, alarms, the bucket) is checked for 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.config import Config
 from opcd.errors import ResourceMissing
 from tasks.apprunner import describe, find_service
 from tasks.eventbridge import TARGET_ID, aws_rule_name
-from tasks.lambda_functions import read_live
+from tasks.lambda_functions import ALIAS, read_live
 from tasks.ledger import read_latest
 from tasks.s3_artifacts import RULE_PREFIX
+from tasks.terraform import workspace
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str) -> li
         if not comp.rules or component not in env.functions or not _live_record(config, target, environment, component):
             continue
         function = env.functions[component]
-        alias_arn = lam.get_alias(FunctionName=function, Name="live")["AliasArn"]
+        alias_arn = lam.get_alias(FunctionName=function, Name=ALIAS)["AliasArn"]
         fix = f"deploy {component} to {environment} again: opcd puts its rules back on live"
         for rule in comp.rules:
             name = aws_rule_name(config.project.name, environment, rule.name)
@@ -183,4 +187,27 @@ def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
         else:
             continue
         findings.append(Finding("all", f"bucket {bucket}", problem, fix))
+    return findings
+
+
+@task(name="check-terraform-drift", cache_policy=NO_CACHE)
+def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
+    """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration."""
+    logger = get_run_logger()
+    with workspace(config, environment, logger.info) as tf, tempfile.TemporaryDirectory() as work:
+        tf.init()
+        summary = tf.plan_summary(Path(work) / "drift.tfplan")
+    if not summary.changed:
+        return []
+    fix = "apply Terraform (terraform-plan, review, terraform-apply), or change the configuration to match"
+    findings = []
+    if not summary.changes_resources:  # exit code 2 all the same
+        outputs = ", ".join(summary.outputs) or "-"
+        problem = f"has changes but no resource changes (outputs: {outputs})"
+        findings.append(Finding(environment, "terraform plan", problem, fix, "terraform"))
+    for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
+                       ("change", "would be changed")):  # fmt: skip
+        for address in getattr(summary, kind):
+            problem = f"{verb} by Terraform: it differs from the configuration"
+            findings.append(Finding(environment, address, problem, fix, "terraform"))
     return findings

@@ -187,6 +187,13 @@ class Terraform:
             raise TerraformFailed(f"terraform show -json printed no JSON for {plan.name}: {exc}") from exc
         return data
 
+    def plan_summary(self, out: Path) -> PlanSummary:
+        """Plan to ``out`` and summarise the saved plan from its JSON (``changed``: exit code 2)."""
+        changed = self.plan(out)
+        summary = summarize_plan(self.show_json(out), self.environment)
+        summary.changed = changed
+        return summary
+
     def apply(self, plan: Path) -> None:
         """Apply exactly the saved plan ``plan`` (terraform refuses it when the state moved since)."""
         self.run(
@@ -243,8 +250,12 @@ class PlanSummary:
     changed: bool = False  # plan -detailed-exitcode said 2: something to apply (resources, outputs, imports)
 
     @property
+    def changes_resources(self) -> bool:
+        return bool(self.add or self.change or self.destroy or self.replace)
+
+    @property
     def has_changes(self) -> bool:
-        return self.changed or bool(self.add or self.change or self.destroy or self.replace or self.outputs)
+        return self.changed or self.changes_resources or bool(self.outputs)
 
     def counts(self) -> str:
         """Terraform's own tally: a replacement counts as one to add and one to destroy."""
@@ -337,10 +348,8 @@ def plan_terraform(config: Config, environment: str, out_dir: str) -> tuple[str,
     with workspace(config, environment, logger.info) as tf:
         tf.init()
         out = Path(out_dir) / f"{environment}.tfplan"
-        changed = tf.plan(out)
-        summary = summarize_plan(tf.show_json(out), environment)
-    summary.changed = changed
-    logger.info("Terraform plan for %s: %s", environment, summary.counts() if changed else "no changes")
+        summary = tf.plan_summary(out)
+    logger.info("Terraform plan for %s: %s", environment, summary.counts() if summary.changed else "no changes")
     return str(out), summary
 
 
@@ -369,49 +378,16 @@ def apply_terraform(
         tf.init()
         if replan:
             fresh = Path(out_dir) / f"{environment}-again.tfplan"
-            changed = tf.plan(fresh)
-            summary = summarize_plan(tf.show_json(fresh), environment)
+            summary = tf.plan_summary(fresh)
             if summary.fingerprint != reviewed:
                 raise PlanChanged(
                     f"{environment}'s plan changed since it was reviewed (now: {summary.counts()}); nothing applied"
                     f" to {environment}",
                     "run terraform-plan again and review it",
                 )
-            if not changed:
+            if not summary.changed:
                 return "no changes"
             plan_file = str(fresh)
         tf.apply(Path(plan_file))
     logger.info("Terraform applied plan %s to %s", plan_id, environment)
     return "applied"
-
-
-@task(name="check-terraform-drift", cache_policy=NO_CACHE)
-def check_terraform_drift(config: Config, environment: str) -> list[dict[str, str]]:
-    """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration."""
-    logger = get_run_logger()
-    with workspace(config, environment, logger.info) as tf, tempfile.TemporaryDirectory() as work:
-        tf.init()
-        out = Path(work) / "drift.tfplan"
-        if not tf.plan(out):
-            return []
-        summary = summarize_plan(tf.show_json(out), environment)
-    fix = "apply Terraform (terraform-plan, review, terraform-apply), or change the configuration to match"
-    findings = []
-    if not (summary.add or summary.change or summary.destroy or summary.replace):  # exit code 2 all the same
-        outputs = ", ".join(summary.outputs) or "-"
-        problem = f"has changes but no resource changes (outputs: {outputs})"
-        findings.append({"environment": environment, "resource": "terraform plan", "source": "terraform",
-                         "problem": problem, "fix": fix})  # fmt: skip
-    for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
-                       ("change", "would be changed")):  # fmt: skip
-        for address in getattr(summary, kind):
-            findings.append(
-                {
-                    "environment": environment,
-                    "resource": address,
-                    "problem": f"{verb} by Terraform: it differs from the configuration",
-                    "fix": fix,
-                    "source": "terraform",
-                }
-            )
-    return findings
