@@ -14,6 +14,7 @@ API Gateway stand-in, which :meth:`AwsTarget.resolve_url` applies to health URLs
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -55,12 +56,6 @@ class AwsTarget:
             return f"AWS target: endpoint {self.endpoint_url} from AWS_ENDPOINT_URL ({self.region})"
         return f"AWS target: AWS ({self.region}, credentials from the default chain)"
 
-    def session(self) -> boto3.Session:
-        if self.credentials:
-            key, secret = self.credentials
-            return boto3.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=self.region)
-        return boto3.Session(region_name=self.region)
-
     def client(self, service: str) -> Any:
         """A boto3 client for ``service``; clients are cached per target and thread-safe."""
         return _client(self, service)
@@ -88,16 +83,41 @@ class AwsTarget:
 
 
 _clients: dict[tuple[AwsTarget, str], Any] = {}
-_clients_lock = threading.Lock()
+_lock = threading.Lock()
+_sessions: dict[tuple[str, tuple[str, str] | None, str | None], boto3.Session] = {}
+
+
+def new_client(
+    service: str,
+    region: str,
+    credentials: tuple[str, str] | None = None,
+    endpoint_url: str | None = None,
+    config: BotoConfig | None = None,
+) -> Any:
+    """A new boto3 client, made from this process's one session per region, credentials and profile.
+
+    A session reads each service's model (JSON, up to megabytes) the first time it makes a client
+    of it: one session per target made every client pay that again. A boto3 session is not
+    thread-safe, so clients are made under a lock; the clients themselves are.
+    """
+    key = (region, credentials, None if credentials else os.environ.get("AWS_PROFILE"))
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            access, secret = credentials or (None, None)
+            session = boto3.Session(aws_access_key_id=access, aws_secret_access_key=secret, region_name=region)
+            _sessions[key] = session
+        return session.client(service, endpoint_url=endpoint_url, config=config)
 
 
 def _client(target: AwsTarget, service: str) -> Any:
     key = (target, service)
-    with _clients_lock:
-        if key not in _clients:
-            endpoint = target.endpoint_for(service)
-            _clients[key] = target.session().client(service, endpoint_url=endpoint, config=_boto_config())
-        return _clients[key]
+    client = _clients.get(key)
+    if client is None:
+        endpoint = target.endpoint_for(service)
+        client = new_client(service, target.region, target.credentials, endpoint, _boto_config())
+        client = _clients.setdefault(key, client)  # two threads racing keep the same one
+    return client
 
 
 def sandbox_info(state_dir: Path) -> dict[str, Any] | None:
@@ -108,10 +128,16 @@ def sandbox_info(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     try:
-        httpx.get(f"{info['aws_endpoint_url']}/_opcd/ping", timeout=2.0).raise_for_status()
+        _http().get(f"{info['aws_endpoint_url']}/_opcd/ping").raise_for_status()
     except (httpx.HTTPError, KeyError):
         return None
     return info
+
+
+@functools.cache
+def _http() -> httpx.Client:
+    """One HTTP client per process for the sandbox's ping: each new client builds a TLS context (~20 ms)."""
+    return httpx.Client(timeout=2.0)
 
 
 def resolve_target(state_dir: Path, region: str) -> AwsTarget:

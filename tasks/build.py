@@ -25,6 +25,10 @@ from opcd.errors import BuildFailed
 
 _EXCLUDED_DIRS = {"__pycache__", "tests", "node_modules", ".pytest_cache", ".mypy_cache", ".venv"}
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Packages are kept in the build cache by everything that goes into them; FORMAT changes whenever
+# the way a package is laid out changes, so a kept package is never one an older opcd made.
+FORMAT = "lambda-zip-1"
+KEEP = 20
 PLATFORMS = {"x86_64": "manylinux2014_x86_64"}
 
 
@@ -38,6 +42,7 @@ class Package:
     sha256_hex: str
     size: int
     source_hash: str
+    cached: bool = False  # the same bytes as a build from the same inputs kept in the build cache
 
     @property
     def code_sha256(self) -> str:
@@ -117,10 +122,21 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = Fa
 
 
 def build_zip(name: str, version: str, component: Component, source: Path, out_dir: Path, cache_dir: Path) -> Package:
-    """Build ``out_dir/lambda.zip``; deterministic for a given source, lockfile and version."""
+    """Build ``out_dir/lambda.zip``; deterministic for a given source, lockfile and version.
+
+    A package built before from the same inputs is reused from the build cache (the same bytes).
+    """
     if not source.is_dir():
         raise BuildFailed(f"source directory {source} does not exist", "check components.*.source")
     hashed = source_hash(component, source)
+    build_info = json.dumps(
+        {"component": name, "version": version, "runtime": component.runtime, "source_hash": hashed}, sort_keys=True
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / "lambda.zip"
+    kept = cache_dir / "packages" / hashlib.sha256(f"{FORMAT}|{build_info}".encode()).hexdigest()
+    if (digest := _reuse(kept, zip_path)) is not None:
+        return Package(name, version, zip_path, digest, zip_path.stat().st_size, hashed, cached=True)
     deps = install_dependencies(component, source, cache_dir)
     entries: dict[str, Path] = {}
     if deps:
@@ -132,18 +148,56 @@ def build_zip(name: str, version: str, component: Component, source: Path, out_d
                     entries[path.relative_to(deps).as_posix()] = path
     for rel, path in _source_files(source, component.requirements):
         entries[rel] = path  # the component's own code wins over a dependency's file
-    build_info = {"component": name, "version": version, "runtime": component.runtime, "source_hash": hashed}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = out_dir / "lambda.zip"
     tmp = zip_path.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w") as archive:
         for rel in sorted(entries):
             path = entries[rel]
             _add(archive, rel, path.read_bytes(), executable=os.access(path, os.X_OK))
-        _add(archive, "BUILD_INFO.json", json.dumps(build_info, sort_keys=True).encode())
+        _add(archive, "BUILD_INFO.json", build_info.encode())
     tmp.replace(zip_path)
     data = zip_path.read_bytes()
-    return Package(name, version, zip_path, hashlib.sha256(data).hexdigest(), len(data), hashed)
+    digest = hashlib.sha256(data).hexdigest()
+    _keep(zip_path, digest, kept)
+    return Package(name, version, zip_path, digest, len(data), hashed)
+
+
+def _reuse(kept: Path, zip_path: Path) -> str | None:
+    """Copy a package kept from a build of the same inputs; its sha256, or None if none is (intact)."""
+    try:
+        recorded = (kept / "sha256").read_text().strip()
+        data = (kept / "lambda.zip").read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        shutil.rmtree(kept, ignore_errors=True)  # damaged: build again
+        return None
+    tmp = zip_path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(zip_path)
+    os.utime(kept)  # the most recently used are pruned last
+    return recorded
+
+
+def _keep(zip_path: Path, digest: str, kept: Path) -> None:
+    """Keep a copy of a new package for the next build of the same inputs; the oldest beyond KEEP go."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=kept.parent, prefix=".package-"))
+    shutil.copyfile(zip_path, tmp / "lambda.zip")
+    (tmp / "sha256").write_text(digest + "\n")
+    try:
+        tmp.rename(kept)
+    except OSError:  # a parallel build of the same inputs kept its copy first (the same bytes)
+        shutil.rmtree(tmp, ignore_errors=True)
+    packages = sorted((p for p in kept.parent.iterdir() if not p.name.startswith(".")), key=_mtime, reverse=True)
+    for old in packages[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @task(name="build-lambda-package", cache_policy=NO_CACHE)
@@ -153,5 +207,6 @@ def build_lambda_package(
     logger = get_run_logger()
     logger.info("Building %s %s from %s", name, version, source)
     package = build_zip(name, version, component, source, out_dir, cache_dir)
-    logger.info("Built %s: %d bytes, sha256 %s", package.path.name, package.size, package.sha256_hex)
+    how = "Reused from the build cache (same source, lockfile and version)" if package.cached else "Built"
+    logger.info("%s %s: %d bytes, sha256 %s", how, package.path.name, package.size, package.sha256_hex)
     return package

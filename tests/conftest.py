@@ -17,11 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -88,6 +87,7 @@ class Project:
     root: Path
     endpoint: str
     apprunner: str = ""  # the App Runner stand-in
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @property
     def config_path(self) -> Path:
@@ -101,18 +101,19 @@ class Project:
     def worker(self) -> Path:
         return self.root / "src" / "worker"
 
-    def client(self, service: str) -> Any:
-        return boto3.client(
-            service, endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+    def client(self, service: str, endpoint: str | None = None) -> Any:
+        """A boto3 client of the sandbox, made once per service (tests poll the alias every 20 ms)."""
+        from opcd.aws import new_client
+
+        endpoint = endpoint or self.endpoint
+        if (service, endpoint) not in self._clients:
+            made = new_client(service, "us-east-1", ("testing", "testing"), endpoint)
+            self._clients.setdefault((service, endpoint), made)
+        return self._clients[(service, endpoint)]
 
     def client_for(self, service: str) -> Any:
         """A client of a service that has its own endpoint in the sandbox (App Runner)."""
-        return boto3.client(
-            service, endpoint_url=self.apprunner, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+        return self.client(service, self.apprunner)
 
     def ledger(self, environment: str, component: str, name: str = "latest.json") -> dict[str, Any]:
         body = self.client("s3").get_object(
@@ -326,15 +327,18 @@ def start_in_thread(flow: Callable[..., Any], **params: Any) -> Future[Any]:
 
 def wait_for_pending(run: Future[Any]) -> dict[str, Any]:
     """The approval that ``run`` waits for, once it waits: id, environment, approvers, description, url."""
+    from prefect.context import SyncClientContext
+
     from tasks.approval import pending
 
     deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        assert not run.done(), f"the run ended without waiting: {run.result()}"
-        found = pending()
-        if found:
-            w = found[0]
-            return {"id": str(w.run.id), "environment": w.environment, "approvers": w.approvers,
-                    "description": w.description, "url": w.ui_url}  # fmt: skip
-        time.sleep(0.3)
+    with SyncClientContext.get_or_create():  # one client for every poll (a new one builds a TLS context)
+        while time.monotonic() < deadline:
+            assert not run.done(), f"the run ended without waiting: {run.result()}"
+            found = pending()
+            if found:
+                w = found[0]
+                return {"id": str(w.run.id), "environment": w.environment, "approvers": w.approvers,
+                        "description": w.description, "url": w.ui_url}  # fmt: skip
+            time.sleep(0.3)
     raise AssertionError("no run waited for an approval")

@@ -6,12 +6,12 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
-
+from opcd.aws import new_client
 from opcd.config import Config
 
 ROLE_NAME = "opcd-sandbox-lambda"
@@ -44,12 +44,9 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
 
     Returns the gateway map: public origin of each health URL → local gateway URL.
     """
-    session = boto3.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=config.project.region
-    )
 
-    def client(service: str) -> Any:
-        return session.client(service, endpoint_url=endpoint_url)
+    def client(service: str, url: str = endpoint_url) -> Any:
+        return new_client(service, config.project.region, ("testing", "testing"), url)
 
     s3, iam, lam, cw, sm = (client(s) for s in ("s3", "iam", "lambda", "cloudwatch", "secretsmanager"))
     if config.project.region == "us-east-1":
@@ -108,7 +105,7 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
             )
             cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
     if apprunner_url is not None:
-        gateway.update(seed_apprunner(config, session, endpoint_url, apprunner_url))
+        gateway.update(seed_apprunner(config, client, apprunner_url))
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
@@ -119,12 +116,11 @@ def service_name(ref: str) -> str:
     return ref.split(":service/", 1)[1].split("/", 1)[0] if ref.startswith("arn:") else ref
 
 
-def seed_apprunner(config: Config, session: Any, endpoint_url: str, apprunner_url: str) -> dict[str, str]:
+def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: str) -> dict[str, str]:
     """ECR repositories and App Runner services; wait until every service runs. Returns gateway entries."""
     from opcd.sandbox.registry import PUBLIC_PLACEHOLDER
 
-    ecr, iam = session.client("ecr", endpoint_url=endpoint_url), session.client("iam", endpoint_url=endpoint_url)
-    apprunner = session.client("apprunner", endpoint_url=apprunner_url)
+    ecr, iam, apprunner = client("ecr"), client("iam"), client("apprunner", apprunner_url)
     components = {name: comp for name, comp in config.components.items() if comp.kind == "apprunner"}
     if not components:
         return {}

@@ -10,7 +10,7 @@ import pytest
 
 from opcd.config import load_config
 from opcd.errors import BuildFailed
-from tasks.build import build_zip, source_hash
+from tasks.build import build_zip, install_dependencies, source_hash
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONFIG = load_config(ROOT / "opcd.toml")
@@ -25,11 +25,14 @@ def source(tmp_path: Path) -> Path:
 
 
 def test_same_source_gives_the_same_bytes(source: Path, tmp_path: Path, build_cache: Path) -> None:
+    shutil.rmtree(build_cache / "packages", ignore_errors=True)  # built here, not reused from an earlier test
     first = build_zip("backend", "v1", BACKEND, source, tmp_path / "a", build_cache)
     (source / "app" / "__pycache__").mkdir(exist_ok=True)
     (source / "app" / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"noise")  # ignored
     (source / "app" / "schema.py").touch()  # a new mtime changes nothing
+    shutil.rmtree(build_cache / "packages")  # built again, not reused
     second = build_zip("backend", "v1", BACKEND, source, tmp_path / "b", build_cache)
+    assert not first.cached and not second.cached
     assert first.sha256_hex == second.sha256_hex
     assert first.path.read_bytes() == second.path.read_bytes()
     assert len(first.code_sha256) == 44  # base64 of 32 bytes, as Lambda reports CodeSha256
@@ -69,3 +72,40 @@ def test_unresolvable_requirement_is_a_build_failure(source: Path, tmp_path: Pat
 def test_missing_source_directory(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match="does not exist"):
         build_zip("backend", "v1", BACKEND, tmp_path / "nope", tmp_path / "out", tmp_path / "cache")
+
+
+def test_a_package_built_from_the_same_inputs_is_reused(
+    source: Path, tmp_path: Path, build_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = build_zip("backend", "v7", BACKEND, source, tmp_path / "a", build_cache)
+    again = build_zip("backend", "v7", BACKEND, source, tmp_path / "b", build_cache)
+    assert again.cached and again.sha256_hex == first.sha256_hex and again.size == first.size
+    assert again.path.read_bytes() == first.path.read_bytes()
+
+    (kept,) = [
+        p for p in (build_cache / "packages").iterdir() if (p / "sha256").read_text().strip() == first.sha256_hex
+    ]
+    (kept / "lambda.zip").write_bytes(b"damaged")
+    rebuilt = build_zip("backend", "v7", BACKEND, source, tmp_path / "c", build_cache)
+    assert not rebuilt.cached and rebuilt.sha256_hex == first.sha256_hex  # built again, the same bytes
+
+    (source / "app" / "schema.py").write_text("# changed\n", encoding="utf-8")
+    changed = build_zip("backend", "v7", BACKEND, source, tmp_path / "d", build_cache)
+    assert not changed.cached and changed.sha256_hex != first.sha256_hex
+
+
+def test_only_the_most_recent_packages_are_kept(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build_cache: Path
+) -> None:
+    import tasks.build
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    install_dependencies(BACKEND, source, build_cache)
+    (cache / "deps").symlink_to(build_cache / "deps")  # the installed wheels, not the packages
+    monkeypatch.setattr(tasks.build, "KEEP", 2)
+    for version in ("v1", "v2", "v3"):
+        build_zip("backend", version, BACKEND, source, tmp_path / version, cache)
+    assert len(list((cache / "packages").iterdir())) == 2
+    assert build_zip("backend", "v3", BACKEND, source, tmp_path / "again", cache).cached
+    assert not build_zip("backend", "v1", BACKEND, source, tmp_path / "first", cache).cached
