@@ -76,3 +76,20 @@ def test_clients_are_cached_per_target_and_service() -> None:
 
 def test_error_code() -> None:
     assert error_code(ValueError("x")) == ""
+
+
+def test_targets_share_one_session_per_region_and_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opcd.aws
+
+    monkeypatch.setattr(opcd.aws, "_sessions", {})
+    monkeypatch.setattr(opcd.aws, "_clients", {})
+    creds = ("testing", "testing")
+    one = AwsTarget("sandbox", "us-east-1", "http://127.0.0.1:1", creds, gateway={"https://a": "http://x"})
+    two = AwsTarget("sandbox", "us-east-1", "http://127.0.0.1:1", creds, gateway={"https://b": "http://y"})
+    assert one.client("s3") is one.client("s3")  # a client per target and service
+    assert one.client("s3") is not two.client("s3")
+    assert two.client("s3").meta.endpoint_url == "http://127.0.0.1:1"
+    assert len(opcd.aws._sessions) == 1  # the models one session read serve every target
+    AwsTarget("sandbox", "eu-west-1", "http://127.0.0.1:1", creds).client("s3")
+    AwsTarget("aws", "us-east-1").client("s3")
+    assert len(opcd.aws._sessions) == 3
