@@ -83,8 +83,8 @@ def main() -> int:
     from flows.lambda_deploy import deploy_backend
 
     work = Path(tempfile.mkdtemp(prefix="opcd-bench-bake-"))
-    text = (ROOT / "opcd.toml").read_text().replace('source = "examples/', f'source = "{ROOT}/examples/')
-    text = text.replace('sample_event = "examples/', f'sample_event = "{ROOT}/examples/')
+    # every path in opcd.toml (sources, sample events, the Terraform root) made absolute
+    text = (ROOT / "opcd.toml").read_text().replace("examples/outreachpass/", f"{ROOT}/examples/outreachpass/")
     (work / "opcd.toml").write_text(text)
     config = load_config(work / "opcd.toml")
     server = SandboxServer(work / "sandbox", config.project.region, 0).start()

@@ -74,9 +74,7 @@ def test_missing_source_directory(tmp_path: Path) -> None:
         build_zip("backend", "v1", BACKEND, tmp_path / "nope", tmp_path / "out", tmp_path / "cache")
 
 
-def test_a_package_built_from_the_same_inputs_is_reused(
-    source: Path, tmp_path: Path, build_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_package_built_from_the_same_inputs_is_reused(source: Path, tmp_path: Path, build_cache: Path) -> None:
     first = build_zip("backend", "v7", BACKEND, source, tmp_path / "a", build_cache)
     again = build_zip("backend", "v7", BACKEND, source, tmp_path / "b", build_cache)
     assert again.cached and again.sha256_hex == first.sha256_hex and again.size == first.size
