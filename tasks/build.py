@@ -104,13 +104,18 @@ def install_dependencies(component: Component, source: Path, cache_dir: Path) ->
             "every dependency must be pinned and have a binary wheel for the Lambda platform",
         )
     shutil.rmtree(tmp / "bin", ignore_errors=True)
+    publish(tmp, target)
+    return target
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Move a finished cache entry into place; if a parallel build published the same one first, keep theirs."""
     try:
         tmp.rename(target)
     except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
         if not target.exists():
             raise
-        shutil.rmtree(tmp, ignore_errors=True)  # a parallel build installed the same lockfile first: keep theirs
-    return target
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
@@ -184,10 +189,7 @@ def _keep(zip_path: Path, digest: str, kept: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=kept.parent, prefix=".package-"))
     shutil.copyfile(zip_path, tmp / "lambda.zip")
     (tmp / "sha256").write_text(digest + "\n")
-    try:
-        tmp.rename(kept)
-    except OSError:  # a parallel build of the same inputs kept its copy first (the same bytes)
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, kept)
     packages = sorted((p for p in kept.parent.iterdir() if not p.name.startswith(".")), key=_mtime, reverse=True)
     for old in packages[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)

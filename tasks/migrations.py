@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 import zipfile
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 
 from opcd.errors import DeployFailed
 from opcd.pythons import find_python
+from tasks.build import publish
 
 
 def unpack(package: bytes, cache_dir: Path) -> Path:
@@ -32,10 +32,7 @@ def unpack(package: bytes, cache_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
         zipfile.ZipFile(io.BytesIO(package)).extractall(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another run unpacked it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish(tmp, target)  # another run may have unpacked it meanwhile
     return target
 
 
