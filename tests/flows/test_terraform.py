@@ -166,7 +166,7 @@ def test_prod_is_refused_when_its_plan_changed_since_review(project: Project, pr
 def test_apply_without_a_reviewed_plan_is_refused(project: Project, prefect_server: None) -> None:
     code, out, err = project.cli("terraform", "apply", "--git-sha", "abcdef1234")
     assert code == 2
-    assert "no reviewed Terraform plan 'abcdef1234' for dev" in err
+    assert "no reviewed Terraform plan 'abcdef1234' for dev" in err  # pragma: allowlist secret
     assert "run terraform-plan with the same git_sha first" in err
 
 
