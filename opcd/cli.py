@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -208,7 +209,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+SANDBOX_EXTRA_MODULES = ("moto", "werkzeug", "flask", "flask_cors")  # what `opcd[sandbox]` installs (moto[server])
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    # Only `up` runs moto; down, env and fire-rule talk to a running sandbox and need nothing more.
+    if args.action == "up" and not all(importlib.util.find_spec(m) for m in SANDBOX_EXTRA_MODULES):
+        raise InputError("the sandbox needs the sandbox extra", "pip install 'opcd[sandbox]' (or make install)")
     commands = importlib.import_module("opcd.sandbox.commands")  # the sandbox is not product code
     path = config_path(args.config)
     if args.action == "up":

@@ -1,18 +1,31 @@
-"""The project as a new user meets it: its own secret scan clean.
+"""The project as a new user meets it: every import declared, its own secret scan clean.
 
 The secret scan is the one ``opcd validate`` runs (tasks/checks.py) over this repository's tracked files.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
+import os
+import re
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from opcd.config import load_config
 from tasks.checks import judge_secrets, scan_tree
 
 ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ["opcd", "flows", "tasks", "deployments"]
+# Where a module may import an optional extra's packages: the sandbox its own, the secret scan detect-secrets
+# (imported where it runs, ConfigError naming the extra when it is missing).
+EXTRA_OF = {"opcd/sandbox/": "sandbox", "tasks/checks.py": "validate"}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_the_repository_passes_its_own_secret_scan() -> None:
@@ -38,3 +51,85 @@ def test_a_planted_secret_fails_the_scan_despite_the_baseline(tmp_path: Path) ->
     findings, values = scan_tree(tmp_path, ".secrets.baseline")
     ok, output = judge_secrets(findings, tmp_path, ".secrets.baseline")
     assert not ok and output.endswith("settings.py:2: AWS Access Key") and values == [key], output
+
+
+def distribution_name(requirement: str) -> str:
+    """``moto[server]==5.2.5`` → ``moto``; names normalised as PyPI does."""
+    name = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert name, requirement
+    return re.sub(r"[-_.]+", "-", name.group()).lower()
+
+
+def declared(extra: str | None) -> set[str]:
+    project = PYPROJECT["project"]
+    requirements = project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])
+    return {distribution_name(r) for r in requirements}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports that are neither the standard library nor the product (not
+    counting ``if TYPE_CHECKING:`` blocks, which never run)."""
+    tree = ast.parse(path.read_text())
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in PRODUCT}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    distributions = importlib.metadata.packages_distributions()
+    undeclared, seen = [], set()
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            extra = next((e for prefix, e in EXTRA_OF.items() if name.startswith(prefix)), None)
+            allowed = declared(extra)
+            for module in sorted(third_party_imports(path)):
+                seen.add(module)
+                owners = {distribution_name(d) for d in distributions.get(module, [])}
+                assert owners, f"{name} imports {module}, which no installed distribution provides"
+                if not owners & allowed:
+                    where = f"the {extra} extra" if extra else "[project] dependencies"
+                    undeclared.append(f"{name}: {module} ({', '.join(sorted(owners))}) is not in {where}")
+    assert not undeclared, "\n".join(undeclared)
+    assert {"boto3", "prefect", "yaml", "moto", "werkzeug", "detect_secrets"} <= seen  # the walk does see them
+
+
+def test_the_dev_extra_holds_every_other_extra() -> None:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for name, requirements in extras.items():
+        assert set(requirements) <= set(extras["dev"]), f"dev lacks part of the {name} extra"
+
+
+BLOCK_SANDBOX_EXTRA = """
+import sys
+sys.modules[sys.argv[1]] = None  # as if the sandbox extra were not (wholly) installed: `import` raises
+from opcd.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("blocked", ["moto", "werkzeug"])
+def test_the_sandbox_without_its_extra_says_how_to_install_it(blocked: str) -> None:
+    """`up` (with --detach or not: the same check, before anything starts) is what runs moto."""
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_SANDBOX_EXTRA, blocked, "sandbox", "up", "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: the sandbox needs the sandbox extra — pip install 'opcd[sandbox]' (or make install)"
+    ], done.stderr
