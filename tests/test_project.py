@@ -1,6 +1,7 @@
-"""The project as a new user meets it: every import declared, its own secret scan clean.
+"""The project as a new user meets it: every import declared, the lock current, its own secret scan clean.
 
-The secret scan is the one ``opcd validate`` runs (tasks/checks.py) over this repository's tracked files.
+The secret scan is the one ``opcd validate`` runs (tasks/checks.py) over this repository's tracked
+files; the lock tests run uv offline (its cache) against uv.lock and pyproject.toml.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ PRODUCT = ["opcd", "flows", "tasks", "deployments"]
 # Where a module may import an optional extra's packages: the sandbox its own, the secret scan detect-secrets
 # (imported where it runs, ConfigError naming the extra when it is missing).
 EXTRA_OF = {"opcd/sandbox/": "sandbox", "tasks/checks.py": "validate"}
+UV = Path(sys.executable).parent / "uv"
+REQUIREMENTS = ROOT / "requirements" / "dev.lock.txt"
+EXPORT = ["export", "--frozen", "--extra", "dev", "--no-emit-project", "--format", "requirements-txt"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -133,3 +137,36 @@ def test_the_sandbox_without_its_extra_says_how_to_install_it(blocked: str) -> N
     assert done.stderr.splitlines() == [
         "error: the sandbox needs the sandbox extra — pip install 'opcd[sandbox]' (or make install)"
     ], done.stderr
+
+
+def uv(*args: str) -> subprocess.CompletedProcess[str]:
+    assert UV.exists(), f"{UV} is missing: `make install` installs it (it is in the dev extra)"
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_NO_PROGRESS": "1"}
+    return subprocess.run([UV, *args], cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+
+
+def without_header(text: str) -> list[str]:
+    lines = text.splitlines()
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return lines
+
+
+def test_uv_lock_matches_pyproject() -> None:
+    checked = uv("lock", "--check", "--offline")
+    assert checked.returncode == 0, f"uv.lock is out of date: run `make lock`\n{checked.stderr}"
+
+
+def test_the_pip_requirements_are_uv_lock_exported_with_hashes() -> None:
+    exported = uv(*EXPORT)
+    assert exported.returncode == 0, exported.stderr
+    assert without_header(REQUIREMENTS.read_text()) == without_header(exported.stdout), (
+        f"{REQUIREMENTS.relative_to(ROOT)} is not uv.lock's export: run `make lock`"
+    )
+    # pip installs it with --require-hashes: every requirement pinned (==) and followed by its hashes
+    requirements = re.findall(r"^[A-Za-z0-9].*", exported.stdout, re.M)
+    pinned = re.findall(
+        r"^([A-Za-z0-9._-]+)==[^ ;]+(?: ;[^\\]*)? \\\n +--hash=sha256:[0-9a-f]{64}", exported.stdout, re.M
+    )
+    assert len(pinned) == len(requirements) > 100, requirements
+    assert declared("dev") - {"opcd"} <= {distribution_name(n) for n in pinned}
