@@ -17,7 +17,7 @@ from opcd.aws import AwsTarget
 from opcd.config import load_config
 from opcd.errors import ResourceMissing
 from tasks.cloudwatch import alarm_states
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Project
 
 TYPES = ["MetricAlarm", "CompositeAlarm"]
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -98,3 +98,21 @@ def test_drift_reads_alarms_the_same_way(stubbed: tuple[AwsTarget, Stubber]) -> 
     dev = config.environments["dev"].model_copy(update={"alarms": names})
     config = config.model_copy(update={"environments": {**config.environments, "dev": dev}})
     assert check_alarms_exist.fn(config, target, "dev") == []
+
+
+def test_a_firing_composite_alarm_refuses_a_deploy_in_the_sandbox(project: Project) -> None:
+    # given: dev guarded by a composite alarm too, and it fires
+    cw = project.client("cloudwatch")
+    cw.put_composite_alarm(AlarmName="outreachpass-api-dev-health", AlarmRule='ALARM("outreachpass-api-dev-errors")')
+    cw.set_alarm_state(AlarmName="outreachpass-api-dev-health", StateValue="ALARM", StateReason="errors and latency")
+    project.set_config(
+        'alarms = ["outreachpass-api-dev-errors"]',
+        'alarms = ["outreachpass-api-dev-errors", "outreachpass-api-dev-health"]',
+    )
+
+    # when: a deploy is asked for
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run")
+
+    # then: the composite alarm is found, and firing it refuses the deploy (not "does not exist")
+    assert code == 2
+    assert err.startswith("error: alarm firing in dev: outreachpass-api-dev-health (errors and latency);"), err
