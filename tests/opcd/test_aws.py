@@ -346,3 +346,12 @@ def test_a_role_is_assumed_per_environment(project: Project) -> None:
     code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run")
     assert code == 0, err
     assert out.splitlines()[0].endswith(f"account {SANDBOX_ACCOUNT} as {assumed}")
+
+
+def test_static_credentials_may_carry_a_session_token(sandbox: Any) -> None:
+    target = AwsTarget("endpoint", "us-east-1", sandbox.url, credentials=("testing", "testing", "a-session-token"))
+    headers: list[Any] = []
+    sts = target.client("sts")
+    sts.meta.events.register("request-created", lambda request, **kw: headers.append(request.headers))
+    assert sts.get_caller_identity()["Account"] == SANDBOX_ACCOUNT
+    assert headers[0]["X-Amz-Security-Token"] == "a-session-token"
