@@ -23,7 +23,7 @@ from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
 from flows.lambda_deploy import finish
-from opcd.aws import AwsTarget, resolve_target
+from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock
@@ -73,7 +73,7 @@ def plan_apprunner_deploy(
     if version is not None:
         check_version(version)
     ref = config.service_ref(component, environment)
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = guarded_target(config, environment)  # the environment's account, asked of STS
     arn = find_service(target, ref)
     service = describe(target, arn)
     if service.status != "RUNNING":

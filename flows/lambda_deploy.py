@@ -19,7 +19,7 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from opcd.aws import AwsTarget, resolve_target
+from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict
 from opcd.locks import environment_lock
@@ -111,7 +111,7 @@ def plan_lambda_deploy(
     if version is not None:
         check_version(version)
     function = config.function_name(component, environment)
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = guarded_target(config, environment)  # the environment's account, asked of STS
     read_live(target, function)  # the function and its alias exist
     alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
     check_bucket(target, config.project.artifact_bucket)

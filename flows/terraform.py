@@ -25,7 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.release import ordered_environments
-from opcd.aws import AwsTarget, resolve_target
+from opcd.aws import AwsTarget, guarded_target, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import ConfigError, InputError
 from tasks.approval import replayed_gate, wait_for_approval
@@ -136,6 +136,8 @@ def terraform_apply(
     """
     logger = get_run_logger()
     config, plan_id, envs, target = _request(config_path, git_sha, environments)
+    for env in envs:  # each environment's account, asked of STS before any of them changes
+        guarded_target(config, env)
     bucket = config.project.artifact_bucket
     notifier = Notifier.from_config(config, f"terraform apply {plan_id[:12]}")
     replaying_until = replayed_gate(envs)  # resumed after a suspension: said before, not said again

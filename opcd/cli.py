@@ -194,10 +194,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_target(config: Config) -> Any:
-    from opcd.aws import resolve_target
+def _print_target(config: Config, environment: str | None = None) -> Any:
+    """``AWS target: …, account … as …`` (the environment's role, when it has one)."""
+    from opcd.aws import target_for
 
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = target_for(config, environment)
+    with contextlib.suppress(Exception):  # STS cannot say: the line says less, the command says why
+        target.identity()
     print(target.describe(), flush=True)
     return target
 
@@ -266,7 +269,7 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     config.environment(args.environment)
     if version is not None:
         check_version(version)
-    target = _print_target(config)
+    target = _print_target(config, args.environment)
     accept = getattr(args, "accept_alarms", None)
     if comp.kind == "apprunner":
         from flows.frontend_deploy import plan_apprunner_deploy
@@ -462,7 +465,7 @@ def cmd_bake_command(args: argparse.Namespace) -> int:
     if comp.kind != "lambda":
         raise InputError(f"{args.component} is an App Runner service: it has no bake to {args.command}")
     config.environment(args.environment)
-    target = _print_target(config)
+    target = _print_target(config, args.environment)
     bake = control.find_running_bake(config, target, args.component, args.environment)
     print(
         f"{bake.flow_run_name}: baking Lambda version {bake.new_version} ({bake.app_version}) against"

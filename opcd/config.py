@@ -206,8 +206,32 @@ def _traffic(value: Any) -> Any:
     return value
 
 
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+_ROLE_ARN = re.compile(r"arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::(?P<account>[0-9]{12}):role/[\w+=,.@/-]{1,512}")
+
+
+def _account_id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f'write the account as a string of 12 digits: account_id = "{value:012d}"')
+    if not (isinstance(value, str) and _ACCOUNT_ID.fullmatch(value)):
+        raise ValueError(f"expected an AWS account id of 12 digits, e.g. '123456789012', got {value!r}")
+    return value
+
+
+def _role_arn(value: Any) -> Any:
+    if not (isinstance(value, str) and _ROLE_ARN.fullmatch(value)):
+        raise ValueError(f"expected an IAM role ARN, e.g. 'arn:aws:iam::123456789012:role/opcd-deploy', got {value!r}")
+    return value
+
+
 class Environment(_Model):
     approval: Literal[False] | Approval = False
+    account_id: Annotated[str, BeforeValidator(_account_id)] | None = Field(
+        default=None, description="The AWS account of this environment; opcd refuses to change any other."
+    )
+    role_arn: Annotated[str, BeforeValidator(_role_arn)] | None = Field(
+        default=None, description="IAM role assumed (STS AssumeRole) for every AWS call made for this environment."
+    )
     functions: dict[str, str] = Field(default_factory=dict)
     services: dict[str, str] = Field(default_factory=dict)
     health: dict[str, str] = Field(default_factory=dict)
@@ -221,6 +245,15 @@ class Environment(_Model):
         description="One strategy for every Lambda component, or a table of component = strategy.",
     )
     bake: Bake = Bake()
+
+    @model_validator(mode="after")
+    def _role_in_account(self) -> Environment:
+        role = _ROLE_ARN.fullmatch(self.role_arn) if self.role_arn else None
+        if role and self.account_id and role["account"] != self.account_id:
+            raise ValueError(
+                f"role_arn is a role of account {role['account']}, not of account_id {self.account_id}: fix one of them"
+            )
+        return self
 
     @field_validator("health")
     @classmethod

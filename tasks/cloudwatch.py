@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,16 +13,29 @@ from prefect.logging import get_run_logger
 from opcd.aws import AwsTarget
 from opcd.errors import AlarmFiring, DeployFailed, InputError, ResourceMissing
 
+ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]  # DescribeAlarms returns metric alarms alone unless asked
+NAMES_PER_CALL = 100  # the most AlarmNames one DescribeAlarms call takes
+
+
+def describe_alarms(target: AwsTarget, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: DescribeAlarms' entry}`` for each named alarm that exists, metric or composite."""
+    found: dict[str, dict[str, Any]] = {}
+    paginator = target.client("cloudwatch").get_paginator("describe_alarms")
+    unique = list(dict.fromkeys(names))
+    for start in range(0, len(unique), NAMES_PER_CALL):
+        batch = unique[start : start + NAMES_PER_CALL]
+        for page in paginator.paginate(AlarmNames=batch, AlarmTypes=ALARM_TYPES):
+            for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
+                found[alarm["AlarmName"]] = alarm
+    return found
+
 
 def alarm_states(target: AwsTarget, names: list[str]) -> dict[str, tuple[str, str]]:
     """``{alarm: (state, reason)}`` for each named alarm; a missing alarm is an error."""
     if not names:
         return {}
-    cw = target.client("cloudwatch")
-    found: dict[str, tuple[str, str]] = {}
-    for page in cw.get_paginator("describe_alarms").paginate(AlarmNames=names):
-        for alarm in page["MetricAlarms"] + page.get("CompositeAlarms", []):
-            found[alarm["AlarmName"]] = (alarm["StateValue"], alarm.get("StateReason", ""))
+    alarms = describe_alarms(target, names)
+    found = {name: (alarm["StateValue"], alarm.get("StateReason", "")) for name, alarm in alarms.items()}
     missing = [n for n in names if n not in found]
     if missing:
         raise ResourceMissing(

@@ -28,6 +28,7 @@ from opcd.aws import AwsTarget, error_code
 from opcd.config import Config
 from opcd.errors import ResourceMissing
 from tasks.apprunner import describe, find_service
+from tasks.cloudwatch import describe_alarms
 from tasks.eventbridge import TARGET_ID, aws_rule_name
 from tasks.lambda_functions import ALIAS, read_live
 from tasks.ledger import read_latest
@@ -153,12 +154,7 @@ def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> l
     names = config.environment(environment).alarms
     if not names:
         return []
-    found: set[str] = set()
-    paginator = target.client("cloudwatch").get_paginator("describe_alarms")
-    for start in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names
-        batch = names[start : start + 100]
-        for page in paginator.paginate(AlarmNames=batch, AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
-            found |= {a["AlarmName"] for a in page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])}
+    found = describe_alarms(target, names)
     return [
         Finding(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names

@@ -36,6 +36,35 @@ def _configure_moto() -> None:
     from moto.core.config import default_user_config
 
     default_user_config.setdefault("lambda", {})["use_docker"] = False
+    _composite_alarms_as_aws()
+
+
+def _composite_alarms_as_aws() -> None:
+    """CloudWatch's composite alarms as AWS serves them (stands in where moto 5.2.5 falls short).
+
+    moto keeps a composite alarm (an alarm with an ``AlarmRule``) but answers PutCompositeAlarm
+    with a 500 (not implemented), and DescribeAlarms returns composite alarms whether asked or not;
+    AWS returns metric alarms alone unless ``AlarmTypes`` asks for composite ones too.
+    """
+    from moto.cloudwatch.responses import CloudWatchResponse
+    from moto.core.responses import ActionResult
+
+    if getattr(CloudWatchResponse, "_opcd_composite", False):
+        return
+    describe = CloudWatchResponse.describe_alarms
+
+    def describe_alarms(self: Any) -> ActionResult:
+        answer: dict[str, Any] = dict(describe(self).result)  # type: ignore[call-overload]
+        types = self._get_param("AlarmTypes") or ["MetricAlarm"]
+        for kind in ("MetricAlarm", "CompositeAlarm"):
+            if kind not in types:
+                answer[f"{kind}s"] = []
+        return ActionResult(answer)
+
+    # PutMetricAlarm's handler reads AlarmRule too: moto's own model of a composite alarm
+    CloudWatchResponse.put_composite_alarm = CloudWatchResponse.put_metric_alarm  # type: ignore[attr-defined]
+    CloudWatchResponse.describe_alarms = describe_alarms  # type: ignore[method-assign]
+    CloudWatchResponse._opcd_composite = True  # type: ignore[attr-defined]
 
 
 class SandboxApp:

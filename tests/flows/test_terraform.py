@@ -185,3 +185,21 @@ def test_cli_plan_prints_each_environment(project: Project, prefect_server: None
     assert "dev: 4 to add, 0 to change, 0 to destroy" in out
     assert "prod: 4 to add, 0 to change, 0 to destroy" in out
     assert f"saved as plan {SHA1}" in out
+
+
+def test_apply_refuses_an_environment_in_another_account_before_applying_any(
+    project: Project, prefect_server: None
+) -> None:
+    from flows.terraform import terraform_apply, terraform_plan
+    from opcd.errors import InputError
+
+    # given: reviewed plans for both, and prod's account is not the one the credentials reach
+    applied_everywhere(project, FIRST)
+    configure(project, CHANGED)
+    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+    project.set_config("[environments.prod]\n", '[environments.prod]\naccount_id = "222222222222"\n')
+
+    # when / then: refused up front; not even dev, which comes first, was applied
+    with pytest.raises(InputError, match="AWS account 123456789012 .* is not prod's account 222222222222"):
+        terraform_apply(git_sha=SHA1, config_path=str(project.config_path))
+    assert pending_changes(project, "dev") and pending_changes(project, "prod")

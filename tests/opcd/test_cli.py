@@ -167,7 +167,7 @@ def test_no_credentials_and_no_sandbox(project: Project, monkeypatch: pytest.Mon
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     code, out, err = project.cli("status")
     assert code == 2
-    assert out.startswith("AWS target: AWS (us-east-1")
+    assert out.startswith("AWS target: AWS us-east-1, credentials from the default chain\n")
     assert "no AWS credentials found" in one_line_error(err)
 
 

@@ -227,3 +227,39 @@ def test_the_project_config_names_its_terraform() -> None:
     assert config.terraform is not None
     assert config.terraform.backend_file("prod") == "backends/prod.hcl"
     assert config.terraform.var_file_for("dev") == "environments/dev.tfvars"
+
+
+def test_account_and_role_of_an_environment() -> None:
+    data = base()
+    data["environments"]["prod"]["account_id"] = "012345678901"
+    data["environments"]["prod"]["role_arn"] = "arn:aws:iam::012345678901:role/deploy/opcd-prod"
+    prod = parse_config(data, ROOT).environment("prod")
+    assert (prod.account_id, prod.role_arn) == ("012345678901", "arn:aws:iam::012345678901:role/deploy/opcd-prod")
+    assert parse_config(base(), ROOT).environment("dev").account_id is None  # unset: any account, reported
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("account_id", 123456789012, 'write the account as a string of 12 digits: account_id = "123456789012"'),
+        ("account_id", "12345678901", "expected an AWS account id of 12 digits, e.g. '123456789012', got"),
+        ("account_id", "12345678901a", "expected an AWS account id of 12 digits"),
+        ("account_id", "123456789012\n", "expected an AWS account id of 12 digits"),
+        ("role_arn", "arn:aws:iam::123456789012:user/alice", "expected an IAM role ARN, e.g. 'arn:aws:iam::"),
+        ("role_arn", "opcd-deploy", "expected an IAM role ARN"),
+        ("role_arn", "arn:aws:iam::1234:role/opcd", "expected an IAM role ARN"),
+    ],
+)
+def test_bad_account_or_role(key: str, value: object, expected: str) -> None:
+    data = base()
+    data["environments"]["prod"][key] = value
+    assert f"environments.prod.{key}: {expected}" in problems(data)
+
+
+def test_a_role_of_another_account_than_account_id() -> None:
+    data = base()
+    data["environments"]["prod"]["account_id"] = "111111111111"
+    data["environments"]["prod"]["role_arn"] = "arn:aws:iam::222222222222:role/opcd-deploy"
+    assert "environments.prod: role_arn is a role of account 222222222222, not of account_id 111111111111" in problems(
+        data
+    )

@@ -54,7 +54,8 @@ def test_up_env_down(tmp_path: Path) -> None:
 
         status = opcd(tmp_path, "status")
         assert (
-            status.stdout.splitlines()[0] == f"AWS target: embedded sandbox at {info['aws_endpoint_url']} (us-east-1)"
+            status.stdout.splitlines()[0] == f"AWS target: embedded sandbox at {info['aws_endpoint_url']} (us-east-1),"
+            " account 123456789012 as arn:aws:sts::123456789012:user/moto"
         )
     finally:
         down = opcd(tmp_path, "sandbox", "down")
