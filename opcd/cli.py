@@ -830,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from CI
     try:
-        with acting_as(_role(args)):
+        with acting_as(_role(args), str(config_path(args.config))):
             return COMMANDS[args.command](args)
     except OpcdError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,7 +35,7 @@ RECORD_ENV = "OPCD_RECORD_AWS_CALLS"
 PLANS_PREFIX = "terraform/plans"  # tasks.s3_artifacts keeps saved plans there
 LEDGER_PREFIX = "ledger"
 
-_acting_as: ContextVar[Role | None] = ContextVar("opcd_iam_role", default=None)
+_acting_as: ContextVar[tuple[Role, str | None] | None] = ContextVar("opcd_iam_role", default=None)
 _write_lock = threading.Lock()
 
 
@@ -171,9 +171,9 @@ def render(document: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def acting_as(role: Role) -> Iterator[None]:
-    """AWS calls made inside belong to ``role`` (the CLI's read-only commands are ``read``)."""
-    token = _acting_as.set(role)
+def acting_as(role: Role, config: str | None = None) -> Iterator[None]:
+    """AWS calls made inside belong to ``role`` (the CLI's read-only commands are ``read``), for ``config``."""
+    token = _acting_as.set((role, config))
     try:
         yield
     finally:
@@ -187,7 +187,16 @@ def current_role() -> Role:
     context = FlowRunContext.get()
     if context is not None and context.flow is not None and context.flow.name in READ_FLOWS:
         return "read"
-    return _acting_as.get() or "deploy"
+    acting = _acting_as.get()
+    return acting[0] if acting else "deploy"
+
+
+def _config_in_use(context: Any) -> str | None:
+    """The opcd.toml a call is made for, when known: its flow run's ``config_path``, else the command's."""
+    parameters = context.flow_run.parameters if context is not None and context.flow_run is not None else {}
+    acting = _acting_as.get()
+    path = parameters.get("config_path") or (acting[1] if acting else None)
+    return str(Path(path).resolve()) if path else None
 
 
 def record_calls(client: Any, directory: str) -> None:
@@ -202,6 +211,7 @@ def record_calls(client: Any, directory: str) -> None:
         line = json.dumps({
             "service": service, "operation": model.name, "params": params, "region": client.meta.region_name,
             "role": current_role(), "flow": context.flow.name if context and context.flow else None,
+            "config": _config_in_use(context),
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or None,
         }, default=lambda value: f"<{type(value).__name__}>")  # fmt: skip
         with _write_lock, path.open("a", encoding="utf-8") as out:

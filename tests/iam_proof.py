@@ -235,11 +235,24 @@ def _where(call: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def check(calls: Iterable[dict[str, Any]], policies: dict[str, dict[str, Any]], unused: bool = True) -> list[str]:
-    """Every problem: a call no mapping knows, a request its role's policy denies, an action granted unused."""
+Policies = dict[str, dict[str, Any]]
+
+
+def check(
+    calls: Iterable[dict[str, Any]],
+    policies: Policies,
+    unused: bool = True,
+    policies_of: Callable[[dict[str, Any]], Policies] | None = None,
+) -> list[str]:
+    """Every problem: a call no mapping knows, a request its role's policy denies, an action granted unused.
+
+    ``policies_of(call)`` gives the policies of the configuration the call ran with (a test may rename
+    a component); ``policies``, what ships, is the default and what the unused grants are read from.
+    """
     problems: dict[str, None] = {}  # ordered, each problem once
     used: dict[str, set[str]] = {role: set() for role in policies}
     for call in calls:
+        own = policies_of(call) if policies_of else policies
         mapper = OPERATIONS.get((call["service"], call["operation"]))
         if mapper is None:
             problems[
@@ -249,10 +262,11 @@ def check(calls: Iterable[dict[str, Any]], policies: dict[str, dict[str, Any]], 
             continue
         for request in mapper(call["params"], call["region"]):
             used[call["role"]].add(request.action)
-            if not allows(policies[call["role"]], request):
+            if not allows(own[call["role"]], request):
                 problems[
                     f"{request.action} on {request.resource} is not allowed by the {call['role']} policy"
                     f" ({call['service']}:{call['operation']} {_where(call)}): grant it in opcd/iam.py"
+                    " if the role should make it"
                 ] = None
     if unused:
         for role, document in policies.items():
@@ -270,3 +284,19 @@ def ran_whole_suite(config: Any, session: Any) -> bool:
         or bool(getattr(option, "lf", False))
     )
     return not selected and not (session.shouldstop or session.shouldfail)
+
+
+def policies_of_configs(shipped: Policies, generate: Callable[[str], Policies]) -> Callable[[dict[str, Any]], Policies]:
+    """``policies_of`` for :func:`check`: each call's own opcd.toml (when it still reads), else ``shipped``."""
+    cache: dict[str | None, Policies] = {None: shipped}
+
+    def policies_of(call: dict[str, Any]) -> Policies:
+        path = call.get("config")
+        if path not in cache:
+            try:
+                cache[path] = generate(path)
+            except Exception:  # gone or broken (a test of bad input): what ships
+                cache[path] = shipped
+        return cache[path]
+
+    return policies_of

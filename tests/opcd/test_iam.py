@@ -19,7 +19,7 @@ from opcd.cli import main
 from opcd.config import Config, load_config
 from opcd.iam import ROLES, acting_as, policy, record_calls, render
 from tests.conftest import ROOT
-from tests.iam_proof import Request, allows, check, load
+from tests.iam_proof import Request, allows, check, load, policies_of_configs
 
 CONFIG = load_config(ROOT / "opcd.toml")
 POLICIES = {role: policy(CONFIG, role, account="*") for role in ROLES}
@@ -95,7 +95,6 @@ def every_granted_call() -> list[dict[str, Any]]:
         call("ecr", "DescribeImages", "read", repositoryName="outreachpass-frontend"),
         call("apprunner", "ListServices", "read"),
         call("apprunner", "DescribeService", "read", ServiceArn=SERVICE),
-        call("apprunner", "ListOperations", "read", ServiceArn=SERVICE),
     ]
 
 
@@ -227,7 +226,7 @@ def test_recorded_calls_carry_their_role(tmp_path: Path) -> None:
     )
     record_calls(client, str(tmp_path))
     for role in ("deploy", "read"):
-        with acting_as(role), pytest.raises(EndpointConnectionError):  # type: ignore[arg-type]
+        with acting_as(role, "opcd.toml"), pytest.raises(EndpointConnectionError):  # type: ignore[arg-type]
             client.get_alias(FunctionName="outreachpass-api-dev", Name="live")
     with pytest.raises(EndpointConnectionError):
         client.invoke(FunctionName="outreachpass-api-dev", Qualifier="3", Payload=b"{}")
@@ -235,6 +234,25 @@ def test_recorded_calls_carry_their_role(tmp_path: Path) -> None:
     assert [(c["operation"], c["role"]) for c in calls] == [("GetAlias", "deploy"), ("GetAlias", "read"),
                                                            ("Invoke", "deploy")]  # fmt: skip
     assert calls[2]["params"] == {"FunctionName": "outreachpass-api-dev", "Qualifier": "3", "Payload": "<bytes>"}
+    assert [c["config"] for c in calls] == [str(Path("opcd.toml").resolve())] * 2 + [None]
+
+
+def test_a_call_is_checked_against_the_config_it_ran_with(tmp_path: Path) -> None:
+    text = (ROOT / "opcd.toml").read_text().replace("[components.backend]", "[components.api]")
+    text = text.replace('"examples/', f'"{ROOT}/examples/').replace('root = "examples', f'root = "{ROOT}/examples')
+    for table in ("functions", "health", "traffic"):
+        text = text.replace(f"{table} = {{ backend = ", f"{table} = {{ api = ")
+    (tmp_path / "opcd.toml").write_text(text)
+    renamed = call("s3", "PutObject", Bucket="outreachpass-artifacts", Key="api/v1/lambda.zip")
+    calls = [*every_granted_call(), {**renamed, "config": str(tmp_path / "opcd.toml")}]
+
+    def generate(path: str) -> dict[str, Any]:
+        config = load_config(path)
+        return {role: policy(config, role, account="*") for role in ROLES}
+
+    assert check(calls, POLICIES, policies_of=policies_of_configs(POLICIES, generate)) == []
+    (problem,) = check(calls, POLICIES)  # what ships has no api/ prefix
+    assert problem.startswith("s3:PutObject on arn:aws:s3:::outreachpass-artifacts/api/v1/lambda.zip is not allowed")
 
 
 # Community auditors' findings, each accepted for a reason: the deploy role's purpose, scoped.
