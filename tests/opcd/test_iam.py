@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from opcd.cli import main
 from opcd.config import Config, load_config
 from opcd.iam import ROLES, acting_as, policy, record_calls, render
 from tests.conftest import ROOT
-from tests.iam_proof import Request, allows, check, load, policies_of_configs
+from tests.iam_proof import Request, allows, check, load, policies_of_configs, ran_whole_suite
 
 CONFIG = load_config(ROOT / "opcd.toml")
 POLICIES = {role: policy(CONFIG, role, account="*") for role in ROLES}
@@ -293,3 +294,23 @@ def test_parliament_finds_nothing_of_medium_severity_or_more_but_the_accepted() 
     ]  # fmt: skip
     assert serious == [], json.dumps(serious, indent=2)
     assert any(f["issue"] == "PRIVILEGE_ESCALATION" for f in findings)  # the community auditors did run
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "stopped", "whole"),
+    [
+        (pytest.Config.ArgsSource.TESTPATHS, {}, None, True),  # `make test`
+        (pytest.Config.ArgsSource.ARGS, {}, None, False),  # a path or a node id
+        (pytest.Config.ArgsSource.TESTPATHS, {"keyword": "deploy"}, None, False),  # -k
+        (pytest.Config.ArgsSource.TESTPATHS, {"markexpr": "not slow"}, None, False),  # -m
+        (pytest.Config.ArgsSource.TESTPATHS, {"deselect": ["tests/x.py"]}, None, False),
+        (pytest.Config.ArgsSource.TESTPATHS, {"lf": True}, None, False),
+        (pytest.Config.ArgsSource.TESTPATHS, {}, "stopping after 1 failures", False),  # -x stopped it
+    ],
+)
+def test_the_unused_grants_are_judged_only_after_the_whole_suite(
+    source: Any, options: dict[str, Any], stopped: str | None, whole: bool
+) -> None:
+    option = SimpleNamespace(**{"keyword": "", "markexpr": "", "deselect": None, "lf": False, **options})
+    config = SimpleNamespace(option=option, args_source=source, ArgsSource=pytest.Config.ArgsSource)
+    assert ran_whole_suite(config, SimpleNamespace(shouldstop=stopped or False, shouldfail=False)) is whole
