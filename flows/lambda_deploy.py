@@ -48,8 +48,8 @@ from tasks.notify import Notifier
 from tasks.s3_artifacts import (
     artifact_key,
     check_bucket,
+    check_retention_rule,
     download_artifact,
-    ensure_retention_rule,
     read_artifact_metadata,
     upload_artifact,
 )
@@ -141,7 +141,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
         plan.component, version, comp, source,
         out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
-    ensure_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
+    check_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
         "component": plan.component, "version": version, "git_sha": git_sha,
         "sha256": package.sha256_hex, "code_sha256": package.code_sha256, "size": package.size,

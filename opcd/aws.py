@@ -259,6 +259,10 @@ def _client(target: AwsTarget, service: str) -> Any:
         endpoint = target.endpoint_for(service)
         sts = target.endpoint_for("sts") if target.role else None
         client = new_client(service, target.region, target.credentials, endpoint, _boto_config(), target.role, sts)
+        if directory := os.environ.get("OPCD_RECORD_AWS_CALLS"):  # the tests prove the IAM policy (opcd/iam.py)
+            from opcd.iam import record_calls
+
+            record_calls(client, directory)
         client = _clients.setdefault(key, client)  # two threads racing keep the same one
     return client
 

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from opcd import __version__
 from opcd.config import Config, config_path, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.iam import Role, acting_as
 from opcd.versions import check_version
 
 EPILOG = """examples:
@@ -183,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what is live in each environment")
     status.add_argument("--env", dest="environment", help="only this environment")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    iam = sub.add_parser("iam", help="the IAM policies opcd's roles need").add_subparsers(dest="action", required=True)
+    iam_policy = iam.add_parser(
+        "policy", help="print a role's IAM policy (JSON), scoped to the names in opcd.toml",
+        description="deploy: the deploy pool's workers and whoever deploys, rolls back, releases. read: terraform "
+        "plan, drift check and pull-request checks (also enough for opcd status and dry runs).",
+    )  # fmt: skip
+    iam_policy.add_argument("--role", choices=["deploy", "read"], default="deploy", help="(default: deploy)")
 
     health = sub.add_parser("health", help="check a health URL: N consecutive 2xx answers")
     health.add_argument("url")
@@ -793,6 +802,19 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 1 if data["errors"] else 0
 
 
+def cmd_iam(args: argparse.Namespace) -> int:
+    from opcd.iam import policy, render
+
+    print(render(policy(load_config(args.config), args.role)), end="")
+    return 0
+
+
+def _role(args: argparse.Namespace) -> Role:
+    """The role a command's AWS calls need: ``read`` for the commands that change nothing."""
+    reads = args.command in ("status", "drift", "validate") or getattr(args, "dry_run", False)
+    return "read" if reads or (args.command == "terraform" and args.action == "plan") else "deploy"
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "setup": cmd_setup,
     "terraform": cmd_terraform,
@@ -810,6 +832,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pending": cmd_pending,
     "approve": cmd_answer,
     "reject": cmd_answer,
+    "iam": cmd_iam,
 }
 
 
@@ -817,7 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from CI
     try:
-        return COMMANDS[args.command](args)
+        with acting_as(_role(args), str(config_path(args.config))):
+            return COMMANDS[args.command](args)
     except OpcdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -157,6 +157,10 @@ class Component(_Model):
         default_factory=dict, description="Named build contexts (COPY --from=NAME), directories relative to opcd.toml."
     )
     builder: Literal["auto", "docker", "buildah", "podman"] = "auto"
+    access_role: str | None = Field(
+        default=None,
+        description="ECR access role of the App Runner service (name or ARN); default {project}-apprunner-ecr-access.",
+    )
     operation: OperationWait = OperationWait()
 
 

@@ -32,7 +32,7 @@ from tasks.cloudwatch import describe_alarms
 from tasks.eventbridge import TARGET_ID, aws_rule_name
 from tasks.lambda_functions import ALIAS, read_live
 from tasks.ledger import read_latest
-from tasks.s3_artifacts import RULE_PREFIX
+from tasks.s3_artifacts import lifecycle_rules, retention_problem
 from tasks.terraform import workspace
 
 
@@ -165,25 +165,13 @@ def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> l
 @task(name="check-retention-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
 def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
     bucket, days = config.project.artifact_bucket, config.project.artifact_retention_days
-    try:
-        rules = target.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except Exception as exc:
-        if error_code(exc) != "NoSuchLifecycleConfiguration":
-            raise
-        rules = []
-    by_id = {r.get("ID"): r for r in rules}
-    findings = []
-    fix = "apply Terraform (it owns the bucket's lifecycle rules; a Lambda deploy also restores its own)"
-    for component in config.components:
-        rule = by_id.get(f"{RULE_PREFIX}{component}")
-        if rule is None:
-            problem = f"has no retention rule for {component}/ (artifacts are never expired)"
-        elif rule.get("Status") != "Enabled" or rule.get("Expiration", {}).get("Days") != days:
-            problem = f"retention rule for {component}/ is not 'Enabled, expire after {days} days'"
-        else:
-            continue
-        findings.append(Finding("all", f"bucket {bucket}", problem, fix))
-    return findings
+    rules = lifecycle_rules(target, bucket)
+    fix = "apply Terraform: it owns the bucket's lifecycle rules (a deploy only warns of them)"
+    return [
+        Finding("all", f"bucket {bucket}", problem, fix)
+        for component in config.components
+        if (problem := retention_problem(rules, component, days))
+    ]
 
 
 @task(name="check-terraform-drift", cache_policy=NO_CACHE)

@@ -90,33 +90,41 @@ def download_artifact(target: AwsTarget, bucket: str, key: str) -> bytes:
     return data
 
 
-@task(name="ensure-retention-rule", cache_policy=NO_CACHE)
-def ensure_retention_rule(target: AwsTarget, bucket: str, component: str, days: int) -> bool:
-    """Make the bucket expire ``{component}/`` artifacts after ``days``; keep every other rule.
-
-    Returns True when the rule was created or changed.
-    """
-    s3 = target.client("s3")
+def lifecycle_rules(target: AwsTarget, bucket: str) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules (none: an empty list). Terraform writes them; opcd only reads them."""
     try:
-        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules: list[dict[str, Any]] = target.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     except Exception as exc:
         if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
-        rules = []
-    rule_id = f"{RULE_PREFIX}{component}"
-    wanted = {
-        "ID": rule_id,
-        "Filter": {"Prefix": f"{component}/"},
-        "Status": "Enabled",
-        "Expiration": {"Days": days},
-    }
-    current = next((r for r in rules if r.get("ID") == rule_id), None)
-    if current and current.get("Expiration", {}).get("Days") == days and current.get("Status") == "Enabled":
-        return False
-    rules = [r for r in rules if r.get("ID") != rule_id] + [wanted]
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
-    get_run_logger().info("Bucket %s now expires %s/ artifacts after %d days", bucket, component, days)
-    return True
+        return []
+    return rules
+
+
+def retention_problem(rules: list[dict[str, Any]], component: str, days: int) -> str | None:
+    """What is wrong with the rule that expires ``{component}/`` artifacts after ``days``; None when it is right."""
+    rule = next((r for r in rules if r.get("ID") == f"{RULE_PREFIX}{component}"), None)
+    if rule is None:
+        return f"has no retention rule for {component}/ (artifacts are never expired)"
+    if rule.get("Status") != "Enabled" or rule.get("Expiration", {}).get("Days") != days:
+        return f"retention rule for {component}/ is not 'Enabled, expire after {days} days'"
+    return None
+
+
+@task(name="check-retention-rule", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_retention_rule(target: AwsTarget, bucket: str, component: str, days: int) -> str | None:
+    """Warn in the run log unless the bucket expires ``{component}/`` artifacts after ``days``.
+
+    Terraform owns the bucket's lifecycle rules: a deploy reads them and never writes them (its role
+    may not: a lifecycle rule could expire the ledger). Returns the problem, or None.
+    """
+    problem = retention_problem(lifecycle_rules(target, bucket), component, days)
+    if problem:
+        get_run_logger().warning(
+            "Bucket %s %s: apply Terraform, which owns the bucket's lifecycle rules (the deploy goes on)",
+            bucket, problem,
+        )  # fmt: skip
+    return problem
 
 
 @task(name="write-artifact-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,68 @@ def handler(event, context):
         return _response(500, {"status": "unhealthy"})
     return _handler(event, context)
 """
+
+
+_CALLS_DIR_MADE = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--aws-policy-check", choices=("auto", "force", "off"), default="auto",
+        help="check every AWS call the product made against opcd's IAM policies (tests/iam_proof.py): auto = when"
+        " the whole suite ran; force = the calls of whatever ran (unused grants only listed); off = not recorded",
+    )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or a run without xdist) chooses where every process records its AWS calls."""
+    from opcd.iam import RECORD_ENV
+
+    if hasattr(config, "workerinput") or config.getoption("aws_policy_check") == "off":
+        return
+    if not os.environ.get(RECORD_ENV):  # workers and the e2e tests' workers inherit it
+        os.environ[RECORD_ENV] = tempfile.mkdtemp(prefix="opcd-aws-calls-")
+        config.stash[_CALLS_DIR_MADE] = True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from opcd.config import load_config
+    from opcd.iam import RECORD_ENV, ROLES, policy
+    from tests.iam_proof import check, load, policies_of_configs, ran_whole_suite
+
+    config = session.config
+    mode, directory = config.getoption("aws_policy_check"), os.environ.get(RECORD_ENV)
+    if hasattr(config, "workerinput") or mode == "off" or not directory:
+        return
+    whole = ran_whole_suite(config, session)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    made = config.stash.get(_CALLS_DIR_MADE, False)
+    if not whole and mode != "force":
+        if made:
+            shutil.rmtree(directory, ignore_errors=True)
+        return
+
+    def generate(path: str) -> dict[str, Any]:  # the sandbox's ARNs carry moto's account
+        config = load_config(path)
+        return {role: policy(config, role, account="*") for role in ROLES}
+
+    shipped = generate(str(ROOT / "opcd.toml"))
+    calls, own = load(Path(directory)), policies_of_configs(shipped, generate)
+    problems = check(calls, shipped, unused=whole, policies_of=own)
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", f"{len(calls)} AWS calls checked against opcd's IAM policies", red=bool(problems))
+        for problem in problems:
+            reporter.write_line(f"IAM: {problem}")
+        if not whole:
+            for problem in check(calls, shipped, policies_of=own)[len(problems) :]:
+                reporter.write_line(f"IAM (not failing: part of the suite ran): {problem}")
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.write_line(f"IAM: the recorded calls are in {directory}")
+    elif made:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

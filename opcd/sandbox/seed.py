@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 from opcd.aws import new_client
 from opcd.config import Config
+from opcd.iam import access_role
 
 ROLE_NAME = "opcd-sandbox-lambda"
-ACCESS_ROLE_NAME = "opcd-sandbox-apprunner-ecr"
 _TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -126,7 +126,10 @@ def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: st
         return {}
     trust = json.loads(json.dumps(_TRUST))
     trust["Statement"][0]["Principal"] = {"Service": "build.apprunner.amazonaws.com"}
-    access_role = iam.create_role(RoleName=ACCESS_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    role_arns: dict[str, str] = {}  # the ECR access role each service names (opcd.iam.access_role)
+    for role in sorted({access_role(config, name).rpartition("/")[2] for name in components}):
+        role_arns[role] = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    access_roles = {name: role_arns[access_role(config, name).rpartition("/")[2]] for name in components}
     for comp in components.values():
         ecr.create_repository(repositoryName=comp.repository, imageTagMutability="MUTABLE")
     gateway: dict[str, str] = {}
@@ -143,7 +146,7 @@ def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: st
                         "ImageConfiguration": {"Port": "8080"},
                     },
                     "AutoDeploymentsEnabled": False,
-                    "AuthenticationConfiguration": {"AccessRoleArn": access_role},
+                    "AuthenticationConfiguration": {"AccessRoleArn": access_roles[comp_name]},
                 },
                 HealthCheckConfiguration={"Protocol": "TCP"},
                 Tags=[

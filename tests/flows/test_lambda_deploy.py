@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
 
@@ -180,10 +181,23 @@ def test_artifacts_metadata_and_retention(deployed: Project) -> None:
     assert {"component", "version", "git_sha", "sha256", "size", "built_at", "builder", "python"} <= set(meta)
     assert meta["component"] == "backend" and meta["version"] == "v2" and meta["python"] == "python3.12"
     rules = s3.get_bucket_lifecycle_configuration(Bucket="outreachpass-artifacts")["Rules"]
-    # Terraform's rules (the sandbox seeds them) are kept as they are; the deploy's own is among them
+    # Terraform's rules (the sandbox seeds them) are as they were: a deploy reads them, never writes them
     assert sorted((r["ID"], r["Expiration"]["Days"]) for r in rules) == [
         ("opcd-retention-backend", 30), ("opcd-retention-frontend", 30), ("opcd-retention-worker", 30)
     ]  # fmt: skip
+
+
+def test_a_missing_retention_rule_is_warned_of_and_left_to_terraform(
+    project: Project, prefect_server: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3 = project.client("s3")
+    s3.delete_bucket_lifecycle(Bucket="outreachpass-artifacts")
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    assert "Bucket outreachpass-artifacts has no retention rule for backend/ (artifacts are never" in caplog.text
+    with pytest.raises(ClientError) as raised:  # the deploy role may not write lifecycle rules: it never does
+        s3.get_bucket_lifecycle_configuration(Bucket="outreachpass-artifacts")
+    assert raised.value.response["Error"]["Code"] == "NoSuchLifecycleConfiguration"
 
 
 def test_secrets_stay_out_of_the_ledger_and_output(project: Project, prefect_server: None) -> None:

@@ -1,0 +1,221 @@
+"""The IAM policies of opcd's two roles, generated from opcd.toml (``opcd iam policy``).
+
+- ``deploy``: the role of the deploy pool's workers and of whoever runs ``opcd deploy``,
+  ``rollback``, ``release``: builds, deploys, shifts traffic, rolls back, writes the ledger.
+- ``read``: the role of ``terraform-plan``, ``drift-check`` and ``pr-validation`` (and of
+  ``opcd status`` and dry runs): reads what is live and the ledger, keeps saved plans.
+
+Every statement is scoped to the names opcd.toml gives (functions, bucket prefixes, repository,
+services, ``{project}-{env}-`` rules, alarms, secrets, sender). Neither role may write the bucket's
+lifecycle rules (Terraform owns them: a rule could expire the ledger) or delete a ledger record.
+
+The test suite proves the policies: with ``OPCD_RECORD_AWS_CALLS=DIR`` every client of opcd's
+factory (:mod:`opcd.aws`) appends each call it makes to ``DIR``, with the role it was made as
+(:func:`current_role`), and the tests check each call against these policies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from opcd.config import Config
+
+Role = Literal["deploy", "read"]
+ROLES: tuple[Role, ...] = ("deploy", "read")
+# The flows whose workers hold the read-only role (their pool has no write credentials).
+READ_FLOWS = frozenset({"terraform-plan", "drift-check", "pr-validation"})
+RECORD_ENV = "OPCD_RECORD_AWS_CALLS"
+PLANS_PREFIX = "terraform/plans"  # tasks.s3_artifacts keeps saved plans there
+LEDGER_PREFIX = "ledger"
+
+_acting_as: ContextVar[tuple[Role, str | None] | None] = ContextVar("opcd_iam_role", default=None)
+_write_lock = threading.Lock()
+
+
+def access_role(config: Config, component: str) -> str:
+    """The IAM role (name or ARN) App Runner pulls ``component``'s images with (the service's ECR access role)."""
+    return config.component(component).access_role or f"{config.project.name}-apprunner-ecr-access"
+
+
+def _accounts(config: Config, account: str | None) -> dict[str, str]:
+    """Each environment's account id: ``account`` when given, else ``environments.ENV.account_id``, else ``*``."""
+    return {name: account or str(getattr(env, "account_id", None) or "*") for name, env in config.environments.items()}
+
+
+def _statement(sid: str, actions: list[str], resources: list[str], **extra: Any) -> dict[str, Any]:
+    unique = list(dict.fromkeys(resources))
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": unique, **extra}
+
+
+def policy(config: Config, role: Role, account: str | None = None) -> dict[str, Any]:
+    """The policy document of ``role`` for this configuration."""
+    region, project, bucket = config.project.region, config.project.name, config.project.artifact_bucket
+    accounts = _accounts(config, account)
+    everywhere = sorted(set(accounts.values()))  # shared resources (bucket, repository) may sit in any of them
+    read = role == "read"
+    lambdas = [name for name, comp in config.components.items() if comp.kind == "lambda"]
+    apprunners = [name for name, comp in config.components.items() if comp.kind == "apprunner"]
+    statements: list[dict[str, Any]] = []
+
+    functions: list[str] = []
+    rules: list[str] = []
+    for env_name, env in config.environments.items():
+        arn = f"arn:aws:lambda:{region}:{accounts[env_name]}:function:"
+        for component in lambdas:
+            if component in env.functions:
+                functions += [arn + env.functions[component], arn + env.functions[component] + ":*"]
+        rules.append(f"arn:aws:events:{region}:{accounts[env_name]}:rule/{project}-{env_name}-*")
+    if functions:
+        actions = ["GetAlias", "GetFunctionConfiguration", "ListVersionsByFunction"]
+        if not read:
+            actions += ["AddPermission", "GetPolicy", "InvokeFunction", "PublishVersion", "RemovePermission",
+                        "UpdateAlias", "UpdateFunctionCode"]  # fmt: skip
+        statements.append(_statement("Functions", [f"lambda:{a}" for a in actions], functions))
+        actions = ["DescribeRule", "ListTargetsByRule"]
+        if not read:
+            actions += ["DeleteRule", "ListTagsForResource", "PutRule", "PutTargets", "RemoveTargets", "TagResource"]
+        statements.append(_statement("EventRules", [f"events:{a}" for a in actions], rules))
+        if not read:  # finding the rules a component no longer has (ListRules has no resource-level scope)
+            statements.append(_statement("ListEventRules", ["events:ListRules"], ["*"]))
+
+    # The artifact bucket: each component's artifacts, the ledger, saved Terraform plans.
+    objects = [f"arn:aws:s3:::{bucket}/{name}/*" for name in config.components]
+    ledger = f"arn:aws:s3:::{bucket}/{LEDGER_PREFIX}/*"
+    plans = f"arn:aws:s3:::{bucket}/{PLANS_PREFIX}/*"
+    statements.append(
+        _statement("ArtifactBucket", ["s3:GetLifecycleConfiguration", "s3:ListBucket"], [f"arn:aws:s3:::{bucket}"])
+    )
+    if read:
+        statements.append(_statement("ReadArtifactsAndLedger", ["s3:GetObject"], [*objects, ledger]))
+        statements.append(_statement("SavePlans", ["s3:PutObject"], [plans]))
+    else:
+        statements.append(
+            _statement("ArtifactsLedgerPlans", ["s3:GetObject", "s3:PutObject"], [*objects, ledger, plans])
+        )
+    # Belt and braces against a broader policy beside this one: the ledger is never deleted or expired.
+    statements.append({
+        "Sid": "LedgerStays", "Effect": "Deny",
+        "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"],
+        "Resource": [f"arn:aws:s3:::{bucket}", ledger],
+    })  # fmt: skip
+
+    alarms = [
+        f"arn:aws:cloudwatch:{region}:{accounts[env_name]}:alarm:{alarm}"
+        for env_name, env in config.environments.items()
+        for alarm in env.alarms
+    ]
+    if alarms:
+        statements.append(_statement("Alarms", ["cloudwatch:DescribeAlarms"], alarms))
+
+    if apprunners:
+        repositories = [
+            f"arn:aws:ecr:{region}:{acct}:repository/{config.components[name].repository}"
+            for name in apprunners
+            for acct in everywhere
+        ]
+        actions = ["DescribeImages", "DescribeRepositories"]
+        if not read:  # skopeo pushes through the registry API with the token GetAuthorizationToken gives
+            actions += ["BatchCheckLayerAvailability", "CompleteLayerUpload", "InitiateLayerUpload", "PutImage",
+                        "UploadLayerPart"]  # fmt: skip
+            statements.append(_statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]))
+        statements.append(_statement("Repositories", [f"ecr:{a}" for a in actions], repositories))
+        services = []
+        for env_name, env in config.environments.items():
+            for name in apprunners:
+                ref = env.services.get(name)
+                if ref:
+                    prefix = f"arn:aws:apprunner:{region}:{accounts[env_name]}:service/"
+                    services.append(ref if ref.startswith("arn:") else f"{prefix}{ref}/*")
+        actions = ["DescribeService"]
+        if not read:  # StartDeployment: when App Runner's own rollback failed, the rollback deploys again
+            actions += ["ListOperations", "StartDeployment", "UpdateService"]
+        statements.append(_statement("Services", [f"apprunner:{a}" for a in actions], services))
+        # a service named in opcd.toml (not by its ARN) is found by listing (no resource-level scope)
+        statements.append(_statement("ListServices", ["apprunner:ListServices"], ["*"]))
+        if not read:  # UpdateService sends the service's AuthenticationConfiguration.AccessRoleArn again
+            roles = []
+            for name in apprunners:
+                ref = access_role(config, name)
+                roles += [ref] if ref.startswith("arn:") else [f"arn:aws:iam::{a}:role/{ref}" for a in everywhere]
+            statements.append(_statement(
+                "PassAccessRoleToAppRunner", ["iam:PassRole"], roles,
+                Condition={"StringEquals": {"iam:PassedToService": "apprunner.amazonaws.com"}},
+            ))  # fmt: skip
+
+    if not read:
+        secrets = [
+            f"arn:aws:secretsmanager:{region}:{accounts[env_name]}:secret:{env.database_secret}-??????"
+            for env_name, env in config.environments.items()
+            if env.database_secret
+        ]
+        if secrets:  # a secret's ARN ends with six random characters
+            statements.append(_statement("DatabaseSecrets", ["secretsmanager:GetSecretValue"], secrets))
+        email = config.notifications.email
+        if email is not None:  # SES authorizes the sender's address, or its domain when that is verified
+            identities = [email.sender, email.sender.rpartition("@")[2]]
+            statements.append(_statement("SendEmail", ["ses:SendEmail"], [
+                f"arn:aws:ses:{region}:{acct}:identity/{identity}" for acct in everywhere for identity in identities
+            ]))  # fmt: skip
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def render(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+@contextlib.contextmanager
+def acting_as(role: Role, config: str | None = None) -> Iterator[None]:
+    """AWS calls made inside belong to ``role`` (the CLI's read-only commands are ``read``), for ``config``."""
+    token = _acting_as.set((role, config))
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
+
+
+def current_role() -> Role:
+    """``read`` inside a read-only flow's run or a read-only command, else ``deploy``."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow is not None and context.flow.name in READ_FLOWS:
+        return "read"
+    acting = _acting_as.get()
+    return acting[0] if acting else "deploy"
+
+
+def _config_in_use(context: Any) -> str | None:
+    """The opcd.toml a call is made for, when known: its flow run's ``config_path``, else the command's."""
+    parameters = context.flow_run.parameters if context is not None and context.flow_run is not None else {}
+    acting = _acting_as.get()
+    path = parameters.get("config_path") or (acting[1] if acting else None)
+    return str(Path(path).resolve()) if path else None
+
+
+def record_calls(client: Any, directory: str) -> None:
+    """Append every call ``client`` makes (service, operation, parameters, role) to a file in ``directory``."""
+    path = Path(directory) / f"calls-{os.getpid()}.jsonl"
+    service = client.meta.service_model.service_name
+
+    def before_parameter_build(params: dict[str, Any], model: Any, **_: Any) -> None:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        line = json.dumps({
+            "service": service, "operation": model.name, "params": params, "region": client.meta.region_name,
+            "role": current_role(), "flow": context.flow.name if context and context.flow else None,
+            "config": _config_in_use(context),
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or None,
+        }, default=lambda value: f"<{type(value).__name__}>")  # fmt: skip
+        with _write_lock, path.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+
+    # before-parameter-build sees the operation's own parameters (before-call sees the HTTP request)
+    client.meta.events.register("before-parameter-build", before_parameter_build)
