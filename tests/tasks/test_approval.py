@@ -49,6 +49,7 @@ def test_a_reviewers_rejection_is_a_rejection(github: GitHubStub) -> None:
     github.add_run(REPO, 102, APPROVE, [("rejected", "alice-gh", "prod-approval", "not on a Friday")])
     proof = check(102)  # even when the answer said approve
     assert proof == Proof(False, "alice", "not on a Friday", f"verified by GitHub: alice-gh rejected run 102 of {REPO}")
+    assert check(102, approved=False, reason="see GitHub") == proof  # `opcd reject --github-run`: the reviewer's why
     # a reviewer who approved a run titled "reject": the answer is a rejection, checked as such
     github.add_run(REPO, 103, f"opcd reject {FLOW_RUN} for prod", [("approved", "alice-gh", "prod-approval", "")])
     assert check(103, approved=False, reason="freeze").approved is False
