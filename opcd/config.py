@@ -164,10 +164,64 @@ class Component(_Model):
     operation: OperationWait = OperationWait()
 
 
+_GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
+
+
+class Approver(_Model):
+    """One approver: the name opcd records and, for ``verify = "github"``, their GitHub login."""
+
+    name: str = Field(min_length=1)
+    github: str | None = Field(default=None, pattern=_GITHUB_LOGIN, description="GitHub login of the approver.")
+
+
+def _approvers(value: Any) -> Any:
+    """``["alice"]`` or ``[{ name = "alice", github = "alice-gh" }]`` (or both mixed): Approver entries."""
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
 class Approval(_Model):
-    approvers: list[str] = Field(min_length=1)
+    """An approval gate. ``verify = "none"``: the approver is who the answer says (self-declared).
+    ``verify = "github"``: the answer must name a run of ``workflow`` in ``repository`` that a required
+    reviewer of the GitHub environment ``{environment}-approval`` approved; the flow checks it with GitHub."""
+
+    people: Annotated[list[Approver], BeforeValidator(_approvers)] = Field(min_length=1, alias="approvers")
     timeout: Duration = 86400.0
     poll_interval: Duration = 5.0
+    verify: Literal["none", "github"] = Field(default="none", description="How an approver's identity is checked.")
+    repository: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name of the approval workflow."
+    )
+    workflow: str = Field(
+        default="approve.yml", pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$",
+        description="File name of the approval workflow under .github/workflows/.",
+    )  # fmt: skip
+
+    @property
+    def approvers(self) -> list[str]:
+        """The approvers' names, as answers, messages and the ledger show them."""
+        return [p.name for p in self.people]
+
+    def approver_of(self, login: str) -> str | None:
+        """The name of the approver whose GitHub login is ``login`` (logins ignore case), else None."""
+        return next((p.name for p in self.people if p.github and p.github.lower() == login.lower()), None)
+
+    @model_validator(mode="after")
+    def _github_needs(self) -> Approval:
+        names = self.approvers
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"approver {dup!r} appears twice")
+        if self.verify == "github":
+            missing = [p.name for p in self.people if not p.github]
+            if missing:
+                raise ValueError(
+                    f'verify = "github" needs each approver\'s GitHub login: {", ".join(missing)} has none'
+                    ' (write approvers = [{ name = "alice", github = "alice-gh" }])'
+                )
+            if not self.repository:
+                raise ValueError('verify = "github" needs repository = "owner/name" (where the approval workflow runs)')
+        return self
 
 
 class HealthCheck(_Model):

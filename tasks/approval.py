@@ -12,6 +12,11 @@ which the server does not run, so an answer breaking it is refused here and the 
 No answer before ``approval.timeout`` is a rejection that says "timed out" (a suspended run is
 failed by the server instead: "The flow was paused and never resumed").
 
+With ``approval.verify = "github"`` the form asks for proof instead of a name: the id of a run of
+the approval workflow (``github_run``). :func:`verify_with_github` checks it with the worker's own
+GitHub token (the run, its title, its time, its environment reviews) and records the reviewer's
+mapped name; an answer without valid proof is refused like any invalid one and the run waits again.
+
 Outside the run, :func:`pending` lists the runs waiting for an approval and :func:`answer` resumes
 one through the API, exactly as the UI's Resume form does (``opcd pending``, ``opcd approve``,
 ``opcd reject``).
@@ -23,9 +28,11 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import httpx
 from prefect import pause_flow_run, suspend_flow_run
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
@@ -39,6 +46,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from opcd.config import Approval as ApprovalSettings
 from opcd.errors import InputError
+from tasks.github import SECRET_BLOCK, GitHub, github_token
 
 KEY_PREFIX = "approval"  # pause keys: approval-{environment}-{attempt}
 
@@ -53,8 +61,26 @@ class _ApprovalRules(RunInput):
         return self
 
 
-def approval_form(approvers: list[str]) -> type[RunInput]:
-    """The ``Approval`` run input for these approvers: approved, approver (one of them), reason."""
+def approval_form(approvers: list[str], verify: str = "none") -> type[RunInput]:
+    """The ``Approval`` run input for these approvers: approved, approver (one of them), reason.
+
+    With ``verify="github"``: approved, github_run (the proof), reason; the approver is whoever GitHub
+    says reviewed that run (the names ride along in the schema as ``x-approvers``, for ``opcd pending``).
+    """
+    if verify == "github":
+        proof: type[RunInput] = create_model(
+            "Approval",
+            __base__=_ApprovalRules,
+            approved=(bool, Field(True, title="Approved", description="On: deploy. Off: reject (give a reason).")),
+            github_run=(int | None, Field(
+                None, gt=0, title="GitHub run",
+                description="The id of the approval workflow's run that a required reviewer approved (its job "
+                "fills it in). Without it the answer is refused.",
+                json_schema_extra={"x-approvers": list(approvers)},
+            )),
+            reason=(str, Field("", title="Reason", description="Why: recorded in the ledger and sent to Slack.")),
+        )  # fmt: skip
+        return proof
     names = cast(Any, Literal[tuple(approvers)])  # a Literal built at run time from opcd.toml
     form: type[RunInput] = create_model(
         "Approval",
@@ -77,6 +103,7 @@ class Decision:
     timed_out: bool = False
     waited_seconds: float = 0.0
     refused: list[str] = field(default_factory=list)  # answers refused before this one
+    verified: str = ""  # how the approver's identity is known: "self-declared" or "verified by GitHub: …"
 
     def describe(self) -> str:
         if self.approver is None and not self.timed_out:
@@ -85,6 +112,124 @@ class Decision:
             return f"approval for {self.environment} timed out after {self.waited_seconds:.0f} s: nobody answered"
         verb = "approved" if self.approved else "rejected"
         return f"{verb} by {self.approver}" + (f": {self.reason}" if self.reason else "")
+
+
+class Refused(Exception):
+    """An answer the gate does not take (its text says why): the run waits again."""
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What GitHub says about an approval run: the decision, who (their opcd name), and how it is known."""
+
+    approved: bool
+    approver: str
+    reason: str
+    verified: str
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def gate_opened(environment: str) -> datetime | None:
+    """When this run first paused at ``environment``'s gate, as the Prefect server recorded it.
+
+    Read from the run's state history, so a suspended run that starts again from the top still
+    knows when its gate opened (the first pause; each refused answer pauses again under a new key).
+    """
+    ctx = FlowRunContext.get()
+    if not (ctx and ctx.flow_run):
+        return None
+    prefix = f"{KEY_PREFIX}-{environment}-"
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(ctx.flow_run.id)
+    opened = [
+        s.timestamp for s in states
+        if s.type == StateType.PAUSED and (s.state_details.pause_key or "").startswith(prefix)
+    ]  # fmt: skip
+    return min(opened) if opened else None
+
+
+def verify_with_github(
+    environment: str, settings: ApprovalSettings, flow_run_id: str, opened: datetime | None,
+    github_run: int | None, approved: bool, reason: str,
+) -> Proof:  # fmt: skip
+    """Check an answer's proof with GitHub's REST API; raise Refused saying what is wrong.
+
+    The run ``github_run`` must be a ``workflow_dispatch`` run of ``.github/workflows/{settings.workflow}``
+    in ``settings.repository``, titled with this flow run's id, the environment and the decision, created
+    after the gate opened, and reviewed for the GitHub environment ``{environment}-approval`` by a
+    reviewer whose login opcd.toml maps to an approver. A reviewer's rejection is a rejection.
+    """
+    repo, workflow = str(settings.repository), f".github/workflows/{settings.workflow}"
+    if not github_run:
+        raise Refused(
+            f"{environment} is approved in GitHub: this answer names no approval run (a self-declared answer, from"
+            f" the form or `opcd approve` without --github-run, is not taken); run the {settings.workflow} workflow"
+            f" of {repo} with flow run {flow_run_id}"
+        )
+    token = github_token()
+    if not token:
+        raise Refused(
+            f"cannot check GitHub run {github_run}: the worker has no GitHub token (GITHUB_TOKEN, or the Secret"
+            f" block {SECRET_BLOCK!r}, with actions: read on {repo})"
+        )
+    client = GitHub(token)
+    try:
+        run = client.workflow_run(repo, github_run)
+        reviews = client.run_approvals(repo, github_run)
+    except InputError as exc:
+        raise Refused(f"GitHub run {github_run} of {repo} could not be checked: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise Refused(f"GitHub run {github_run} of {repo} could not be checked ({type(exc).__name__}: {exc})") from None
+    finally:
+        client.close()
+    where = f"run {github_run} of {repo}"
+    owner = str((run.get("repository") or {}).get("full_name", ""))
+    head = str((run.get("head_repository") or {}).get("full_name", owner))
+    if owner.lower() != repo.lower() or head.lower() != repo.lower():
+        raise Refused(f"GitHub run {github_run} belongs to {owner or 'no repository'}, not to {repo}")
+    if run.get("path") != workflow or run.get("event") != "workflow_dispatch":
+        raise Refused(f"{where} is a {run.get('event')} run of {run.get('path')}, not a run of {workflow}")
+    title = str(run.get("display_title", ""))
+    if flow_run_id not in title.split() or environment not in title.split():
+        raise Refused(f"{where} is titled {title!r}: it is not about flow run {flow_run_id} and {environment}")
+    created = _time(run.get("created_at"))
+    # GitHub's times are whole seconds: a run of the very second the gate opened is after it
+    if opened is None or created is None or created < opened.replace(microsecond=0):
+        raise Refused(
+            f"{where} was started at {run.get('created_at')}, before this approval was asked for"
+            f" ({opened:%Y-%m-%d %H:%M:%S} UTC): start a new run"
+            if opened
+            else f"{where}: no time to check against"
+        )
+    github_environment = f"{environment}-approval"
+    ours = [r for r in reviews if any(e.get("name") == github_environment for e in r.get("environments") or [])]
+    known = [
+        (r, name) for r in ours if r.get("state") in ("approved", "rejected")
+        and (name := settings.approver_of(str((r.get("user") or {}).get("login", ""))))
+    ]  # fmt: skip
+    if not known:
+        logins = sorted({str((r.get("user") or {}).get("login")) for r in ours})
+        if logins:
+            raise Refused(
+                f"{where} was reviewed for {github_environment} by {', '.join(logins)}: not an approver of"
+                f" {environment} in opcd.toml"
+            )
+        raise Refused(f"nobody approved {where} for the GitHub environment {github_environment}")
+    review, name = next(((r, n) for r, n in known if r["state"] == "rejected"), known[0])  # a rejection wins
+    login, comment = review["user"]["login"], str(review.get("comment") or "").strip()
+    if review["state"] == "rejected":
+        verified = f"verified by GitHub: {login} rejected run {github_run} of {repo}"
+        return Proof(False, name, comment or reason or "rejected in GitHub's review", verified)  # the reviewer's why
+    word = "approve" if approved else "reject"
+    if word not in title.split():
+        raise Refused(f"{where} is titled {title!r}: {login} approved that, not this answer ({word})")
+    return Proof(approved, name, reason or comment, f"verified by GitHub: {login} approved run {github_run} of {repo}")
 
 
 def _leave_paused_state(reason: str) -> bool:
@@ -126,7 +271,7 @@ def replayed_gate(environments: list[str]) -> str | None:
 def wait_for_approval(environment: str, settings: ApprovalSettings, description: str) -> Decision:
     """Pause (or suspend, in a deployment's run) the current flow run until an approver answers."""
     logger = get_run_logger()
-    form = approval_form(settings.approvers)
+    form = approval_form(settings.approvers, settings.verify)
     started = time.monotonic()
     poll = max(1, round(settings.poll_interval))
     decision = Decision(environment, approved=False)
@@ -161,8 +306,23 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
             decision.refused.append(problem)
             logger.warning("Approval answer refused (%s): waiting again", problem)
             continue
-        decision.approved, decision.approver = bool(answer.approved), str(answer.approver)
-        decision.reason = str(answer.reason or "").strip()
+        if settings.verify == "github":
+            ctx = FlowRunContext.get()
+            run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
+            try:
+                proof = verify_with_github(
+                    environment, settings, run_id, gate_opened(environment), answer.github_run,
+                    bool(answer.approved), str(answer.reason or "").strip(),
+                )  # fmt: skip
+            except Refused as exc:
+                decision.refused.append(str(exc))
+                logger.warning("Approval answer refused (%s): waiting again", exc)
+                continue
+            decision.approved, decision.approver, decision.reason = proof.approved, proof.approver, proof.reason
+            decision.verified = proof.verified
+        else:
+            decision.approved, decision.approver = bool(answer.approved), str(answer.approver)
+            decision.reason, decision.verified = str(answer.reason or "").strip(), "self-declared"
         decision.waited_seconds = time.monotonic() - started
         logger.info("%s %s", environment, decision.describe())
         return decision
@@ -191,6 +351,7 @@ class Waiting:
     environment: str
     approvers: list[str]
     description: str
+    verify: str = "none"  # "github": the answer must carry the id of an approved GitHub run
 
     @property
     def ui_url(self) -> str | None:
@@ -219,11 +380,14 @@ def _waiting(client: Any, run: FlowRun) -> Waiting | None:
         return None
     field = schema.get("properties", {}).get("approver", {})
     approvers = list(field.get("enum") or ([field["const"]] if "const" in field else []))  # one name: a const
+    proof = schema.get("properties", {}).get("github_run")
+    if proof is not None:  # verify = "github": the names ride along with the proof's field
+        approvers = list(proof.get("x-approvers") or [])
     try:
         description = str(json.loads(client.read_flow_run_input(run.id, keyset["description"])))
     except ObjectNotFound:
         description = ""
-    return Waiting(run, dict(keyset), environment, approvers, description)
+    return Waiting(run, dict(keyset), environment, approvers, description, "github" if proof is not None else "none")
 
 
 def pending() -> list[Waiting]:
@@ -269,23 +433,41 @@ def find_waiting(run_id: str) -> Waiting:
     return waiting
 
 
-def answer(waiting: Waiting, approved: bool, approver: str, reason: str) -> None:
+def answer(waiting: Waiting, approved: bool, approver: str | None, reason: str, github_run: int | None = None) -> None:
     """Resume a waiting run with an answer, through the API as the UI's Resume form does.
 
     The server checks the answer against the form's schema: an approver not on the list is refused
-    there (the run stays paused) and reported here as an InputError.
+    there (the run stays paused) and reported here as an InputError. A gate verified by GitHub takes
+    the id of an approved run of the approval workflow instead of a name (the run checks it).
     """
     if not approved and not reason.strip():
         raise InputError("a rejection needs a reason", 'add --reason "…"')
-    if waiting.approvers and approver not in waiting.approvers:
+    run_input: dict[str, Any] = {"approved": approved, "reason": reason}
+    if waiting.verify == "github":
+        if github_run is None:
+            raise InputError(
+                f"{waiting.environment} is approved in GitHub, not by a name given here",
+                "run the approval workflow (.github/workflows/approve.yml) with this flow run's id: a required"
+                " reviewer approves it and its job answers with --github-run; the run is still waiting",
+            )
+        run_input["github_run"] = github_run
+    elif github_run is not None:
+        raise InputError(
+            f'{waiting.environment}\'s approvals are self-declared (approval.verify = "none"): --github-run is'
+            " not checked there",
+            "answer with --approver NAME",
+        )
+    elif not approver:
+        raise InputError("--approver missing", f"answer as one of {', '.join(waiting.approvers)}")
+    elif waiting.approvers and approver not in waiting.approvers:
         raise InputError(
             f"{approver!r} may not approve {waiting.environment}: approvers are {', '.join(waiting.approvers)}",
             "answer as one of them (environments.ENV.approval.approvers in opcd.toml); the run is still waiting",
         )
+    else:
+        run_input["approver"] = approver
     with get_client(sync_client=True) as client:
-        result = client.resume_flow_run(
-            waiting.run.id, run_input={"approved": approved, "approver": approver, "reason": reason}
-        )
+        result = client.resume_flow_run(waiting.run.id, run_input=run_input)
     if result.status.value != "ACCEPT":
         why = getattr(result.details, "reason", None) or result.status.value
         with get_client(sync_client=True) as client:

@@ -19,6 +19,7 @@ from opcd.errors import InputError
 
 API = "https://api.github.com"
 SECRET_BLOCK = "github-token"
+_ACTIONS_READ = "the run does not exist there, or the token lacks `actions: read` on the repository"
 
 
 def github_token() -> str | None:
@@ -51,12 +52,12 @@ class GitHub:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, hint: str | None = None, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code in (401, 403, 404):
             raise InputError(
                 f"GitHub answered {response.status_code} to {method} {path}",
-                "the token needs `statuses: write` and `pull-requests: write` on the repository",
+                hint or "the token needs `statuses: write` and `pull-requests: write` on the repository",
             )
         response.raise_for_status()
         return response.json() if response.content else None
@@ -66,6 +67,19 @@ class GitHub:
         if url:
             body["target_url"] = url
         self._request("POST", f"/repos/{repo}/statuses/{sha}", json=body)
+
+    def workflow_run(self, repo: str, run_id: int) -> dict[str, Any]:
+        """``GET /repos/{repo}/actions/runs/{run_id}``: the run (repository, path, event, display_title, created_at)."""
+        run: dict[str, Any] = self._request("GET", f"/repos/{repo}/actions/runs/{run_id}", hint=_ACTIONS_READ)
+        return run
+
+    def run_approvals(self, repo: str, run_id: int) -> list[dict[str, Any]]:
+        """``GET /repos/{repo}/actions/runs/{run_id}/approvals``: the run's review history (its environments'
+        required reviewers): state, environments, user, comment."""
+        reviews: list[dict[str, Any]] = self._request(
+            "GET", f"/repos/{repo}/actions/runs/{run_id}/approvals", hint=_ACTIONS_READ
+        )
+        return reviews
 
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> tuple[str, int]:
         """Edit the comment carrying ``marker`` or create it: (``created``/``updated``, comment id)."""

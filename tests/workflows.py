@@ -1,4 +1,4 @@
-"""The ``prefect deployment run`` commands of the GitHub Actions workflows, rendered as a runner would.
+"""The commands of the GitHub Actions workflows (``prefect deployment run``, ``opcd …``), rendered as a runner would.
 
 A step passes GitHub's values to its script only through ``env:`` (``${{ … }}`` never appears in
 ``run:``), so rendering is: substitute each ``${{ expression }}`` of the step's environment from a
@@ -32,12 +32,17 @@ def _env(level: dict[str, Any]) -> dict[str, str]:
 
 def deployment_commands(workflow_file: Path) -> list[Command]:
     """Every step whose script runs ``prefect deployment run``, in the file's order."""
+    return commands(workflow_file, "prefect deployment run")
+
+
+def commands(workflow_file: Path, needle: str) -> list[Command]:
+    """Every step whose script holds ``needle`` (e.g. ``opcd validate``), in the file's order."""
     spec = yaml.safe_load(workflow_file.read_text())
     found = []
     for job_name, job in spec["jobs"].items():
         for step in job.get("steps") or []:
             script = step.get("run", "")
-            if "prefect deployment run" not in script:
+            if needle not in script:
                 continue
             name = step.get("name") or step.get("id") or script[:40]
             env = {**_env(spec), **_env(job), **_env(step)}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from moto.backends import get_backend
 
 from opcd.sandbox.slack import SlackSink
 from tests.conftest import RAISES_ON_IMPORT, Project, start_in_thread, wait_for_pending
+from tests.github_stub import GitHubStub, serving
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("buildah") and shutil.which("skopeo") and shutil.which("docker-registry")),
@@ -160,6 +163,115 @@ def test_reject_ends_the_release_with_prod_untouched(project: Project, prefect_s
     assert sink.texts()[-1].startswith("release v1: rejected:")
     assert len([t for t in sink.texts() if "ended Failed" in t]) == 0  # the hook does not repeat the summary
     assert "[opcd] release v1 rejected" in [m.subject for m in sent_email()]
+
+
+REPO = "outreachpass/outreachpass"
+SELF_DECLARED = 'approval = { approvers = ["alice", "bob"], timeout = "120s", poll_interval = "1s" }'
+VERIFIED_BY_GITHUB = (
+    'approval = { approvers = [{ name = "alice", github = "alice-gh" }, { name = "bob", github = "bob-gh" }],'
+    f' verify = "github", repository = "{REPO}", timeout = "120s", poll_interval = "1s" }}'
+)
+
+
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubStub]:
+    with serving(monkeypatch) as stub:  # GITHUB_TOKEN: the worker's own token
+        yield stub
+
+
+def start_verified_release(project: Project) -> tuple[Future[Any], dict[str, Any]]:
+    """A release of the worker whose prod gate is verified by GitHub, once it waits there."""
+    project.set_config(SELF_DECLARED, VERIFIED_BY_GITHUB)
+    release = start_release(project, "v1", components=["worker"])
+    return release, wait_for_pending(release)
+
+
+def refused_again(release: Future[Any], refusal: str) -> dict[str, Any]:
+    """The gate once the flow refused an answer with ``refusal`` and paused again."""
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    waiting = wait_for_pending(release)
+    while f"The last answer was refused:** {refusal}" not in waiting["description"]:
+        assert time.monotonic() < deadline, waiting["description"][:300]
+        time.sleep(0.3)
+        waiting = wait_for_pending(release)
+    return waiting
+
+
+def release_record(project: Project, version: str) -> dict[str, Any]:
+    s3 = project.client("s3")
+    (item,) = s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix=f"ledger/releases/{version}/")["Contents"]
+    record: dict[str, Any] = json.loads(s3.get_object(Bucket="outreachpass-artifacts", Key=item["Key"])["Body"].read())
+    return record
+
+
+def test_a_prod_approval_verified_by_github_refuses_every_answer_without_proof(
+    project: Project, prefect_server: None, sink: SlackSink, github: GitHubStub
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.release import summary_markdown
+
+    release, waiting = start_verified_release(project)
+    run_id = waiting["id"]
+    assert waiting["approvers"] == ["alice", "bob"] and "**Verified by GitHub**" in waiting["description"]
+
+    # `opcd approve` with a name only: the CLI says where approvals are given; nothing reaches the run.
+    code, out, err = project.cli("approve", run_id, "--approver", "alice", "--reason", "lgtm")
+    assert code == 2 and "error: prod is approved in GitHub, not by a name given here" in err
+    title = f"opcd approve {run_id} for prod"  # approve.yml's run-name
+    github.add_run("mallory/fork", 201, title, [("approved", "alice-gh", "prod-approval", "")])
+    github.add_run(REPO, 202, title, [("approved", "mallory-gh", "prod-approval", "")])
+    github.add_run(
+        REPO, 203, title, [("approved", "bob-gh", "prod-approval", "")], created_at=datetime(2020, 1, 1, tzinfo=UTC)
+    )  # noqa: E501
+    github.add_run(REPO, 204, title, [("approved", "alice-gh", "prod-approval", "")])
+    answers = [  # each straight through the API, as the UI's form or a stolen key would send it
+        ({"approved": True, "reason": "lgtm"}, "prod is approved in GitHub: this answer names no approval run"),
+        ({"approved": True, "github_run": 201}, f"GitHub run 201 of {REPO} could not be checked: GitHub answered 404"),
+        ({"approved": True, "github_run": 202}, f"run 202 of {REPO} was reviewed for prod-approval by mallory-gh"),
+        ({"approved": True, "github_run": 203}, f"run 203 of {REPO} was started at 2020-01-01T00:00:00Z, before"),
+    ]  # fmt: skip
+    for run_input, refusal in answers:
+        with get_client(sync_client=True) as client:
+            assert client.resume_flow_run(run_id, run_input=run_input).status.value == "ACCEPT"
+        refused_again(release, refusal)
+    assert project.live("outreachpass-worker-prod") == "1"  # prod untouched by any of them
+
+    code, out, err = project.cli("approve", run_id, "--github-run", "204", "--reason", "dev looks good")
+    assert code == 0 and "with GitHub run 204, which it checks" in out, err
+    state = release.result(timeout=300)
+    assert state.is_completed(), state
+    assert live_version(project, "outreachpass-worker-prod").startswith("opcd worker v1")
+    how = f"verified by GitHub: alice-gh approved run 204 of {REPO}"
+    record = release_record(project, "v1")  # the ledger
+    (approval,) = record["approvals"]
+    assert approval["approver"] == "alice" and approval["verified"] == how and len(approval["refused"]) == 4
+    approved = [m for m in sink.messages if m["text"].startswith("release v1: prod approved by alice: dev looks good")]
+    assert len(approved) == 1 and how in json.dumps(approved[0]["blocks"])  # Slack
+    assert f"Approval for prod: approved by alice: dev looks good ({how})" in summary_markdown(record)  # the summary
+    checked = {path for method, path, _ in github.requests if method == "GET"}
+    runs = [f"/repos/{REPO}/actions/runs/{n}" for n in (201, 202, 203, 204)]
+    # 201 is no run of this repository (404): nothing more is asked about it
+    assert checked == {*runs, *(f"{run}/approvals" for run in runs[1:])}
+
+
+def test_a_github_reviewers_rejection_rejects_the_release(
+    project: Project, prefect_server: None, sink: SlackSink, github: GitHubStub
+) -> None:
+    release, waiting = start_verified_release(project)
+    github.add_run(REPO, 301, f"opcd approve {waiting['id']} for prod", [
+        ("rejected", "bob-gh", "prod-approval", "not during the sale"),
+    ])  # fmt: skip
+    code, out, err = project.cli("approve", waiting["id"], "--github-run", "301")  # answered approve: still rejected
+    assert code == 0, err
+
+    state = release.result(timeout=120)
+    assert state.is_failed() and "rejected by bob: not during the sale; prod untouched" in str(state.message)
+    assert project.live("outreachpass-worker-prod") == "1"
+    (approval,) = release_record(project, "v1")["approvals"]
+    assert approval["approved"] is False
+    assert approval["verified"] == f"verified by GitHub: bob-gh rejected run 301 of {REPO}"
+    assert any(t.startswith("release v1: prod rejected by bob: not during the sale") for t in sink.texts())
 
 
 def test_no_answer_in_time_is_a_rejection(project: Project, prefect_server: None, sink: SlackSink) -> None:

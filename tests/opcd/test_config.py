@@ -95,6 +95,32 @@ def test_bad_approval() -> None:
     assert "environments.prod.approval.approvers: List should have at least 1 item" in problems(data)
 
 
+def test_approvals_verified_by_github_name_each_approvers_login() -> None:
+    data = base()
+    gate = {"approvers": [{"name": "alice", "github": "alice-gh"}, "bob"], "verify": "github", "repository": "o/r"}
+    data["environments"]["prod"]["approval"] = gate
+    assert (
+        'environments.prod.approval: verify = "github" needs each approver\'s GitHub login: bob has none'
+    ) in problems(data)
+    gate["approvers"] = [{"name": "alice", "github": "alice-gh"}, {"name": "bob", "github": "Bob"}]
+    del gate["repository"]
+    assert 'environments.prod.approval: verify = "github" needs repository = "owner/name"' in problems(data)
+    gate["repository"], gate["workflow"] = "outreachpass/outreachpass", "approve.sh"
+    assert "environments.prod.approval.workflow: String should match pattern" in problems(data)
+    del gate["workflow"]
+    approval = parse_config(data, ROOT).environment("prod").approval
+    assert approval and approval.approvers == ["alice", "bob"] and approval.workflow == "approve.yml"
+    assert approval.approver_of("BOB") == "bob" and approval.approver_of("mallory") is None  # logins ignore case
+    # self-declared (the default): plain names, as before; a login on a name is kept but not needed
+    data["environments"]["prod"]["approval"] = {"approvers": ["alice", {"name": "bob", "github": "bob"}]}
+    approval = parse_config(data, ROOT).environment("prod").approval
+    assert approval and approval.verify == "none" and approval.approvers == ["alice", "bob"]
+    data["environments"]["prod"]["approval"] = {"approvers": ["alice", "alice"]}
+    assert "environments.prod.approval: approver 'alice' appears twice" in problems(data)
+    data["environments"]["prod"]["approval"] = {"approvers": [{"name": "a", "github": "not a login"}]}
+    assert "environments.prod.approval.approvers[a].github: String should match pattern" in problems(data)
+
+
 @pytest.mark.parametrize(
     ("traffic", "expected"),
     [
