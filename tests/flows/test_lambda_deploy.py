@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from opcd.sandbox.slack import SlackSink
 from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
 
 
@@ -246,3 +247,33 @@ def test_any_lambda_component_name_deploys(project: Project, prefect_server: Non
     code, out, err = project.cli("deploy", "api", "--env", "dev", "--version", "v1")
     assert code == 0, err
     assert project.health().json()["version"] == "v1"
+
+
+def test_a_persistent_429_on_update_alias_fails_before_traffic_moved(
+    deployed: Project, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    import opcd.aws
+
+    before = deployed.live()
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # every attempt throttled: two are enough to show it
+    monkeypatch.setattr(opcd.aws, "_clients", {})
+    throttled = {"method": "PUT", "path": "/aliases/live$", "status": 429, "code": "TooManyRequestsException",
+                 "count": 100}  # fmt: skip
+    httpx.post(f"{deployed.endpoint}/_opcd/faults", json=throttled, timeout=10).raise_for_status()
+
+    with AliasWatcher(deployed) as watcher:
+        code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+
+    assert code == 1
+    assert "AWS UpdateAlias failed: TooManyRequestsException" in err and "AWS is throttling: retry in a minute" in err
+    assert f"traffic never moved: live untouched on v2 (Lambda version {before})" in err
+    assert "rolled back" not in err
+    assert watcher.seen == [(before, {})]  # the alias never left v2
+    latest = deployed.ledger("dev", "backend")
+    assert (latest["outcome"], latest["live_version"]) == ("failed", "v2")
+    outcome = sink.texts()[-1]
+    assert f"deploy FAILED before traffic moved; live untouched on v2 (Lambda version {before})" in outcome
+    assert "ROLLED BACK" not in outcome
+
