@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
     rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+    rollback.add_argument(
+        "--force", action="store_true",
+        help="go to a version the ledger never saw live (its deploy failed or was rolled back); recorded",
+    )  # fmt: skip
 
     for action, text in (
         ("promote", "end a running canary/linear bake now: all traffic to the new version"),
@@ -406,7 +410,7 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
 
         service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
         service = describe(target, service_plan.service_arn)
-        identifier, _version = choose_image(service_plan, service, args.to_version)
+        identifier, _version = choose_image(service_plan, service, args.to_version, args.force)
         return (
             f"{service.name} from {describe_image(service_plan, service.image)}"
             f" to {describe_image(service_plan, identifier)}"
@@ -417,7 +421,7 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
 
     plan = plan_lambda_deploy(args.component, args.environment, args.to_version, path, accept_firing=True)
     live = read_live(target, plan.function)
-    version, app = choose_version(plan, live, args.to_version, args.to_lambda_version)
+    version, app = choose_version(plan, live, args.to_version, args.to_lambda_version, args.force)
     return f"{plan.function}:live from Lambda version {live.lambda_version} ({live.app_version}) to {version} ({app})"
 
 
@@ -433,6 +437,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     result = _run_flow(
         rollback, component=args.component, environment=args.environment, to_version=args.to_version,
         to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
+        force=args.force,
     )  # fmt: skip
     where = f"{args.component} in {args.environment}"
     if result["outcome"] == "noop":
