@@ -25,15 +25,15 @@ from prefect.transactions import transaction
 from flows.lambda_deploy import finish
 from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
 from opcd.versions import check_version
-from tasks.apprunner import Service, describe, find_service, update_service, wait_for_operation
+from tasks.apprunner import Service, describe, find_service, operation, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
 from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_tag, source_hash, version_of
-from tasks.ledger import Record, actor, now, record_in_ledger
+from tasks.ledger import Record, actor, now, record_in_ledger, seen_live
 from tasks.notify import Notifier
 from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
 
@@ -149,6 +149,7 @@ def move_service(
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     progress = {} if progress is None else progress
     moved = progress["moved"] = False
+    operation_id: str | None = None
     try:
         with transaction():
             operation_id = update_service(plan.target, before, identifier, timeout, poll)
@@ -168,19 +169,31 @@ def move_service(
                 raise DeployFailed(f"{after.name} reports {after.image} after the deployment, expected {identifier}")
             check_service(plan, after)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
+        reason = failure_text(exc)
+        if not moved and operation_id is not None:  # our wait ended first: what did the operation do?
+            moved = progress["moved"] = served(plan, operation_id)
         where = "after it went live" if moved else "before it served"
         verdict, progress["verified"] = verify_rollback(plan, before)
         raise DeployFailed(f"{identifier} failed {where}: {reason}; {verdict}") from exc
     return after
 
 
+def served(plan: ServicePlan, operation_id: str) -> bool:
+    """Whether App Runner says our operation put its image in service (it may have ended after our wait)."""
+    try:
+        found = operation(plan.target, plan.service_arn, operation_id)
+    except Exception as exc:  # not known: say what is known (the service's image, read back after)
+        get_run_logger().warning("Could not read operation %s: %s", operation_id, failure_text(exc))
+        return False
+    return bool(found and found.get("Status") in ("SUCCEEDED", "ROLLBACK_FAILED"))
+
+
 def move_and_record(
-    plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str, undone: str
+    plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str
 ) -> dict[str, Any]:
     """:func:`move_service`, then the outcome in the ledger, the artifact and Slack; re-raise a failure.
 
-    ``undone`` is the outcome of a run whose image went live and was verifiably taken back.
+    ``rolled-back``: the image served and was verifiably taken back; ``failed``: it never served.
     """
     progress: dict[str, bool] = {}
     try:
@@ -190,7 +203,7 @@ def move_and_record(
         if not progress.get("verified"):
             record.outcome = "rollback-failed"
         else:
-            record.outcome = undone if progress.get("moved") else "failed"
+            record.outcome = "rolled-back" if progress.get("moved") else "failed"
         record.reason = str(exc)
         finish(plan, record, notifier)
         raise
@@ -284,7 +297,7 @@ def deploy_apprunner(
         record.outcome, record.reason = "shifting", f"moving {before.name} from {before.image} to {identifier}"
         record_in_ledger(plan.target, plan.bucket, record)
         record.finished_at = record.reason = None
-        return move_and_record(plan, record, notifier, before, identifier, "rolled-back")
+        return move_and_record(plan, record, notifier, before, identifier)
 
 
 @flow(name="deploy-frontend", flow_run_name="frontend {version} to {environment}", log_prints=True)
@@ -314,19 +327,34 @@ def deploy_apprunner_component(
     return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
 
 
-def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> tuple[str, str | None]:
-    """The image identifier (and its version) a rollback goes to."""
+def choose_image(
+    plan: ServicePlan, before: Service, to_version: str | None, force: bool = False
+) -> tuple[str, str | None]:
+    """The image identifier (and its version) a rollback goes to.
+
+    A named version must be one whose image the ledger saw live (:func:`seen_live`); ``force`` goes
+    to any image in ECR.
+    """
     from tasks.ledger import read_history
 
+    history = read_history(plan.target, plan.bucket, plan.environment, plan.component)
     if to_version is not None:
         check_version(to_version)
         tag = image_tag(to_version)
+        images = seen_live(history, "live_image", "previous_image")
+        versions = [v for image in images if (v := version_of(plan.repository.tag_of(image)))]
+        were_live = f"versions that were live on {before.name}: {', '.join(versions) or 'none in the ledger'}"
         if tag_digest(plan.target, plan.repository.name, tag) is None:
+            raise InputError(f"{plan.repository.name}:{tag} is not in ECR", were_live)
+        identifier = plan.repository.identifier(tag)
+        if identifier not in images and not force:
             raise InputError(
-                f"{plan.repository.name}:{tag} is not in ECR", "name a version that was pushed (see `opcd status`)"
+                f"{plan.component} {to_version} was never live on {before.name}: the ledger has no deploy or"
+                " rollback that left it live",
+                f"{were_live}; --force goes to it anyway",
             )
-        return plan.repository.identifier(tag), to_version
-    for record in reversed(read_history(plan.target, plan.bucket, plan.environment, plan.component)):
+        return identifier, to_version
+    for record in reversed(history):
         deployed = record.get("action") == "deploy" and record.get("outcome") == "deployed"
         if deployed and record.get("live_image") == before.image and record.get("previous_image"):
             previous = str(record["previous_image"])
@@ -338,18 +366,21 @@ def choose_image(plan: ServicePlan, before: Service, to_version: str | None) -> 
 
 
 def rollback_apprunner(
-    component: str, environment: str, to_version: str | None, config_path: str | None
+    component: str, environment: str, to_version: str | None, config_path: str | None, force: bool = False
 ) -> dict[str, Any]:
     """The ``rollback`` flow's body for an App Runner component."""
     logger = get_run_logger()
     plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
         before = describe(plan.target, plan.service_arn)
-        identifier, version = choose_image(plan, before, to_version)
+        identifier, version = choose_image(plan, before, to_version, force)
         record = Record(
             component, environment, "rollback", "failed", version, image=identifier,
             previous_image=before.image, previous_version=version_of(plan.repository.tag_of(before.image)),
+            force=force,
         )  # fmt: skip
+        if force:
+            logger.warning("--force: going to %s whether or not the ledger saw it live", identifier)
         record_live(plan, record, before)
         if (tag := plan.repository.tag_of(identifier)) is not None:
             record.image_digest = tag_digest(plan.target, plan.repository.name, tag)
@@ -362,4 +393,4 @@ def rollback_apprunner(
             record.outcome, record.reason = "noop", "already live"
             return finish(plan, record, notifier)
         logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
-        return move_and_record(plan, record, notifier, before, identifier, "failed")
+        return move_and_record(plan, record, notifier, before, identifier)

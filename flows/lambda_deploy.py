@@ -21,7 +21,7 @@ from prefect.transactions import transaction
 
 from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict
+from opcd.errors import DeployFailed, InputError, VersionConflict, failure_text
 from opcd.locks import environment_lock
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
@@ -193,17 +193,23 @@ def shift_and_verify(
     strategy: Strategy | None = None,
     bake_log: dict[str, Any] | None = None,
     notifier: Notifier | None = None,
+    progress: dict[str, bool] | None = None,
 ) -> None:
     """Move ``live`` to ``new_version`` (at once, or baking each step of ``strategy``) and check it.
 
     Any failure rolls ``live`` back to ``live.lambda_version`` (the transaction's rollback hooks),
     then the rollback itself is verified; the raised DeployFailed says what is live now. The
-    bake's log is copied into ``bake_log`` whatever happens.
+    bake's log is copied into ``bake_log`` whatever happens. ``progress["moved"]`` tells whether
+    traffic ever left ``live.lambda_version``: an UpdateAlias that moved it succeeded, or the alias
+    was found elsewhere after the failure. When it never moved (say UpdateAlias was throttled),
+    the DeployFailed says live was untouched, as read back from the alias.
     """
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
     strategy = strategy or parse_strategy("all-at-once")
     bake = make_bake(plan, new_version, live, strategy, notifier) if strategy.gradual else None
+    progress = {} if progress is None else progress
+    progress["moved"] = False
     try:
         with transaction():
             if bake is not None:
@@ -211,9 +217,11 @@ def shift_and_verify(
                 try:
                     bake.run()
                 finally:
+                    progress["moved"] = bool(bake.log.steps)  # a step is logged once its split took
                     if bake_log is not None:
                         bake_log.update(bake.log.as_dict())
             shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
+            progress["moved"] = True
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
             comp = plan.config.component(plan.component)
@@ -221,7 +229,13 @@ def shift_and_verify(
                 invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
             check_alarms(plan.target, plan.alarms)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, OpcdError) else f"{type(exc).__name__}: {exc}"
+        reason = failure_text(exc)
+        if not progress["moved"]:
+            now_live = read_live(plan.target, plan.function)
+            if now_live.lambda_version == live.lambda_version and not now_live.weights:
+                label = f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
+                raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
+            progress["moved"] = True  # an UpdateAlias took although its call failed
         raise DeployFailed(f"{reason}; {verify_rollback(plan, live)}") from exc
 
 
@@ -325,7 +339,7 @@ def deploy_lambda(
         live, record.repaired = repair_split(plan, live)
         record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
         record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
-        stage = "pre-traffic"
+        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
         try:
             if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
                 logger.info(
@@ -366,29 +380,35 @@ def deploy_lambda(
                     f" (Lambda version {live.lambda_version})"
                 ) from exc
             record.rules = sync_rules(plan, live).summary()
-            stage = "traffic"
             # A killed process runs no rollback hook: leave the rollback target in the ledger first.
             record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
             record_in_ledger(plan.target, plan.bucket, record)
             record.finished_at = record.reason = None
             bake_log: dict[str, Any] = {}
             try:
-                shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier)
+                shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier, progress)
             finally:
                 record.bake = bake_log or None
         except Exception as exc:
             after = read_live(plan.target, plan.function)
             record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
-            if after.lambda_version != live.lambda_version or after.weights:
-                record.outcome = "rollback-failed"
-            else:
-                record.outcome = "rolled-back" if stage == "traffic" else "failed"
-            record.reason = str(exc)
+            record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
             finish(plan, record, notifier)
             raise
         record.outcome, record.live_version, record.live_lambda_version = "deployed", version, new_version
         logger.info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
         return finish(plan, record, notifier)
+
+
+def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> str:
+    """How a failed run ended, from the alias read back (``after``) and whether traffic ever moved.
+
+    ``rollback-failed``: live is not back on ``live.lambda_version`` alone. ``rolled-back``: traffic
+    moved (``progress["moved"]``, see :func:`shift_and_verify`) and came back. ``failed``: it never moved.
+    """
+    if after.lambda_version != live.lambda_version or after.weights:
+        return "rollback-failed"
+    return "rolled-back" if progress.get("moved") else "failed"
 
 
 _LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
@@ -414,14 +434,24 @@ def live_text(record: Record) -> str:
 
 def notify_outcome(notifier: Notifier, record: Record) -> None:
     live = live_text(record)
-    text = {
+    texts = {
         "deployed": f"{record.action} done: {record.version} is live",
         "noop": f"nothing to do: {record.version} was already live",
         "failed": f"{record.action} FAILED before traffic moved; live untouched on {live}",
         "rolled-back": f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
         "rollback-failed": f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
-    }.get(record.outcome, f"{record.action} ended {record.outcome}; live on {live}")
+    }
+    level = _LEVELS.get(record.outcome, "info")
+    if record.action == "rollback" and record.outcome == "rolled-back":  # the target itself failed
+        to = record.version or "the target"
+        texts["rolled-back"] = (
+            f"rollback FAILED: traffic moved to {to}, which failed its checks, and moved back; live on {live}, verified"
+        )
+        level = "fail"
+    text = texts.get(record.outcome, f"{record.action} ended {record.outcome}; live on {live}")
     facts = {"Live now": live, "By": record.actor}
+    if record.force:
+        facts["Forced"] = "--force: a target the ledger may never have seen live"
     if record.reason and record.outcome != "deployed":
         facts["Why"] = record.reason[:500]
     if record.traffic and record.traffic != "all-at-once":
@@ -430,7 +460,7 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
         facts["Accepted alarms"] = ", ".join(record.accepted_alarms)
     if record.repaired:
         facts["Repaired first"] = record.repaired
-    notifier.send(text, _LEVELS.get(record.outcome, "info"), facts)
+    notifier.send(text, level, facts)
 
 
 def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:

@@ -285,7 +285,7 @@ def approval_description(
         *lines,
         "",
         f"Approvers: {', '.join(approvers)}. Unanswered after {duration_text(decision_timeout)}, the release"
-        " ends as rejected.",
+        " ends there (timed out): nothing is deployed to " + environment + ".",
         "",
         "**Approve**: leave *Approved* on, pick your name, say why. "
         "**Reject**: switch *Approved* off, pick your name, say why: nothing is deployed to " + environment + ".",
@@ -451,6 +451,11 @@ class Release:
         if decision.approved:
             self.notifier.send(f"{environment} {decision.describe()}", "ok", identity)
             return
+        if decision.timed_out:  # its own outcome; like a rejection, nothing is deployed there
+            detail = f"{environment}: {decision.describe()}; nothing deployed there"
+            self.notifier.send(detail, "fail", identity)
+            self.finish("timed-out", detail)
+            raise DeployFailed(f"release {self.version}: {detail}")
         self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail", identity)
         detail = f"{decision.describe()}; {environment} untouched"
         self.finish("rejected", detail)

@@ -8,40 +8,55 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.frontend_deploy import rollback_apprunner
-from flows.lambda_deploy import Plan, finish, plan_lambda_deploy, shift_and_verify
+from flows.lambda_deploy import Plan, finish, outcome_of, plan_lambda_deploy, shift_and_verify
 from opcd.config import load_config
-from opcd.errors import InputError, ResourceMissing
+from opcd.errors import DeployFailed, InputError, ResourceMissing, failure_text
 from opcd.locks import environment_lock
 from opcd.versions import check_version
 from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live, read_live_alias
-from tasks.ledger import Record, read_history
+from tasks.ledger import Record, read_history, seen_live
 from tasks.notify import Notifier
 
 
 def choose_version(
-    plan: Plan, live: LiveVersion, to_version: str | None, to_lambda_version: str | None
+    plan: Plan, live: LiveVersion, to_version: str | None, to_lambda_version: str | None, force: bool = False
 ) -> tuple[str, str | None]:
-    """The Lambda version (and its app version) to roll back to."""
+    """The Lambda version (and its app version) to roll back to.
+
+    A named target must be one the ledger saw live (:func:`seen_live`): a version whose deploy failed
+    or was rolled back is known to be broken. ``force`` goes there anyway.
+    """
     versions = list_versions(plan.target, plan.function)
     by_number = {v["Version"]: v for v in versions}
+    history = read_history(plan.target, plan.bucket, plan.environment, plan.component)
+    where = f"{plan.component} in {plan.environment}"
     if to_lambda_version is not None:
+        numbers = seen_live(history, "live_lambda_version", "previous_lambda_version")
+        were_live = f"Lambda versions that were live: {', '.join(numbers) or 'none in the ledger'}"
         if to_lambda_version not in by_number:
-            raise ResourceMissing(
-                f"{plan.function} has no Lambda version {to_lambda_version}",
-                f"published versions: {', '.join(by_number) or 'none'}",
+            raise ResourceMissing(f"{plan.function} has no Lambda version {to_lambda_version}", were_live)
+        if to_lambda_version not in numbers and not force:
+            raise InputError(
+                f"Lambda version {to_lambda_version} of {plan.function} was never live for {where}",
+                f"{were_live}; --force goes to it anyway",
             )
         return to_lambda_version, app_version_of(by_number[to_lambda_version].get("Description", ""))
     if to_version is not None:
         check_version(to_version)
-        matches = [v for v in versions if app_version_of(v.get("Description", "")) == to_version]
+        apps = seen_live(history)
+        were_live = f"versions that were live: {', '.join(apps) or 'none in the ledger'}"
+        matches = [v["Version"] for v in versions if app_version_of(v.get("Description", "")) == to_version]
         if not matches:
-            known = sorted({a for v in versions if (a := app_version_of(v.get("Description", "")))})
+            raise InputError(f"{plan.component} {to_version} was never deployed to {plan.function}", were_live)
+        if to_version not in apps and not force:
             raise InputError(
-                f"{plan.component} {to_version} was never deployed to {plan.function}",
-                f"deployed versions: {', '.join(known) or 'none'}",
+                f"{plan.component} {to_version} was never live in {plan.environment}: the ledger has no deploy"
+                " or rollback that left it live",
+                f"{were_live}; --force goes to it anyway",
             )
-        return matches[-1]["Version"], to_version
-    for record in reversed(read_history(plan.target, plan.bucket, plan.environment, plan.component)):
+        numbers = seen_live(history, "live_lambda_version", "previous_lambda_version")
+        return ([n for n in matches if n in numbers] or matches)[-1], to_version
+    for record in reversed(history):
         if (
             record.get("action") == "deploy"
             and record.get("outcome") == "deployed"
@@ -63,26 +78,33 @@ def rollback(
     to_version: str | None = None,
     to_lambda_version: str | None = None,
     config_path: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Point ``live`` back at an earlier version; verify health, else restore where it was."""
+    """Point ``live`` back at an earlier version; verify health, else restore where it was.
+
+    A named version must be one the ledger saw live; ``force`` goes to any (recorded).
+    """
     logger = get_run_logger()
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
     if load_config(config_path).component(component).kind == "apprunner":
         if to_lambda_version is not None:
             raise InputError(f"{component} is an App Runner service: it has no Lambda versions", "use --to VERSION")
-        return rollback_apprunner(component, environment, to_version, config_path)
+        return rollback_apprunner(component, environment, to_version, config_path, force)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
         live = read_live_alias(plan.target, plan.function)
-        version, app_version = choose_version(plan, live, to_version, to_lambda_version)
+        version, app_version = choose_version(plan, live, to_version, to_lambda_version, force)
         record = Record(
             component, environment, "rollback", "failed", app_version, lambda_version=version,
             previous_version=live.app_version, previous_lambda_version=live.lambda_version,
-            live_version=live.app_version, live_lambda_version=live.lambda_version,
+            live_version=live.app_version, live_lambda_version=live.lambda_version, force=force,
         )  # fmt: skip
+        if force:
+            logger.warning("--force: going to %s (Lambda version %s) whether or not the ledger saw it live",
+                           app_version, version)  # fmt: skip
         record.attach_flow_run()
         notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
         if version == live.lambda_version and not live.weights:
@@ -96,14 +118,19 @@ def rollback(
             version,
             app_version,
         )
+        progress: dict[str, bool] = {}
         try:
-            shift_and_verify(plan, version, app_version, live)
+            shift_and_verify(plan, version, app_version, live, progress=progress)
         except Exception as exc:
             after = read_live(plan.target, plan.function)
             record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
-            record.outcome, record.reason = "failed", str(exc)
+            record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
+            if record.outcome == "failed":
+                finish(plan, record, notifier)
+                raise
+            record.reason = f"moved live to {app_version} (Lambda version {version}): {record.reason}"
             finish(plan, record, notifier)
-            raise
+            raise DeployFailed(record.reason) from exc
         record.outcome = "deployed"
         record.live_version, record.live_lambda_version = app_version, version
         return finish(plan, record, notifier)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from opcd import __version__
 from opcd.config import Config, config_path, load_config
-from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.errors import DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
 from opcd.iam import Role, acting_as
 from opcd.versions import check_version
 
@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
     rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+    rollback.add_argument(
+        "--force", action="store_true",
+        help="go to a version the ledger never saw live (its deploy failed or was rolled back); recorded",
+    )  # fmt: skip
 
     for action, text in (
         ("promote", "end a running canary/linear bake now: all traffic to the new version"),
@@ -270,7 +274,9 @@ def _run_flow(flow: Any, **params: Any) -> dict[str, Any]:
     error = state.result(raise_on_failure=False)
     if isinstance(error, OpcdError):
         raise error
-    raise DeployFailed(f"flow run ended {state.name}: {error if isinstance(error, BaseException) else state.message}")
+    raise DeployFailed(
+        f"flow run ended {state.name}: {failure_text(error) if isinstance(error, BaseException) else state.message}"
+    )
 
 
 def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, Any]:
@@ -427,7 +433,7 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
 
         service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
         service = describe(target, service_plan.service_arn)
-        identifier, _version = choose_image(service_plan, service, args.to_version)
+        identifier, _version = choose_image(service_plan, service, args.to_version, args.force)
         return (
             f"{service.name} from {describe_image(service_plan, service.image)}"
             f" to {describe_image(service_plan, identifier)}"
@@ -438,7 +444,7 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
 
     plan = plan_lambda_deploy(args.component, args.environment, args.to_version, path, accept_firing=True)
     live = read_live(target, plan.function)
-    version, app = choose_version(plan, live, args.to_version, args.to_lambda_version)
+    version, app = choose_version(plan, live, args.to_version, args.to_lambda_version, args.force)
     return f"{plan.function}:live from Lambda version {live.lambda_version} ({live.app_version}) to {version} ({app})"
 
 
@@ -454,6 +460,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     result = _run_flow(
         rollback, component=args.component, environment=args.environment, to_version=args.to_version,
         to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
+        force=args.force,
     )  # fmt: skip
     where = f"{args.component} in {args.environment}"
     if result["outcome"] == "noop":
@@ -489,10 +496,15 @@ def cmd_bake_command(args: argparse.Namespace) -> int:
     if args.no_wait:
         return 0
     goal = bake.new_version if args.command == "promote" else bake.primary
-    control.wait_for_alias(
-        target, bake.function, goal, args.timeout,
-        on_wait=lambda v, w: print(f"  live: version {v}, weights {w or 'none'}", flush=True),
-    )  # fmt: skip
+    try:
+        control.wait_for_alias(
+            target, bake.function, goal, args.timeout,
+            on_wait=lambda v, w: print(f"  live: version {v}, weights {w or 'none'}", flush=True),
+        )  # fmt: skip
+    except ClientError as exc:  # the command is sent: the run acts on it whatever happens here
+        message, hint = explain_aws_error(exc)
+        raise DeployFailed(f"{args.command} sent to {bake.flow_run_name}, but following {bake.function}:live"
+                           f" failed: {message}", hint) from None  # fmt: skip
     done = "promoted: all traffic on" if args.command == "promote" else "aborted: all traffic back on"
     print(f"{done} Lambda version {goal} of {bake.function}")
     return 0
@@ -861,9 +873,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot reach {exc.kwargs.get('endpoint_url')} — is the sandbox or network up?", file=sys.stderr)
         return 2
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        print(f"error: AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
-        return 1
+        # Flow runs turn their AWS errors into DeployFailed (_run_flow): one that reaches here came
+        # from a read before any change (preflight, status, dry run), except in the sandbox's own
+        # commands (seeding, firing a rule) and after promote/abort sent its command (cmd_bake_command).
+        message, hint = explain_aws_error(exc)
+        if args.command == "sandbox":
+            print(f"error: {message} — {hint}", file=sys.stderr)
+            return 1
+        print(f"error: {message} — {hint}; nothing was changed", file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:  # the Prefect API (pending, approve, reject, any flow run)
         print(f"error: the Prefect API did not answer as expected: {exc} — is PREFECT_API_URL right and its"
               " server up?", file=sys.stderr)  # fmt: skip

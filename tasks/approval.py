@@ -9,8 +9,9 @@ The form is an ``Approval`` run input whose ``approver`` is a ``Literal`` of the
 approvers: the Prefect server validates a resume against the form's JSON schema, so it refuses
 anyone else (and the UI shows a dropdown). A rejection needs a reason; that rule lives in Python,
 which the server does not run, so an answer breaking it is refused here and the run pauses again.
-No answer before ``approval.timeout`` is a rejection that says "timed out" (a suspended run is
-failed by the server instead: "The flow was paused and never resumed").
+No answer before ``approval.timeout`` is its own outcome, "approval timed out after 24 h", which
+counts as not approved (a suspended run is failed by the server instead: "The flow was paused
+and never resumed").
 
 With ``approval.verify = "github"`` the form asks for proof instead of a name: the id of a run of
 the approval workflow (``github_run``). :func:`verify_with_github` checks it with the worker's own
@@ -109,7 +110,7 @@ class Decision:
         if self.approver is None and not self.timed_out:
             return f"approval for {self.environment} not given: {self.reason}"
         if self.timed_out:
-            return f"approval for {self.environment} timed out after {self.waited_seconds:.0f} s: nobody answered"
+            return f"approval timed out after {duration_text(self.waited_seconds)}"
         verb = "approved" if self.approved else "rejected"
         return f"{verb} by {self.approver}" + (f": {self.reason}" if self.reason else "")
 
@@ -327,16 +328,17 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
         logger.info("%s %s", environment, decision.describe())
         return decision
     decision.timed_out, decision.waited_seconds = True, time.monotonic() - started
-    if not _leave_paused_state(decision.describe()):
+    if not _leave_paused_state(f"{environment}: {decision.describe()}"):
         decision.timed_out, decision.reason = False, "the run was cancelled (or ended) while it waited"
-    logger.warning("%s", decision.describe())
+    logger.warning("%s: %s", environment, decision.describe())
     return decision
 
 
 def duration_text(seconds: float) -> str:
+    """``24 h``, ``1.5 h``, ``2.5 min``, ``45 s``."""
     if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+    return f"{seconds / 60:.1f}".removesuffix(".0") + " min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 # --- outside the run: the CLI ---------------------------------------------------------------

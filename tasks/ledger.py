@@ -58,6 +58,7 @@ class Record:
     bake: dict[str, Any] | None = None  # steps, guard polls and how a canary/linear bake ended
     accepted_alarms: list[str] = field(default_factory=list)  # firing at the start, accepted by name
     repaired: str | None = None  # a split alias found at the start and moved back to its primary
+    force: bool = False  # a rollback told to go to a version the ledger never saw live (--force)
     notify_failures: list[str] = field(default_factory=list)  # Slack messages that could not be delivered
     # App Runner components: image identifiers (repository URI:tag) and the digests ECR gives them
     image: str | None = None  # what this run deployed
@@ -129,6 +130,23 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
             return []
         raise
     return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
+
+
+def seen_live(
+    records: list[dict[str, Any]], live: str = "live_version", previous: str = "previous_version"
+) -> list[str]:
+    """What these records saw live, oldest first: ``previous`` of every record (live when its run
+    started) and ``live`` of each deploy or rollback that put it live. Use ``live_lambda_version``
+    and ``previous_lambda_version`` for Lambda versions, ``live_image`` and ``previous_image`` for images.
+    """
+    seen: dict[str, None] = {}
+    for record in records:
+        if record.get(previous):
+            seen[str(record[previous])] = None
+        put_live = record.get("action") in ("deploy", "rollback") and record.get("outcome") == "deployed"
+        if put_live and record.get(live):
+            seen[str(record[live])] = None
+    return list(seen)
 
 
 def _bake_line(bake: dict[str, Any] | None) -> str:

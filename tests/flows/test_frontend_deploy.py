@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from opcd.sandbox.slack import SlackSink
 from tests.conftest import Project
 
 pytestmark = pytest.mark.skipif(
@@ -207,3 +208,26 @@ def test_missing_service_or_repository_is_named(project: Project) -> None:
     project.client("ecr").delete_repository(repositoryName=REPOSITORY, force=True)
     code, out, err = deploy(project, "v1")
     assert code == 2 and f"ECR repository '{REPOSITORY}' does not exist" in err
+
+
+def test_rollback_goes_only_to_an_image_that_was_live_unless_forced(frontend_v2: Project, sink: SlackSink) -> None:
+    project = frontend_v2
+    (site(project) / "health.json").unlink()  # v3 goes live, fails our health check, and is taken back
+    assert deploy(project, "v3")[0] == 1 and image(project).endswith(":v2")
+    code, out, err = project.cli("rollback", "frontend", "--env", "dev", "--to", "v3")
+    assert code == 2
+    assert err.startswith("error: frontend v3 was never live on outreachpass-web-dev")
+    assert "versions that were live on outreachpass-web-dev: v1, v2; --force goes to it anyway" in err
+    assert image(project).endswith(":v2")
+
+    code, out, err = project.cli("rollback", "frontend", "--env", "dev", "--to", "v3", "--force")
+
+    assert code == 1
+    assert "failed after it went live: post-traffic health check failed" in err and "verified healthy" in err
+    assert image(project).endswith(":v2")
+    latest = project.ledger("dev", "frontend")
+    assert (latest["action"], latest["outcome"], latest["force"]) == ("rollback", "rolled-back", True)
+    assert (latest["version"], latest["live_version"]) == ("v3", "v2")
+    outcome = sink.texts()[-1]
+    assert "rollback FAILED: traffic moved to v3, which failed its checks, and moved back; live on v2 (" in outcome
+    assert "before traffic moved" not in outcome

@@ -7,6 +7,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
+from opcd.sandbox.slack import SlackSink
 from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
 
 
@@ -260,3 +261,67 @@ def test_any_lambda_component_name_deploys(project: Project, prefect_server: Non
     code, out, err = project.cli("deploy", "api", "--env", "dev", "--version", "v1")
     assert code == 0, err
     assert project.health().json()["version"] == "v1"
+
+
+def test_a_persistent_429_on_update_alias_fails_before_traffic_moved(
+    deployed: Project, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    import opcd.aws
+
+    before = deployed.live()
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # every attempt throttled: two are enough to show it
+    monkeypatch.setattr(opcd.aws, "_clients", {})
+    throttled = {"method": "PUT", "path": "/aliases/live$", "status": 429, "code": "TooManyRequestsException",
+                 "count": 100}  # fmt: skip
+    httpx.post(f"{deployed.endpoint}/_opcd/faults", json=throttled, timeout=10).raise_for_status()
+
+    with AliasWatcher(deployed) as watcher:
+        code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+
+    assert code == 1
+    assert "AWS UpdateAlias failed: TooManyRequestsException" in err and "AWS is throttling: retry in a minute" in err
+    assert f"traffic never moved: live untouched on v2 (Lambda version {before})" in err
+    assert "rolled back" not in err
+    assert watcher.seen == [(before, {})]  # the alias never left v2
+    latest = deployed.ledger("dev", "backend")
+    assert (latest["outcome"], latest["live_version"]) == ("failed", "v2")
+    outcome = sink.texts()[-1]
+    assert f"deploy FAILED before traffic moved; live untouched on v2 (Lambda version {before})" in outcome
+    assert "ROLLED BACK" not in outcome
+
+
+def test_rollback_goes_only_to_what_was_live_unless_forced(deployed: Project, sink: SlackSink) -> None:
+    before = deployed.live()
+    deployed.write_source(UNHEALTHY_UNDER_TRAFFIC)
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+    assert code == 1 and deployed.live() == before  # v3 moved in, failed its health check, moved out
+    versions = deployed.client("lambda").list_versions_by_function(FunctionName="outreachpass-api-dev")["Versions"]
+    v3 = next(v["Version"] for v in versions if v.get("Description", "").startswith("opcd backend v3 "))
+
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v3")
+    assert code == 2
+    assert err.startswith("error: backend v3 was never live in dev")
+    assert "versions that were live: v1, v2; --force goes to it anyway" in err
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to-lambda-version", v3)
+    assert code == 2
+    assert f"Lambda version {v3} of outreachpass-api-dev was never live" in err
+    assert f"Lambda versions that were live: 1, 2, {before};" in err
+    assert deployed.live() == before
+
+    code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v3", "--force")
+
+    assert code == 1
+    assert err.startswith(f"error: moved live to v3 (Lambda version {v3}): post-traffic health check failed")
+    assert f"rolled back to v2 (Lambda version {before}), verified" in err
+    assert deployed.live() == before and deployed.health().json()["version"] == "v2"
+    latest = deployed.ledger("dev", "backend")
+    assert (latest["action"], latest["outcome"], latest["force"]) == ("rollback", "rolled-back", True)
+    assert (latest["version"], latest["live_version"]) == ("v3", "v2")
+    outcome = sink.texts()[-1]
+    assert outcome.endswith(
+        f"rollback FAILED: traffic moved to v3, which failed its checks, and moved back;"
+        f" live on v2 (Lambda version {before}), verified"
+    )
+    assert "before traffic moved" not in outcome and "untouched" not in outcome

@@ -185,3 +185,32 @@ def test_health_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--config", "/nonexistent.toml", "health", "http://127.0.0.1:9/", "--successes", "0"])
     assert code == 2
     assert "--successes: Input should be greater than or equal to 1" in one_line_error(capsys.readouterr().err)
+
+
+def test_a_denied_or_throttled_read_says_why_and_that_nothing_changed(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    import opcd.aws
+
+    # the preflight's GetAlias is denied: the hint names the permission; exit 2, nothing deployed
+    denied = {"method": "GET", "path": "/aliases/live$", "status": 403, "code": "AccessDeniedException"}
+    httpx.post(f"{project.endpoint}/_opcd/faults", json=denied, timeout=10).raise_for_status()
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 2
+    assert one_line_error(err).startswith("error: AWS GetAlias failed: AccessDeniedException: injected by the sandbox")
+    assert "lack the IAM permission lambda:GetAlias" in err and "nothing was changed" in err
+    assert project.live() == "1"
+    listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts").get("Contents", [])
+    assert not listed  # no artifact, no ledger record
+    # status's reads throttled on every attempt (2 here, new clients to read AWS_MAX_ATTEMPTS)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setattr(opcd.aws, "_clients", {})
+    throttled = {"method": "GET", "path": "/aliases/live$", "status": 429, "code": "TooManyRequestsException",
+                 "count": 100}  # fmt: skip
+    httpx.post(f"{project.endpoint}/_opcd/faults", json=throttled, timeout=10).raise_for_status()
+    code, out, err = project.cli("status", "--env", "dev")
+    assert code == 2
+    assert "TooManyRequestsException" in one_line_error(err)
+    assert "AWS is throttling: retry in a minute; nothing was changed" in err
