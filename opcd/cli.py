@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from opcd import __version__
 from opcd.config import Config, config_path, load_config
-from opcd.errors import DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
+from opcd.errors import ConfigError, DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
 from opcd.iam import Role, acting_as
 from opcd.versions import check_version
 
@@ -725,7 +725,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from tasks.health import wait_healthy
 
     url = args.url
-    with contextlib.suppress(InputError):  # without an opcd.toml the URL is checked as given
+    with contextlib.suppress(ConfigError):  # without an opcd.toml the URL is checked as given
         config = load_config(args.config)
         url = resolve_target(config.state_dir(), config.project.region).resolve_url(url)
     try:

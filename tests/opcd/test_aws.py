@@ -131,7 +131,8 @@ def test_stale_sandbox_refusal_is_one_cli_line_and_exit_2(
     from opcd.cli import main
 
     write_sandbox(project.root / ".opcd", f"http://127.0.0.1:{closed_port()}")
-    for command in (["status"], ["deploy", "backend", "--env", "dev", "--version", "v9"]):
+    health = ["health", "https://api.dev.outreachpass.example/health"]  # not checked on the public URL instead
+    for command in (["status"], ["deploy", "backend", "--env", "dev", "--version", "v9"], health):
         code = main(["--config", str(project.config_path), *command])
         err = capsys.readouterr().err
         assert code == 2
