@@ -16,6 +16,7 @@ factory (:mod:`opcd.aws`) appends each call it makes to ``DIR``, with the role i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from opcd.config import Config
 
@@ -37,6 +38,7 @@ LEDGER_PREFIX = "ledger"
 
 _acting_as: ContextVar[tuple[Role, str | None] | None] = ContextVar("opcd_iam_role", default=None)
 _write_lock = threading.Lock()
+_open: dict[Path, TextIO] = {}
 
 
 def access_role(config: Config, component: str) -> str:
@@ -214,8 +216,13 @@ def record_calls(client: Any, directory: str) -> None:
             "config": _config_in_use(context),
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or None,
         }, default=lambda value: f"<{type(value).__name__}>")  # fmt: skip
-        with _write_lock, path.open("a", encoding="utf-8") as out:
+        with _write_lock:
+            out = _open.get(path)
+            if out is None:  # opened once per process: an open per call costs more than the call's own work
+                out = _open[path] = path.open("a", encoding="utf-8")
+                atexit.register(out.close)
             out.write(line + "\n")
+            out.flush()
 
     # before-parameter-build sees the operation's own parameters (before-call sees the HTTP request)
     client.meta.events.register("before-parameter-build", before_parameter_build)
