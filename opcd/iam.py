@@ -41,9 +41,18 @@ _write_lock = threading.Lock()
 _open: dict[Path, TextIO] = {}
 
 
-def access_role(config: Config, component: str) -> str:
-    """The IAM role (name or ARN) App Runner pulls ``component``'s images with (the service's ECR access role)."""
-    return config.component(component).access_role or f"{config.project.name}-apprunner-ecr-access"
+def service_name(ref: str) -> str:
+    """``arn:aws:apprunner:…:service/NAME/ID`` or ``NAME`` → ``NAME``."""
+    return ref.split(":service/", 1)[1].split("/", 1)[0] if ref.startswith("arn:") else ref
+
+
+def access_role(config: Config, component: str, environment: str) -> str:
+    """The ECR access role (name or ARN) App Runner pulls ``component``'s images with in ``environment``:
+    ``components.NAME.access_role`` (``{environment}`` replaced), else ``{service name}-ecr-access``."""
+    configured = config.component(component).access_role
+    if configured:
+        return configured.replace("{environment}", environment)
+    return f"{service_name(config.service_ref(component, environment))}-ecr-access"
 
 
 def _accounts(config: Config, account: str | None) -> dict[str, str]:
@@ -143,9 +152,11 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         statements.append(_statement("ListServices", ["apprunner:ListServices"], ["*"]))
         if not read:  # UpdateService sends the service's AuthenticationConfiguration.AccessRoleArn again
             roles = []
-            for name in apprunners:
-                ref = access_role(config, name)
-                roles += [ref] if ref.startswith("arn:") else [f"arn:aws:iam::{a}:role/{ref}" for a in everywhere]
+            for env_name, env in config.environments.items():
+                for name in apprunners:
+                    if name in env.services:
+                        ref = access_role(config, name, env_name)
+                        roles.append(ref if ref.startswith("arn:") else f"arn:aws:iam::{accounts[env_name]}:role/{ref}")
             statements.append(_statement(
                 "PassAccessRoleToAppRunner", ["iam:PassRole"], roles,
                 Condition={"StringEquals": {"iam:PassedToService": "apprunner.amazonaws.com"}},
