@@ -45,6 +45,7 @@ EPILOG = """examples:
   opcd terraform plan --git-sha SHA            plan each environment, keep the plans for apply
   opcd terraform apply --git-sha SHA           apply dev's reviewed plan, approval, prod's
   opcd drift --env prod                        live state against the ledger and Terraform (exit 3: drift)
+  opcd iam policy --role deploy > deploy.json  the deploy role's IAM policy, scoped to opcd.toml's names
 """
 
 

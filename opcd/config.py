@@ -159,7 +159,7 @@ class Component(_Model):
     builder: Literal["auto", "docker", "buildah", "podman"] = "auto"
     access_role: str | None = Field(
         default=None,
-        description="ECR access role of the App Runner service (name or ARN); default {project}-apprunner-ecr-access.",
+        description="The ECR access role of its service (name or ARN; {environment} replaced): {service}-ecr-access.",
     )
     operation: OperationWait = OperationWait()
 

@@ -16,6 +16,7 @@ factory (:mod:`opcd.aws`) appends each call it makes to ``DIR``, with the role i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from opcd.config import Config
 
@@ -37,11 +38,21 @@ LEDGER_PREFIX = "ledger"
 
 _acting_as: ContextVar[tuple[Role, str | None] | None] = ContextVar("opcd_iam_role", default=None)
 _write_lock = threading.Lock()
+_open: dict[Path, TextIO] = {}
 
 
-def access_role(config: Config, component: str) -> str:
-    """The IAM role (name or ARN) App Runner pulls ``component``'s images with (the service's ECR access role)."""
-    return config.component(component).access_role or f"{config.project.name}-apprunner-ecr-access"
+def service_name(ref: str) -> str:
+    """``arn:aws:apprunner:…:service/NAME/ID`` or ``NAME`` → ``NAME``."""
+    return ref.split(":service/", 1)[1].split("/", 1)[0] if ref.startswith("arn:") else ref
+
+
+def access_role(config: Config, component: str, environment: str) -> str:
+    """The ECR access role (name or ARN) App Runner pulls ``component``'s images with in ``environment``:
+    ``components.NAME.access_role`` (``{environment}`` replaced), else ``{service name}-ecr-access``."""
+    configured = config.component(component).access_role
+    if configured:
+        return configured.replace("{environment}", environment)
+    return f"{service_name(config.service_ref(component, environment))}-ecr-access"
 
 
 def _accounts(config: Config, account: str | None) -> dict[str, str]:
@@ -141,9 +152,11 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         statements.append(_statement("ListServices", ["apprunner:ListServices"], ["*"]))
         if not read:  # UpdateService sends the service's AuthenticationConfiguration.AccessRoleArn again
             roles = []
-            for name in apprunners:
-                ref = access_role(config, name)
-                roles += [ref] if ref.startswith("arn:") else [f"arn:aws:iam::{a}:role/{ref}" for a in everywhere]
+            for env_name, env in config.environments.items():
+                for name in apprunners:
+                    if name in env.services:
+                        ref = access_role(config, name, env_name)
+                        roles.append(ref if ref.startswith("arn:") else f"arn:aws:iam::{accounts[env_name]}:role/{ref}")
             statements.append(_statement(
                 "PassAccessRoleToAppRunner", ["iam:PassRole"], roles,
                 Condition={"StringEquals": {"iam:PassedToService": "apprunner.amazonaws.com"}},
@@ -214,8 +227,13 @@ def record_calls(client: Any, directory: str) -> None:
             "config": _config_in_use(context),
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or None,
         }, default=lambda value: f"<{type(value).__name__}>")  # fmt: skip
-        with _write_lock, path.open("a", encoding="utf-8") as out:
+        with _write_lock:
+            out = _open.get(path)
+            if out is None:  # opened once per process: an open per call costs more than the call's own work
+                out = _open[path] = path.open("a", encoding="utf-8")
+                atexit.register(out.close)
             out.write(line + "\n")
+            out.flush()
 
     # before-parameter-build sees the operation's own parameters (before-call sees the HTTP request)
     client.meta.events.register("before-parameter-build", before_parameter_build)

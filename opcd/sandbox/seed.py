@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from opcd.aws import new_client
 from opcd.config import Config
-from opcd.iam import access_role
+from opcd.iam import access_role, service_name
 
 ROLE_NAME = "opcd-sandbox-lambda"
 _TRUST = {
@@ -111,11 +111,6 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
     return gateway
 
 
-def service_name(ref: str) -> str:
-    """``arn:aws:apprunner:…:service/NAME/ID`` or ``NAME`` → ``NAME``."""
-    return ref.split(":service/", 1)[1].split("/", 1)[0] if ref.startswith("arn:") else ref
-
-
 def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: str) -> dict[str, str]:
     """ECR repositories and App Runner services; wait until every service runs. Returns gateway entries."""
     from opcd.sandbox.registry import PUBLIC_PLACEHOLDER
@@ -126,15 +121,20 @@ def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: st
         return {}
     trust = json.loads(json.dumps(_TRUST))
     trust["Statement"][0]["Principal"] = {"Service": "build.apprunner.amazonaws.com"}
-    role_arns: dict[str, str] = {}  # the ECR access role each service names (opcd.iam.access_role)
-    for role in sorted({access_role(config, name).rpartition("/")[2] for name in components}):
-        role_arns[role] = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    access_roles = {name: role_arns[access_role(config, name).rpartition("/")[2]] for name in components}
+    roles = {  # the ECR access role each service names (opcd.iam.access_role), as Terraform creates them
+        (env_name, comp_name): access_role(config, comp_name, env_name).rpartition("/")[2]
+        for env_name, env in config.environments.items()
+        for comp_name in env.services
+    }
+    role_arns = {
+        role: iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        for role in sorted(set(roles.values()))
+    }
     for comp in components.values():
         ecr.create_repository(repositoryName=comp.repository, imageTagMutability="MUTABLE")
     gateway: dict[str, str] = {}
     arns = []
-    for env in config.environments.values():
+    for env_name, env in config.environments.items():
         for comp_name, ref in env.services.items():
             name = service_name(ref)
             service = apprunner.create_service(
@@ -146,7 +146,7 @@ def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: st
                         "ImageConfiguration": {"Port": "8080"},
                     },
                     "AutoDeploymentsEnabled": False,
-                    "AuthenticationConfiguration": {"AccessRoleArn": access_roles[comp_name]},
+                    "AuthenticationConfiguration": {"AccessRoleArn": role_arns[roles[env_name, comp_name]]},
                 },
                 HealthCheckConfiguration={"Protocol": "TCP"},
                 Tags=[

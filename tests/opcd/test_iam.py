@@ -102,9 +102,7 @@ def every_granted_call() -> list[dict[str, Any]]:
 SERVICE = "arn:aws:apprunner:us-east-1:123456789012:service/outreachpass-web-dev/0123456789abcdef"
 ACCESS_ROLE = {
     "ImageRepository": {"ImageIdentifier": "x"},
-    "AuthenticationConfiguration": {
-        "AccessRoleArn": "arn:aws:iam::123456789012:role/outreachpass-apprunner-ecr-access"
-    },
+    "AuthenticationConfiguration": {"AccessRoleArn": "arn:aws:iam::123456789012:role/outreachpass-web-dev-ecr-access"},
 }
 
 
@@ -169,7 +167,7 @@ def test_wildcards_scope_versions_secrets_and_rules() -> None:
 
 def test_pass_role_only_to_app_runner_and_only_the_access_role() -> None:
     deploy = POLICIES["deploy"]
-    role = "arn:aws:iam::123456789012:role/outreachpass-apprunner-ecr-access"
+    role = "arn:aws:iam::123456789012:role/outreachpass-web-dev-ecr-access"
     to_apprunner = (("iam:PassedToService", "apprunner.amazonaws.com"),)
     assert allows(deploy, Request("iam:PassRole", role, to_apprunner))
     assert not allows(deploy, Request("iam:PassRole", role, (("iam:PassedToService", "lambda.amazonaws.com"),)))
@@ -213,11 +211,11 @@ def test_names_come_from_the_config_and_account_ids_from_the_environments() -> N
     data["project"]["name"] = "billing"
     data["environments"]["dev"]["functions"]["backend"] = "billing-api-dev"
     data["environments"]["dev"]["services"]["frontend"] = "arn:aws:apprunner:us-east-1:111:service/web/abc"
-    data["components"]["frontend"]["access_role"] = "arn:aws:iam::111:role/pull-images"
+    data["components"]["frontend"]["access_role"] = "arn:aws:iam::111:role/pull-images-{environment}"
     text = render(policy(Config.model_validate({**data, "root": ROOT}), "deploy"))
     assert f"{FN.replace('123456789012', '*')}billing-api-dev:*" in text and 'outreachpass-api-dev"' not in text
     assert "rule/billing-dev-*" in text and '"arn:aws:apprunner:us-east-1:111:service/web/abc"' in text
-    assert '"arn:aws:iam::111:role/pull-images"' in text
+    assert '"arn:aws:iam::111:role/pull-images-dev"' in text and '"arn:aws:iam::111:role/pull-images-prod"' in text
     assert render(policy(CONFIG, "deploy", account="222")).count(":222:") > 10
 
 
