@@ -185,3 +185,13 @@ def test_cli_plan_prints_each_environment(project: Project, prefect_server: None
     assert "dev: 4 to add, 0 to change, 0 to destroy" in out
     assert "prod: 4 to add, 0 to change, 0 to destroy" in out
     assert f"saved as plan {SHA1}" in out
+
+
+@pytest.mark.parametrize("sha", ["abc1234\n", "abc\uff11234", "HEAD"])
+def test_a_plan_id_is_a_whole_ascii_sha(sha: str) -> None:
+    from flows.terraform import plan_id_of
+    from opcd.errors import InputError
+
+    assert plan_id_of(SHA1) == SHA1 and plan_id_of(None) == "latest"
+    with pytest.raises(InputError, match="is not a commit sha"):
+        plan_id_of(sha)
