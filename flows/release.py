@@ -33,7 +33,7 @@ from opcd.aws import AwsTarget, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
-from opcd.versions import check_version
+from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import describe, find_service
 from tasks.ecr import describe_repository
@@ -107,9 +107,6 @@ def choose_components(
     return chosen, "; ".join(notes)
 
 
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
-
-
 def ordered_environments(config: Config, requested: list[str] | None) -> list[str]:
     """The environments asked for (all when none), each checked, in opcd.toml's order."""
     for name in requested or []:
@@ -126,9 +123,8 @@ def check_request(
     component's ``version`` must be live there, or the release is refused.
     """
     check_version(version)
-    if git_sha is not None and not _SHA.match(git_sha):
-        raise InputError(f"{git_sha!r} is not a commit sha", "give 7 to 40 lowercase hex digits (git rev-parse HEAD)")
     if git_sha is not None:
+        check_git_sha(git_sha)
         check_checkout_at(config.root, git_sha)  # the builds take this checkout's tree
     everything = list(config.environments)
     chosen = ordered_environments(config, requested)

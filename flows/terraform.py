@@ -13,7 +13,6 @@ an approver, plan again, refuse if the new plan differs from the reviewed one, e
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from typing import Any
 
@@ -28,6 +27,7 @@ from flows.release import ordered_environments
 from opcd.aws import AwsTarget, guarded_target, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import ConfigError, InputError
+from opcd.versions import check_git_sha
 from tasks.approval import replayed_gate, wait_for_approval
 from tasks.git import tree_of_commit
 from tasks.github import report_to_github
@@ -36,7 +36,6 @@ from tasks.s3_artifacts import load_plan, store_plan
 from tasks.terraform import PlanSummary, apply_terraform, comment_body, plan_terraform
 
 MARKER = "<!-- opcd:terraform-plan -->"
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 def _config(config_path: str | None) -> Config:
@@ -60,9 +59,7 @@ def plan_id_of(git_sha: str | None) -> str:
     """Where a plan is kept: the commit's sha, or ``latest`` for a plan of a checkout without one."""
     if git_sha is None:
         return "latest"
-    if not _SHA.match(git_sha):
-        raise InputError(f"{git_sha!r} is not a git commit sha", "pass 7 to 40 lowercase hex digits")
-    return git_sha
+    return check_git_sha(git_sha)
 
 
 def _plan_name() -> str:

@@ -28,7 +28,7 @@ from opcd import __version__
 from opcd.config import Config, config_path, load_config
 from opcd.errors import ConfigError, DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
 from opcd.iam import Role, acting_as
-from opcd.versions import check_version
+from opcd.versions import check_git_sha, check_version
 
 EPILOG = """examples:
   opcd sandbox up --detach                     start the embedded AWS (demo, tests)
@@ -289,6 +289,8 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     config.environment(args.environment)
     if version is not None:
         check_version(version)
+    if getattr(args, "git_sha", None) is not None:
+        check_git_sha(args.git_sha)
     target = _print_target(config, args.environment)
     accept = getattr(args, "accept_alarms", None)
     if comp.kind == "apprunner":
@@ -540,6 +542,8 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     check_version(args.app_version)
+    if args.git_sha is not None:
+        check_git_sha(args.git_sha)
     envs = ordered_environments(config, args.environments)
     target = _print_target(config)
     components, why = choose_components(config, target, args.components, args.git_sha, envs[-1])

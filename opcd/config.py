@@ -27,7 +27,7 @@ from opcd.errors import ConfigError, UnknownName
 from opcd.traffic import Strategy, parse_strategy
 
 DEFAULT_CONFIG = "opcd.toml"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*", re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
 
@@ -38,7 +38,7 @@ def parse_duration(value: Any) -> float:
         raise ValueError("expected a duration such as '30s', '5m' or '24h'")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(f"expected a duration such as '30s', '5m' or '24h', got {value!r}")
@@ -75,8 +75,8 @@ class SmokeCheck(_Model):
     body_contains: str | None = None
 
 
-_RATE = re.compile(r"^rate\((1 (minute|hour|day)|([2-9]|[1-9]\d+) (minutes|hours|days))\)$")
-_CRON = re.compile(r"^cron\((\S+ ){5}\S+\)$")
+_RATE = re.compile(r"rate\((1 (minute|hour|day)|([2-9]|[1-9][0-9]+) (minutes|hours|days))\)", re.ASCII)
+_CRON = re.compile(r"cron\(([A-Za-z0-9*?,/#-]+ ){5}[A-Za-z0-9*?,/#-]+\)", re.ASCII)
 
 
 def _check_pattern(node: Any, path: str) -> None:
@@ -102,7 +102,7 @@ class EventRule(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and not (_RATE.match(value) or _CRON.match(value)):
+        if value is not None and not (_RATE.fullmatch(value) or _CRON.fullmatch(value)):
             raise ValueError(
                 f"{value!r} is not a schedule expression: use rate(5 minutes) or cron(0 3 * * ? *) (6 fields)"
             )
@@ -139,7 +139,7 @@ class OperationWait(_Model):
 class Component(_Model):
     kind: Literal["lambda", "apprunner"]
     source: str = Field(description="Directory of the component's source, relative to opcd.toml.")
-    handler: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
+    handler: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*$")
     runtime: Literal["python3.11", "python3.12", "python3.13"] = "python3.12"
     architecture: Literal["x86_64"] = "x86_64"
     requirements: str = "requirements.txt"
@@ -317,7 +317,7 @@ class Environment(_Model):
     @classmethod
     def _urls(cls, value: dict[str, str]) -> dict[str, str]:
         for name, url in value.items():
-            if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+            if not re.fullmatch(r"https?://[!-.0-~]+(/[!-~]*)?", url, re.ASCII):  # printable ASCII
                 raise ValueError(f"health.{name}: expected an http(s) URL, got {url!r}")
         return value
 

@@ -8,17 +8,40 @@
 
 ``opcd setup`` creates the limits on a server; a run also creates its limit when it is missing,
 because Prefect silently skips a limit that does not exist unless asked to be strict.
+
+Who holds a lock: Prefect 3.9 keeps a lease's holder in the server's lease storage, which no API
+route reads for a global limit (only the v1 tag limits list task-run holders). So each holder also
+writes its own record, the Prefect Variable ``opcd-lock-holder-<lock>`` (flow run id and name, host,
+pid, since when), on acquiring and clears it before releasing the slot. A run that waits for a lock
+logs that record every few seconds. A record still there when the slot was acquired means the
+previous holder never released: its lease expired because its process died (a live holder renews
+it, and a holder whose renewal fails is stopped by Prefect). That run, if Prefect still shows it
+Running (and, when it ran on this host, its process is gone), is marked Crashed, naming the run
+that found it dead.
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, VariableUpdate
+from prefect.client.schemas.objects import StateType
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.states import Crashed
+
+from opcd.logs import run_logger
 
 
 def limit_name(environment: str, component: str) -> str:
@@ -49,11 +72,144 @@ def ensure_limit(name: str) -> bool:
 LEASE_SECONDS = 60.0
 
 
+WAIT_LOG_SECONDS = 5.0  # how often a waiting run says who holds the lock
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: the flow run (when the lock is taken inside one), where, since when (UTC)."""
+
+    flow_run_id: str | None
+    flow_run_name: str | None
+    host: str
+    pid: int
+    since: str
+
+    @classmethod
+    def me(cls) -> Holder:
+        ctx = FlowRunContext.get()
+        run = ctx.flow_run if ctx else None
+        return cls(
+            str(run.id) if run else None, run.name if run else None, socket.gethostname(), os.getpid(),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )  # fmt: skip
+
+    def same_run(self, other: Holder) -> bool:
+        if self.flow_run_id or other.flow_run_id:
+            return self.flow_run_id == other.flow_run_id
+        return (self.host, self.pid) == (other.host, other.pid)
+
+    def __str__(self) -> str:
+        who = f"run {self.flow_run_name} ({self.flow_run_id})" if self.flow_run_id else "a process outside a run"
+        return f"{who} on {self.host} pid {self.pid} since {self.since}"
+
+
+def _variable(name: str) -> str:
+    return f"opcd-lock-holder-{name}"
+
+
+def read_holder(name: str) -> Holder | None:
+    """The holder record of lock ``name``; None when there is none (free, or held by a holder without one)."""
+    with get_client(sync_client=True) as client:
+        variable = client.read_variable_by_name(_variable(name))
+    try:
+        return Holder(**variable.value) if variable and isinstance(variable.value, dict) else None
+    except TypeError:
+        return None
+
+
+def _write_holder(name: str, holder: Holder) -> None:
+    value: Any = asdict(holder)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_variable(VariableCreate(name=_variable(name), value=value, tags=["opcd-lock"]))
+        except ObjectAlreadyExists:
+            client.update_variable(VariableUpdate(name=_variable(name), value=value))
+
+
+def _clear_holder(name: str, holder: Holder) -> None:
+    if (current := read_holder(name)) is not None and current.same_run(holder):
+        with get_client(sync_client=True) as client:
+            client.delete_variable_by_name(_variable(name))
+
+
+def _log_while_waiting(name: str, logger: Any, acquired: threading.Event) -> None:
+    """Every WAIT_LOG_SECONDS until ``acquired``: who holds lock ``name`` (the first time after 1 s)."""
+    interval = min(1.0, WAIT_LOG_SECONDS)
+    while not acquired.wait(interval):
+        interval = WAIT_LOG_SECONDS
+        try:
+            holder = read_holder(name)
+        except Exception as exc:  # the server busy: say so, try again at the next interval
+            logger.info("Waiting for lock %s (its holder could not be read: %s)", name, exc)
+            continue
+        if not acquired.is_set():
+            logger.info("Waiting for lock %s: held by %s", name, holder or "a holder that left no record")
+
+
+def _take_over(name: str, me: Holder, logger: Any) -> None:
+    """Just acquired: a holder record left behind is a dead holder's; mark its run Crashed if still Running."""
+    dead = read_holder(name)
+    if dead is not None and not dead.same_run(me):
+        logger.warning("Lock %s was never released by %s: its lease expired (the holder died)", name, dead)
+        if dead.flow_run_id:
+            _mark_crashed(name, dead, me, logger)
+    _write_holder(name, me)
+
+
+def _mark_crashed(name: str, dead: Holder, me: Holder, logger: Any) -> None:
+    finder = f"run {me.flow_run_name} ({me.flow_run_id})" if me.flow_run_id else f"pid {me.pid} on {me.host}"
+    message = f"lock {name}'s lease expired: found dead by {finder}"
+    if dead.host == socket.gethostname() and _alive(dead.pid):
+        logger.warning("Not marking run %s Crashed: its process %d still runs here", dead.flow_run_id, dead.pid)
+        return
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(str(dead.flow_run_id)))
+        except (ObjectNotFound, ValueError):
+            return
+        if run.state is None or run.state.type != StateType.RUNNING:
+            return  # ended, or never started: nothing to correct
+        client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+    logger.warning("Marked run %s (%s) Crashed: %s", dead.flow_run_name, dead.flow_run_id, message)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextmanager
 def _hold(name: str, timeout: float | None) -> Iterator[None]:
     ensure_limit(name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
-        yield
+    logger = run_logger("opcd.locks")
+    acquired = threading.Event()
+    context = contextvars.copy_context()  # the run's Prefect settings and client, in the logging thread too
+    waiting = threading.Thread(target=context.run, args=(_log_while_waiting, name, logger, acquired), daemon=True)
+    waiting.start()
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
+            acquired.set()
+            me = Holder.me()
+            try:
+                _take_over(name, me, logger)
+            except Exception as exc:  # bookkeeping only: the lock is held and the change may go on
+                logger.warning("Lock %s: the holder record could not be checked or written: %s", name, exc)
+            try:
+                yield
+            finally:  # the record goes before the slot: a record outlives its slot only when its holder died
+                try:
+                    _clear_holder(name, me)
+                except Exception as exc:
+                    logger.warning("Lock %s: the holder record could not be cleared: %s", name, exc)
+    finally:
+        acquired.set()
+        waiting.join()
 
 
 @contextmanager

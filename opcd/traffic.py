@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_STRATEGY = re.compile(r"^(?P<kind>canary|linear)(?P<percent>\d+)-(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
+_STRATEGY = re.compile(
+    r"(?P<kind>canary|linear)(?P<percent>[0-9]+)-(?P<amount>[0-9]+(?:\.[0-9]+)?)(?P<unit>ms|s|m|h)", re.ASCII
+)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 EXAMPLES = "all-at-once, canaryP-Dm or linearP-Dm (e.g. canary10-5m, linear10-1m)"
 
@@ -67,7 +69,7 @@ def parse_strategy(value: str) -> Strategy:
     """``"canary10-5m"`` → Strategy; ValueError with what is allowed otherwise."""
     if value == "all-at-once":
         return Strategy(value, "all-at-once")
-    match = _STRATEGY.match(value)
+    match = _STRATEGY.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not a traffic strategy: use {EXAMPLES}")
     percent = int(match["percent"])

@@ -1,6 +1,14 @@
 """Build a component's Lambda package: dependencies for the Lambda platform plus the source, zipped
 deterministically (sorted entries, fixed timestamps and modes), so the same source and lockfile
-give the same sha256, byte for byte."""
+give the same sha256, byte for byte.
+
+Before anything is zipped, every Python file of the package is compiled with the Lambda runtime's
+interpreter (:func:`opcd.pythons.find_python`), in a subprocess that writes nothing: a file of the
+component's own source that does not compile refuses the build with ``file:line``. A dependency's
+file that does not compile is only a warning: wheels ship files that are never imported on purpose
+(Python 2 compatibility modules, test data, templates), and the runtime imports only what it needs.
+A dependency set is compiled once per interpreter (the result is kept next to it in the cache).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +30,14 @@ from prefect.logging import get_run_logger
 
 from opcd.config import Component
 from opcd.errors import BuildFailed
+from opcd.logs import run_logger
+from opcd.pythons import find_python
 
 _EXCLUDED_DIRS = {"__pycache__", "tests", "node_modules", ".pytest_cache", ".mypy_cache", ".venv"}
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Packages are kept in the build cache by everything that goes into them; FORMAT changes whenever
 # the way a package is laid out changes, so a kept package is never one an older opcd made.
-FORMAT = "lambda-zip-1"
+FORMAT = "lambda-zip-2"  # 2: every Python file compiled before it is zipped
 KEEP = 20
 PLATFORMS = {"x86_64": "manylinux2014_x86_64"}
 
@@ -118,6 +128,86 @@ def publish(tmp: Path, target: Path) -> None:
             raise
 
 
+# Run by the runtime's interpreter: compiles each [name, path] of stdin's JSON list as an import
+# would (full compile, not only parsing), writes no .pyc, prints one JSON line per file that fails.
+_COMPILE = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+print(json.dumps({"python": "%d.%d" % sys.version_info[:2]}))
+for name, path in json.load(sys.stdin):
+    try:
+        with open(path, "rb") as f:
+            compile(f.read(), name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        print(json.dumps({"file": name, "line": line, "error": "%s (%s)" % (getattr(exc, "msg", None) or exc,
+                                                                         type(exc).__name__)}))
+"""
+
+
+@dataclass(frozen=True)
+class CompileError:
+    file: str
+    line: int | None
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.error}" if self.line else f"{self.file}: {self.error}"
+
+
+def compile_files(runtime: str, files: list[tuple[str, Path]]) -> tuple[str, list[CompileError]]:
+    """Compile ``files`` (name in the package, path) with ``runtime``'s Python: (its version, the failures)."""
+    python = find_python(runtime)
+    listing = json.dumps([[name, str(path)] for name, path in files if name.endswith(".py")])
+    proc = subprocess.run(
+        [python, "-I", "-c", _COMPILE], input=listing, capture_output=True, text=True, check=False, timeout=600
+    )
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BuildFailed(f"compiling the package with {python} failed: {proc.stderr.strip()[-300:]}")
+    version = json.loads(lines[0])["python"]
+    return version, [CompileError(**json.loads(line)) for line in lines[1:]]
+
+
+def check_sources(name: str, version: str, component: Component, sources: list[tuple[str, Path]]) -> str:
+    """Refuse a package whose own source does not compile; the Python version that compiled it."""
+    python, errors = compile_files(component.runtime, sources)
+    if python != component.runtime.removeprefix("python"):
+        run_logger("opcd.build").warning(
+            "Compiled %s %s with Python %s: no %s interpreter on this machine (install it to check with the runtime's)",
+            name, version, python, component.runtime,
+        )  # fmt: skip
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise BuildFailed(f"{name} {version}: {errors[0]}{more}", "fix the file and build again")
+    return python
+
+
+def warn_dependencies(component: Component, deps: Path, python: str, sources: list[tuple[str, Path]]) -> None:
+    """Log each dependency file that does not compile (and that the component's own source does not replace)."""
+    own = {rel for rel, _ in sources}
+    for error in _dependency_errors(component.runtime, deps, python):
+        if error.file not in own:
+            run_logger("opcd.build").warning(
+                "A dependency's file does not compile (importing it would fail): %s", error
+            )
+
+
+def _dependency_errors(runtime: str, deps: Path, python: str) -> list[CompileError]:
+    """The files of an installed dependency set that do not compile; computed once per set and interpreter."""
+    kept = deps.with_name(f"{deps.name}.compiled-{python}.json")
+    try:
+        return [CompileError(**e) for e in json.loads(kept.read_text())]
+    except (OSError, ValueError, TypeError):
+        pass
+    files = [(p.relative_to(deps).as_posix(), p) for p in sorted(deps.rglob("*.py")) if "__pycache__" not in p.parts]
+    _, errors = compile_files(runtime, files)
+    tmp = kept.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([e.__dict__ for e in errors]))
+    tmp.replace(kept)
+    return errors
+
+
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
     info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
     info.create_system = 3
@@ -142,16 +232,19 @@ def build_zip(name: str, version: str, component: Component, source: Path, out_d
     kept = cache_dir / "packages" / hashlib.sha256(f"{FORMAT}|{build_info}".encode()).hexdigest()
     if (digest := _reuse(kept, zip_path)) is not None:
         return Package(name, version, zip_path, digest, zip_path.stat().st_size, hashed, cached=True)
+    sources = _source_files(source, component.requirements)
+    python = check_sources(name, version, component, sources)
     deps = install_dependencies(component, source, cache_dir)
     entries: dict[str, Path] = {}
     if deps:
+        warn_dependencies(component, deps, python, sources)
         for root, dirs, names in os.walk(deps):
             dirs[:] = [d for d in dirs if d != "__pycache__"]
             for fname in names:
                 path = Path(root) / fname
                 if not fname.endswith((".pyc", ".pyo")):
                     entries[path.relative_to(deps).as_posix()] = path
-    for rel, path in _source_files(source, component.requirements):
+    for rel, path in sources:
         entries[rel] = path  # the component's own code wins over a dependency's file
     tmp = zip_path.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w") as archive:

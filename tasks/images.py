@@ -24,8 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.config import Component
-from opcd.errors import BuildFailed, InputError, InvalidVersion
-from opcd.versions import check_version
+from opcd.errors import BuildFailed, InputError
+from opcd.versions import check_version, version_or_none
 
 BUILDERS = ("docker", "buildah", "podman")
 INSTALL_HINT = (
@@ -48,19 +48,13 @@ class Image:
 
 
 def image_tag(version: str) -> str:
-    """The image tag for a version (``+`` is not allowed in a tag; it becomes ``_``)."""
-    return version.replace("+", "_")
+    """The image tag for a version: the version itself (a version's grammar is the image tag's)."""
+    return check_version(version)
 
 
 def version_of(tag: str | None) -> str | None:
-    """The version an image tag stands for (``_`` back to ``+``); None for a tag that is no version."""
-    if tag is None:
-        return None
-    version = tag.replace("_", "+")
-    try:
-        return check_version(version)
-    except InvalidVersion:
-        return None
+    """The version an image tag stands for; None for a tag that is no version (``latest``, ``v1+x``)."""
+    return version_or_none(tag)
 
 
 def source_hash(comp: Component, source: Path) -> str:

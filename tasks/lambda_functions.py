@@ -17,9 +17,10 @@ from prefect.transactions import Transaction, get_transaction
 from opcd.aws import AwsTarget, error_code
 from opcd.config import SmokeCheck
 from opcd.errors import DeployFailed, ResourceMissing
+from opcd.versions import version_or_none
 
 ALIAS = "live"
-_DESCRIPTION = re.compile(r"^opcd (?P<component>\S+) (?P<version>\S+) sha256=(?P<sha>\S+)")
+_DESCRIPTION = re.compile(r"opcd (?P<component>[a-z][a-z0-9-]*) (?P<version>\S+) sha256=[0-9a-f]{64}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ def version_description(component: str, version: str, sha256_hex: str) -> str:
 
 
 def app_version_of(description: str) -> str | None:
-    match = _DESCRIPTION.match(description or "")
-    return match["version"] if match else None
+    """The version a description of :func:`version_description` names; None for any other text."""
+    match = _DESCRIPTION.fullmatch(description or "")
+    return version_or_none(match["version"]) if match else None
 
 
 def _function_missing(function: str, target: AwsTarget) -> ResourceMissing:

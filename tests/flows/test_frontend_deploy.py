@@ -189,7 +189,7 @@ def test_dry_run_names_the_plan_and_pushes_nothing(project: Project) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["deploy", "frontend", "--env", "dev", "--version", "v1.x"], "'v1.x' is not a version"),
+        (["deploy", "frontend", "--env", "dev", "--version", "v1..x"], "'v1..x' is not a version"),
         (["rollback", "frontend", "--env", "dev", "--to-lambda-version", "3"], "it has no Lambda versions"),
         (["promote", "frontend", "--env", "dev"], "is an App Runner service: it has no bake"),
     ],

@@ -60,6 +60,23 @@ def test_import_error_fails_pre_traffic_and_leaves_live_alone(deployed: Project)
     assert dev["last_outcome"] == "failed" and dev["version"] == "v2"
 
 
+def test_a_syntax_error_is_refused_by_the_build_before_anything_is_uploaded(
+    project: Project, prefect_server: None
+) -> None:
+    lam, s3 = project.client("lambda"), project.client("s3")
+    versions = lam.list_versions_by_function(FunctionName="outreachpass-api-dev")["Versions"]
+    (project.source / "app" / "models.py").write_text("".join(f"# {n}\n" for n in range(1, 12)) + "def passes(:\n")
+
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+
+    assert code == 1
+    assert "backend v3: app/models.py:12: invalid syntax (SyntaxError) — fix the file and build again" in err
+    assert "migrations" not in err
+    assert s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix="backend/v3/")["KeyCount"] == 0
+    assert lam.list_versions_by_function(FunctionName="outreachpass-api-dev")["Versions"] == versions  # none published
+    assert project.live() == "1"
+
+
 def test_unhealthy_under_traffic_rolls_back_by_itself(deployed: Project) -> None:
     before = deployed.live()
     deployed.write_source(UNHEALTHY_UNDER_TRAFFIC)

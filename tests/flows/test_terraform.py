@@ -203,3 +203,13 @@ def test_apply_refuses_an_environment_in_another_account_before_applying_any(
     with pytest.raises(InputError, match="AWS account 123456789012 .* is not prod's account 222222222222"):
         terraform_apply(git_sha=SHA1, config_path=str(project.config_path))
     assert pending_changes(project, "dev") and pending_changes(project, "prod")
+
+
+@pytest.mark.parametrize("sha", ["abc1234\n", "abc\uff11234", "HEAD"])
+def test_a_plan_id_is_a_whole_ascii_sha(sha: str) -> None:
+    from flows.terraform import plan_id_of
+    from opcd.errors import InputError
+
+    assert plan_id_of(SHA1) == SHA1 and plan_id_of(None) == "latest"
+    with pytest.raises(InputError, match="is not a commit sha"):
+        plan_id_of(sha)

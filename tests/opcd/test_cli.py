@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from opcd.cli import main
-from tests.conftest import Project
+from tests.conftest import Project, copy_examples, project_config, write_terraform_root
 
 
 def one_line_error(err: str) -> str:
@@ -34,6 +35,48 @@ def test_bad_request_is_one_line_exit_2_and_changes_nothing(project: Project, ar
     assert code == 2
     assert expected in one_line_error(err)
     assert project.live() == "1" and project.live("outreachpass-api-prod") == "1"
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's opcd.toml with no sandbox and no AWS credentials: a request that reaches AWS fails there."""
+    copy_examples(tmp_path)
+    write_terraform_root(tmp_path / "src" / "terraform")
+    (tmp_path / "opcd.toml").write_text(project_config())
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OPCD_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(var, str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return tmp_path / "opcd.toml"
+
+
+BAD_VERSIONS = [
+    ("v13\n", "'v13\\n' is not a version"),
+    ("v\uff11\uff13", "is not a version"),
+    ("v\u0661\u0663", "is not a version"),
+    ("v1..2", "'v1..2' is not a version"),
+    ("latest", "'latest' is not a version — 'latest' is the image tag that moves"),
+]
+VERSION_FLAGS = [["deploy", "backend", "--env", "dev", "--version"], ["rollback", "backend", "--env", "dev", "--to"],
+                 ["release", "--component", "backend", "--version"]]  # fmt: skip
+BAD_SHA = ["--version", "v2", "--git-sha", "abc1234\n"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([*flags, version], expected) for flags in VERSION_FLAGS for version, expected in BAD_VERSIONS]
+    + [(["deploy", "backend", "--env", "dev", *BAD_SHA], "'abc1234\\n' is not a commit sha — give 7 to 40"),
+       (["release", "--component", "backend", *BAD_SHA], "'abc1234\\n' is not a commit sha — give 7 to 40")],
+)  # fmt: skip
+def test_bad_versions_and_shas_are_refused_before_aws(
+    offline: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    code = main(["--config", str(offline), *args])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert expected in one_line_error(err)
+    assert out == ""  # refused before the AWS target was even resolved
 
 
 def test_missing_config_file(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:

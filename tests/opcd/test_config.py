@@ -289,3 +289,39 @@ def test_a_role_of_another_account_than_account_id() -> None:
     assert "environments.prod: role_arn is a role of account 222222222222, not of account_id 111111111111" in problems(
         data
     )
+
+
+# Python's \d matches any Unicode digit and $ matches before a trailing newline: every pattern of
+# opcd.toml is ASCII and matches the whole value.
+@pytest.mark.parametrize("value", ["\uff15m", "\u0665m", "5\uff4d"])
+def test_durations_are_ascii(value: str) -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", ["canary10-5m\n", "canary\uff11\uff10-5m", "linear10-\u0665m", "canary10-5m "])
+def test_strategies_are_ascii_and_whole(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a traffic strategy"):
+        parse_strategy(value)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        ("schedule", "rate(5 minutes)\n", "is not a schedule expression"),
+        ("schedule", "rate(\uff15 minutes)", "is not a schedule expression"),
+        ("schedule", "cron(0 3 * * ? *)\n", "is not a schedule expression"),
+        ("handler", "app.h\u00e4ndler", "components.backend.handler: String should match pattern"),
+        ("health", "https://x.example/health\n", "expected an http(s) URL"),
+        ("health", "https://\u00fc.example/health", "expected an http(s) URL"),
+    ],
+)
+def test_config_patterns_are_ascii_and_whole(where: str, value: str, expected: str) -> None:
+    data = base()
+    if where == "schedule":
+        data["components"]["worker"]["rules"] = [{"name": "a", "schedule": value}]
+    elif where == "handler":
+        data["components"]["backend"]["handler"] = value
+    else:
+        data["environments"]["dev"]["health"]["backend"] = value
+    assert expected in problems(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -107,3 +108,61 @@ def test_only_the_most_recent_packages_are_kept(
     assert len(list((cache / "packages").iterdir())) == 2
     assert build_zip("backend", "v3", BACKEND, source, tmp_path / "again", cache).cached
     assert not build_zip("backend", "v1", BACKEND, source, tmp_path / "first", cache).cached
+
+
+def test_a_file_that_does_not_compile_refuses_the_build(source: Path, tmp_path: Path, build_cache: Path) -> None:
+    shutil.rmtree(build_cache / "packages", ignore_errors=True)  # built here, not reused from an earlier test
+    models = source / "app" / "models.py"
+    models.write_text("".join(f"# line {n}\n" for n in range(1, 12)) + "def broken(:\n    return 1\n")
+    (source / "app" / "later.py").write_text("x = (\n")  # a second error: counted, the first named
+    with pytest.raises(BuildFailed) as info:
+        build_zip("backend", "v3", BACKEND, source, tmp_path / "out", build_cache)
+    assert info.value.message == "backend v3: app/later.py:1: '(' was never closed (SyntaxError) (and 1 more)"
+    assert info.value.hint == "fix the file and build again"
+    assert not (tmp_path / "out" / "lambda.zip").exists()
+
+    (source / "app" / "later.py").unlink()
+    with pytest.raises(BuildFailed) as info:
+        build_zip("backend", "v3", BACKEND, source, tmp_path / "out", build_cache)
+    assert info.value.message == "backend v3: app/models.py:12: invalid syntax (SyntaxError)"
+    assert not (tmp_path / "out" / "lambda.zip").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("def f():\n  x = 1\n    y = 2\n", "app/bad.py:3: unexpected indent (IndentationError)"),
+        ("def f():\n    return\nawait g()\n", "app/bad.py:3: 'await' outside function (SyntaxError)"),
+        ("import os\nnonlocal x\n", "app/bad.py:2: nonlocal declaration not allowed at module level (SyntaxError)"),
+    ],
+)
+def test_compile_errors_beyond_the_parser_are_found(source: Path, tmp_path: Path, text: str, error: str) -> None:
+    (source / "app" / "bad.py").write_text(text)
+    with pytest.raises(BuildFailed) as info:
+        build_zip("backend", "v3", BACKEND, source, tmp_path / "out", tmp_path / "cache")
+    assert str(info.value) == f"backend v3: {error} — fix the file and build again"
+    assert not (tmp_path / "cache" / "deps").exists()  # refused before the dependencies were installed
+
+
+def test_a_dependency_file_that_does_not_compile_is_a_warning(
+    source: Path, tmp_path: Path, build_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.rmtree(build_cache / "packages", ignore_errors=True)  # built here: its dependencies compiled
+    package = build_zip("backend", "v1", BACKEND, source, tmp_path / "a", build_cache)
+    deps = next(p for p in (build_cache / "deps").iterdir() if p.is_dir() and (p / "sqlalchemy").is_dir())
+    (compiled,) = deps.parent.glob(f"{deps.name}.compiled-*.json")  # one per interpreter that compiled the set
+    assert json.loads(compiled.read_text()) == []  # every file of the example's dependencies compiles
+    shutil.rmtree(build_cache / "packages")
+    for kept in deps.parent.glob(f"{deps.name}.compiled-*.json"):
+        kept.unlink()
+    py2 = deps / "sqlalchemy" / "_py2_only.py"
+    py2.write_text('print "never imported on Python 3"\n')
+    try:
+        with caplog.at_level("WARNING", logger="opcd.build"):
+            again = build_zip("backend", "v1", BACKEND, source, tmp_path / "b", build_cache)
+    finally:
+        py2.unlink()
+        for kept in deps.parent.glob(f"{deps.name}.compiled-*.json"):
+            kept.unlink()
+    assert "A dependency's file does not compile (importing it would fail): sqlalchemy/_py2_only.py:1:" in caplog.text
+    assert again.sha256_hex != package.sha256_hex  # the file is in the package: the runtime imports what it needs

@@ -49,7 +49,7 @@ def test_commands_per_builder(tmp_path: Path) -> None:
 
 
 def test_image_tag_and_bad_layouts(tmp_path: Path) -> None:
-    assert images.image_tag("1.4.0+build.7") == "1.4.0_build.7"
+    assert images.image_tag("2026-11-29_1") == "2026-11-29_1"  # a version is its own tag
     with pytest.raises(BuildFailed, match="wrote no OCI layout"):
         images.read_layout(tmp_path, "v1")
     blob = tmp_path / "blobs" / "sha256"
@@ -61,6 +61,15 @@ def test_image_tag_and_bad_layouts(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(BuildFailed, match="manifest digest mismatch"):
         images.read_layout(tmp_path, "v1")
+
+
+@pytest.mark.parametrize(
+    ("tag", "version"),
+    [("v2", "v2"), ("2026-11-29_1", "2026-11-29_1"), ("main.3f9c2e1", "main.3f9c2e1"), ("latest", None),
+     ("v13\n", None), ("v\uff11\uff13", None), (None, None)],
+)  # fmt: skip
+def test_version_of_a_tag_is_the_tag_when_it_is_a_version(tag: str | None, version: str | None) -> None:
+    assert images.version_of(tag) == version
 
 
 def test_missing_dockerfile_or_context_is_bad_input(tmp_path: Path) -> None:

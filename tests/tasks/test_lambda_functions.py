@@ -81,3 +81,8 @@ def test_version_description_round_trip() -> None:
     description = version_description("backend", "1.4.0-rc.1", "ab" * 32)
     assert app_version_of(description) == "1.4.0-rc.1"
     assert app_version_of("placeholder (terraform)") is None
+    sha = "ab" * 32
+    assert app_version_of(f"opcd backend build-42 sha256={sha}") == "build-42"
+    for version in ("v13\n", "v\uff11\uff13", "v\u0661\u0663", "latest"):  # not a version: no version at all
+        assert app_version_of(f"opcd backend {version} sha256={sha}") is None, version
+    assert app_version_of(f"opcd backend v1 sha256={sha}\n") is None

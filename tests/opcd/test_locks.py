@@ -1,0 +1,131 @@
+"""Locks on the real Prefect test server: a waiting run says who holds the lock and since when; a
+holder killed with SIGKILL is found dead once its lease expires, and its run is marked Crashed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from opcd import locks
+from opcd.locks import environment_lock, limit_name, read_holder
+from tests.conftest import start_in_thread
+from tests.e2e.conftest import prefect_server as real_prefect_server
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def wait_until(check: object, what: str) -> None:
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def run_id() -> str:
+    ctx = FlowRunContext.get()
+    assert ctx is not None and ctx.flow_run is not None
+    return str(ctx.flow_run.id)
+
+
+def test_a_waiting_run_logs_who_holds_the_lock_and_since_when(
+    prefect_server: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(locks, "WAIT_LOG_SECONDS", 0.2)
+    component = f"locks-{uuid.uuid4().hex[:8]}"
+    name = limit_name("dev", component)
+    held, release = threading.Event(), threading.Event()
+
+    @flow(name="lock-first", flow_run_name="first-holder")
+    def first() -> str:
+        with environment_lock("dev", component):
+            held.set()
+            release.wait(300)
+        return run_id()
+
+    @flow(name="lock-second", flow_run_name="second-holder")
+    def second() -> str:
+        with environment_lock("dev", component):
+            return run_id()
+
+    one = start_in_thread(first)
+    wait_until(held.is_set, "the first run holds the lock")
+    holder = read_holder(name)
+    assert holder is not None and holder.flow_run_name == "first-holder"
+    two = start_in_thread(second)
+    line = f"Waiting for lock {name}: held by run first-holder ({holder.flow_run_id}) on "
+    wait_until(lambda: line in caplog.text, "the second run logs the holder")
+    assert f" since {holder.since}" in caplog.text.split(line, 1)[1].splitlines()[0]
+    release.set()
+    first_id, second_id = one.result().result(), two.result().result()
+    assert first_id == holder.flow_run_id and second_id != first_id
+    assert read_holder(name) is None  # released: the record went with the slot
+    assert "was never released" not in caplog.text  # a holder that released is never taken for dead
+
+
+HOLDER = """
+import time
+from prefect import flow
+from opcd.locks import environment_lock
+
+@flow(name="lock-holder", flow_run_name="killed-holder")
+def hold() -> None:
+    with environment_lock("dev", {component!r}):
+        print("holding", flush=True)
+        time.sleep(600)
+
+hold()
+"""
+
+
+def test_a_killed_holder_is_found_dead_and_its_run_marked_crashed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real `prefect server start`: an ephemeral server (the test harness) never revokes an expired
+    # lease (Prefect runs its lease repossessor only in a real server).
+    component = f"locks-{uuid.uuid4().hex[:8]}"
+    name = limit_name("dev", component)
+    with real_prefect_server(tmp_path) as api, temporary_settings({PREFECT_API_URL: api}):
+        env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": str(ROOT)}
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLDER.format(component=component)], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        ) as proc:  # fmt: skip
+            try:
+                assert proc.stdout is not None and proc.stdout.readline() == "holding\n"
+                dead = read_holder(name)
+                assert dead is not None and dead.flow_run_name == "killed-holder" and dead.pid == proc.pid
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        assert dead.flow_run_id is not None
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(uuid.UUID(dead.flow_run_id)).state
+        assert state is not None and state.type == StateType.RUNNING  # Prefect cannot tell it died
+
+        @flow(name="lock-next", flow_run_name="next-holder")
+        def next_holder() -> str:
+            with environment_lock("dev", component):
+                return run_id()
+
+        finder = next_holder(return_state=True).result()  # waits for the lease to expire (60 s)
+
+        assert f"Waiting for lock {name}: held by run killed-holder ({dead.flow_run_id}) on " in caplog.text
+        message = f"lock {name}'s lease expired: found dead by run next-holder ({finder})"
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(uuid.UUID(dead.flow_run_id)).state
+        assert state is not None and state.type == StateType.CRASHED and state.message == message
+        assert f"Lock {name} was never released by run killed-holder ({dead.flow_run_id})" in caplog.text
+        assert read_holder(name) is None
