@@ -2,7 +2,8 @@
 
 In order, each step creating what is missing and updating what differs, and saying which:
 
-1. the work pool of ``prefect.yaml`` (type ``process``; a pool of another type is left as it is);
+1. the work pools of ``prefect.yaml``, ``opcd-deploy`` and ``opcd-checks`` (type ``process``; a pool
+   of another type is left as it is);
 2. one global concurrency limit with one slot per lock (``opcd/locks.py``): each component in each
    environment, and each environment's release slot;
 3. the Prefect Secret blocks that ``opcd.toml`` names (Slack's webhook or token): the value comes
@@ -38,6 +39,7 @@ from opcd.errors import ConfigError, InputError
 from opcd.locks import limit_name, release_limit_name
 
 POOL_TYPE = "process"
+WORKER_VARIABLES = ("OPCD_REPOSITORY", "OPCD_REF")  # what the pull step reads on the worker
 
 
 @dataclass(frozen=True)
@@ -223,8 +225,8 @@ def deploy(prefect_yaml: Path, names: list[str]) -> None:
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_yaml)]
     for name in names:
         command += ["--name", name]
-    # The pull step's {{ $OPCD_CHECKOUT }} is each worker's own checkout: never this machine's value.
-    env = {k: v for k, v in os.environ.items() if k != "OPCD_CHECKOUT"}
+    # The pull step's {{ $OPCD_REPOSITORY }} and {{ $OPCD_REF }} are each worker's: never this machine's.
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_VARIABLES}
     result = subprocess.run(command, cwd=prefect_yaml.parent, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-5:])

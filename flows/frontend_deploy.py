@@ -31,6 +31,7 @@ from opcd.versions import check_version
 from tasks.apprunner import Service, describe, find_service, operation, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
+from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_tag, source_hash, version_of
 from tasks.ledger import Record, actor, now, record_in_ledger, seen_live
@@ -310,7 +311,8 @@ def deploy_frontend(
     notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
-    return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
+    with commit_config(config_path, git_sha) as (config_path, git_sha):
+        return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-apprunner", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -324,7 +326,8 @@ def deploy_apprunner_component(
     notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
-    return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
+    with commit_config(config_path, git_sha) as (config_path, git_sha):
+        return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 def choose_image(

@@ -29,6 +29,7 @@ from tasks.bake import Bake, Guards
 from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
+from tasks.git import commit_config
 from tasks.health import check_health
 from tasks.lambda_functions import (
     LiveVersion,
@@ -482,7 +483,8 @@ def deploy_backend(
     notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
-    return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
+    with commit_config(config_path, git_sha) as (config_path, git_sha):
+        return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-worker", flow_run_name="worker {version} to {environment}", log_prints=True)
@@ -495,7 +497,8 @@ def deploy_worker(
     notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
-    return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
+    with commit_config(config_path, git_sha) as (config_path, git_sha):
+        return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 @flow(name="deploy-lambda", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -509,4 +512,5 @@ def deploy_lambda_component(
     notify: bool = True,
 ) -> dict[str, Any]:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
-    return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)
+    with commit_config(config_path, git_sha) as (config_path, git_sha):
+        return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)

@@ -6,6 +6,8 @@ started it fails too and branch protection blocks the merge.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,9 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from opcd.config import load_config
-from opcd.errors import InputError
+from opcd.errors import ConfigError, InputError
 from tasks.checks import CheckResult, plan_checks, run_check, scan_tree
-from tasks.git import tree_of_commit
+from tasks.git import commit_tree
 from tasks.github import report_to_github
 from tasks.notify import run_url
 
@@ -71,6 +73,21 @@ def _run_name() -> str:
     return f"validate {Path(params.get('path') or '.').resolve().name}"
 
 
+@contextmanager
+def _head_of(given: Path, head_sha: str | None, config_path: str | None) -> Iterator[Path]:
+    """The checkout at ``given`` as it is in ``head_sha`` (fetched into a worktree), or as it is without one."""
+    if head_sha is None:
+        yield given
+        return
+    try:  # the checkout's own settings: where to fetch from, where its state lives
+        config = load_config(config_path or given / "opcd.toml")
+        repository, state = config.project.repository, config.state_dir()
+    except ConfigError:
+        repository, state = None, given / ".opcd"
+    with commit_tree(given, head_sha, repository, state) as (checkout, _):
+        yield checkout
+
+
 @flow(name="pr-validation", flow_run_name=_run_name)
 def pr_validation(
     path: str = ".",
@@ -84,9 +101,7 @@ def pr_validation(
     given = Path(path).resolve()
     if not given.is_dir():
         raise InputError(f"checkout {path!r} is not a directory", "pass the path of the pull request's checkout")
-    with tree_of_commit(given, head_sha) as checkout:  # the PR's head, also on a worker's checkout of main
-        if checkout != given:
-            logger.info("Checking commit %s in a worktree of %s", head_sha, given)
+    with _head_of(given, head_sha, config_path) as checkout:  # the PR's head, also on a worker's checkout of main
         config = load_config(config_path or checkout / "opcd.toml")
         checks = plan_checks(config, checkout)
         logger.info("Running %d checks in parallel: %s", len(checks), ", ".join(c.name for c in checks))

@@ -37,7 +37,7 @@ from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import describe, find_service
 from tasks.ecr import describe_repository
-from tasks.git import changed_paths, check_checkout_at, touches
+from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
 from tasks.ledger import actor, read_latest, record_release
@@ -125,7 +125,6 @@ def check_request(
     check_version(version)
     if git_sha is not None:
         check_git_sha(git_sha)
-        check_checkout_at(config.root, git_sha)  # the builds take this checkout's tree
     everything = list(config.environments)
     chosen = ordered_environments(config, requested)
     for skipped in everything[: everything.index(chosen[-1])]:
@@ -154,8 +153,10 @@ def preflight(config_path: str | None, components: list[str], environments: list
 
 # A release started from a deployment is suspended at its approval gate and, once answered, runs
 # again from the top: the builds and deploys it finished come back from their persisted results
-# (keyed by the run and the inputs) instead of running twice.
-_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + INPUTS  # the source too: a build and a deploy take the same inputs
+# (keyed by the run and the inputs) instead of running twice. The task's source too: a build and a
+# deploy take the same inputs. Not config_path: given a git_sha, it names opcd.toml in the run's
+# worktree of that commit, made again (maybe elsewhere) where the run resumes.
+_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "config_path")
 
 
 @task(name="build", task_run_name="build {component} {version}", cache_policy=_ONCE_PER_RUN, persist_result=True)
@@ -530,12 +531,24 @@ def release(
 
     Args:
         version: the version to release (v2, 1.4.0, a commit sha).
-        git_sha: the commit it is built from; also picks the components that changed.
+        git_sha: the commit to build (fetched into a worktree of its own, whatever the worker's checkout
+            holds); also picks the components that changed.
         components: the components to release (default: those changed since prod's live commit, or all).
         environments: where to (default: all); always in opcd.toml's order (dev before prod). Leaving
             out an earlier one promotes the version it runs, which must then be live there.
         config_path: opcd.toml to use.
     """
+    with commit_config(config_path, git_sha) as (config_path, git_sha):  # given a commit: its tree, fetched
+        return _release(version, git_sha, components, environments, config_path)
+
+
+def _release(
+    version: str,
+    git_sha: str | None,
+    components: list[str] | None,
+    environments: list[str] | None,
+    config_path: str | None,
+) -> dict[str, Any]:
     logger = get_run_logger()
     config = load_config(config_path)
     check_version(version)

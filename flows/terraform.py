@@ -29,7 +29,7 @@ from opcd.config import Config, load_config
 from opcd.errors import ConfigError, InputError
 from opcd.versions import check_git_sha
 from tasks.approval import replayed_gate, wait_for_approval
-from tasks.git import tree_of_commit
+from tasks.git import commit_config
 from tasks.github import report_to_github
 from tasks.notify import Notifier, run_url
 from tasks.s3_artifacts import load_plan, store_plan
@@ -87,10 +87,8 @@ def terraform_plan(
     """
     logger = get_run_logger()
     config, plan_id, envs, target = _request(config_path, git_sha, environments)
-    with tempfile.TemporaryDirectory(prefix="opcd-plans-") as work, tree_of_commit(config.root, git_sha) as tree:
-        if tree != config.root:  # a worker's checkout of main planning a pull request's head
-            logger.info("Planning commit %s from a worktree of %s", git_sha, config.root)
-            config = config.model_copy(update={"root": tree})
+    with tempfile.TemporaryDirectory(prefix="opcd-plans-") as work, commit_config(config_path, git_sha) as (path, _):
+        config = _config(path)  # the commit's opcd.toml and module (a pull request's head, not the worker's main)
         futures = [plan_terraform.submit(config, env, work) for env in envs]
         planned = [f.result() for f in futures]
         for (plan_file, summary), env in zip(planned, envs, strict=True):
@@ -140,9 +138,8 @@ def terraform_apply(
     replaying_until = replayed_gate(envs)  # resumed after a suspension: said before, not said again
     notifier.muted = replaying_until is not None
     results: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, tree_of_commit(config.root, plan_id) as tree:
-        if tree != config.root:  # what is applied is that commit's module (its backends, its lock file)
-            config = config.model_copy(update={"root": tree})
+    with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, commit_config(config_path, git_sha) as (path, _):
+        config = _config(path)  # what is applied is that commit's module (its backends, its lock file)
         reviewed = {env: load_plan(target, bucket, plan_id, env, work) for env in envs}  # all present, first
         notifier.send(f"started: {' → '.join(envs)}", "info")
         env = envs[0]

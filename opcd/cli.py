@@ -41,7 +41,7 @@ EPILOG = """examples:
   opcd approve RUN --approver alice --reason … resume a waiting release (reject: the same, refusing)
   opcd status --env dev                        what is live where
   opcd validate                                the pull request checks on this checkout
-  opcd setup                                   prepare the Prefect server: pool, locks, secrets, deployments
+  opcd setup                                   prepare the Prefect server: pools, locks, secrets, deployments
   opcd terraform plan --git-sha SHA            plan each environment, keep the plans for apply
   opcd terraform apply --git-sha SHA           apply dev's reviewed plan, approval, prod's
   opcd drift --env prod                        live state against the ledger and Terraform (exit 3: drift)
@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--head-sha", help="commit for the statuses (with --repository)")
 
     setup = sub.add_parser(
-        "setup", help="prepare the Prefect server at PREFECT_API_URL: pool, locks, secrets, deployments",
-        description="Create or update, on the Prefect server that PREFECT_API_URL names: the work pool, one "
+        "setup", help="prepare the Prefect server at PREFECT_API_URL: pools, locks, secrets, deployments",
+        description="Create or update, on the Prefect server that PREFECT_API_URL names: the work pools, one "
         "concurrency limit per lock, the secret blocks opcd.toml names (values from OPCD_SECRET_<BLOCK>), and "
         "the deployments of prefect.yaml. Idempotent: prints what it changed; a second run changes nothing.",
     )  # fmt: skip

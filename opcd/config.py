@@ -59,6 +59,11 @@ class Project(_Model):
     region: str = Field(default="us-east-1", description="AWS region of every resource.")
     artifact_bucket: str = Field(description="S3 bucket that keeps built artifacts and the ledger.")
     artifact_retention_days: int = Field(default=30, ge=1, le=3650)
+    repository: str | None = Field(
+        default=None,
+        description="Git repository (URL, or path relative to opcd.toml) a flow fetches its git_sha from;"
+        " default: the checkout's origin, else the checkout itself.",
+    )
 
 
 class Migrations(_Model):

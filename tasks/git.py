@@ -1,38 +1,79 @@
-"""What changed between two commits, from the checkout's git history (no network); the tree of a
-given commit, for a flow that must check or plan exactly that commit (a pull request's head)."""
+"""What changed between two commits; the tree of the commit a flow is given, materialized by the flow.
+
+A flow given a commit (``git_sha``) never builds what a worker's checkout happens to hold. It
+fetches that commit into a cache in the state directory (``.opcd/git/cache.git``, a bare
+repository whose ``origin`` is ``project.repository``, else the checkout's ``origin``, else the
+checkout itself), checks it out in a worktree of its own (``.opcd/commits/SHA12-RUN``), verifies
+its ``HEAD`` and removes the worktree when the flow ends. The cache keeps what it fetched: a second
+flow of the same commit (a resumed release, terraform-apply after terraform-plan) fetches nothing.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import re
 import shutil
 import subprocess
-import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from opcd.errors import InputError
+from opcd.versions import check_git_sha
+
+_SHA = re.compile(r"[0-9a-f]{7,40}", re.ASCII)  # the whole string (fullmatch): no trailing newline
+# Directories this process materialized (a release's child deploys run in it) → (full sha, cache).
+_TREES: dict[Path, tuple[str, Path]] = {}
+
+
+def _call(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # a worker has no one to type a password
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _git(root: Path, *args: str) -> str | None:
+    done = _call(root, *args)
+    return done.stdout if done is not None and done.returncode == 0 else None
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("opcd.git")
 
 
 def changed_paths(root: Path, base: str, head: str) -> list[Path] | None:
     """Absolute paths of files that differ between commits ``base`` and ``head``; None when git cannot tell.
 
     None (not an empty list) when ``root`` is not in a git checkout or either commit is unknown to
-    it, e.g. a shallow clone: the caller must then treat everything as changed.
+    it, e.g. a shallow clone: the caller must then treat everything as changed. In a tree a flow
+    materialized, a commit the cache lacks is fetched first (only its tree is needed).
     """
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None:
         return None
+    known = _materialized(root)
     for sha in (base, head):
-        if _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
-            return None
+        if _resolve(root, sha) is None:
+            if known is None or not _SHA.fullmatch(sha):
+                return None
+            with _locked(known[1]):
+                _fetch(known[1], sha)
+            if _resolve(root, sha) is None:
+                return None
     out = _git(root, "diff", "--name-only", "--no-renames", base, head)
     if out is None:
         return None
@@ -45,47 +86,193 @@ def touches(paths: list[Path], directory: Path) -> bool:
     return any(p.resolve().is_relative_to(directory) for p in paths)
 
 
+def check_sha(sha: str) -> None:
+    check_git_sha(sha)
+
+
+def _redact(text: str) -> str:
+    """A URL's user and token out of ``text`` (a repository URL may carry them)."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "", text)
+
+
+def _is_url(repository: str) -> bool:
+    return "://" in repository or re.match(r"^[\w.-]+@[\w.-]+:", repository) is not None
+
+
+def _source(repository: str | None, directory: Path, top: Path | None) -> str | None:
+    """Where a commit is fetched from: ``project.repository``, else the checkout's origin, else the checkout."""
+    if repository:
+        return repository if _is_url(repository) else str((directory / repository).resolve())
+    if top is None:
+        return None
+    origin = (_git(top, "remote", "get-url", "origin") or "").strip()
+    if not origin:
+        return str(top)
+    return origin if _is_url(origin) or Path(origin).is_absolute() else str((top / origin).resolve())
+
+
+def _materialized(path: Path) -> tuple[str, Path] | None:
+    """(full sha, cache) of the tree this process materialized that holds ``path``."""
+    path = path.resolve()
+    for tree, known in list(_TREES.items()):
+        if path.is_relative_to(tree):
+            return known
+    return None
+
+
 @contextmanager
-def tree_of_commit(root: Path, sha: str | None) -> Iterator[Path]:
-    """``root`` as it is in commit ``sha``.
+def _locked(cache: Path) -> Iterator[None]:
+    """One git operation on the cache at a time, across processes (fetches share its shallow file)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with (cache.parent / "cache.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
-    ``root`` itself when no sha is given, when it is not in a git checkout, or when its checkout is
-    at that commit; otherwise a temporary worktree at that commit (fetched from ``origin`` when the
-    checkout lacks it, as a worker's checkout of main lacks a pull request's head), removed after.
+
+def _resolve(root: Path, sha: str) -> str | None:
+    out = _git(root, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
+    return out.strip() if out else None
+
+
+def _fetch(cache: Path, *refspecs: str, depth: bool = True) -> str:
+    """Fetch from the cache's origin: "" when done, else git's last line of error (credentials removed)."""
+    args = ["fetch", "--quiet", "--no-tags", *(["--depth=1"] if depth else []), "origin", *refspecs]
+    done = _call(cache, *args, timeout=600)
+    if done is None:
+        return "git fetch did not end within 10 minutes"
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or ["git fetch failed"]
+        return _redact(next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1]))
+    return ""
+
+
+def _prepare(cache: Path, source: str) -> None:
+    """The bare cache, created once, its origin pointed at ``source``."""
+    if not (cache / "HEAD").is_file():
+        done = _call(cache.parent, "init", "--quiet", "--bare", str(cache))
+        if done is None or done.returncode:
+            raise InputError(f"cannot create the commit cache {cache}", "check that the state directory is writable")
+    current = _git(cache, "config", "--get", "remote.origin.url")
+    if current is None:
+        _call(cache, "remote", "add", "origin", source)
+    elif current.strip() != source:
+        _call(cache, "remote", "set-url", "origin", source)
+
+
+def _fetch_commit(cache: Path, sha: str, source: str) -> str:
+    """The full sha of ``sha``, fetched into the cache unless it is there (a short sha: from the branches)."""
+    error = ""
+    if len(sha) == 40:
+        if _resolve(cache, sha) is None:
+            error = _fetch(cache, sha)  # the commit alone (depth 1): a pull request's head is on no branch
+    else:  # a short sha cannot be fetched: fetch the branches, then find it among their commits
+        error = _fetch(cache, "+refs/heads/*:refs/remotes/origin/*", depth=False)
+    full = _resolve(cache, sha)
+    if full is None or not full.startswith(sha):
+        raise InputError(
+            f"commit {sha} cannot be fetched from {_redact(source)}: {error or 'no such commit'}",
+            "check the sha (a short one must be on a branch) and that this machine can read the repository"
+            " (project.repository in opcd.toml, else the checkout's origin)",
+        )
+    return full
+
+
+def _run_key() -> str:
+    """The flow run's id (a resumed run finds its own directory again), else a random one."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
+
+
+def _remove_worktree(cache: Path, tree: Path, link: Path) -> None:
+    if link.is_symlink():  # the link to the state directory goes first, never what it names
+        link.unlink()
+    _call(cache, "worktree", "remove", "--force", str(tree))
+    shutil.rmtree(tree, ignore_errors=True)
+    _call(cache, "worktree", "prune")
+
+
+@contextmanager
+def commit_tree(directory: Path, sha: str, repository: str | None, state_dir: Path) -> Iterator[tuple[Path, str]]:
+    """``directory`` as it is in commit ``sha`` (in a worktree of that commit), and the commit's full sha.
+
+    The worktree's ``.opcd`` beside ``directory`` links to ``state_dir`` (the sandbox's endpoints,
+    the build cache). ``directory`` itself, with ``sha`` as given, when it lies in a tree this
+    process materialized for that commit, or when it is in no git checkout and no ``repository``
+    is given (nothing to fetch from: the directory is what gets built, and the log says so).
     """
-    top = _git(root, "rev-parse", "--show-toplevel")
-    head = _git(root, "rev-parse", "HEAD")
-    if sha is None or top is None or (head is not None and head.strip().startswith(sha)):
-        yield root
+    check_sha(sha)
+    directory = directory.resolve()
+    known = _materialized(directory)
+    if known is not None and known[0].startswith(sha):
+        yield directory, known[0]
         return
-    base = Path(top.strip())
-    if _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
-        _git(root, "fetch", "--quiet", "origin", sha)
-        if _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
-            raise InputError(
-                f"commit {sha} is not in the checkout at {base} and `git fetch origin {sha}` did not bring it",
-                "check the sha, or fetch it into the worker's checkout (git fetch origin pull/N/head)",
-            )
-    work = Path(tempfile.mkdtemp(prefix="opcd-commit-"))
+    top_out = _git(directory, "rev-parse", "--show-toplevel")
+    top = Path(top_out.strip()).resolve() if top_out else None
+    source = _source(repository, directory, top)
+    if source is None:
+        _logger().warning(
+            "%s is in no git checkout and opcd.toml names no project.repository: building it as it is, as commit %s",
+            directory, sha,
+        )  # fmt: skip
+        yield directory, sha
+        return
+    state = state_dir.resolve()
+    cache = state / "git" / "cache.git"
+    relative = directory.relative_to(top) if top is not None else Path()
+    started = time.monotonic()
+    with _locked(cache):
+        _prepare(cache, source)
+        full = _fetch_commit(cache, sha, source)
+        tree = state / "commits" / f"{full[:12]}-{_run_key()}"
+        link = tree / relative / ".opcd"
+        if tree.exists():  # left by a run that was killed: made again
+            _remove_worktree(cache, tree, link)
+        added = _call(cache, "worktree", "add", "--detach", str(tree), full)
     try:
-        if _git(root, "worktree", "add", "--detach", str(work / "tree"), sha) is None:
-            raise InputError(f"cannot check out commit {sha} from {base}", "see `git worktree add` in that checkout")
-        yield work / "tree" / root.resolve().relative_to(base.resolve())
+        head = (_git(tree, "rev-parse", "HEAD") or "").strip()
+        if added is None or added.returncode or head != full:
+            why = (added.stderr.strip().splitlines() or ["?"])[-1] if added is not None else "git did not answer"
+            raise InputError(f"cannot check out commit {full[:12]} (HEAD {head[:12] or 'none'}): {why}")
+        target = tree / relative
+        if not target.is_dir():
+            raise InputError(f"commit {full[:12]} has no directory {relative}", "check the sha and the checkout")
+        if link.exists() or link.is_symlink():
+            raise InputError(
+                f"commit {full[:12]} tracks {relative / '.opcd'}, opcd's local state",
+                "remove it from the repository (git rm -r --cached .opcd) and list .opcd/ in .gitignore",
+            )
+        link.symlink_to(state, target_is_directory=True)
+        _TREES[tree] = (full, cache)
+        _logger().info(
+            "Building commit %s from a worktree of it (%s, fetched from %s) in %.1f s",
+            full[:12], tree, _redact(source), time.monotonic() - started,
+        )  # fmt: skip
+        yield target, full
     finally:
-        _git(root, "worktree", "remove", "--force", str(work / "tree"))
-        shutil.rmtree(work, ignore_errors=True)
+        _TREES.pop(tree, None)
+        with _locked(cache):
+            _remove_worktree(cache, tree, link)
 
 
-def check_checkout_at(root: Path, sha: str) -> None:
-    """InputError when ``root`` is in a git checkout whose HEAD is not commit ``sha``.
+@contextmanager
+def commit_config(config_path: str | None, git_sha: str | None) -> Iterator[tuple[str | None, str | None]]:
+    """(opcd.toml, git sha) for a flow given ``git_sha``: the commit's opcd.toml in a worktree of it, its full sha.
 
-    What gets built is the checkout's tree: building another commit's tree and calling it ``sha``
-    would deploy code nobody asked for. (Not a git checkout: nothing to compare, nothing refused.)
+    Pass both to the tasks and child flows: they load that opcd.toml, so every source, sample
+    event and Terraform module is that commit's, while the state directory stays the worker's
+    (the worktree's ``.opcd`` links to it). Without a sha, or where :func:`commit_tree` builds the
+    directory as it is: the path as given.
     """
-    head = _git(root, "rev-parse", "HEAD")
-    if head is None or head.strip().startswith(sha):
+    if git_sha is None:
+        yield config_path, None
         return
-    raise InputError(
-        f"the checkout at {root} is at commit {head.strip()[:12]}, not {sha[:12]}: it would build other code",
-        f"bring the checkout to that commit (git fetch && git checkout {sha[:12]}), or release the commit it has",
-    )
+    from opcd.config import config_path as config_file
+    from opcd.config import load_config
+
+    check_sha(git_sha)
+    file = config_file(config_path).resolve()
+    config = load_config(file)
+    with commit_tree(file.parent, git_sha, config.project.repository, config.state_dir()) as (directory, full):
+        yield (config_path if directory == file.parent else str(directory / file.name)), full

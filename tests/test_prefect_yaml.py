@@ -21,7 +21,6 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         assert flow.name == deployment["name"]
         accepted = inspect.signature(flow.fn).parameters
         assert set(deployment.get("parameters", {})) <= set(accepted)
-        assert deployment["work_pool"]["name"] == "opcd"
         names.add(flow.name)
     assert names == {
         "release", "deploy-backend", "deploy-worker", "deploy-frontend", "rollback",
@@ -35,4 +34,26 @@ def test_releases_queue_and_drift_is_checked_every_six_hours_in_utc() -> None:
     assert by_name["release"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
     (schedule,) = by_name["drift-check"]["schedules"]
     assert schedule == {"cron": "0 */6 * * *", "timezone": "UTC", "active": True}
-    assert all(d["work_pool"] is by_name["release"]["work_pool"] for d in spec["deployments"])  # one pool, reused
+
+
+CHECKS = {"pr-validation", "terraform-plan", "drift-check"}  # no write credentials on their workers
+
+
+def test_what_changes_aws_runs_on_the_deploy_pool_and_pull_requests_code_never_does() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    pools = {d["name"]: d["work_pool"]["name"] for d in spec["deployments"]}
+    assert {name for name, pool in pools.items() if pool == "opcd-checks"} == CHECKS
+    assert {name for name, pool in pools.items() if pool == "opcd-deploy"} == set(pools) - CHECKS
+    assert set(pools.values()) == {"opcd-deploy", "opcd-checks"}
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert all(
+        d["work_pool"] is by_name["release"]["work_pool"] for d in spec["deployments"] if d["name"] not in CHECKS
+    )
+
+
+def test_the_flow_code_is_cloned_from_the_repository_at_a_ref_on_every_run() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert spec["pull"] == [{"prefect.deployments.steps.git_clone": {
+        "repository": "{{ $OPCD_REPOSITORY }}", "branch": "{{ $OPCD_REF }}",
+    }}]  # fmt: skip
+    assert all("pull" not in d for d in spec["deployments"])  # no deployment runs from elsewhere

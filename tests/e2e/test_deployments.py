@@ -1,9 +1,11 @@
 """The flows as Prefect deployments, for real: ``prefect server start``, ``opcd setup``, ``prefect worker start``.
 
 The runs are started with the exact ``prefect deployment run … --watch`` commands of the GitHub
-Actions workflows (rendered with a push's values), against the sandbox. A release suspends at the
-prod approval and gives its worker back; ``opcd approve`` resumes it and it finishes without
-building or deploying to dev again. Two releases started together run one after the other.
+Actions workflows (rendered with a push's values), against the sandbox. Each run clones the flow
+code (prefect.yaml's ``git_clone`` step) from a repository holding this working tree. A release
+suspends at the prod approval and gives its worker back; ``opcd approve`` resumes it and it
+finishes without building or deploying to dev again. Two releases started together run one after
+the other. A worker whose checkout is one commit behind releases the commit it is given.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.commits import built_from, checkout_behind, commit, git
 from tests.conftest import ROOT, Project
 from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
 from tests.workflows import Command, deployment_commands, render
@@ -46,7 +49,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env.pop("OPCD_CONFIG", None)
         first = run([str(BIN / "opcd"), "setup"], env)
         assert first.returncode == 0, first.stdout + first.stderr
-        for line in ("created    work pool          opcd  (type process)",
+        for line in ("created    work pool          opcd-deploy  (type process)",
+                     "created    work pool          opcd-checks  (type process)",
                      "created    concurrency limit  opcd-release-prod  (1 slot)",
                      "created    deployment         release/release",
                      "created    deployment         drift-check/drift-check"):  # fmt: skip
@@ -54,12 +58,29 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def environ(api: str, project: Project, **extra: str) -> dict[str, str]:
-    """What the worker and the CLIs get: the server, the checkout, the project's opcd.toml."""
+@pytest.fixture(scope="session")
+def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository the workers clone the flow code from: this working tree (tracked and new files), committed."""
+    repository = tmp_path_factory.mktemp("opcd-code")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+        check=True,
+    ).stdout  # fmt: skip
+    for name in filter(None, listed.decode().split("\0")):
+        if (ROOT / name).is_file():  # not a file deleted in the working tree
+            (repository / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repository / name)
+    git(repository, "init", "-q")
+    commit(repository, "the code under test")
+    return repository
+
+
+def environ(api: str, project: Project, code: Path, **extra: str) -> dict[str, str]:
+    """What the worker and the CLIs get: the server, the flow code's repository, the project's opcd.toml."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
     return {
         **env, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "OPCD_CHECKOUT": str(ROOT), "OPCD_CONFIG": str(project.config_path), **extra,
+        "OPCD_REPOSITORY": str(code), "OPCD_CONFIG": str(project.config_path), **extra,
         "PATH": f"{BIN}:{env['PATH']}",  # the runner's `pip install prefect` puts prefect on its PATH
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # the worker looks for runs every second (default 10)
     }  # fmt: skip
@@ -70,11 +91,11 @@ def run(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess
 
 
 @contextmanager
-def worker(env: dict[str, str], log: Path, limit: int) -> Iterator[subprocess.Popen[bytes]]:
-    """``prefect worker start`` for the opcd pool, running at most ``limit`` flow runs at once."""
+def worker(env: dict[str, str], log: Path, limit: int, pool: str = "opcd-deploy") -> Iterator[subprocess.Popen[bytes]]:
+    """``prefect worker start`` for a pool (the deploy pool's), running at most ``limit`` flow runs at once."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "opcd", "--limit", str(limit),
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--limit", str(limit),
              "--prefetch-seconds", "1"],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -167,9 +188,10 @@ def test_setup_again_changes_nothing(api: str) -> None:
 
 
 def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anything(
-    api: str, project: Project, tmp_path: Path
+    api: str, project: Project, code: Path, tmp_path: Path
 ) -> None:
-    env = environ(api, project, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
+    project.set_config('timeout = "120s"', 'timeout = "1h"')  # the approval waits as long as the machine is slow
+    env = environ(api, project, code, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
     release_log = tmp_path / "release.log"
     with worker(env, tmp_path / "worker.log", limit=1):
         # when: the push's release job runs
@@ -177,22 +199,18 @@ def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anythin
         waiting = pending(api, env, release, release_log)
         run_id = waiting["flow_run_id"]
 
-        # then: suspended at prod's gate, and the worker (one run at a time) runs another deployment meanwhile
+        # then: suspended at prod's gate, and the worker (one run at a time) runs another deployment
+        # meanwhile, to its end: a run that fails, which makes its job fail (exit 1)
         assert flow_run(api, run_id)["state"]["name"] == "Suspended"
-        drift = run([str(BIN / "prefect"), "deployment", "run", "drift-check/drift-check", "--param",
-                     "terraform=false", "--watch"], env)  # fmt: skip
-        assert drift.returncode == 0, drift.stdout[-2000:] + drift.stderr[-2000:]
+        failing = run([str(BIN / "prefect"), "deployment", "run", "deploy-worker/deploy-worker", "--param",
+                       'version="v1"', "--param", 'environment="staging"', "--watch"], env)  # fmt: skip
+        assert failing.returncode == 1, failing.stdout[-2000:] + failing.stderr[-2000:]
         assert release.poll() is None  # the job still mirrors the waiting run
 
         # when: an approver answers; then: the job ends with the run, exit 0
         approve = run([str(BIN / "opcd"), "approve", run_id, "--approver", "alice", "--reason", "e2e"], env)
         assert approve.returncode == 0, approve.stderr
         assert release.wait(timeout=600) == 0, release_log.read_text()[-3000:]
-
-        # and a run that fails makes the job fail: exit 1
-        failing = run([str(BIN / "prefect"), "deployment", "run", "deploy-worker/deploy-worker", "--param",
-                       'version="v1"', "--param", 'environment="staging"', "--watch"], env)  # fmt: skip
-        assert failing.returncode == 1, failing.stdout[-2000:]
 
     # nothing ran twice: the resumed run took its build and dev deploy from their persisted results
     names = state_names(api, run_id)
@@ -203,8 +221,8 @@ def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anythin
     assert set(cached) >= {f"build worker {SHA[:12]}", "deploy worker to dev"}, cached
 
 
-def test_two_releases_to_one_environment_queue(api: str, project: Project, tmp_path: Path) -> None:
-    env = environ(api, project, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
+def test_two_releases_to_one_environment_queue(api: str, project: Project, code: Path, tmp_path: Path) -> None:
+    env = environ(api, project, code, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
     # The worker would run both at once (limit 3): only the release deployment's limit queues them.
     with worker(env, tmp_path / "worker.log", limit=3):
         jobs = {
@@ -239,3 +257,26 @@ def test_two_releases_to_one_environment_queue(api: str, project: Project, tmp_p
     first, second = ledger(project, "dev", "worker")
     assert {first["version"], second["version"]} == {"v2", "v3"}
     assert first["finished_at"] < second["started_at"], (first, second)  # never deploying at the same time
+
+
+def test_a_worker_one_commit_behind_releases_the_commit_it_is_given(
+    api: str, project: Project, code: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # given: a worker whose checkout (its opcd.toml, its sources) is at A; main is at B, which changed the worker
+    checkout = tmp_path_factory.mktemp("worker") / "checkout"
+    first, second = checkout_behind(project, checkout)
+    env = environ(api, project, code, OPCD_CONFIG=str(checkout / "opcd.toml"),
+                  OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])  # fmt: skip
+
+    # when: B is released to dev (no approval there: the cheapest release)
+    with worker(env, tmp_path / "worker.log", limit=1):
+        done = run([str(BIN / "prefect"), "deployment", "run", "release/release", "--param", f'version="{second[:12]}"',
+                    "--param", f'git_sha="{second}"', "--param", 'components=["worker"]', "--param",
+                    'environments=["dev"]', "--watch"], env)  # fmt: skip
+
+    # then: B's source was built and deployed, and the ledger names B
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert built_from(project, "worker", second[:12]) == (second, True)
+    assert [(r["outcome"], r["git_sha"]) for r in ledger(project, "dev", "worker")] == [("deployed", second)]
+    assert git(checkout, "rev-parse", "HEAD") == first  # the worker's checkout untouched, no worktree left
+    assert not list((checkout / ".opcd" / "commits").iterdir())

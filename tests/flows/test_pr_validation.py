@@ -133,6 +133,7 @@ def test_a_clean_checkout_passes_and_is_reported(tmp_path: Path, github: GitHubS
     # a second run on the same PR (only two quick checks this time) edits that comment
     add_validation(checkout, 'skip = ["tests-backend", "tests-worker", "types", "node-frontend", "bandit", "build",'
                              ' "terraform"]\n')  # fmt: skip
+    git(checkout, "commit", "-qam", "second push")  # what is checked is the commit, never the working tree
     github.requests.clear()
     sha = head(checkout)
     state, results = run(checkout, repository=REPO, pull_request=7, head_sha=sha)

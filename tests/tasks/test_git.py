@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+from tests.commits import commit, git
 from tests.conftest import Project
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=root, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
-def commit(root: Path, message: str) -> str:
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", message)
-    return git(root, "rev-parse", "HEAD")
 
 
 def live_at(project: Project, component: str, sha: str | None) -> None:
@@ -60,27 +46,85 @@ def test_only_changed_components_are_released(project: Project) -> None:
     assert changed_paths(project.root.parent, first, second) is None  # not a git checkout: git cannot tell
 
 
-def test_the_tree_of_another_commit_is_a_temporary_worktree(tmp_path: Path) -> None:
+def upstream_and_checkout_behind(tmp_path: Path) -> tuple[Path, Path, str, str]:
+    """A repository at commits A then B (app/a.txt "one", then "two") and a clone of it left at A."""
+    up = tmp_path / "upstream"
+    (up / "app").mkdir(parents=True)
+    (up / "app" / "a.txt").write_text("one\n")
+    git(up, "init", "-q")
+    first = commit(up, "A")
+    (up / "app" / "a.txt").write_text("two\n")
+    second = commit(up, "B")
+    git(tmp_path, "clone", "-q", str(up), "checkout")
+    checkout = tmp_path / "checkout"
+    git(checkout, "checkout", "-q", first)
+    return up, checkout, first, second
+
+
+def test_a_commit_is_fetched_into_a_worktree_of_its_own_whatever_the_checkout_holds(tmp_path: Path) -> None:
+    from tasks.git import commit_tree
+
+    up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
+    (checkout / "app" / "a.txt").write_text("edited, never committed\n")
+    state = checkout / ".opcd"
+
+    with commit_tree(checkout / "app", second, None, state) as (tree, full):
+        assert full == second and tree != checkout / "app"
+        assert (tree / "a.txt").read_text() == "two\n"  # the commit's file, not the checkout's
+        assert git(tree, "rev-parse", "HEAD") == second
+        assert (tree / ".opcd").resolve() == state.resolve()  # the worker's state: sandbox, build cache
+        # a child flow of the same run given the same commit (or its short sha) takes the same tree
+        with commit_tree(tree, second[:12], None, tree / ".opcd") as (again, same):
+            assert again == tree and same == second
+    assert not tree.exists() and not list((state / "commits").iterdir())
+    assert state.is_dir() and (state / "git" / "cache.git").is_dir()  # only the link was removed, and the cache kept
+    assert git(state / "git" / "cache.git", "worktree", "list").count("\n") == 0  # git forgot the worktree too
+    assert git(checkout, "rev-parse", "HEAD") == first  # the checkout untouched
+    assert (checkout / "app" / "a.txt").read_text() == "edited, never committed\n"
+
+    # a short sha is resolved (from the repository's branches) and checked
+    with commit_tree(checkout / "app", second[:8], None, state) as (tree, full):
+        assert full == second and (tree / "a.txt").read_text() == "two\n"
+
+
+def test_a_commit_comes_from_project_repository_else_origin_else_the_checkout(tmp_path: Path) -> None:
     import pytest
 
     from opcd.errors import InputError
-    from tasks.git import tree_of_commit
+    from tasks.git import commit_tree
 
-    # given: a checkout of main whose sub-directory app/ changed after the pull request's commit
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "a.txt").write_text("pull request\n")
-    git(tmp_path, "init", "-q")
-    pr_head = commit(tmp_path, "pr")
-    (tmp_path / "app" / "a.txt").write_text("main\n")
-    main = commit(tmp_path, "main")
+    up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
+    git(tmp_path, "clone", "-q", str(up), "fork")
+    (tmp_path / "fork" / "app" / "a.txt").write_text("fork\n")
+    forked = commit(tmp_path / "fork", "C")
+    state = tmp_path / "state"
 
-    # then: the checkout's own commit (or none) is the checkout itself; another is a worktree, removed after
-    with tree_of_commit(tmp_path / "app", main[:12]) as same, tree_of_commit(tmp_path / "app", None) as none:
-        assert same == none == tmp_path / "app"
-    with tree_of_commit(tmp_path / "app", pr_head) as tree:
-        assert tree != tmp_path / "app" and (tree / "a.txt").read_text() == "pull request\n"
-    assert not tree.exists()
-    assert (tmp_path / "app" / "a.txt").read_text() == "main\n"  # the checkout itself untouched
-    assert len(git(tmp_path, "worktree", "list").splitlines()) == 1  # the worktree is gone from git too
-    with pytest.raises(InputError, match="is not in the checkout"), tree_of_commit(tmp_path, "ab" * 20):
+    with pytest.raises(InputError) as refused, commit_tree(checkout / "app", forked, None, state):
+        pass  # origin (upstream) has no such commit
+    assert str(refused.value).startswith(f"commit {forked} cannot be fetched from {up}: ")
+    assert "\n" not in str(refused.value)
+    with commit_tree(checkout / "app", forked, "../../fork", state) as (tree, full):  # relative to it
+        assert full == forked and (tree / "a.txt").read_text() == "fork\n"
+
+    git(checkout, "remote", "remove", "origin")  # no origin: the checkout's own commits
+    with commit_tree(checkout / "app", first, None, state) as (tree, _):
+        assert (tree / "a.txt").read_text() == "one\n"
+
+    plain = tmp_path / "plain"  # in no checkout, no repository: built as it is
+    plain.mkdir()
+    with commit_tree(plain, first, None, state) as (tree, full):
+        assert tree == plain and full == first
+
+    # a repository URL's credentials never reach a message
+    secret = "https://opcd:s3cr3t-t0ken@127.0.0.1:9/outreachpass.git"  # pragma: allowlist secret
+    with pytest.raises(InputError) as refused, commit_tree(checkout / "app", "ab" * 20, secret, state):
         pass
+    assert "s3cr3t" not in str(refused.value) and "https://127.0.0.1:9/outreachpass.git" in str(refused.value)
+
+
+def test_what_changed_is_read_in_a_materialized_tree_whose_cache_lacks_the_base(tmp_path: Path) -> None:
+    from tasks.git import changed_paths, commit_tree
+
+    up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
+    with commit_tree(checkout, second, None, checkout / ".opcd") as (tree, _):
+        assert changed_paths(tree, first, second) == [tree / "app" / "a.txt"]  # A fetched for the diff
