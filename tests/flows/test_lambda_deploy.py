@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
+from opcd.sandbox.slack import SlackSink
+from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project, error_lines
 
 
 def status(project: Project) -> list[dict[str, object]]:
@@ -246,3 +247,45 @@ def test_any_lambda_component_name_deploys(project: Project, prefect_server: Non
     code, out, err = project.cli("deploy", "api", "--env", "dev", "--version", "v1")
     assert code == 0, err
     assert project.health().json()["version"] == "v1"
+
+
+def test_a_broken_requirements_file_fails_at_build_with_a_record_a_message_and_one_line(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    (project.source / "requirements.txt").write_text("alembic==1.20.1\nnot a requirement!\n")
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at build: installing requirements.txt"), line
+    assert "Invalid requirement" in line and "nothing changed, live untouched" in line and " — " in line
+    record = project.ledger("dev", "backend")
+    assert (record["outcome"], record["step"], record["version"]) == ("failed", "build", "v9")
+    assert record["live_lambda_version"] == project.live() == "1"
+    (message,) = sink.texts()
+    assert message.startswith("backend v9 → dev: deploy FAILED before traffic moved; live untouched")
+
+
+def test_s3_unavailable_on_upload_is_retried_a_bounded_time_and_said_in_one_line(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    # S3 answers 503 SlowDown to every PUT of the artifact and of the ledger (the same bucket)
+    bucket = "^/outreachpass-artifacts/"
+    project.faults(
+        {"method": "PUT", "path": bucket + "backend/", "status": 503, "code": "SlowDown", "count": 100},
+        {"method": "PUT", "path": bucket + "ledger/", "status": 503, "code": "SlowDown", "count": 100},
+    )
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    upload, ledger = project.faults()
+    assert (100 - upload["count"], 100 - ledger["count"]) == (5, 5)  # boto's 5 attempts each, nothing on top
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at upload: AWS PutObject answered 503 SlowDown")
+    assert "the ledger record could not be written either" in line
+    assert line.endswith(" — AWS is unavailable or throttling: try again in a few minutes")
+    (message,) = sink.texts()  # Slack still hears of it
+    assert "deploy FAILED before traffic moved" in message
+    assert project.live() == "1"
