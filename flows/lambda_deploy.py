@@ -517,8 +517,8 @@ class EarlySteps:
 
     @classmethod
     def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:
-        return cls("rollback", component, environment, to_version, config_path=config_path,
-                   subject=f"rollback {component} in {environment}")  # fmt: skip
+        subject = f"rollback {component} in {environment}"
+        return cls("rollback", component, environment, to_version, config_path=config_path, subject=subject)
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
@@ -579,8 +579,8 @@ class EarlySteps:
             except Exception as exc:
                 if held:
                     raise
-                logger.info("%s is busy (%s): latest.json stays the running change's", limit_name(
-                    self.environment, self.component), type(exc).__name__)  # fmt: skip
+                busy = limit_name(self.environment, self.component)
+                logger.info("%s is busy (%s): latest.json stays the running change's", busy, type(exc).__name__)
                 ledger(target, config.project.artifact_bucket, record, latest=False)
             publish_run_artifact(record)
         except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -287,5 +288,37 @@ def test_s3_unavailable_on_upload_is_retried_a_bounded_time_and_said_in_one_line
     assert "the ledger record could not be written either" in line
     assert line.endswith(" — AWS is unavailable or throttling: try again in a few minutes")
     (message,) = sink.texts()  # Slack still hears of it
+    assert "deploy FAILED before traffic moved" in message
+    assert project.live() == "1"
+
+
+def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
+    project: Project, prefect_server: None, sandbox: Any, sink: SlackSink
+) -> None:
+    """AWS stops answering once the build has begun: connections refused, as by a sandbox that stopped."""
+    import socket
+
+    from opcd.sandbox.server import _Thread, read_info, write_info
+
+    def stops_at_the_build(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"].endswith("/backend/v9/metadata.json"):  # the build step's first call
+            server.stop()
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            raise ConnectionResetError("the sandbox stopped")
+        return sandbox.app(environ, start_response)
+
+    server = _Thread(stops_at_the_build, 0)  # the sandbox's state, served on a port of its own
+    server.thread.start()
+    state = project.root / ".opcd"
+    write_info(state, {**(read_info(state) or {}), "aws_endpoint_url": server.url})
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at build: AWS did not answer: Could not connect")
+    assert "nothing changed, live untouched" in line and "the ledger record could not be written either" in line
+    assert line.endswith(" — is the sandbox (`opcd sandbox up`) or the network up? try again then")
+    (message,) = sink.texts()  # Slack does not depend on AWS
     assert "deploy FAILED before traffic moved" in message
     assert project.live() == "1"
