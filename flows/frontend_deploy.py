@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.lambda_deploy import finish
+from flows.lambda_deploy import EarlySteps, finish
 from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
@@ -220,7 +221,18 @@ def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
     record.live_version, record.live_image_digest = live_of(plan, service)
 
 
-def build_and_push(plan: ServicePlan, version: str, git_sha: str | None) -> tuple[str, str, str]:
+def record_service(plan: ServicePlan, record: Record) -> Service:
+    """The service as it runs now, before the run changes it: the rollback target, and what is live."""
+    before = describe(plan.target, plan.service_arn)
+    record.previous_image = before.image
+    record.previous_version = version_of(plan.repository.tag_of(before.image))
+    record_live(plan, record, before)
+    return before
+
+
+def build_and_push(
+    plan: ServicePlan, version: str, git_sha: str | None, early: EarlySteps | None = None
+) -> tuple[str, str, str]:
     """The version's image in ECR: (identifier, digest, "reused" | "built"); built and pushed when needed.
 
     An image already pushed from the same source (its metadata in the artifact bucket says so, and
@@ -229,6 +241,8 @@ def build_and_push(plan: ServicePlan, version: str, git_sha: str | None) -> tupl
     refuses a tag that already names another digest.
     """
     logger = get_run_logger()
+    early = early or EarlySteps("deploy", plan.component, plan.environment, version)
+    early.step = "build"
     comp = plan.config.component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = source_hash(comp, source)
@@ -247,6 +261,7 @@ def build_and_push(plan: ServicePlan, version: str, git_sha: str | None) -> tupl
         image = build_image(
             plan.component, version, comp, source, plan.config.root, out_dir, plan.config.build_cache_dir()
         )
+        early.step = "push"
         pushed = push_image(plan.target, image, plan.repository)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -255,6 +270,7 @@ def build_and_push(plan: ServicePlan, version: str, git_sha: str | None) -> tupl
         "image_digest": image.digest, "size": image.size, "source_hash": hashed, "built_at": now(),
         "builder": f"{image.builder} on {platform.node()} ({actor()})",
     }  # fmt: skip
+    early.step = "upload"
     write_artifact_metadata(plan.target, plan.bucket, plan.component, version, metadata)
     return plan.repository.identifier(tag), image.digest, "built" if pushed else "reused"
 
@@ -270,9 +286,12 @@ def deploy_apprunner(
 ) -> dict[str, Any]:
     """The body of the App Runner deploy flows (the frontend)."""
     logger = get_run_logger()
-    plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
-    logger.info(plan.target.describe())
-    identifier, digest, artifact = build_and_push(plan, version, git_sha)
+    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    with early.reporting():
+        plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
+        early.planned(plan, partial(record_service, plan))
+        logger.info(plan.target.describe())
+        identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
     record = Record(
         component, environment, "deploy", "failed", version, git_sha=git_sha, image=identifier,
         image_digest=digest, artifact=artifact, traffic="App Runner deployment",
@@ -281,10 +300,7 @@ def deploy_apprunner(
     record.attach_flow_run()
     notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
     with environment_lock(environment, component):
-        before = describe(plan.target, plan.service_arn)
-        record.previous_image = before.image
-        record.previous_version = version_of(plan.repository.tag_of(before.image))
-        record_live(plan, record, before)
+        before = record_service(plan, record)
         notifier.send(f"deploy started by {record.actor}: {before.name} runs {describe_image(plan, before.image)}")
         if before.status != "RUNNING":
             record.reason = f"{before.name} is {before.status}, not RUNNING: nothing was changed"
@@ -373,7 +389,8 @@ def rollback_apprunner(
 ) -> dict[str, Any]:
     """The ``rollback`` flow's body for an App Runner component."""
     logger = get_run_logger()
-    plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
+    with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
+        plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
         before = describe(plan.target, plan.service_arn)
         identifier, version = choose_image(plan, before, to_version, force)

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Protocol
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as AwsConnectionError
 from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from opcd.aws import AwsTarget, guarded_target
+from opcd.aws import AwsTarget, guarded_target, target_for
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, InputError, VersionConflict, failure_text
-from opcd.locks import environment_lock
+from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict, failure_text
+from opcd.locks import environment_lock, limit_name
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
@@ -119,9 +124,11 @@ def plan_lambda_deploy(
     return Plan(config, component, environment, version, function, target, alarms)
 
 
-def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
+def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlySteps | None = None) -> Artifact:
     """Reuse the version's artifact when it was built from the same source; build it otherwise."""
     logger = get_run_logger()
+    early = early or EarlySteps("deploy", plan.component, plan.environment, version)
+    early.step = "build"
     comp = plan.config.component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = source_hash(comp, source)
@@ -142,6 +149,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None) -> Artifact:
         plan.component, version, comp, source,
         out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
+    early.step = "upload"
     check_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
         "component": plan.component, "version": version, "git_sha": git_sha,
@@ -314,15 +322,18 @@ def deploy_lambda(
 ) -> dict[str, Any]:
     """The shared body of the Lambda deploy flows (backend, worker)."""
     logger = get_run_logger()
-    plan = plan_lambda_deploy(component, environment, version, config_path, accept_alarms)
-    logger.info(plan.target.describe())
-    if plan.alarms.accepted:
-        logger.warning(
-            "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
-            ", ".join(sorted(plan.alarms.accepted)),
-        )
+    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    with early.reporting():
+        plan = plan_lambda_deploy(component, environment, version, config_path, accept_alarms)
+        early.planned(plan, partial(record_live_lambda, plan))
+        logger.info(plan.target.describe())
+        if plan.alarms.accepted:
+            logger.warning(
+                "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
+                ", ".join(sorted(plan.alarms.accepted)),
+            )
+        artifact = ensure_artifact(plan, version, git_sha, early)
     comp = plan.config.component(component)
-    artifact = ensure_artifact(plan, version, git_sha)
     record = Record(
         component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex,
         artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
@@ -471,6 +482,157 @@ def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -
     record_in_ledger(plan.target, plan.bucket, record)
     publish_run_artifact(record)
     return asdict(record)
+
+
+class RunPlan(LedgerPlan, Protocol):
+    """A deploy's plan (Lambda or App Runner), as a failure before its first record needs it."""
+
+    @property
+    def config(self) -> Config: ...
+
+
+# How long a run that failed before it took its lock waits for the lock to write ``latest.json``.
+LOCK_WAIT = 5.0
+_THROTTLED = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded", "TooManyRequestsException"}
+
+
+def cause(exc: BaseException) -> tuple[str, str | None]:
+    """(what went wrong, how to fix it) for an error of any step, AWS's answers in words."""
+    if isinstance(exc, OpcdError):
+        return exc.message, exc.hint
+    if isinstance(exc, ClientError):
+        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+        status, attempts = meta.get("HTTPStatusCode") or 0, meta.get("RetryAttempts", 0) + 1
+        what = f"AWS {exc.operation_name} answered {status} {error.get('Code')}: {error.get('Message')}"
+        what += f" ({attempts} attempts)" if attempts > 1 else ""
+        if status >= 500 or error.get("Code") in _THROTTLED:
+            return what, "AWS is unavailable or throttling: try again in a few minutes"
+        return what, "AWS refused the request: see its answer in the run's log (Prefect UI)"
+    if isinstance(exc, AwsConnectionError | HTTPClientError):
+        return f"AWS did not answer: {exc}", "is the sandbox (`opcd sandbox up`) or the network up? try again then"
+    return f"{type(exc).__name__}: {exc}", "the traceback is in the run's log (Prefect UI)"
+
+
+def step_failure(subject: str, step: str, exc: BaseException, detail: str = "") -> OpcdError:
+    """``exc`` as the one-line error of ``subject`` that failed at ``step`` (bad input stays InputError)."""
+    what, hint = cause(exc)
+    kind = InputError if isinstance(exc, InputError) else DeployFailed
+    return kind(f"{subject} failed at {step}: {what}{detail}", hint)
+
+
+class EarlySteps:
+    """A run before its first ledger record: the step it is at, and its plan once it has one.
+
+    A failure there changed nothing live; :meth:`failed` still posts it to Slack, records it in
+    the ledger (when AWS answers) and turns it into the one line the CLI prints.
+    """
+
+    def __init__(
+        self,
+        action: str,
+        component: str,
+        environment: str,
+        version: str | None,
+        git_sha: str | None = None,
+        config_path: str | None = None,
+        notify: bool = True,
+        subject: str | None = None,
+    ) -> None:
+        self.action, self.component, self.environment, self.version = action, component, environment, version
+        self.git_sha, self.config_path, self.notify = git_sha, config_path, notify
+        self.subject = subject or f"{action} {component} {version} to {environment}"  # the error line's
+        self.title = subject or f"{component} {version} → {environment}"  # the Slack message's
+        self.step = "plan"
+        self.plan: RunPlan | None = None
+        self.read_live: Callable[[Record], object] | None = None
+
+    @classmethod
+    def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:
+        subject = f"rollback {component} in {environment}"
+        return cls("rollback", component, environment, to_version, config_path=config_path, subject=subject)
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """A failure in the block is reported (:meth:`failed`) and raised as its one-line error."""
+        try:
+            yield
+        except Exception as exc:
+            raise self.failed(exc) from exc
+
+    def planned(self, plan: RunPlan, read_live: Callable[[Record], object]) -> None:
+        """Remember the plan, and how to read what is live into a record."""
+        self.plan, self.read_live = plan, read_live
+
+    def failed(self, exc: Exception) -> OpcdError:
+        """Report a failure of the current step (Slack, ledger, the run's artifact); the error to raise."""
+        what = cause(exc)[0]
+        get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
+        record = Record(
+            self.component, self.environment, self.action, "failed", self.version, git_sha=self.git_sha,
+            step=self.step, reason=f"failed at {self.step}: {what}",
+        )  # fmt: skip
+        record.attach_flow_run()
+        live = self._live(record)
+        config = self.plan.config if self.plan else _config_or_none(self.config_path)
+        notifier = Notifier(config.notifications.slack if config else None, self.title, self.notify)
+        notify_outcome(notifier, record)
+        record.notify_failures = list(notifier.failures)
+        detail = "; nothing changed, live untouched" + (f" on {live}" if live else "")
+        if (unrecorded := self._record(config, record)) is not None:
+            detail += f"; the ledger record could not be written either ({unrecorded})"
+        return step_failure(self.subject, self.step, exc, detail)
+
+    def _live(self, record: Record) -> str | None:
+        """Read what is live into ``record``; its text, or None when it cannot be read."""
+        if self.read_live is None:
+            return None
+        try:
+            self.read_live(record)
+        except Exception as exc:
+            get_run_logger().warning("Could not read what is live now: %s", cause(exc)[0])
+            return None
+        return live_text(record)
+
+    def _record(self, config: Config | None, record: Record) -> str | None:
+        """The record in the ledger (``latest.json`` too when the lock is free); None, or why it is not there."""
+        logger = get_run_logger()
+        if config is None:
+            return "opcd.toml could not be read"
+        # boto retries a blip; a run that has failed does not retry for a minute more to say so
+        ledger = record_in_ledger.with_options(retries=0)
+        held = False
+        try:
+            target = self.plan.target if self.plan else target_for(config, self.environment)
+            try:
+                with environment_lock(self.environment, self.component, timeout=LOCK_WAIT):
+                    held = True
+                    ledger(target, config.project.artifact_bucket, record)
+            except Exception as exc:
+                if held:
+                    raise
+                busy = limit_name(self.environment, self.component)
+                logger.info("%s is busy (%s): latest.json stays the running change's", busy, type(exc).__name__)
+                ledger(target, config.project.artifact_bucket, record, latest=False)
+            publish_run_artifact(record)
+        except Exception as exc:
+            problem = cause(exc)[0]
+            logger.error("The ledger record of this failure could not be written: %s", problem)
+            return problem
+        return None
+
+
+def _config_or_none(config_path: str | None) -> Config | None:
+    try:
+        return load_config(config_path)
+    except OpcdError:
+        return None
+
+
+def record_live_lambda(plan: Plan, record: Record) -> None:
+    """What ``live`` points at now, as both what was live before the run and what is live after it."""
+    live = read_live(plan.target, plan.function)
+    record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
+    record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
 
 
 @flow(name="deploy-backend", flow_run_name="backend {version} to {environment}", log_prints=True)

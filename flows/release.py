@@ -28,7 +28,7 @@ from prefect.states import Failed
 
 from flows.components import deploy_flow
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
-from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
+from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
 from opcd.aws import AwsTarget, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
@@ -163,14 +163,21 @@ _ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "config_path")
 def build_component(
     component: str, version: str, git_sha: str | None, config_path: str | None, environment: str
 ) -> str:
-    """Build the version once (or find it built from the same source) and keep it: S3 or ECR."""
+    """Build the version once (or find it built from the same source) and keep it: S3 or ECR.
+
+    A failure names the step (plan, build, push, upload); the release reports it.
+    """
     config = load_config(config_path)
-    if config.component(component).kind == "apprunner":
-        plan = plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
-        identifier, digest, how = build_and_push(plan, version, git_sha)
-        return f"{how} {identifier} ({digest[:19]})"
-    lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
-    artifact = ensure_artifact(lambda_plan, version, git_sha)
+    early = EarlySteps("build", component, environment, version, git_sha, config_path)
+    try:
+        if config.component(component).kind == "apprunner":
+            plan = plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
+            identifier, digest, how = build_and_push(plan, version, git_sha, early)
+            return f"{how} {identifier} ({digest[:19]})"
+        lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
+        artifact = ensure_artifact(lambda_plan, version, git_sha, early)
+    except Exception as exc:
+        raise step_failure(component, early.step, exc) from exc
     how = "reused" if artifact.reused else "built"
     return f"{how} s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})"
 
@@ -395,7 +402,8 @@ class Release:
             c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.environments[0])
             for c in self.components
         }
-        errors = []
+        errors: list[str] = []
+        hints: list[str] = []
         for component, future in futures.items():
             future.wait()
             if future.state.is_completed():
@@ -403,12 +411,14 @@ class Release:
                 logger.info("%s: %s", component, self.builds[component])
             else:
                 error = future.state.result(raise_on_failure=False)
-                errors.append(f"{component}: {error}")
+                what, hint = cause(error) if isinstance(error, BaseException) else (f"{component}: {error}", None)
+                errors.append(what)
+                hints += [hint] if hint and hint not in hints else []
         self.build_seconds = time.monotonic() - start
         if errors:
             detail = "build failed, nothing deployed: " + "; ".join(errors)
             self.finish("failed", detail)
-            raise DeployFailed(f"release {self.version}: {detail}")
+            raise DeployFailed(f"release {self.version}: {detail}", "; ".join(hints) or "fix it and release again")
 
     def approve(self, environment: str) -> None:
         settings = self.config.environment(environment).approval

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.frontend_deploy import rollback_apprunner
-from flows.lambda_deploy import Plan, finish, outcome_of, plan_lambda_deploy, shift_and_verify
+from flows.lambda_deploy import EarlySteps, Plan, finish, outcome_of, plan_lambda_deploy, shift_and_verify
 from opcd.config import load_config
 from opcd.errors import DeployFailed, InputError, ResourceMissing, failure_text
 from opcd.locks import environment_lock
@@ -93,7 +93,8 @@ def rollback(
         return rollback_apprunner(component, environment, to_version, config_path, force)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
-    plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
+    with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
+        plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
         live = read_live_alias(plan.target, plan.function)
         version, app_version = choose_version(plan, live, to_version, to_lambda_version, force)

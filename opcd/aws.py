@@ -55,7 +55,7 @@ def _boto_config() -> BotoConfig:
     """5 attempts in standard retry mode, unless AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise."""
     retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
-        retries["max_attempts"] = 5
+        retries["total_max_attempts"] = 5  # botocore's "max_attempts" counts retries: it made 6
     return BotoConfig(retries=retries, connect_timeout=5)
 
 

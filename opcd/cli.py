@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import botocore.exceptions
 import httpx
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
 from pydantic import ValidationError
@@ -251,10 +252,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 class _ExpectedErrorsWithoutTraceback(logging.Filter):
-    """On the console, an OpcdError is its one-line message; the Prefect UI keeps everything."""
+    """On the console, an expected error is its one-line message; the Prefect UI keeps everything.
+
+    Expected: an OpcdError, AWS's answer (ClientError) or AWS not answering, which the run turns
+    into the one ``error:`` line. Anything else (a bug) keeps its traceback.
+    """
+
+    EXPECTED = (OpcdError, ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], OpcdError):
+        if record.exc_info and isinstance(record.exc_info[1], self.EXPECTED):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -50,6 +50,7 @@ class Record:
     previous_version: str | None = None
     previous_lambda_version: str | None = None
     reason: str | None = None
+    step: str | None = None  # the step a run failed at before it changed anything (plan, build, upload, push)
     git_sha: str | None = None
     sha256: str | None = None
     artifact: str | None = None  # built | reused
@@ -84,14 +85,16 @@ def _prefix(environment: str, component: str) -> str:
 
 
 @task(name="record-in-ledger", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10])
-def record_in_ledger(target: AwsTarget, bucket: str, record: Record) -> str:
+def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: bool = True) -> str:
+    """The record under its own key; also as ``latest.json`` unless ``latest`` is False (a run that
+    does not hold the component's lock leaves ``latest.json`` to the run that does)."""
     record.finished_at = record.finished_at or now()
     s3 = target.client("s3")
     body = json.dumps(asdict(record), indent=2, sort_keys=True).encode()
     stamp = record.finished_at.replace(":", "").replace("-", "")
     key = f"{_prefix(record.environment, record.component)}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    for name in ("latest.json", "live.json") if record.outcome == "deployed" else ("latest.json",):
+    for name in ("latest.json", "live.json") if record.outcome == "deployed" else ("latest.json",) if latest else ():
         s3.put_object(
             Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/{name}", Body=body,
             ContentType="application/json",

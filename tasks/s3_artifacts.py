@@ -56,9 +56,13 @@ def read_artifact_metadata(target: AwsTarget, bucket: str, component: str, versi
     return metadata
 
 
-@task(name="upload-artifact", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+@task(name="upload-artifact", cache_policy=NO_CACHE)
 def upload_artifact(target: AwsTarget, bucket: str, package: Package, metadata: dict[str, Any]) -> str:
-    """Upload the zip, then its metadata (metadata last: its presence marks a whole artifact)."""
+    """Upload the zip, then its metadata (metadata last: its presence marks a whole artifact).
+
+    No task retries: boto already retries what may pass (5xx, throttling, a dropped connection) with
+    backoff, 5 attempts in all; retrying the task on top would multiply them.
+    """
     logger = get_run_logger()
     s3 = target.client("s3")
     key = artifact_key(package.component, package.version)

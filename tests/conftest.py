@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -194,6 +196,25 @@ class Project:
             code = main(["--config", str(self.config_path), *args])
         return code, out.getvalue(), err.getvalue()
 
+    def run(self, *args: str) -> tuple[int, str, str]:
+        """Run ``opcd --config <project> ARGS`` in a new process, as a user does: its real stderr,
+        Prefect's console log included. The sandbox and Slack stand-in of the tests serve it."""
+        from prefect.settings import PREFECT_API_URL
+
+        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+        done = subprocess.run(
+            [sys.executable, "-m", "opcd", "--config", str(self.config_path), *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    def faults(self, *faults: dict[str, Any]) -> list[dict[str, Any]]:
+        """Add the sandbox's faults (none given: none added); the faults still pending."""
+        for fault in faults:
+            httpx.post(f"{self.endpoint}/_opcd/faults", json=fault, timeout=10).raise_for_status()
+        pending: list[dict[str, Any]] = httpx.get(f"{self.endpoint}/_opcd/faults", timeout=10).json()["faults"]
+        return pending
+
     def live(self, function: str = "outreachpass-api-dev") -> str:
         return str(self.client("lambda").get_alias(FunctionName=function, Name="live")["FunctionVersion"])
 
@@ -286,6 +307,12 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
         **sandbox.info(), "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
     })  # fmt: skip
     return project
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``error:`` lines a command printed; what it printed must hold no traceback."""
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def alias(project: Project) -> tuple[str, dict[str, float]]:

@@ -27,6 +27,7 @@ _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 _GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/]+)(?P<path>/.*)?$")
 _ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
+_SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[a-z0-9-]+/(?P<service>[a-z0-9-]+)/")
 
 StartResponse = Callable[..., Any]
 
@@ -97,7 +98,8 @@ class SandboxApp:
         if path == "/_opcd/faults":
             return self._faults(environ, start_response)
         if fault := self._take_fault(method, path):
-            return _aws_error(start_response, int(fault["status"]), str(fault["code"]), "injected by the sandbox")
+            answer = _s3_error if _service(environ) == "s3" else _aws_error
+            return answer(start_response, int(fault["status"]), str(fault["code"]), "injected by the sandbox")
         if path == "/moto-api/reset":
             for reset in self.on_reset:
                 reset()
@@ -255,6 +257,19 @@ def _json(start_response: StartResponse, status: int, payload: Any) -> list[byte
 def _aws_error(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
     start_response(f"{status} X", [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)])
     return [json.dumps({"Type": "User", "message": message}).encode()]
+
+
+def _service(environ: dict[str, Any]) -> str | None:
+    """The AWS service a request is signed for (its credential scope)."""
+    match = _SERVICE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return match["service"] if match else None
+
+
+def _s3_error(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
+    """An error as S3 answers it: XML (e.g. ``503 SlowDown``), which botocore reads code and message from."""
+    start_response(f"{status} X", [("Content-Type", "application/xml")])
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{uuid.uuid4()}</RequestId></Error>"
+    return [b'<?xml version="1.0" encoding="UTF-8"?>\n' + body.encode()]
 
 
 class _Thread:

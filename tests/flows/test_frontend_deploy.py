@@ -138,7 +138,8 @@ def test_a_different_image_under_an_existing_version_tag_is_refused(frontend_v2:
     (site(project) / "index.html").write_text("<h1>OutreachPass, changed</h1>")
     code, out, err = deploy(project, "v1")
     assert code == 2
-    assert err.startswith(f"error: {REPOSITORY}:v1 already exists in ECR as {before['v1']}; this build is sha256:")
+    assert err.startswith(f"error: deploy frontend v1 to dev failed at push: {REPOSITORY}:v1 already exists in ECR as"
+                          f" {before['v1']}; this build is sha256:")  # fmt: skip
     assert "pick a new version" in err
     assert tags(project) == before and image(project).endswith(":v2")
 

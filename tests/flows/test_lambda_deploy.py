@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from opcd.sandbox.slack import SlackSink
-from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project
+from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project, error_lines
 
 
 def status(project: Project) -> list[dict[str, object]]:
@@ -342,3 +343,77 @@ def test_rollback_goes_only_to_what_was_live_unless_forced(deployed: Project, si
         f" live on v2 (Lambda version {before}), verified"
     )
     assert "before traffic moved" not in outcome and "untouched" not in outcome
+
+
+def test_a_broken_requirements_file_fails_at_build_with_a_record_a_message_and_one_line(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    (project.source / "requirements.txt").write_text("alembic==1.20.1\nnot a requirement!\n")
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at build: installing requirements.txt"), line
+    assert "Invalid requirement" in line and "nothing changed, live untouched" in line and " — " in line
+    record = project.ledger("dev", "backend")
+    assert (record["outcome"], record["step"], record["version"]) == ("failed", "build", "v9")
+    assert record["live_lambda_version"] == project.live() == "1"
+    (message,) = sink.texts()
+    assert message.startswith("backend v9 → dev: deploy FAILED before traffic moved; live untouched")
+
+
+def test_s3_unavailable_on_upload_is_retried_a_bounded_time_and_said_in_one_line(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    # S3 answers 503 SlowDown to every PUT of the artifact and of the ledger (the same bucket)
+    bucket = "^/outreachpass-artifacts/"
+    project.faults(
+        {"method": "PUT", "path": bucket + "backend/", "status": 503, "code": "SlowDown", "count": 100},
+        {"method": "PUT", "path": bucket + "ledger/", "status": 503, "code": "SlowDown", "count": 100},
+    )
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    upload, ledger = project.faults()
+    assert (100 - upload["count"], 100 - ledger["count"]) == (5, 5)  # boto's 5 attempts each, nothing on top
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at upload: AWS PutObject answered 503 SlowDown")
+    assert "the ledger record could not be written either" in line
+    assert line.endswith(" — AWS is unavailable or throttling: try again in a few minutes")
+    (message,) = sink.texts()  # Slack still hears of it
+    assert "deploy FAILED before traffic moved" in message
+    assert project.live() == "1"
+
+
+def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
+    project: Project, prefect_server: None, sandbox: Any, sink: SlackSink
+) -> None:
+    """AWS stops answering once the build has begun: connections refused, as by a sandbox that stopped."""
+    import socket
+
+    from opcd.sandbox.server import _Thread, read_info, write_info
+
+    def stops_at_the_build(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"].endswith("/backend/v9/metadata.json"):  # the build step's first call
+            server.stop()
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            raise ConnectionResetError("the sandbox stopped")
+        return sandbox.app(environ, start_response)
+
+    server = _Thread(stops_at_the_build, 0)  # the sandbox's state, served on a port of its own
+    server.thread.start()
+    state = project.root / ".opcd"
+    write_info(state, {**(read_info(state) or {}), "aws_endpoint_url": server.url})
+
+    code, out, err = project.run("deploy", "backend", "--env", "dev", "--version", "v9")
+
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: deploy backend v9 to dev failed at build: AWS did not answer: Could not connect")
+    assert "nothing changed, live untouched" in line and "the ledger record could not be written either" in line
+    assert line.endswith(" — is the sandbox (`opcd sandbox up`) or the network up? try again then")
+    (message,) = sink.texts()  # Slack does not depend on AWS
+    assert "deploy FAILED before traffic moved" in message
+    assert project.live() == "1"

@@ -16,7 +16,7 @@ import pytest
 from moto.backends import get_backend
 
 from opcd.sandbox.slack import SlackSink
-from tests.conftest import RAISES_ON_IMPORT, Project, start_in_thread, wait_for_pending
+from tests.conftest import RAISES_ON_IMPORT, Project, error_lines, start_in_thread, wait_for_pending
 from tests.github_stub import GitHubStub, serving
 
 pytestmark = pytest.mark.skipif(
@@ -404,3 +404,25 @@ def test_a_failed_deploy_whose_last_record_says_shifting_is_a_failure(project: P
     assert step.failed and step.outcome == "error" and "ledger says shifting" in str(step.reason)
     done: Any = SimpleNamespace(state=Completed(data={**record, "outcome": "deployed"}))
     assert not step_of(config, target, "backend", "dev", done).failed
+
+
+def test_a_build_that_fails_ends_the_release_with_a_record_a_message_and_one_line(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    # S3 answers 503 to the backend's upload: the build step fails; the ledger (same bucket) answers
+    project.faults({"method": "PUT", "path": "^/outreachpass-artifacts/backend/", "status": 503, "code": "SlowDown",
+                    "count": 100})  # fmt: skip
+
+    code, out, err = project.run("release", "--version", "v9", "--component", "backend")
+
+    assert code == 1, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: release v9: build failed, nothing deployed: backend failed at upload: AWS"
+                           " PutObject answered 503 SlowDown"), line  # fmt: skip
+    assert line.endswith(" — AWS is unavailable or throttling: try again in a few minutes")
+    (key,) = [o["Key"] for o in project.client("s3").list_objects_v2(
+        Bucket="outreachpass-artifacts", Prefix="ledger/releases/v9/")["Contents"]]  # fmt: skip
+    summary = json.loads(project.client("s3").get_object(Bucket="outreachpass-artifacts", Key=key)["Body"].read())
+    assert summary["outcome"] == "failed" and "backend failed at upload" in summary["detail"]
+    assert sink.texts()[-1].startswith("release v9: failed: build failed, nothing deployed: backend failed at upload")
+    assert project.live() == "1"
