@@ -2,8 +2,13 @@
 
 terraform-plan: each environment planned in parallel; each plan summarised from its JSON (what is
 added, changed, destroyed, with addresses, destroys first); the summary published as an artifact
-and as the pull request's one Terraform comment (edited in place on the next push); the saved plan
-files kept in the artifact bucket under the plan id (the commit's sha).
+and as the pull request's one Terraform comment (edited in place on the next push). With
+``store=True`` (the ``terraform-plan-for-apply`` deployment, on the deploy pool) the saved plan files
+are kept in the artifact bucket under the plan id (the commit's sha) for terraform-apply, and the run
+acts as the deploy role; otherwise (the ``terraform-plan`` deployment on the checks pool, and always
+for a pull request) the plan is only shown: nothing is written, and Terraform reads the state
+without taking its lock (``-lock=false``), as a read-only role must. Pull requests' code runs with
+the read-only role: were it allowed to keep a plan, terraform-apply would apply it.
 
 terraform-apply: for each environment in opcd.toml's order — without an approval gate, apply the
 reviewed saved plan itself (Terraform refuses it if the state moved since); behind a gate, wait for
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow
@@ -27,6 +33,7 @@ from flows.release import ordered_environments
 from opcd.aws import AwsTarget, guarded_target, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import ConfigError, InputError
+from opcd.iam import acting_as
 from opcd.versions import check_git_sha
 from tasks.approval import replayed_gate, wait_for_approval
 from tasks.git import commit_config
@@ -75,24 +82,39 @@ def terraform_plan(
     repository: str | None = None,
     git_sha: str | None = None,
     config_path: str | None = None,
+    store: bool = True,
 ) -> dict[str, Any]:
-    """Plan every environment in parallel; publish the summary; keep the saved plans for terraform-apply.
+    """Plan every environment in parallel; publish the summary; with ``store``, keep the plans for terraform-apply.
 
     Args:
         environments: which to plan (default: all in opcd.toml).
-        pull_request: the PR to comment on (with ``repository`` or ``GITHUB_REPOSITORY``).
+        pull_request: the PR to comment on (with ``repository`` or ``GITHUB_REPOSITORY``); a pull
+            request's plan is never stored, whatever ``store`` says.
         repository: owner/name on GitHub.
         git_sha: the commit planned; names the saved plans that terraform-apply applies.
         config_path: opcd.toml to use.
+        store: keep the saved plans in the artifact bucket for terraform-apply (needs the deploy
+            role: the run acts as it). False: the plan is only shown, made without the state lock.
     """
     logger = get_run_logger()
-    config, plan_id, envs, target = _request(config_path, git_sha, environments)
-    with tempfile.TemporaryDirectory(prefix="opcd-plans-") as work, commit_config(config_path, git_sha) as (path, _):
-        config = _config(path)  # the commit's opcd.toml and module (a pull request's head, not the worker's main)
-        futures = [plan_terraform.submit(config, env, work) for env in envs]
-        planned = [f.result() for f in futures]
-        for (plan_file, summary), env in zip(planned, envs, strict=True):
-            store_plan(target, config.project.artifact_bucket, plan_id, env, plan_file, summary.to_dict())
+    stores = store and pull_request is None
+    if store and not stores:
+        logger.info("A pull request's plan is only shown, never stored (store ignored): terraform-apply applies"
+                    " only plans made with deploy credentials")  # fmt: skip
+    with acting_as("deploy", config_path) if stores else nullcontext():  # storing needs the deploy role
+        config, plan_id, envs, target = _request(config_path, git_sha, environments)
+        with (
+            tempfile.TemporaryDirectory(prefix="opcd-plans-") as work,
+            commit_config(config_path, git_sha) as (path, _),
+        ):
+            config = _config(path)  # the commit's opcd.toml and module (a pull request's head, not the worker's)
+            futures = [plan_terraform.submit(config, env, work, lock=stores) for env in envs]
+            planned = [f.result() for f in futures]
+            for (plan_file, summary), env in zip(planned, envs, strict=True):
+                if stores:
+                    store_plan(target, config.project.artifact_bucket, plan_id, env, plan_file, summary.to_dict())
+    if not stores:
+        logger.info("Plan %s shown, not stored: terraform-apply cannot apply it", plan_id)
     summaries = [summary for _, summary in planned]
     body = comment_body(MARKER, summaries, git_sha, run_url())
     create_markdown_artifact(key="terraform-plan", markdown=body, description=f"Terraform plan {plan_id}")
@@ -104,7 +126,7 @@ def terraform_plan(
         comment = report_to_github(repo, pull_request, None, [], body, MARKER, run_url())
     for summary in summaries:
         logger.info("%s: %s", summary.environment, summary.counts())
-    return {"plan_id": plan_id, "plans": [s.to_dict() for s in summaries], "comment": comment}
+    return {"plan_id": plan_id, "plans": [s.to_dict() for s in summaries], "comment": comment, "stored": stores}
 
 
 def _approval_text(plan_id: str, summary: PlanSummary, done: list[str]) -> str:

@@ -168,12 +168,17 @@ def _parser() -> argparse.ArgumentParser:
     tf_plan = tf_sub.add_parser(
         "plan", help="plan each environment in parallel; keep the saved plans; comment on the PR",
         description="Plan each environment in parallel, summarise the plans (destroys first), keep the saved "
-        "plans in the artifact bucket under the commit's sha, and comment on the pull request when one is named.",
+        "plans in the artifact bucket under the commit's sha (not with --no-store, nor for a pull request: those "
+        "are only shown), and comment on the pull request when one is named.",
     )  # fmt: skip
     tf_plan.add_argument("--env", action="append", dest="environments", metavar="ENV", help="(repeat; default: all)")
     tf_plan.add_argument("--git-sha", help="the commit planned: names the saved plans (default: latest)")
     tf_plan.add_argument("--pull-request", type=int, help="PR number to comment on (with --repository)")
     tf_plan.add_argument("--repository", help="owner/name on GitHub (default: $GITHUB_REPOSITORY)")
+    tf_plan.add_argument(
+        "--no-store", dest="store", action="store_false",
+        help="only show the plan: keep nothing, take no state lock (read-only role; always so with --pull-request)",
+    )  # fmt: skip
     tf_apply = tf_sub.add_parser(
         "apply", help="apply the reviewed plans: dev, then each gated environment after its approval",
         description="Apply the saved plans of --git-sha in opcd.toml's order. Behind an approval gate the "
@@ -783,13 +788,14 @@ def cmd_terraform(args: argparse.Namespace) -> int:
     if args.action == "plan":
         result = _run_flow(
             terraform_plan, environments=args.environments, pull_request=args.pull_request,
-            repository=args.repository, git_sha=args.git_sha, config_path=explicit,
+            repository=args.repository, git_sha=args.git_sha, config_path=explicit, store=args.store,
         )  # fmt: skip
         for plan in result["plans"]:
             destroys = "  (destroys!)" if plan["destroy"] or plan["replace"] else ""
             adds, gone = len(plan["add"]) + len(plan["replace"]), len(plan["destroy"]) + len(plan["replace"])
             print(f"{plan['environment']}: {adds} to add, {len(plan['change'])} to change, {gone} to destroy{destroys}")
-        print(f"saved as plan {result['plan_id']}; PR comment: {result['comment']}")
+        kept = f"saved as plan {result['plan_id']}" if result["stored"] else "not stored (shown only)"
+        print(f"{kept}; PR comment: {result['comment']}")
         return 0
     result = _run_flow(terraform_apply, git_sha=args.git_sha, environments=args.environments, config_path=explicit)
     for env in config.environments:
@@ -841,7 +847,8 @@ def cmd_iam(args: argparse.Namespace) -> int:
 def _role(args: argparse.Namespace) -> Role:
     """The role a command's AWS calls need: ``read`` for the commands that change nothing."""
     reads = args.command in ("status", "drift", "validate") or getattr(args, "dry_run", False)
-    return "read" if reads or (args.command == "terraform" and args.action == "plan") else "deploy"
+    shown = args.command == "terraform" and args.action == "plan" and not (args.store and args.pull_request is None)
+    return "read" if reads or shown else "deploy"
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

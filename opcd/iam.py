@@ -3,7 +3,10 @@
 - ``deploy``: the role of the deploy pool's workers and of whoever runs ``opcd deploy``,
   ``rollback``, ``release``: builds, deploys, shifts traffic, rolls back, writes the ledger.
 - ``read``: the role of ``terraform-plan``, ``drift-check`` and ``pr-validation`` (and of
-  ``opcd status`` and dry runs): reads what is live and the ledger, keeps saved plans.
+  ``opcd status`` and dry runs): reads what is live and the ledger; writes nothing, not even a
+  saved plan (pull requests' code runs with it; a plan it could keep, terraform-apply would apply).
+  The plan terraform-apply applies is made on the deploy pool (``terraform-plan`` with
+  ``store=True``, which runs as ``deploy``).
 
 Every statement is scoped to the names opcd.toml gives (functions, bucket prefixes, repository,
 services, ``{project}-{env}-`` rules, alarms, secrets, sender). Neither role may write the bucket's
@@ -20,6 +23,7 @@ import atexit
 import contextlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -36,7 +40,8 @@ RECORD_ENV = "OPCD_RECORD_AWS_CALLS"
 PLANS_PREFIX = "terraform/plans"  # tasks.s3_artifacts keeps saved plans there
 LEDGER_PREFIX = "ledger"
 
-_acting_as: ContextVar[tuple[Role, str | None] | None] = ContextVar("opcd_iam_role", default=None)
+# (role, opcd.toml, the flow run that declared it: None outside one)
+_acting_as: ContextVar[tuple[Role, str | None, Any] | None] = ContextVar("opcd_iam_role", default=None)
 _write_lock = threading.Lock()
 _open: dict[Path, TextIO] = {}
 
@@ -103,9 +108,8 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     statements.append(
         _statement("ArtifactBucket", ["s3:GetLifecycleConfiguration", "s3:ListBucket"], [f"arn:aws:s3:::{bucket}"])
     )
-    if read:
+    if read:  # no write at all: a saved plan it could write, terraform-apply would apply with deploy credentials
         statements.append(_statement("ReadArtifactsAndLedger", ["s3:GetObject"], [*objects, ledger]))
-        statements.append(_statement("SavePlans", ["s3:PutObject"], [plans]))
     else:
         statements.append(
             _statement("ArtifactsLedgerPlans", ["s3:GetObject", "s3:PutObject"], [*objects, ledger, plans])
@@ -185,8 +189,15 @@ def render(document: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def acting_as(role: Role, config: str | None = None) -> Iterator[None]:
-    """AWS calls made inside belong to ``role`` (the CLI's read-only commands are ``read``), for ``config``."""
-    token = _acting_as.set((role, config))
+    """AWS calls made inside belong to ``role`` (the CLI's read-only commands are ``read``), for ``config``.
+
+    Entered inside a flow run, it is that run's own declaration and outranks the flow's name: a
+    ``terraform-plan`` that stores the plan terraform-apply applies runs as ``deploy``.
+    """
+    prefect_context = sys.modules.get("prefect.context")  # not imported: no flow run (and a command starts fast)
+    context = prefect_context.FlowRunContext.get() if prefect_context is not None else None
+    run = context.flow_run.id if context is not None and context.flow_run is not None else None
+    token = _acting_as.set((role, config, run))
     try:
         yield
     finally:
@@ -194,13 +205,16 @@ def acting_as(role: Role, config: str | None = None) -> Iterator[None]:
 
 
 def current_role() -> Role:
-    """``read`` inside a read-only flow's run or a read-only command, else ``deploy``."""
+    """The role a run declared for itself; else ``read`` inside a read-only flow's run or command; else ``deploy``."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
+    acting = _acting_as.get()
+    run = context.flow_run.id if context is not None and context.flow_run is not None else None
+    if acting is not None and run is not None and acting[2] == run:
+        return acting[0]
     if context is not None and context.flow is not None and context.flow.name in READ_FLOWS:
         return "read"
-    acting = _acting_as.get()
     return acting[0] if acting else "deploy"
 
 

@@ -176,11 +176,14 @@ def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
 
 @task(name="check-terraform-drift", cache_policy=NO_CACHE)
 def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
-    """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration."""
+    """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration.
+
+    Read-only: the plan takes no state lock (``-lock=false``) and is thrown away, never kept.
+    """
     logger = get_run_logger()
     with workspace(config, environment, logger.info) as tf, tempfile.TemporaryDirectory() as work:
         tf.init()
-        summary = tf.plan_summary(Path(work) / "drift.tfplan")
+        summary = tf.plan_summary(Path(work) / "drift.tfplan", lock=False)
     if not summary.changed:
         return []
     fix = "apply Terraform (terraform-plan, review, terraform-apply), or change the configuration to match"

@@ -171,11 +171,16 @@ class Terraform:
     def _var_args(self) -> list[str]:
         return [f"-var-file={self.var_file}"] if self.var_file else []
 
-    def plan(self, out: Path) -> bool:
-        """Save a plan to ``out``; True when it holds changes."""
+    def plan(self, out: Path, lock: bool = True) -> bool:
+        """Save a plan to ``out``; True when it holds changes.
+
+        ``lock=False``: the state is read without taking its lock (``-lock=false``), as a read-only
+        role must (taking the lock writes to the backend); such a plan is for showing, not applying.
+        """
+        locking = [f"-lock-timeout={self.settings.lock_timeout:.0f}s"] if lock else ["-lock=false"]
         result = self.run(
-            "plan", "-input=false", "-no-color", f"-out={out}", "-detailed-exitcode",
-            f"-lock-timeout={self.settings.lock_timeout:.0f}s", *self._var_args(), ok=(0, 2),
+            "plan", "-input=false", "-no-color", f"-out={out}", "-detailed-exitcode", *locking, *self._var_args(),
+            ok=(0, 2),
         )  # fmt: skip
         return result.code == 2
 
@@ -187,9 +192,9 @@ class Terraform:
             raise TerraformFailed(f"terraform show -json printed no JSON for {plan.name}: {exc}") from exc
         return data
 
-    def plan_summary(self, out: Path) -> PlanSummary:
+    def plan_summary(self, out: Path, lock: bool = True) -> PlanSummary:
         """Plan to ``out`` and summarise the saved plan from its JSON (``changed``: exit code 2)."""
-        changed = self.plan(out)
+        changed = self.plan(out, lock)
         summary = summarize_plan(self.show_json(out), self.environment)
         summary.changed = changed
         return summary
@@ -342,13 +347,16 @@ def comment_body(marker: str, summaries: list[PlanSummary], git_sha: str | None,
 
 
 @task(name="plan-terraform", cache_policy=NO_CACHE)
-def plan_terraform(config: Config, environment: str, out_dir: str) -> tuple[str, PlanSummary]:
-    """init, plan to ``{out_dir}/{environment}.tfplan``, read it back as JSON: (plan file, summary)."""
+def plan_terraform(config: Config, environment: str, out_dir: str, lock: bool = True) -> tuple[str, PlanSummary]:
+    """init, plan to ``{out_dir}/{environment}.tfplan``, read it back as JSON: (plan file, summary).
+
+    ``lock=False``: without the state lock (a plan only shown, made with a read-only role).
+    """
     logger = get_run_logger()
     with workspace(config, environment, logger.info) as tf:
         tf.init()
         out = Path(out_dir) / f"{environment}.tfplan"
-        summary = tf.plan_summary(out)
+        summary = tf.plan_summary(out, lock)
     logger.info("Terraform plan for %s: %s", environment, summary.counts() if summary.changed else "no changes")
     return str(out), summary
 

@@ -18,13 +18,14 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         path, _, attr = deployment["entrypoint"].partition(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, attr)
-        assert flow.name == deployment["name"]
         accepted = inspect.signature(flow.fn).parameters
         assert set(deployment.get("parameters", {})) <= set(accepted)
-        names.add(flow.name)
+        names.add(f"{flow.name}/{deployment['name']}")  # as `prefect deployment run` names it
     assert names == {
-        "release", "deploy-backend", "deploy-worker", "deploy-frontend", "rollback",
-        "terraform-plan", "terraform-apply", "pr-validation", "drift-check",
+        "release/release", "deploy-backend/deploy-backend", "deploy-worker/deploy-worker",
+        "deploy-frontend/deploy-frontend", "rollback/rollback", "terraform-plan/terraform-plan",
+        "terraform-plan/terraform-plan-for-apply", "terraform-apply/terraform-apply",
+        "pr-validation/pr-validation", "drift-check/drift-check",
     }  # fmt: skip
 
 
@@ -57,3 +58,19 @@ def test_the_flow_code_is_cloned_from_the_repository_at_a_ref_on_every_run() -> 
         "repository": "{{ $OPCD_REPOSITORY }}", "branch": "{{ $OPCD_REF }}",
     }}]  # fmt: skip
     assert all("pull" not in d for d in spec["deployments"])  # no deployment runs from elsewhere
+
+
+def test_only_the_deploy_pool_keeps_the_plan_terraform_apply_applies() -> None:
+    """A plan kept by the checks pool (pull requests' code, read-only role) could be applied with deploy credentials."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    plans = {d["name"]: d for d in spec["deployments"] if d["entrypoint"] == "flows/terraform.py:terraform_plan"}
+    assert set(plans) == {"terraform-plan", "terraform-plan-for-apply"}
+    shown, kept = plans["terraform-plan"], plans["terraform-plan-for-apply"]
+    assert (shown["work_pool"]["name"], shown["parameters"]) == ("opcd-checks", {"store": False})
+    assert (kept["work_pool"]["name"], kept["parameters"]) == ("opcd-deploy", {"store": True})
+    # whatever flow runs on the checks pool, none is set up to store (pinned false, not left to the default)
+    for deployment in spec["deployments"]:
+        path, _, attr = deployment["entrypoint"].partition(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr)
+        if deployment["work_pool"]["name"] == "opcd-checks" and "store" in inspect.signature(flow.fn).parameters:
+            assert deployment.get("parameters", {}).get("store") is False, deployment["name"]

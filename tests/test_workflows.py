@@ -54,7 +54,7 @@ EXPECTED = {  # (workflow, job, deployment) -> the flow's parameters
     ("main.yml", "release", "release/release"): {
         "version": SHA[:12], "git_sha": SHA, "components": ["worker", "frontend"],
     },
-    ("main.yml", "terraform-apply", "terraform-plan/terraform-plan"): {"git_sha": SHA},
+    ("main.yml", "terraform-apply", "terraform-plan/terraform-plan-for-apply"): {"git_sha": SHA},
     ("main.yml", "terraform-apply", "terraform-apply/terraform-apply"): {"git_sha": SHA},
 }  # fmt: skip
 COMMANDS = [c for file in WORKFLOWS for c in deployment_commands(file)]
@@ -117,8 +117,8 @@ def test_the_workflows_pass_both_linters(tmp_path: Path) -> None:
 
 def test_the_three_deployments_are_run_from_main_with_values_only_through_env() -> None:
     assert {deployment(c) for c in COMMANDS} == {
-        "terraform-plan/terraform-plan", "release/release", "terraform-apply/terraform-apply",
-    }  # fmt: skip
+        "terraform-plan/terraform-plan-for-apply", "release/release", "terraform-apply/terraform-apply",
+    }  # fmt: skip  # the plan terraform-apply applies is made by the deploy pool's deployment, which keeps it
     assert {(c.workflow, c.job, deployment(c)) for c in COMMANDS} == set(EXPECTED)
     for command in COMMANDS:
         assert not EXPRESSION.search(command.script), f"{command.job}: an expression inside run:"
@@ -213,6 +213,7 @@ def test_the_pull_request_checks_run_on_the_runner_and_post_with_this_runs_token
     assert (checks.pull_request, checks.head_sha) == (42, SHA)
     assert (planned.command, planned.action, planned.repository) == ("terraform", "plan", "outreachpass/outreachpass")
     assert (planned.pull_request, planned.git_sha, planned.environments) == (42, SHA, None)
+    assert planned.store is False  # only shown: a read-only role keeps no plan and takes no state lock
     # the plan's AWS credentials: a read-only role through OIDC, set up before opcd runs
     steps = spec_of("pull-request.yml")["jobs"]["terraform-plan"]["steps"]
     (aws,) = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from opcd.sandbox.slack import SlackSink
 from tests.conftest import Project
-from tests.flows.test_terraform import configure
+from tests.flows.test_terraform import commands, configure
 
 WORKER = "outreachpass-worker-dev"
 RULE = "outreachpass-dev-nightly-digest"
 
 
-def test_a_clean_sandbox_has_no_drift_and_says_nothing(project: Project, prefect_server: None, sink: SlackSink) -> None:
+def test_a_clean_sandbox_has_no_drift_and_says_nothing(
+    project: Project, prefect_server: None, sink: SlackSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "terraform-calls.jsonl"
+    monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
     code, out, err = project.cli("drift")
     assert code == 0, err
     assert "no drift" in out
     assert sink.texts() == []
+    # read-only: each environment's Terraform plan takes no state lock (and is kept nowhere)
+    plans = commands(calls, "plan")
+    assert len(plans) == 2 and all("-lock=false" in argv for argv in plans), plans
+    listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts", Prefix="terraform/")
+    assert listed.get("KeyCount") == 0
 
 
 def test_drift_made_by_hand_is_reported_once(project: Project, prefect_server: None, sink: SlackSink) -> None:

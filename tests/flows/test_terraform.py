@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,27 @@ def pending_changes(project: Project, env: str) -> bool:
         return tf.plan(project.root / f"check-{env}.tfplan")
 
 
+def stored_plans(project: Project) -> list[str]:
+    listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts", Prefix="terraform/plans/")
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def commands(log: Path, subcommand: str) -> list[list[str]]:
+    """The argv of each ``terraform SUBCOMMAND`` the stand-in ran, from its TF_STANDIN_LOG."""
+    argvs = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    return [argv for argv in argvs if argv[0] == subcommand]
+
+
+def aws_calls(test: str) -> list[dict[str, Any]]:
+    """The AWS calls the product made during ``test``, as the suite records them to prove the IAM policies."""
+    from opcd.iam import RECORD_ENV
+    from tests.iam_proof import load
+
+    if not os.environ.get(RECORD_ENV):
+        pytest.skip("AWS calls are not recorded (--aws-policy-check=off)")
+    return [c for c in load(Path(os.environ[RECORD_ENV])) if (c.get("test") or "").endswith(f"::{test}")]
+
+
 CHANGED = {
     **{k: v for k, v in FIRST.items() if k != "aws_sqs_queue.legacy"},
     "aws_lambda_function.api": {"function_name": "op-api-${environment}", "memory_size": 512},
@@ -67,19 +89,21 @@ CHANGED = {
 
 
 def test_the_plan_is_one_pr_comment_updated_in_place(
-    project: Project, prefect_server: None, github: GitHubStub
+    project: Project, prefect_server: None, github: GitHubStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.terraform import terraform_plan
 
     # given: both environments applied, then a change that adds, changes and destroys
     applied_everywhere(project, FIRST)
     configure(project, CHANGED)
+    calls = tmp_path / "terraform-calls.jsonl"
+    monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
 
-    # when: the PR is planned
+    # when: the PR is planned (store=True is the default: a pull request's plan is not stored all the same)
     result = terraform_plan(pull_request=7, repository=REPO, git_sha=SHA1, config_path=str(project.config_path))
-
-    # then: one comment, destroys first, and the saved plans kept under the commit's sha
     assert result["comment"] == "created"
+
+    # then: one comment, destroys first
     assert [p["environment"] for p in result["plans"]] == ["dev", "prod"]
     (comment,) = github.comments.values()
     body = comment["body"]
@@ -87,15 +111,12 @@ def test_the_plan_is_one_pr_comment_updated_in_place(
     assert ":warning: **This plan destroys resources in dev, prod.**" in body
     assert body.index("aws_sqs_queue.legacy") < body.index("aws_apprunner_service.web")
     assert "#### prod: 1 to add, 1 to change, 1 to destroy" in body
-    s3 = project.client("s3")
-    for env in ("dev", "prod"):
-        summary = json.loads(
-            s3.get_object(Bucket="outreachpass-artifacts", Key=f"terraform/plans/{SHA1}/{env}/summary.json")[
-                "Body"
-            ].read()
-        )
-        assert summary["destroy"] == ["aws_sqs_queue.legacy"]
-        assert s3.head_object(Bucket="outreachpass-artifacts", Key=f"terraform/plans/{SHA1}/{env}/plan.tfplan")
+    # only shown: nothing kept for terraform-apply, the state read without its lock, every call as read
+    assert result["stored"] is False and stored_plans(project) == []
+    plans = commands(calls, "plan")
+    assert len(plans) == 2 and all("-lock=false" in argv for argv in plans), plans
+    assert not any(a.startswith("-lock-timeout") for argv in plans for a in argv)
+    assert {c["role"] for c in aws_calls("test_the_plan_is_one_pr_comment_updated_in_place")} <= {"read"}
 
     # when: the next push changes the plan
     configure(project, {**CHANGED, "aws_sns_topic.alerts": {"name": "op-alerts"}})
@@ -185,6 +206,31 @@ def test_cli_plan_prints_each_environment(project: Project, prefect_server: None
     assert "dev: 4 to add, 0 to change, 0 to destroy" in out
     assert "prod: 4 to add, 0 to change, 0 to destroy" in out
     assert f"saved as plan {SHA1}" in out
+    # kept for terraform-apply: that takes the deploy role, and its writes are attributed to it
+    assert sorted(stored_plans(project)) == [
+        f"terraform/plans/{SHA1}/{env}/{name}" for env in ("dev", "prod") for name in ("plan.tfplan", "summary.json")
+    ]
+    puts = [c for c in aws_calls("test_cli_plan_prints_each_environment") if c["operation"] == "PutObject"]
+    assert len(puts) == 4 and {c["role"] for c in puts} == {"deploy"}
+
+
+def test_cli_plan_no_store_only_shows_the_plan(
+    project: Project, prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(project, FIRST)
+    calls = tmp_path / "terraform-calls.jsonl"
+    monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
+    code, out, err = project.cli("terraform", "plan", "--git-sha", SHA1, "--no-store")
+    assert code == 0, err
+    assert "dev: 4 to add, 0 to change, 0 to destroy" in out
+    assert "not stored (shown only)" in out and "saved as plan" not in out
+    assert stored_plans(project) == []
+    plans = commands(calls, "plan")
+    assert len(plans) == 2 and all("-lock=false" in argv for argv in plans), plans
+    assert {c["role"] for c in aws_calls("test_cli_plan_no_store_only_shows_the_plan")} <= {"read"}
+    # and terraform-apply finds nothing it could apply
+    code, out, err = project.cli("terraform", "apply", "--git-sha", SHA1)
+    assert code == 2 and f"no reviewed Terraform plan '{SHA1}' for dev" in err
 
 
 def test_apply_refuses_an_environment_in_another_account_before_applying_any(

@@ -20,7 +20,7 @@ from opcd.cli import main
 from opcd.config import Config, load_config
 from opcd.iam import ROLES, acting_as, policy, record_calls, render
 from tests.conftest import ROOT
-from tests.iam_proof import Request, allows, check, load, policies_of_configs, ran_whole_suite
+from tests.iam_proof import Request, allows, check, granted_actions, load, policies_of_configs, ran_whole_suite
 
 CONFIG = load_config(ROOT / "opcd.toml")
 POLICIES = {role: policy(CONFIG, role, account="*") for role in ROLES}
@@ -68,6 +68,7 @@ def every_granted_call() -> list[dict[str, Any]]:
         call("s3", "HeadBucket", Bucket="outreachpass-artifacts"),
         call("s3", "GetBucketLifecycleConfiguration", Bucket="outreachpass-artifacts"),
         call("s3", "PutObject", Bucket="outreachpass-artifacts", Key="ledger/dev/backend/latest.json"),
+        call("s3", "PutObject", Bucket="outreachpass-artifacts", Key="terraform/plans/abc/dev/plan.tfplan"),
         call("s3", "GetObject", Bucket="outreachpass-artifacts", Key="backend/v2/metadata.json"),
         call("cloudwatch", "DescribeAlarms", AlarmNames=["outreachpass-api-prod-errors"]),
         call("secretsmanager", "GetSecretValue", SecretId="outreachpass/prod/database"),
@@ -90,7 +91,6 @@ def every_granted_call() -> list[dict[str, Any]]:
         call("s3", "ListObjectsV2", "read", Bucket="outreachpass-artifacts", Prefix="ledger/dev/backend/"),
         call("s3", "GetBucketLifecycleConfiguration", "read", Bucket="outreachpass-artifacts"),
         call("s3", "GetObject", "read", Bucket="outreachpass-artifacts", Key="ledger/prod/worker/live.json"),
-        call("s3", "PutObject", "read", Bucket="outreachpass-artifacts", Key="terraform/plans/abc/dev/plan.tfplan"),
         call("cloudwatch", "DescribeAlarms", "read", AlarmNames=["outreachpass-api-dev-errors"]),
         call("ecr", "DescribeRepositories", "read", repositoryNames=["outreachpass-frontend"]),
         call("ecr", "DescribeImages", "read", repositoryName="outreachpass-frontend"),
@@ -144,7 +144,11 @@ def test_the_read_role_changes_nothing() -> None:
     calls = [*every_granted_call(), call("lambda", "UpdateAlias", "read", FunctionName="outreachpass-api-dev")]
     assert len(check(calls, POLICIES)) == 1
     read = POLICIES["read"]
+    s3_actions = {action for action in granted_actions(read) if action.startswith("s3:")}
+    assert s3_actions == {"s3:GetLifecycleConfiguration", "s3:GetObject", "s3:ListBucket"}  # no write at all
     for request in (
+        # pull requests' code runs with the read role: a plan it could keep, terraform-apply would apply
+        Request("s3:PutObject", "arn:aws:s3:::outreachpass-artifacts/terraform/plans/abc/dev/plan.tfplan"),
         Request("s3:PutObject", "arn:aws:s3:::outreachpass-artifacts/ledger/dev/backend/latest.json"),
         Request("s3:PutObject", "arn:aws:s3:::outreachpass-artifacts/backend/v9/lambda.zip"),
         Request("lambda:InvokeFunction", f"{FN}outreachpass-api-dev:live"),

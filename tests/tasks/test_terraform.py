@@ -6,6 +6,7 @@ Terraform's documented exit codes and plan JSON, keeps a real state file and ref
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,32 @@ def test_a_stale_saved_plan_is_refused_and_the_state_kept(tmp_path: Path) -> Non
         tf.apply(older)
     assert any("Saved plan is stale" in line for line in log)
     assert tf.plan(tmp_path / "check.tfplan") is False  # the newer apply stands
+
+
+def test_a_held_state_lock_stops_a_locking_plan_and_not_a_read_only_one(tmp_path: Path) -> None:
+    write_root(tmp_path / "infra", FIRST)
+    lines: list[str] = []
+    settings = TerraformSettings(root="infra", binary=str(STANDIN), lock_timeout=0)
+    tf = Terraform(settings, tmp_path, "dev", lines.append, tmp_path / "data-dev")
+    tf.init()
+    # given: dev's state lock held elsewhere (an apply running), as the local backend records it
+    held = tmp_path / "terraform-state" / ".dev.tfstate.lock.info"
+    held.parent.mkdir(parents=True, exist_ok=True)
+    held.write_text(json.dumps({"ID": "5f1c-held", "Operation": "OperationTypeApply", "Who": "deploy@worker"}))
+
+    # then: a plan that would lock waits its -lock-timeout and fails, naming the holder
+    with pytest.raises(TerraformFailed, match="plan .* failed with exit code 1 in dev"):
+        tf.plan(tmp_path / "locked.tfplan")
+    assert any("Error acquiring the state lock" in line for line in lines)
+    assert any("ID: 5f1c-held" in line for line in lines)
+    # a plan only shown takes no lock (a read-only role cannot): it plans, and the holder's lock stays
+    assert tf.plan(tmp_path / "shown.tfplan", lock=False) is True
+    assert any("-lock=false" in line and "$ terraform plan" in line for line in lines)
+    assert held.is_file() and json.loads(held.read_text())["ID"] == "5f1c-held"
+    # released: a locking plan takes the lock and gives it back
+    held.unlink()
+    assert tf.plan(tmp_path / "again.tfplan") is True
+    assert not held.exists()
 
 
 def test_environments_keep_their_own_state(tmp_path: Path) -> None:
