@@ -211,7 +211,7 @@ def test_the_cli_prints_the_policy_and_refuses_a_bad_config(tmp_path: Path) -> N
 
 
 def test_names_come_from_the_config_and_account_ids_from_the_environments() -> None:
-    data = CONFIG.model_dump(exclude={"root"})
+    data = CONFIG.model_dump(exclude={"root"}, by_alias=True)
     data["project"]["name"] = "billing"
     data["environments"]["dev"]["functions"]["backend"] = "billing-api-dev"
     data["environments"]["dev"]["services"]["frontend"] = "arn:aws:apprunner:us-east-1:111:service/web/abc"
