@@ -3,7 +3,9 @@
 In order, each step creating what is missing and updating what differs, and saying which:
 
 1. the work pools of ``prefect.yaml``, ``opcd-deploy`` and ``opcd-checks`` (type ``process``; a pool
-   of another type is left as it is);
+   of another type is left as it is), with a base job template that takes no environment, command
+   or working directory from a run or a deployment (:func:`job_template`): a pool's template that
+   differs is updated;
 2. one global concurrency limit with one slot per lock (``opcd/locks.py``): each component in each
    environment, and each environment's release slot;
 3. the Prefect Secret blocks that ``opcd.toml`` names (Slack's webhook or token): the value comes
@@ -18,6 +20,7 @@ Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
     WorkPoolCreate,
+    WorkPoolUpdate,
 )
 from prefect.exceptions import ObjectNotFound
 
@@ -40,6 +44,7 @@ from opcd.locks import limit_name, release_limit_name
 
 POOL_TYPE = "process"
 WORKER_VARIABLES = ("OPCD_REPOSITORY", "OPCD_REF")  # what the pull step reads on the worker
+FIXED = ("env", "command", "working_dir")  # job variables a run may not set on opcd's pools
 
 
 @dataclass(frozen=True)
@@ -91,15 +96,44 @@ def secret_variable(block: str) -> str:
 # --- each step ------------------------------------------------------------------------------------
 
 
+def job_template() -> dict[str, Any]:
+    """Prefect's process worker base job template, without what a run could set: env, command, working_dir.
+
+    Anyone who may start a run may give it job variables (``prefect deployment run --job-variable``):
+    ``env`` could change ``OPCD_REPOSITORY``/``OPCD_REF`` (other code, run with the pool's credentials)
+    or ``GITHUB_TOKEN``, ``command`` could run anything, ``working_dir`` could pick the directory. Here
+    ``command`` and ``working_dir`` are fixed to null (Prefect's engine command, a temporary directory)
+    and ``env`` is left out of ``job_configuration``: a dict there, even ``{}``, is merged with a run's
+    ``env`` by the worker (``BaseJobConfiguration.from_template_and_values``), while without it the flow
+    run's process gets the worker's own environment and Prefect's run variables only. The three are
+    dropped from ``variables`` too, so the UI offers none of them; the worker ignores them if given.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    template: dict[str, Any] = copy.deepcopy(ProcessWorker.get_default_base_job_template())
+    configuration, variables = template["job_configuration"], template["variables"]["properties"]
+    for key in FIXED:
+        configuration.pop(key, None)
+        variables.pop(key, None)
+    configuration.update(command=None, working_dir=None)
+    return template
+
+
 def ensure_pool(client: Any, name: str, dry_run: bool) -> Change:
+    wanted = job_template()
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
         if not dry_run:
-            client.create_work_pool(WorkPoolCreate(name=name, type=POOL_TYPE))
-        return Change("work pool", name, "created", f"type {POOL_TYPE}")
-    detail = "" if pool.type == POOL_TYPE else f"type {pool.type}, kept as it is"
-    return Change("work pool", name, "unchanged", detail)
+            client.create_work_pool(WorkPoolCreate(name=name, type=POOL_TYPE, base_job_template=wanted))
+        return Change("work pool", name, "created", f"type {POOL_TYPE}, job variables {', '.join(FIXED)} fixed")
+    if pool.type != POOL_TYPE:
+        return Change("work pool", name, "unchanged", f"type {pool.type}, kept as it is")
+    if pool.base_job_template == wanted:
+        return Change("work pool", name, "unchanged")
+    if not dry_run:
+        client.update_work_pool(name, WorkPoolUpdate(base_job_template=wanted))
+    return Change("work pool", name, "updated", f"base job template: job variables {', '.join(FIXED)} fixed")
 
 
 def ensure_lock(client: Any, name: str, dry_run: bool) -> Change:

@@ -202,6 +202,11 @@ class Approval(_Model):
         default="approve.yml", pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$",
         description="File name of the approval workflow under .github/workflows/.",
     )  # fmt: skip
+    github_api: str = Field(
+        default="https://api.github.com", pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="GitHub's REST API that approvals are verified with (GitHub Enterprise: https://HOST/api/v3);"
+        " from here only, never from the environment, which a flow run can set.",
+    )  # fmt: skip
 
     @property
     def approvers(self) -> list[str]:

@@ -39,7 +39,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.states import Running
@@ -50,6 +50,12 @@ from opcd.errors import InputError
 from tasks.github import SECRET_BLOCK, GitHub, github_token
 
 KEY_PREFIX = "approval"  # pause keys: approval-{environment}-{attempt}
+
+
+def is_gate_key(key: str | None, environment: str) -> bool:
+    """True when ``key`` is a pause key of ``environment``'s gate: ``approval-prod-3``, never ``approval-prod-eu-3``."""
+    prefix = f"{KEY_PREFIX}-{environment}-"
+    return bool(key and key.startswith(prefix) and key.removeprefix(prefix).isdigit())
 
 
 class _ApprovalRules(RunInput):
@@ -145,13 +151,10 @@ def gate_opened(environment: str) -> datetime | None:
     ctx = FlowRunContext.get()
     if not (ctx and ctx.flow_run):
         return None
-    prefix = f"{KEY_PREFIX}-{environment}-"
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(ctx.flow_run.id)
-    opened = [
-        s.timestamp for s in states
-        if s.type == StateType.PAUSED and (s.state_details.pause_key or "").startswith(prefix)
-    ]  # fmt: skip
+    paused = [s for s in states if s.type == StateType.PAUSED]
+    opened = [s.timestamp for s in paused if is_gate_key(s.state_details.pause_key, environment)]
     return min(opened) if opened else None
 
 
@@ -162,9 +165,12 @@ def verify_with_github(
     """Check an answer's proof with GitHub's REST API; raise Refused saying what is wrong.
 
     The run ``github_run`` must be a ``workflow_dispatch`` run of ``.github/workflows/{settings.workflow}``
-    in ``settings.repository``, titled with this flow run's id, the environment and the decision, created
-    after the gate opened, and reviewed for the GitHub environment ``{environment}-approval`` by a
-    reviewer whose login opcd.toml maps to an approver. A reviewer's rejection is a rejection.
+    in ``settings.repository``, titled exactly ``opcd {approve|reject} {flow run id} for {environment}``
+    (approve.yml's run-name), created after the gate opened, and reviewed for the GitHub environment
+    ``{environment}-approval`` by a reviewer whose login opcd.toml maps to an approver. A reviewer's
+    rejection is a rejection. GitHub is asked at ``settings.github_api`` (opcd.toml), never at an address
+    from the environment: a flow run can set its own environment variables, and this check sends the
+    worker's token and trusts the answer.
     """
     repo, workflow = str(settings.repository), f".github/workflows/{settings.workflow}"
     if not github_run:
@@ -179,7 +185,7 @@ def verify_with_github(
             f"cannot check GitHub run {github_run}: the worker has no GitHub token (GITHUB_TOKEN, or the Secret"
             f" block {SECRET_BLOCK!r}, with actions: read on {repo})"
         )
-    client = GitHub(token)
+    client = GitHub(token, api_url=settings.github_api)
     try:
         run = client.workflow_run(repo, github_run)
         reviews = client.run_approvals(repo, github_run)
@@ -197,8 +203,9 @@ def verify_with_github(
     if run.get("path") != workflow or run.get("event") != "workflow_dispatch":
         raise Refused(f"{where} is a {run.get('event')} run of {run.get('path')}, not a run of {workflow}")
     title = str(run.get("display_title", ""))
-    if flow_run_id not in title.split() or environment not in title.split():
-        raise Refused(f"{where} is titled {title!r}: it is not about flow run {flow_run_id} and {environment}")
+    titles = {f"opcd {word} {flow_run_id} for {environment}": word == "approve" for word in ("approve", "reject")}
+    if title not in titles:
+        raise Refused(f"{where} is titled {title!r}: it is not `opcd approve|reject {flow_run_id} for {environment}`")
     created = _time(run.get("created_at"))
     # GitHub's times are whole seconds: a run of the very second the gate opened is after it
     if opened is None or created is None or created < opened.replace(microsecond=0):
@@ -227,8 +234,8 @@ def verify_with_github(
     if review["state"] == "rejected":
         verified = f"verified by GitHub: {login} rejected run {github_run} of {repo}"
         return Proof(False, name, comment or reason or "rejected in GitHub's review", verified)  # the reviewer's why
-    word = "approve" if approved else "reject"
-    if word not in title.split():
+    if titles[title] != approved:
+        word = "approve" if approved else "reject"
         raise Refused(f"{where} is titled {title!r}: {login} approved that, not this answer ({word})")
     return Proof(approved, name, reason or comment, f"verified by GitHub: {login} approved run {github_run} of {repo}")
 
@@ -265,7 +272,7 @@ def replayed_gate(environments: list[str]) -> str | None:
     """The last environment whose gate this run was suspended at before: everything up to its answer
     is a replay of what the run did before it was suspended (its messages were sent then)."""
     used = used_pause_keys()
-    gates = [e for e in environments if any(k.startswith(f"{KEY_PREFIX}-{e}-") for k in used)]
+    gates = [e for e in environments if any(is_gate_key(k, e) for k in used)]
     return gates[-1] if gates else None
 
 
@@ -369,6 +376,18 @@ class Waiting:
         return deadline.strftime("%Y-%m-%d %H:%M:%S UTC") if deadline else "-"
 
 
+def _read_input(client: Any, run_id: UUID, key: str) -> Any:
+    """A run input's value, or None when the run has not saved it yet (the server answers 404)."""
+    try:
+        return json.loads(client.read_flow_run_input(run_id, key))
+    except ObjectNotFound:
+        return None
+    except PrefectHTTPStatusError as exc:  # what read_flow_run_input raises on a 404
+        if exc.response.status_code == 404:
+            return None
+        raise
+
+
 def _waiting(client: Any, run: FlowRun) -> Waiting | None:
     details = run.state.state_details if run.state else None
     keyset = details.run_input_keyset if details else None
@@ -376,20 +395,16 @@ def _waiting(client: Any, run: FlowRun) -> Waiting | None:
     if not (run.state and run.state.is_paused() and keyset and key.startswith(f"{KEY_PREFIX}-")):
         return None
     environment = key.removeprefix(f"{KEY_PREFIX}-").rsplit("-", 1)[0]
-    try:
-        schema = json.loads(client.read_flow_run_input(run.id, keyset["schema"]))
-    except ObjectNotFound:  # the run paused a moment ago and has not saved its form yet
+    schema, description = (_read_input(client, run.id, keyset[name]) for name in ("schema", "description"))
+    if schema is None or description is None:  # the run paused a moment ago and has not saved its form yet
         return None
     field = schema.get("properties", {}).get("approver", {})
     approvers = list(field.get("enum") or ([field["const"]] if "const" in field else []))  # one name: a const
     proof = schema.get("properties", {}).get("github_run")
     if proof is not None:  # verify = "github": the names ride along with the proof's field
         approvers = list(proof.get("x-approvers") or [])
-    try:
-        description = str(json.loads(client.read_flow_run_input(run.id, keyset["description"])))
-    except ObjectNotFound:
-        description = ""
-    return Waiting(run, dict(keyset), environment, approvers, description, "github" if proof is not None else "none")
+    verify = "github" if proof is not None else "none"
+    return Waiting(run, dict(keyset), environment, approvers, str(description), verify)
 
 
 def pending() -> list[Waiting]:

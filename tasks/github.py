@@ -1,7 +1,10 @@
 """GitHub's REST API through httpx: commit statuses and one PR comment kept up to date.
 
 The token is ``GITHUB_TOKEN`` (what GitHub Actions provides) or the Prefect Secret block
-``github-token``; ``GITHUB_API_URL`` (set by Actions, also for GitHub Enterprise) picks the API.
+``github-token``; ``GITHUB_API_URL`` (set by Actions, also for GitHub Enterprise) picks the API for
+reports (statuses, PR comments), which prove nothing. Verifying an approval names its API itself,
+from opcd.toml (``approval.github_api``): a flow run can set its environment, and a fake GitHub
+there could forge an approval and receive the worker's token.
 The token is sent only in the Authorization header and never logged.
 """
 
@@ -37,6 +40,8 @@ def github_token() -> str | None:
 
 class GitHub:
     def __init__(self, token: str, api_url: str | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        # Without api_url, GITHUB_API_URL: fine for reports (Actions sets it, also for GitHub Enterprise),
+        # never for what must be trusted (approvals pass opcd.toml's address).
         self._http = httpx.Client(
             base_url=(api_url or os.environ.get("GITHUB_API_URL") or API).rstrip("/"),
             headers={

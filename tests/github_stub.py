@@ -126,7 +126,11 @@ class GitHubStub:
 
 @contextmanager
 def serving(monkeypatch: Any, token: str = "ghs_worker_token") -> Iterator[GitHubStub]:
-    """A started stand-in that opcd's GitHub client reaches (``GITHUB_API_URL``) with ``token`` (``GITHUB_TOKEN``)."""
+    """A started stand-in that opcd's GitHub client reaches with ``token`` (``GITHUB_TOKEN``).
+
+    Reports find it through ``GITHUB_API_URL``; approvals are verified only at opcd.toml's
+    ``approval.github_api``, which a test sets to ``stub.url``.
+    """
     stub = GitHubStub().start()
     monkeypatch.setenv("GITHUB_TOKEN", token)
     monkeypatch.setenv("GITHUB_API_URL", stub.url)

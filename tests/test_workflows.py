@@ -238,7 +238,7 @@ def test_the_approval_job_answers_with_its_own_run_as_the_proof_the_flow_checks(
         "approve", "reject",
     ]  # fmt: skip
     context = {**CONTEXT, "github.event.inputs.decision": decision}
-    (command,) = commands(ROOT / ".github" / "workflows" / "approve.yml", "opcd ")
+    (command,) = commands(ROOT / ".github" / "workflows" / "approve.yml", 'opcd "$DECISION"')
     script, env = render(command, context)
     args = _parser().parse_args(shim_argv(script, env, tmp_path, "opcd"))
     assert (args.command, args.run, args.github_run, args.reason) == (decision, FLOW_RUN, 123456, "dev looks good")
@@ -249,11 +249,30 @@ def test_the_approval_job_answers_with_its_own_run_as_the_proof_the_flow_checks(
         stub.add_run("outreachpass/outreachpass", 123456, title, [("approved", "alice-gh", "prod-approval", "")])
         settings = Approval.model_validate({
             "approvers": [{"name": "alice", "github": "alice-gh"}], "verify": "github",
-            "repository": "outreachpass/outreachpass", "workflow": "approve.yml",
+            "repository": "outreachpass/outreachpass", "workflow": "approve.yml", "github_api": stub.url,
         })  # fmt: skip
         opened = datetime.now(UTC) - timedelta(minutes=1)
         proof = verify_with_github("prod", settings, FLOW_RUN, opened, 123456, decision == "approve", "ok")
     assert (proof.approved, proof.approver) == (decision == "approve", "alice")
+
+
+@pytest.mark.parametrize(
+    ("flow_run", "passes"),
+    [(FLOW_RUN, True), (f"{FLOW_RUN} approve", False), (f"{FLOW_RUN}\napprove", False), ("", False),
+     (FLOW_RUN.upper(), False), ("x" + FLOW_RUN, False)],
+)  # fmt: skip
+def test_the_approval_job_stops_first_on_a_flow_run_input_that_is_not_one_id(flow_run: str, passes: bool) -> None:
+    # a rejection dispatched with flow_run "<id> approve" is titled "opcd reject <id> approve for prod"
+    context = {**CONTEXT, "github.event.inputs.flow_run": flow_run, "github.event.inputs.decision": "reject"}
+    (first, *_) = spec_of("approve.yml")["jobs"]["answer"]["steps"]
+    (check,) = commands(ROOT / ".github" / "workflows" / "approve.yml", 'FLOW_RUN" =~')
+    assert first.get("run") == check.script  # before the checkout, the install and the answer
+    script, env = render(check, context)
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", script], env={**os.environ, **env}, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert (result.returncode == 0) is passes, result.stdout + result.stderr
+    title = EXPRESSION.sub(lambda m: CONTEXT[m.group(1).strip()], spec_of("approve.yml")["run-name"])
+    assert title == f"opcd approve {FLOW_RUN} for prod"  # what verify_with_github requires, word for word
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"{c.workflow}:{c.job}:{deployment(c)}")

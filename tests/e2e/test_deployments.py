@@ -49,8 +49,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env.pop("OPCD_CONFIG", None)
         first = run([str(BIN / "opcd"), "setup"], env)
         assert first.returncode == 0, first.stdout + first.stderr
-        for line in ("created    work pool          opcd-deploy  (type process)",
-                     "created    work pool          opcd-checks  (type process)",
+        fixed = "(type process, job variables env, command, working_dir fixed)"
+        for line in (f"created    work pool          opcd-deploy  {fixed}",
+                     f"created    work pool          opcd-checks  {fixed}",
                      "created    concurrency limit  opcd-release-prod  (1 slot)",
                      "created    deployment         release/release",
                      "created    deployment         drift-check/drift-check"):  # fmt: skip

@@ -170,8 +170,8 @@ REPO = "outreachpass/outreachpass"
 SELF_DECLARED = 'approval = { approvers = ["alice", "bob"], timeout = "120s", poll_interval = "1s" }'
 VERIFIED_BY_GITHUB = (
     'approval = { approvers = [{ name = "alice", github = "alice-gh" }, { name = "bob", github = "bob-gh" }],'
-    f' verify = "github", repository = "{REPO}", timeout = "120s", poll_interval = "1s" }}'
-)
+    f' verify = "github", repository = "{REPO}", github_api = "GITHUB_API", timeout = "120s", poll_interval = "1s" }}'
+)  # GITHUB_API: the stand-in's address (approvals are verified only where opcd.toml says)
 
 
 @pytest.fixture
@@ -180,9 +180,9 @@ def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubStub]:
         yield stub
 
 
-def start_verified_release(project: Project) -> tuple[Future[Any], dict[str, Any]]:
-    """A release of the worker whose prod gate is verified by GitHub, once it waits there."""
-    project.set_config(SELF_DECLARED, VERIFIED_BY_GITHUB)
+def start_verified_release(project: Project, github: GitHubStub) -> tuple[Future[Any], dict[str, Any]]:
+    """A release of the worker whose prod gate is verified by GitHub (the stand-in), once it waits there."""
+    project.set_config(SELF_DECLARED, VERIFIED_BY_GITHUB.replace("GITHUB_API", github.url))
     release = start_release(project, "v1", components=["worker"])
     return release, wait_for_pending(release)
 
@@ -212,7 +212,7 @@ def test_a_prod_approval_verified_by_github_refuses_every_answer_without_proof(
 
     from flows.release import summary_markdown
 
-    release, waiting = start_verified_release(project)
+    release, waiting = start_verified_release(project, github)
     run_id = waiting["id"]
     assert waiting["approvers"] == ["alice", "bob"] and "**Verified by GitHub**" in waiting["description"]
 
@@ -259,7 +259,7 @@ def test_a_prod_approval_verified_by_github_refuses_every_answer_without_proof(
 def test_a_github_reviewers_rejection_rejects_the_release(
     project: Project, prefect_server: None, sink: SlackSink, github: GitHubStub
 ) -> None:
-    release, waiting = start_verified_release(project)
+    release, waiting = start_verified_release(project, github)
     github.add_run(REPO, 301, f"opcd approve {waiting['id']} for prod", [
         ("rejected", "bob-gh", "prod-approval", "not during the sale"),
     ])  # fmt: skip
