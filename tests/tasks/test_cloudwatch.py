@@ -32,9 +32,11 @@ def composite_alarm(name: str, state: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stubbed() -> Iterator[tuple[AwsTarget, Stubber]]:
+def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AwsTarget, Stubber]]:
     import opcd.aws
 
+    # Stubbed answers reach no AWS: the IAM proof records real calls only (these names are made up).
+    monkeypatch.delenv("OPCD_RECORD_AWS_CALLS", raising=False)
     target = AwsTarget("endpoint", "us-east-1", "http://127.0.0.1:9", credentials=("testing", "testing"))
     opcd.aws._clients.pop((target, "cloudwatch"), None)
     with Stubber(target.client("cloudwatch")) as stubber:
