@@ -87,8 +87,11 @@ def terraform_plan(
     """
     logger = get_run_logger()
     config, plan_id, envs, target = _request(config_path, git_sha, environments)
-    with tempfile.TemporaryDirectory(prefix="opcd-plans-") as work, commit_config(config_path, git_sha) as (path, _):
-        config = _config(path)  # the commit's opcd.toml and module (a pull request's head, not the worker's main)
+    with (
+        tempfile.TemporaryDirectory(prefix="opcd-plans-") as work,
+        commit_config(config_path, git_sha, release=False) as (path, _),
+    ):
+        config = _config(path)  # the trusted opcd.toml; the commit's module (a pull request's head)
         futures = [plan_terraform.submit(config, env, work) for env in envs]
         planned = [f.result() for f in futures]
         for (plan_file, summary), env in zip(planned, envs, strict=True):
@@ -139,7 +142,7 @@ def terraform_apply(
     notifier.muted = replaying_until is not None
     results: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, commit_config(config_path, git_sha) as (path, _):
-        config = _config(path)  # what is applied is that commit's module (its backends, its lock file)
+        config = _config(path)  # the trusted opcd.toml; that commit's module (its backends, its lock file)
         reviewed = {env: load_plan(target, bucket, plan_id, env, work) for env in envs}  # all present, first
         notifier.send(f"started: {' → '.join(envs)}", "info")
         env = envs[0]
