@@ -239,13 +239,49 @@ def shift_and_verify(
             check_alarms(plan.target, plan.alarms)
     except Exception as exc:
         reason = failure_text(exc)
-        if not progress["moved"]:
-            now_live = read_live(plan.target, plan.function)
-            if now_live.lambda_version == live.lambda_version and not now_live.weights:
-                label = f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
-                raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
-            progress["moved"] = True  # an UpdateAlias took although its call failed
-        raise DeployFailed(f"{reason}; {verify_rollback(plan, live)}") from exc
+        try:  # reading the alias back may fail too (throttled): the failure is still reported
+            if not progress["moved"]:
+                now_live = read_live(plan.target, plan.function)
+                if now_live.lambda_version == live.lambda_version and not now_live.weights:
+                    app = live.app_version or "a version opcd did not deploy"
+                    label = f"{app} (Lambda version {live.lambda_version})"
+                    raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
+                progress["moved"] = True  # an UpdateAlias took although its call failed
+            verdict = verify_rollback(plan, live)
+        except DeployFailed:
+            raise
+        except Exception as read_error:
+            progress["moved"] = True  # not known to be untouched
+            verdict = f"ROLLBACK NOT VERIFIED: {unread_alias(plan, read_error)}"
+        raise DeployFailed(f"{reason}; {verdict}") from exc
+
+
+def unread_alias(plan: Plan, error: BaseException) -> str:
+    """What a failure handler says when it cannot read ``live`` back (logged; the record still goes out)."""
+    get_run_logger().error("Could not read %s:live after the failure: %s", plan.function, failure_text(error))
+    return f"unknown: could not read the alias: {failure_text(error)}"
+
+
+def record_failure(
+    plan: Plan, record: Record, live: LiveVersion, progress: dict[str, bool], exc: BaseException
+) -> None:
+    """``record``'s outcome, reason and live fields after a failure, from the alias read back.
+
+    When that read fails, what is live is unknown: ``rollback-failed`` (act now) once traffic may have
+    moved, live fields None and the reason says so; before any shift began, live is untouched.
+    """
+    try:
+        after = read_live(plan.target, plan.function)
+    except Exception as read_error:
+        unknown = unread_alias(plan, read_error)
+        if "moved" not in progress:  # no shift was started: live is where it was read
+            record.outcome, record.reason = "failed", f"{failure_text(exc)}; {unknown}"
+            return
+        record.live_version = record.live_lambda_version = None
+        record.outcome, record.reason = "rollback-failed", f"{failure_text(exc)}; {unknown}"
+        return
+    record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
+    record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
 
 
 def verify_rollback(plan: Plan, live: LiveVersion) -> str:
@@ -402,9 +438,7 @@ def deploy_lambda(
             finally:
                 record.bake = bake_log or None
         except Exception as exc:
-            after = read_live(plan.target, plan.function)
-            record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
-            record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
+            record_failure(plan, record, live, progress, exc)
             finish(plan, record, notifier)
             raise
         record.outcome, record.live_version, record.live_lambda_version = "deployed", version, new_version

@@ -29,7 +29,7 @@ from prefect.states import Failed
 from flows.components import deploy_flow
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
-from opcd.aws import AwsTarget, resolve_target
+from opcd.aws import AwsTarget, resolve_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
@@ -115,12 +115,13 @@ def ordered_environments(config: Config, requested: list[str] | None) -> list[st
 
 
 def check_request(
-    config: Config, target: AwsTarget, version: str, git_sha: str | None, components: list[str], requested: list[str]
+    config: Config, version: str, git_sha: str | None, components: list[str], requested: list[str]
 ) -> list[str]:
     """The environments to release to, in opcd.toml's order; InputError for a request that skips a step.
 
     Leaving out an earlier environment (``--env prod`` alone) promotes what it already runs: each
-    component's ``version`` must be live there, or the release is refused.
+    component's ``version`` must be live there (its ledger read as that environment's role), or the
+    release is refused.
     """
     check_version(version)
     if git_sha is not None:
@@ -130,6 +131,7 @@ def check_request(
     for skipped in everything[: everything.index(chosen[-1])]:
         if skipped in chosen:
             continue
+        target = target_for(config, skipped)
         for component in components:
             live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json") or {}
             if live.get("version") != version:
@@ -205,7 +207,7 @@ def deploy_component(
     error = state.result(raise_on_failure=False)
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
     child = str(state.state_details.flow_run_id)
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
     latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
     record = latest if latest.get("flow_run_id") == child else {"outcome": "error", "reason": reason}
     return Failed(message=f"{component} to {environment}: {record['outcome']}: {reason}", data=record)
@@ -336,7 +338,8 @@ class Release:
     ) -> None:
         self.config, self.config_path, self.version, self.git_sha = config, config_path, version, git_sha
         self.environments = environments
-        self.target = resolve_target(config.state_dir(), config.project.region)
+        self.target = resolve_target(config.state_dir(), config.project.region)  # the worker's own: email
+        self._targets: dict[str, AwsTarget] = {}
         self.notifier = Notifier.from_config(config, f"release {version}")
         self.emailer = Emailer.from_config(config, self.target)
         self.components: list[str] = []
@@ -349,6 +352,12 @@ class Release:
         # before, and its messages went out then; they are not sent twice.
         self.replaying_until = replayed_gate(environments)
         self.notifier.muted = self.emailer.muted = self.replaying_until is not None
+
+    def target_of(self, environment: str) -> AwsTarget:
+        """``environment``'s target (its ``role_arn``): its AWS, and the ledger as its deploys write it."""
+        if environment not in self._targets:
+            self._targets[environment] = target_for(self.config, environment)
+        return self._targets[environment]
 
     def summary(self, outcome: str, detail: str) -> dict[str, Any]:
         ctx = FlowRunContext.get()
@@ -382,7 +391,8 @@ class Release:
             self.emailer.send(f"[opcd] release {self.version} {outcome}", summary_markdown(summary) + self._link())
         summary["notify_failures"] = self.notifier.failures + self.emailer.failures
         try:
-            record_release(self.target, self.config.project.artifact_bucket, self.version, summary)
+            last = self.target_of(self.environments[-1])  # the release's record, as its last environment's role
+            record_release(last, self.config.project.artifact_bucket, self.version, summary)
             create_markdown_artifact(
                 key=_release_key(self.version), markdown=summary_markdown(summary),
                 description=f"release {self.version}: {outcome}",
@@ -424,7 +434,7 @@ class Release:
         settings = self.config.environment(environment).approval
         if not settings:
             return
-        live = {c: live_now(self.config, self.target, environment, c) for c in self.components}
+        live = {c: live_now(self.config, self.target_of(environment), environment, c) for c in self.components}
         description = approval_description(
             self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
             settings.approvers,
@@ -478,7 +488,8 @@ class Release:
             }
             for future in futures.values():
                 future.wait()  # every deploy ends before any result is read (or the lock released)
-            steps = {c: step_of(self.config, self.target, c, environment, f) for c, f in futures.items()}
+            target = self.target_of(environment)
+            steps = {c: step_of(self.config, target, c, environment, f) for c, f in futures.items()}
         self.steps[environment] = steps
         failed = [s for s in steps.values() if s.failed]
         if failed:
@@ -564,8 +575,8 @@ def _release(
     check_version(version)
     envs = ordered_environments(config, environments)
     run = Release(config, config_path, version, git_sha, envs)
-    run.components, why = choose_components(config, run.target, components, git_sha, envs[-1])
-    run.environments = envs = check_request(config, run.target, version, git_sha, run.components, envs)
+    run.components, why = choose_components(config, run.target_of(envs[-1]), components, git_sha, envs[-1])
+    run.environments = envs = check_request(config, version, git_sha, run.components, envs)
     logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
     if not run.components:
         return run.finish("released", f"nothing to release: {why}")

@@ -8,12 +8,19 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.frontend_deploy import rollback_apprunner
-from flows.lambda_deploy import EarlySteps, Plan, finish, outcome_of, plan_lambda_deploy, shift_and_verify
+from flows.lambda_deploy import (
+    EarlySteps,
+    Plan,
+    finish,
+    plan_lambda_deploy,
+    record_failure,
+    shift_and_verify,
+)
 from opcd.config import load_config
-from opcd.errors import DeployFailed, InputError, ResourceMissing, failure_text
+from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock
 from opcd.versions import check_version
-from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live, read_live_alias
+from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live_alias
 from tasks.ledger import Record, read_history, seen_live
 from tasks.notify import Notifier
 
@@ -123,13 +130,12 @@ def rollback(
         try:
             shift_and_verify(plan, version, app_version, live, progress=progress)
         except Exception as exc:
-            after = read_live(plan.target, plan.function)
-            record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
-            record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
+            record_failure(plan, record, live, progress, exc)
             if record.outcome == "failed":
                 finish(plan, record, notifier)
                 raise
-            record.reason = f"moved live to {app_version} (Lambda version {version}): {record.reason}"
+            moved = f"moved live to {app_version} (Lambda version {version})"
+            record.reason = f"{moved if record.live_lambda_version else 'live unknown'}: {record.reason}"
             finish(plan, record, notifier)
             raise DeployFailed(record.reason) from exc
         record.outcome = "deployed"

@@ -105,9 +105,9 @@ def terraform_plan(
         config, plan_id, envs, target = _request(config_path, git_sha, environments)
         with (
             tempfile.TemporaryDirectory(prefix="opcd-plans-") as work,
-            commit_config(config_path, git_sha) as (path, _),
+            commit_config(config_path, git_sha, release=stores) as (path, _),  # deploy credentials: main's commits only
         ):
-            config = _config(path)  # the commit's opcd.toml and module (a pull request's head, not the worker's)
+            config = _config(path)  # the trusted opcd.toml; the commit's module (a pull request's head)
             futures = [plan_terraform.submit(config, env, work, lock=stores) for env in envs]
             planned = [f.result() for f in futures]
             for (plan_file, summary), env in zip(planned, envs, strict=True):
@@ -161,7 +161,7 @@ def terraform_apply(
     notifier.muted = replaying_until is not None
     results: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, commit_config(config_path, git_sha) as (path, _):
-        config = _config(path)  # what is applied is that commit's module (its backends, its lock file)
+        config = _config(path)  # the trusted opcd.toml; that commit's module (its backends, its lock file)
         reviewed = {env: load_plan(target, bucket, plan_id, env, work) for env in envs}  # all present, first
         notifier.send(f"started: {' → '.join(envs)}", "info")
         env = envs[0]

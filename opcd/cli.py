@@ -551,6 +551,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     from flows.release import check_request, choose_components, ordered_environments, preflight
+    from opcd.aws import target_for
 
     config = load_config(args.config)
     check_version(args.app_version)
@@ -558,8 +559,9 @@ def cmd_release(args: argparse.Namespace) -> int:
         check_git_sha(args.git_sha)
     envs = ordered_environments(config, args.environments)
     target = _print_target(config)
-    components, why = choose_components(config, target, args.components, args.git_sha, envs[-1])
-    envs = check_request(config, target, args.app_version, args.git_sha, components, envs)
+    last = target_for(config, envs[-1])  # the ledger as that environment's role reads it
+    components, why = choose_components(config, last, args.components, args.git_sha, envs[-1])
+    envs = check_request(config, args.app_version, args.git_sha, components, envs)
     path = str(config_path(args.config).resolve())
     if components:
         preflight(path, components, envs, args.app_version)

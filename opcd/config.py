@@ -64,6 +64,11 @@ class Project(_Model):
         description="Git repository (URL, or path relative to opcd.toml) a flow fetches its git_sha from;"
         " default: the checkout's origin, else the checkout itself.",
     )
+    release_branch: str = Field(
+        default="main",
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="Branch of reviewed commits: a deploy given a git_sha refuses a commit not on it.",
+    )
 
 
 class Migrations(_Model):

@@ -11,7 +11,6 @@ flow of the same commit (a resumed release, terraform-apply after terraform-plan
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import re
 import shutil
@@ -23,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from opcd.errors import InputError
+from opcd.logs import run_logger
 from opcd.versions import check_git_sha
 
-_SHA = re.compile(r"[0-9a-f]{7,40}", re.ASCII)  # the whole string (fullmatch): no trailing newline
 # Directories this process materialized (a release's child deploys run in it) → (full sha, cache).
 _TREES: dict[Path, tuple[str, Path]] = {}
 
@@ -45,16 +44,6 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout if done is not None and done.returncode == 0 else None
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("opcd.git")
-
-
 def changed_paths(root: Path, base: str, head: str) -> list[Path] | None:
     """Absolute paths of files that differ between commits ``base`` and ``head``; None when git cannot tell.
 
@@ -68,7 +57,7 @@ def changed_paths(root: Path, base: str, head: str) -> list[Path] | None:
     known = _materialized(root)
     for sha in (base, head):
         if _resolve(root, sha) is None:
-            if known is None or not _SHA.fullmatch(sha):
+            if known is None or not _is_sha(sha):
                 return None
             with _locked(known[1]):
                 _fetch(known[1], sha)
@@ -86,8 +75,12 @@ def touches(paths: list[Path], directory: Path) -> bool:
     return any(p.resolve().is_relative_to(directory) for p in paths)
 
 
-def check_sha(sha: str) -> None:
-    check_git_sha(sha)
+def _is_sha(text: str) -> bool:
+    try:
+        check_git_sha(text)
+    except InputError:
+        return False
+    return True
 
 
 def _redact(text: str) -> str:
@@ -193,26 +186,71 @@ def _remove_worktree(cache: Path, tree: Path, link: Path) -> None:
     _call(cache, "worktree", "prune")
 
 
+def _check_on_branch(cache: Path, full: str, branch: str, source: str) -> None:
+    """Refuse commit ``full`` unless it is on (an ancestor of, or equal to) ``branch`` of the cache's origin."""
+    error = _fetch(cache, f"+refs/heads/{branch}:refs/remotes/origin/{branch}", depth=False)
+    if error:
+        raise InputError(
+            f"cannot read branch {branch} of {_redact(source)} to check commit {full[:12]}: {error}",
+            "check project.release_branch in opcd.toml and that this machine can read the repository",
+        )
+    done = _call(cache, "merge-base", "--is-ancestor", full, f"refs/remotes/origin/{branch}")
+    if done is None or done.returncode:
+        raise InputError(
+            f"commit {full[:12]} is not on branch {branch} of {_redact(source)}",
+            f"deploy only reviewed commits: merge it into {branch} first (project.release_branch)",
+        )
+
+
+def _clean_head(top: Path, sha: str) -> str | None:
+    """The checkout's full HEAD when it is commit ``sha`` and no tracked file differs from it, else None."""
+    head = _resolve(top, "HEAD")
+    if head is None or not head.startswith(sha):
+        return None
+    status = _call(top, "status", "--porcelain", "--untracked-files=no")
+    return head if status is not None and status.returncode == 0 and not status.stdout.strip() else None
+
+
 @contextmanager
-def commit_tree(directory: Path, sha: str, repository: str | None, state_dir: Path) -> Iterator[tuple[Path, str]]:
+def commit_tree(
+    directory: Path, sha: str, repository: str | None, state_dir: Path, release_branch: str | None = None
+) -> Iterator[tuple[Path, str]]:
     """``directory`` as it is in commit ``sha`` (in a worktree of that commit), and the commit's full sha.
 
     The worktree's ``.opcd`` beside ``directory`` links to ``state_dir`` (the sandbox's endpoints,
     the build cache). ``directory`` itself, with ``sha`` as given, when it lies in a tree this
     process materialized for that commit, or when it is in no git checkout and no ``repository``
     is given (nothing to fetch from: the directory is what gets built, and the log says so).
+
+    With ``release_branch`` (a deploy): the commit must be on that branch of the repository, and a
+    directory with nothing to fetch from is refused. Without it (a plan, a check of a pull request):
+    a checkout whose HEAD is ``sha`` with no tracked change is used as it is, fetching nothing (a
+    pull request's runner has no credentials to fetch with).
     """
-    check_sha(sha)
+    check_git_sha(sha)
     directory = directory.resolve()
     known = _materialized(directory)
     if known is not None and known[0].startswith(sha):
+        if release_branch is not None:
+            with _locked(known[1]):
+                origin = (_git(known[1], "config", "--get", "remote.origin.url") or "").strip()
+                _check_on_branch(known[1], known[0], release_branch, origin)
         yield directory, known[0]
         return
     top_out = _git(directory, "rev-parse", "--show-toplevel")
     top = Path(top_out.strip()).resolve() if top_out else None
+    if release_branch is None and top is not None and (head := _clean_head(top, sha)) is not None:
+        run_logger("opcd.git").info("Using the checkout %s as it is: its HEAD is commit %s", top, head[:12])
+        yield directory, head
+        return
     source = _source(repository, directory, top)
+    if source is None and release_branch is not None:
+        raise InputError(
+            f"cannot deploy commit {sha}: {directory} is in no git checkout and opcd.toml names no project.repository",
+            "set project.repository in opcd.toml, or run from a git checkout of the project",
+        )
     if source is None:
-        _logger().warning(
+        run_logger("opcd.git").warning(
             "%s is in no git checkout and opcd.toml names no project.repository: building it as it is, as commit %s",
             directory, sha,
         )  # fmt: skip
@@ -225,6 +263,8 @@ def commit_tree(directory: Path, sha: str, repository: str | None, state_dir: Pa
     with _locked(cache):
         _prepare(cache, source)
         full = _fetch_commit(cache, sha, source)
+        if release_branch is not None:
+            _check_on_branch(cache, full, release_branch, source)
         tree = state / "commits" / f"{full[:12]}-{_run_key()}"
         link = tree / relative / ".opcd"
         if tree.exists():  # left by a run that was killed: made again
@@ -245,7 +285,7 @@ def commit_tree(directory: Path, sha: str, repository: str | None, state_dir: Pa
             )
         link.symlink_to(state, target_is_directory=True)
         _TREES[tree] = (full, cache)
-        _logger().info(
+        run_logger("opcd.git").info(
             "Building commit %s from a worktree of it (%s, fetched from %s) in %.1f s",
             full[:12], tree, _redact(source), time.monotonic() - started,
         )  # fmt: skip
@@ -257,13 +297,18 @@ def commit_tree(directory: Path, sha: str, repository: str | None, state_dir: Pa
 
 
 @contextmanager
-def commit_config(config_path: str | None, git_sha: str | None) -> Iterator[tuple[str | None, str | None]]:
-    """(opcd.toml, git sha) for a flow given ``git_sha``: the commit's opcd.toml in a worktree of it, its full sha.
+def commit_config(
+    config_path: str | None, git_sha: str | None, *, release: bool = True
+) -> Iterator[tuple[str | None, str | None]]:
+    """(opcd.toml, git sha) for a flow given ``git_sha``: opcd.toml in a worktree of the commit, its full sha.
 
-    Pass both to the tasks and child flows: they load that opcd.toml, so every source, sample
-    event and Terraform module is that commit's, while the state directory stays the worker's
-    (the worktree's ``.opcd`` links to it). Without a sha, or where :func:`commit_tree` builds the
-    directory as it is: the path as given.
+    The opcd.toml written there is the trusted one, ``config_path`` (the flow code's checkout),
+    not the commit's: a commit supplies sources and the Terraform module, never its own approval
+    gate, approvers or AWS account. Pass both to the tasks and child flows: they load that
+    opcd.toml, so every source, sample event and Terraform module is that commit's, while the
+    state directory stays the worker's (the worktree's ``.opcd`` links to it). Without a sha, or
+    where :func:`commit_tree` uses the directory as it is: the path as given. ``release`` (every
+    flow that changes something): the commit must be on ``project.release_branch``.
     """
     if git_sha is None:
         yield config_path, None
@@ -271,8 +316,16 @@ def commit_config(config_path: str | None, git_sha: str | None) -> Iterator[tupl
     from opcd.config import config_path as config_file
     from opcd.config import load_config
 
-    check_sha(git_sha)
+    check_git_sha(git_sha)
     file = config_file(config_path).resolve()
     config = load_config(file)
-    with commit_tree(file.parent, git_sha, config.project.repository, config.state_dir()) as (directory, full):
-        yield (config_path if directory == file.parent else str(directory / file.name)), full
+    branch = config.project.release_branch if release else None
+    with commit_tree(file.parent, git_sha, config.project.repository, config.state_dir(), branch) as (directory, full):
+        if directory == file.parent:  # the directory as it is (or a tree materialized with the trusted copy)
+            yield config_path, full
+            return
+        trusted = directory / file.name
+        if trusted.is_symlink():  # a commit's symlink must not redirect the write
+            trusted.unlink()
+        trusted.write_bytes(file.read_bytes())
+        yield str(trusted), full

@@ -135,16 +135,21 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
     return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
 
 
+_PREVIOUS_VERIFIED = ("deployed", "noop", "rolled-back")  # outcomes whose run saw its previous version live
+
+
 def seen_live(
     records: list[dict[str, Any]], live: str = "live_version", previous: str = "previous_version"
 ) -> list[str]:
-    """What these records saw live, oldest first: ``previous`` of every record (live when its run
-    started) and ``live`` of each deploy or rollback that put it live. Use ``live_lambda_version``
+    """What these records saw live, oldest first: ``previous`` of each deploy or rollback that read it
+    live and ended knowing it (deployed, noop, rolled-back: not rollback-failed, whose live state is
+    unknown) and ``live`` of each deploy or rollback that put it live. Use ``live_lambda_version``
     and ``previous_lambda_version`` for Lambda versions, ``live_image`` and ``previous_image`` for images.
     """
     seen: dict[str, None] = {}
     for record in records:
-        if record.get(previous):
+        verified = record.get("action") in ("deploy", "rollback") and record.get("outcome") in _PREVIOUS_VERIFIED
+        if verified and record.get(previous):
             seen[str(record[previous])] = None
         put_live = record.get("action") in ("deploy", "rollback") and record.get("outcome") == "deployed"
         if put_live and record.get(live):

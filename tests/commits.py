@@ -35,7 +35,7 @@ def checkout_behind(project: Project, checkout: Path) -> tuple[str, str]:
     same sandbox: a worker's long-lived checkout that nothing updated after the merge of B.
     """
     (project.root / ".gitignore").write_text(".opcd/\ndata/\n*.log\n")
-    git(project.root, "init", "-q")
+    git(project.root, "init", "-q", "-b", "main")
     first = commit(project.root, "A")
     with (project.worker / "worker.py").open("a") as module:
         module.write(f"\n{MARKER}\n")
@@ -56,3 +56,10 @@ def built_from(project: Project, component: str, version: str) -> tuple[str, boo
     with zipfile.ZipFile(io.BytesIO(package)) as archive:
         changed = MARKER in archive.read("worker.py").decode()
     return str(meta["git_sha"]), changed
+
+
+def committed(project: Project) -> str:
+    """The project as a git repository (branch main) with everything committed; the commit's sha."""
+    (project.root / ".gitignore").write_text(".opcd/\ndata/\n*.log\n")
+    git(project.root, "init", "-q", "-b", "main")
+    return commit(project.root, "A")

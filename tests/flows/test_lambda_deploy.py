@@ -281,16 +281,21 @@ def test_any_lambda_component_name_deploys(project: Project, prefect_server: Non
     assert project.health().json()["version"] == "v1"
 
 
+def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every AWS call tried twice (new clients): with every attempt throttled, two are enough to show it."""
+    import opcd.aws
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setattr(opcd.aws, "_clients", {})
+
+
 def test_a_persistent_429_on_update_alias_fails_before_traffic_moved(
     deployed: Project, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import httpx
 
-    import opcd.aws
-
     before = deployed.live()
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # every attempt throttled: two are enough to show it
-    monkeypatch.setattr(opcd.aws, "_clients", {})
+    few_attempts(monkeypatch)
     throttled = {"method": "PUT", "path": "/aliases/live$", "status": 429, "code": "TooManyRequestsException",
                  "count": 100}  # fmt: skip
     httpx.post(f"{deployed.endpoint}/_opcd/faults", json=throttled, timeout=10).raise_for_status()
@@ -417,3 +422,45 @@ def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
     (message,) = sink.texts()  # Slack does not depend on AWS
     assert "deploy FAILED before traffic moved" in message
     assert project.live() == "1"
+
+
+# Under live traffic the health check fails, and from that moment AWS throttles every GetAlias (the
+# handler itself asks the sandbox for the fault, so that it starts exactly after the shift).
+THROTTLES_GET_ALIAS_UNDER_TRAFFIC = """
+
+import json as _json
+import urllib.request as _request
+
+_handler = handler
+
+
+def handler(event, context):
+    if event.get("rawPath") == "/health" and context.invoked_function_arn.endswith(":live"):
+        fault = {"method": "GET", "path": "/aliases/live$", "status": 429, "code": "TooManyRequestsException",
+                 "count": 1000}
+        ask = _request.Request("ENDPOINT/_opcd/faults", data=_json.dumps(fault).encode(), method="POST")
+        _request.urlopen(ask, timeout=10).close()
+        return _response(500, {"status": "unhealthy"})
+    return _handler(event, context)
+"""
+
+
+def test_a_failure_handler_that_cannot_read_the_alias_still_records_and_reports(
+    deployed: Project, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    before = deployed.live()
+    few_attempts(monkeypatch)
+    deployed.write_source(THROTTLES_GET_ALIAS_UNDER_TRAFFIC.replace("ENDPOINT", deployed.endpoint))
+
+    code, out, err = deployed.cli("deploy", "backend", "--env", "dev", "--version", "v3")
+
+    assert code == 1
+    assert "unknown: could not read the alias: AWS GetAlias failed: TooManyRequestsException" in err
+    latest = deployed.ledger("dev", "backend")
+    assert (latest["outcome"], latest["live_version"], latest["live_lambda_version"]) == ("rollback-failed", None, None)
+    assert "unknown: could not read the alias: AWS GetAlias failed: TooManyRequestsException" in latest["reason"]
+    assert "ROLLBACK FAILED" in sink.texts()[-1]  # the message went out: act now
+    httpx.delete(f"{deployed.endpoint}/_opcd/faults", timeout=10).raise_for_status()
+    assert deployed.live() == before  # the rollback hook itself worked; only reading it back failed

@@ -16,6 +16,7 @@ import pytest
 from moto.backends import get_backend
 
 from opcd.sandbox.slack import SlackSink
+from tests.commits import committed
 from tests.conftest import RAISES_ON_IMPORT, Project, error_lines, start_in_thread, wait_for_pending
 from tests.github_stub import GitHubStub, serving
 
@@ -65,13 +66,14 @@ def image(project: Project, env: str) -> str:
 def test_release_goes_to_dev_then_prod_after_an_approval(
     project: Project, prefect_server: None, sink: SlackSink
 ) -> None:
-    release = start_release(project, "v1", git_sha="1234567")
+    sha = committed(project)  # a commit the release can fetch, on main
+    release = start_release(project, "v1", git_sha=sha[:7])
     waiting = wait_for_pending(release)
 
     # The form says what will be deployed, what is live in prod now and how dev went.
     assert waiting["environment"] == "prod" and waiting["approvers"] == ["alice", "bob"]
     description = waiting["description"]
-    assert "Release v1 to **prod**" in description and "`1234567`" in description
+    assert "Release v1 to **prod**" in description and f"`{sha}`" in description
     for component in ("backend", "worker", "frontend"):
         assert f"- **{component}** → v1" in description
     assert "a version opcd did not deploy (Lambda version 1)" in description  # prod's backend before the release
@@ -131,6 +133,54 @@ def test_release_goes_to_dev_then_prod_after_an_approval(
     assert [m.subject for m in emails] == ["[opcd] approval needed: release v1 to prod"]
     assert emails[0].destinations["ToAddresses"] == ["oncall@outreachpass.example"]
     assert f"opcd approve {waiting['id']}" in emails[0].body
+
+
+def in_account_222(project: Project) -> Any:
+    """Prod's worker function in account 222222222222 (as prod's role reaches it), live on its v-222."""
+    import io
+    import zipfile
+
+    from opcd.aws import target_for
+    from opcd.config import load_config
+    from tasks.lambda_functions import version_description
+
+    prod = target_for(load_config(project.config_path), "prod")
+    prod.client("iam").create_role(RoleName="worker-exec", AssumeRolePolicyDocument="{}")
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("worker.py", "def handler(event, context):\n    return {}\n")
+    lam = prod.client("lambda")
+    lam.create_function(
+        FunctionName="outreachpass-worker-prod", Runtime="python3.11", Handler="worker.handler",
+        Role="arn:aws:iam::222222222222:role/worker-exec", Code={"ZipFile": package.getvalue()},
+    )  # fmt: skip
+    published = lam.publish_version(
+        FunctionName="outreachpass-worker-prod", Description=version_description("worker", "v-222", "0" * 64)
+    )
+    lam.create_alias(FunctionName="outreachpass-worker-prod", Name="live", FunctionVersion=published["Version"])
+    prod.client("cloudwatch").put_metric_alarm(
+        AlarmName="outreachpass-api-prod-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )  # fmt: skip
+    return prod
+
+
+def test_each_environment_is_read_as_its_own_role(project: Project, prefect_server: None, sink: SlackSink) -> None:
+    prod_role = "arn:aws:iam::222222222222:role/opcd-deploy"  # prod in another account, reached by STS
+    project.set_config("[environments.prod]\n", f'[environments.prod]\nrole_arn = "{prod_role}"\n')
+    in_account_222(project)
+
+    release = start_release(project, "v1", components=["worker"])
+    waiting = wait_for_pending(release)
+
+    # what runs in prod is read in prod's account, through its role, not in the worker's own account
+    assert "live in prod now: v-222 (Lambda version 1)" in waiting["description"], waiting["description"]
+    code, out, err = project.cli("reject", waiting["id"], "--approver", "bob", "--reason", "wrong account")
+    assert code == 0, err
+    assert release.result(timeout=120).is_failed()
+    # the release's record went to the ledger (the bucket both accounts' roles write)
+    keys = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts", Prefix="ledger/releases/v1/")
+    assert keys.get("KeyCount") == 1
 
 
 def test_reject_ends_the_release_with_prod_untouched(project: Project, prefect_server: None, sink: SlackSink) -> None:

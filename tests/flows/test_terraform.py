@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.commits import commit, committed
 from tests.conftest import TERRAFORM_STANDIN as STANDIN
 from tests.conftest import Project, start_in_thread, wait_for_pending
 from tests.conftest import write_terraform_root as write_root
@@ -138,11 +139,12 @@ def test_apply_uses_dev_saved_plan_then_prod_after_approval(
 
     applied_everywhere(project, FIRST)
     configure(project, CHANGED)
-    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+    sha = committed(project)  # the change merged: a commit on main, which terraform-apply takes
+    terraform_plan(git_sha=sha, config_path=str(project.config_path))
     calls = tmp_path / "terraform-calls.jsonl"
     monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
 
-    run = start_in_thread(terraform_apply, git_sha=SHA1, config_path=str(project.config_path))
+    run = start_in_thread(terraform_apply, git_sha=sha, config_path=str(project.config_path))
     waiting = wait_for_pending(run)
     assert waiting["environment"] == "prod"
     assert "1 to add, 1 to change, 1 to destroy" in waiting["description"]
@@ -167,27 +169,38 @@ def test_prod_is_refused_when_its_plan_changed_since_review(project: Project, pr
 
     applied_everywhere(project, FIRST)
     configure(project, CHANGED)
-    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+    sha = committed(project)
+    terraform_plan(git_sha=sha, config_path=str(project.config_path))
 
-    run = start_in_thread(terraform_apply, git_sha=SHA1, config_path=str(project.config_path))
+    run = start_in_thread(terraform_apply, git_sha=sha, config_path=str(project.config_path))
     waiting = wait_for_pending(run)
-    # while prod waits, the configuration moves on: what prod would get is no longer what was reviewed
+    # while prod waits, prod's state moves on (applied from elsewhere): its plan is no longer what was reviewed
     configure(project, {**CHANGED, "aws_sns_topic.alerts": {"name": "op-alerts"}})
+    commit(project.root, "the topic, applied to prod by hand")
+    from opcd.config import load_config
+    from tasks.terraform import workspace
+
+    with workspace(load_config(project.config_path), "prod", lambda line: None) as tf:
+        tf.init()
+        assert tf.plan(by_hand := project.root / "by-hand.tfplan")
+        tf.apply(by_hand)
     answer(find_waiting(waiting["id"]), True, "bob", "looks fine")
     state = run.result(timeout=120)
 
     assert state.is_failed()
     assert "prod's plan changed since it was reviewed" in str(state.message)
     assert state.result(raise_on_failure=False)["prod"].startswith("failed: prod's plan changed since it was reviewed")
-    # prod untouched: still everything of the reviewed change (and the new topic) to do
+    # prod untouched by the run: still as applied by hand (the reviewed change would destroy the topic)
+    assert not pending_changes(project, "prod")
     configure(project, CHANGED)
     assert pending_changes(project, "prod")
 
 
 def test_apply_without_a_reviewed_plan_is_refused(project: Project, prefect_server: None) -> None:
-    code, out, err = project.cli("terraform", "apply", "--git-sha", "abcdef1234")
+    sha = committed(project)
+    code, out, err = project.cli("terraform", "apply", "--git-sha", sha)
     assert code == 2
-    assert "no reviewed Terraform plan 'abcdef1234' for dev" in err  # pragma: allowlist secret
+    assert f"no reviewed Terraform plan '{sha}' for dev" in err
     assert "run terraform-plan with the same git_sha first" in err
 
 

@@ -51,7 +51,7 @@ def upstream_and_checkout_behind(tmp_path: Path) -> tuple[Path, Path, str, str]:
     up = tmp_path / "upstream"
     (up / "app").mkdir(parents=True)
     (up / "app" / "a.txt").write_text("one\n")
-    git(up, "init", "-q")
+    git(up, "init", "-q", "-b", "main")
     first = commit(up, "A")
     (up / "app" / "a.txt").write_text("two\n")
     second = commit(up, "B")
@@ -128,3 +128,70 @@ def test_what_changed_is_read_in_a_materialized_tree_whose_cache_lacks_the_base(
     up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
     with commit_tree(checkout, second, None, checkout / ".opcd") as (tree, _):
         assert changed_paths(tree, first, second) == [tree / "app" / "a.txt"]  # A fetched for the diff
+
+
+def test_a_deploy_takes_only_a_commit_on_the_release_branch(tmp_path: Path) -> None:
+    import pytest
+
+    from opcd.errors import InputError
+    from tasks.git import commit_tree
+
+    up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
+    git(up, "checkout", "-q", "-b", "feature")  # a pushed branch, never merged: the head of a pull request
+    (up / "app" / "a.txt").write_text("unreviewed\n")
+    unreviewed = commit(up, "C")
+    git(up, "checkout", "-q", "main")
+    state = tmp_path / "state"
+
+    with pytest.raises(InputError) as refused, commit_tree(checkout / "app", unreviewed, None, state, "main"):
+        pass
+    assert refused.value.message == f"commit {unreviewed[:12]} is not on branch main of {up}"
+    assert not (state / "commits").exists()  # refused before anything was checked out
+    for sha in (first, second):  # an ancestor of main, and main's head itself
+        with commit_tree(checkout / "app", sha, None, state, "main") as (tree, full):
+            assert full == sha and git(tree, "rev-parse", "HEAD") == sha
+            with commit_tree(tree, sha, None, state, "main") as (again, _):  # a child flow: checked again
+                assert again == tree
+    with (
+        pytest.raises(InputError, match="cannot read branch trunk of"),
+        commit_tree(checkout / "app", second, None, state, "trunk"),
+    ):
+        pass
+    with commit_tree(checkout / "app", unreviewed, None, state) as (tree, _):  # a plan: any commit
+        assert (tree / "a.txt").read_text() == "unreviewed\n"
+
+
+def test_a_deploy_refuses_a_sha_it_cannot_build_from(tmp_path: Path) -> None:
+    import pytest
+
+    from opcd.errors import InputError
+    from tasks.git import commit_tree
+
+    plain = tmp_path / "plain"  # in no checkout, and no project.repository: nothing names that commit
+    plain.mkdir()
+    with pytest.raises(InputError) as refused, commit_tree(plain, "1234567", None, tmp_path / "state", "main"):
+        pass
+    assert refused.value.message.startswith(f"cannot deploy commit 1234567: {plain} is in no git checkout")
+    assert "set project.repository in opcd.toml, or run from a git checkout" in str(refused.value)
+
+
+def test_a_plan_of_the_checkout_at_its_head_fetches_nothing(tmp_path: Path) -> None:
+    import pytest
+
+    from opcd.errors import InputError
+    from tasks.git import commit_tree
+
+    up, checkout, first, second = upstream_and_checkout_behind(tmp_path)
+    git(checkout, "remote", "set-url", "origin", "https://127.0.0.1:9/private.git")  # no credentials here
+    (checkout / "untracked.txt").write_text("a build's leftovers\n")
+    state = tmp_path / "state"
+    with commit_tree(checkout / "app", first[:12], None, state) as (tree, full):
+        assert tree == checkout / "app" and full == first  # the checkout itself
+    assert not (state / "git").exists()  # no fetch was tried
+
+    (checkout / "app" / "a.txt").write_text("edited\n")  # a tracked change: not that commit any more
+    with (
+        pytest.raises(InputError, match="cannot be fetched from https://127.0.0.1:9/private.git"),
+        commit_tree(checkout / "app", first, None, state),
+    ):
+        pass
