@@ -214,14 +214,15 @@ def test_a_missing_terraform_binary_is_one_clear_line(project: Project, prefect_
 
 def test_cli_plan_prints_each_environment(project: Project, prefect_server: None) -> None:
     configure(project, FIRST)
-    code, out, err = project.cli("terraform", "plan", "--git-sha", SHA1)
+    sha = committed(project)  # a stored plan is made with deploy credentials: only of a commit on main
+    code, out, err = project.cli("terraform", "plan", "--git-sha", sha)
     assert code == 0, err
     assert "dev: 4 to add, 0 to change, 0 to destroy" in out
     assert "prod: 4 to add, 0 to change, 0 to destroy" in out
-    assert f"saved as plan {SHA1}" in out
+    assert f"saved as plan {sha}" in out
     # kept for terraform-apply: that takes the deploy role, and its writes are attributed to it
     assert sorted(stored_plans(project)) == [
-        f"terraform/plans/{SHA1}/{env}/{name}" for env in ("dev", "prod") for name in ("plan.tfplan", "summary.json")
+        f"terraform/plans/{sha}/{env}/{name}" for env in ("dev", "prod") for name in ("plan.tfplan", "summary.json")
     ]
     puts = [c for c in aws_calls("test_cli_plan_prints_each_environment") if c["operation"] == "PutObject"]
     assert len(puts) == 4 and {c["role"] for c in puts} == {"deploy"}
@@ -231,9 +232,10 @@ def test_cli_plan_no_store_only_shows_the_plan(
     project: Project, prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configure(project, FIRST)
+    sha = committed(project)
     calls = tmp_path / "terraform-calls.jsonl"
     monkeypatch.setenv("TF_STANDIN_LOG", str(calls))
-    code, out, err = project.cli("terraform", "plan", "--git-sha", SHA1, "--no-store")
+    code, out, err = project.cli("terraform", "plan", "--git-sha", sha, "--no-store")
     assert code == 0, err
     assert "dev: 4 to add, 0 to change, 0 to destroy" in out
     assert "not stored (shown only)" in out and "saved as plan" not in out
@@ -242,8 +244,8 @@ def test_cli_plan_no_store_only_shows_the_plan(
     assert len(plans) == 2 and all("-lock=false" in argv for argv in plans), plans
     assert {c["role"] for c in aws_calls("test_cli_plan_no_store_only_shows_the_plan")} <= {"read"}
     # and terraform-apply finds nothing it could apply
-    code, out, err = project.cli("terraform", "apply", "--git-sha", SHA1)
-    assert code == 2 and f"no reviewed Terraform plan '{SHA1}' for dev" in err
+    code, out, err = project.cli("terraform", "apply", "--git-sha", sha)
+    assert code == 2 and f"no reviewed Terraform plan '{sha}' for dev" in err
 
 
 def test_apply_refuses_an_environment_in_another_account_before_applying_any(
@@ -255,12 +257,13 @@ def test_apply_refuses_an_environment_in_another_account_before_applying_any(
     # given: reviewed plans for both, and prod's account is not the one the credentials reach
     applied_everywhere(project, FIRST)
     configure(project, CHANGED)
-    terraform_plan(git_sha=SHA1, config_path=str(project.config_path))
+    sha = committed(project)
+    terraform_plan(git_sha=sha, config_path=str(project.config_path))
     project.set_config("[environments.prod]\n", '[environments.prod]\naccount_id = "222222222222"\n')
 
     # when / then: refused up front; not even dev, which comes first, was applied
     with pytest.raises(InputError, match="AWS account 123456789012 .* is not prod's account 222222222222"):
-        terraform_apply(git_sha=SHA1, config_path=str(project.config_path))
+        terraform_apply(git_sha=sha, config_path=str(project.config_path))
     assert pending_changes(project, "dev") and pending_changes(project, "prod")
 
 
