@@ -284,6 +284,23 @@ def write_terraform_root(root: Path, resources: dict[str, Any] | None = None, **
         (root / "environments" / f"{env}.tfvars").write_text(f'environment = "{env}"\n')
 
 
+def forget_assumed_roles() -> None:
+    """After moto's reset: the process's assumed-role sessions hold keys moto no longer knows.
+
+    moto answers GetCallerIdentity for an unknown key as its default user, so a role session kept
+    from an earlier test would silently act as the base identity. Real AWS keeps issued keys valid.
+    """
+    import opcd.aws
+
+    with opcd.aws._lock:
+        for key in [k for k in opcd.aws._sessions if len(k) > 3]:  # (region, credentials, profile, role, sts)
+            del opcd.aws._sessions[key]
+        for target, service in [k for k in opcd.aws._clients if k[0].role is not None]:
+            opcd.aws._clients.pop((target, service), None)
+        for target in [t for t in opcd.aws._identities if t.role is not None]:
+            opcd.aws._identities.pop(target, None)
+
+
 @pytest.fixture
 def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     from opcd.config import load_config
@@ -294,6 +311,7 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OPCD_BUILD_CACHE", str(build_cache))
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
+    forget_assumed_roles()
     httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
     project = Project(tmp_path, sandbox.url, sandbox.apprunner_url)
     copy_examples(tmp_path)

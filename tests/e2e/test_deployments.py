@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.commits import built_from, checkout_behind, commit, git
+from tests.commits import built_from, checkout_behind, commit, committed, git
 from tests.conftest import ROOT, Project
 from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
 from tests.workflows import Command, deployment_commands, render
@@ -166,13 +166,10 @@ def ledger(project: Project, environment: str, component: str) -> list[dict[str,
     return sorted((r for r in records if r["outcome"] != "shifting"), key=lambda r: r["started_at"])
 
 
-SHA = "4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a"
-
-
-def push(api: str, components: list[str], version: str = "") -> dict[str, str]:
-    """The values the main workflow's release step gets on a push that changed ``components``."""
+def push(api: str, components: list[str], version: str = "", sha: str = "4d3c2b1a" * 5) -> dict[str, str]:
+    """The values the main workflow's release step gets on a push (of ``sha``) that changed ``components``."""
     return {
-        "github.sha": SHA, "github.event.inputs.version": version,
+        "github.sha": sha, "github.event.inputs.version": version,
         "needs.changes.outputs.components": json.dumps(components),
         "secrets.PREFECT_API_URL": api, "secrets.PREFECT_API_KEY": "",
     }  # fmt: skip
@@ -192,11 +189,13 @@ def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anythin
     api: str, project: Project, code: Path, tmp_path: Path
 ) -> None:
     project.set_config('timeout = "120s"', 'timeout = "1h"')  # the approval waits as long as the machine is slow
+    sha = committed(project)  # the merged commit: on main, which is all a release takes
     env = environ(api, project, code, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"])
     release_log = tmp_path / "release.log"
     with worker(env, tmp_path / "worker.log", limit=1):
         # when: the push's release job runs
-        release = start(workflow_command("main.yml", "release/release"), push(api, ["worker"]), env, release_log)
+        push_values = push(api, ["worker"], sha=sha)
+        release = start(workflow_command("main.yml", "release/release"), push_values, env, release_log)
         waiting = pending(api, env, release, release_log)
         run_id = waiting["flow_run_id"]
 
@@ -216,10 +215,10 @@ def test_a_release_suspends_frees_the_worker_and_resumes_without_redoing_anythin
     # nothing ran twice: the resumed run took its build and dev deploy from their persisted results
     names = state_names(api, run_id)
     assert "Suspended" in names and names[-1] == "Completed", names
-    assert [(r["outcome"], r["version"]) for r in ledger(project, "dev", "worker")] == [("deployed", SHA[:12])]
+    assert [(r["outcome"], r["version"]) for r in ledger(project, "dev", "worker")] == [("deployed", sha[:12])]
     assert [r["outcome"] for r in ledger(project, "prod", "worker")] == ["deployed"]
     cached = {t["name"]: t["state"]["name"] for t in task_runs(api, run_id) if t["state"]["name"] == "Cached"}
-    assert set(cached) >= {f"build worker {SHA[:12]}", "deploy worker to dev"}, cached
+    assert set(cached) >= {f"build worker {sha[:12]}", "deploy worker to dev"}, cached
 
 
 def test_two_releases_to_one_environment_queue(api: str, project: Project, code: Path, tmp_path: Path) -> None:

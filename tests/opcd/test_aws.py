@@ -210,6 +210,7 @@ def test_a_service_endpoint_variable_sends_that_service_alone_there(
     import opcd.aws
 
     monkeypatch.setattr(opcd.aws, "_clients", {})
+    monkeypatch.delenv("OPCD_RECORD_AWS_CALLS", raising=False)  # it tests where calls go: not the product's calls
     elsewhere = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     # given: a target on a dead endpoint, EventBridge and Secrets Manager sent to the sandbox by
