@@ -71,9 +71,9 @@ def test_a_syntax_error_is_refused_by_the_build_before_anything_is_uploaded(
     code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v3")
 
     assert code == 1
-    assert "backend v3: app/models.py:12: invalid syntax (SyntaxError)" in err and err.endswith(
-        " — fix the file and build again\n"
-    )
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "backend v3: app/models.py:12: invalid syntax (SyntaxError)" in line
+    assert line.endswith(" — fix the file and build again")
     assert "migrations" not in err
     assert s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix="backend/v3/")["KeyCount"] == 0
     assert lam.list_versions_by_function(FunctionName="outreachpass-api-dev")["Versions"] == versions  # none published
