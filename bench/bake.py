@@ -34,8 +34,8 @@ import httpx  # noqa: E402
 
 from opcd.aws import AwsTarget  # noqa: E402
 from opcd.config import load_config  # noqa: E402
-from opcd.sandbox.seed import seed  # noqa: E402
-from opcd.sandbox.server import SandboxServer, write_info  # noqa: E402
+from sandbox.seed import seed  # noqa: E402
+from sandbox.server import SandboxServer, write_info  # noqa: E402
 from tasks.lambda_functions import http_event  # noqa: E402
 
 FUNCTION, ALARM = "outreachpass-api-dev", "outreachpass-api-dev-errors"

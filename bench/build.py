@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from opcd.aws import AwsTarget  # noqa: E402
 from opcd.config import load_config  # noqa: E402
-from opcd.sandbox.seed import seed  # noqa: E402
-from opcd.sandbox.server import SandboxServer  # noqa: E402
+from sandbox.seed import seed  # noqa: E402
+from sandbox.server import SandboxServer  # noqa: E402
 from tasks.build import build_zip, source_hash  # noqa: E402
 from tasks.s3_artifacts import artifact_key, read_artifact_metadata  # noqa: E402
 

@@ -41,8 +41,8 @@ import httpx  # noqa: E402
 
 from opcd.aws import AwsTarget, resolve_target  # noqa: E402
 from opcd.config import Config, load_config  # noqa: E402
-from opcd.sandbox.seed import seed  # noqa: E402
-from opcd.sandbox.server import SandboxServer, write_info  # noqa: E402
+from sandbox.seed import seed  # noqa: E402
+from sandbox.server import SandboxServer, write_info  # noqa: E402
 from tasks.health import wait_healthy  # noqa: E402
 from tasks.lambda_functions import http_event  # noqa: E402
 

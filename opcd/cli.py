@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -239,11 +240,21 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 SANDBOX_EXTRA_MODULES = ("moto", "werkzeug", "flask", "flask_cors")  # what `opcd[sandbox]` installs (moto[server])
 
 
+def _sandbox_commands() -> Any:
+    """The sandbox's commands, found through the ``opcd.sandbox`` entry point (product code never imports it)."""
+    found = importlib.metadata.entry_points(group="opcd.sandbox", name="commands")
+    if not found:
+        raise InputError(
+            "the sandbox is not installed", "pip install 'opcd[sandbox]' from a checkout (or make install)"
+        )
+    return next(iter(found)).load()
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     # Only `up` runs moto; down, env and fire-rule talk to a running sandbox and need nothing more.
     if args.action == "up" and not all(importlib.util.find_spec(m) for m in SANDBOX_EXTRA_MODULES):
         raise InputError("the sandbox needs the sandbox extra", "pip install 'opcd[sandbox]' (or make install)")
-    commands = importlib.import_module("opcd.sandbox.commands")  # the sandbox is not product code
+    commands = _sandbox_commands()
     path = config_path(args.config)
     if args.action == "up":
         result: int = commands.up(path, args.port, args.detach)

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".opcd" / "demo"

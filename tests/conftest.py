@@ -131,8 +131,8 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from opcd.sandbox.apprunner import Timings
-    from opcd.sandbox.server import SandboxServer
+    from sandbox.apprunner import Timings
+    from sandbox.server import SandboxServer
 
     server = SandboxServer(tmp_path_factory.mktemp("sandbox"), "us-east-1", 0).start()
     server.apprunner.timings = Timings(pending=0.05, deploy=0.2, rollback=0.1)  # App Runner's minutes, shrunk
@@ -304,8 +304,8 @@ def forget_assumed_roles() -> None:
 @pytest.fixture
 def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     from opcd.config import load_config
-    from opcd.sandbox.seed import seed
-    from opcd.sandbox.server import write_info
+    from sandbox.seed import seed
+    from sandbox.server import write_info
 
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OPCD_CONFIG"):
         monkeypatch.delenv(var, raising=False)
@@ -398,7 +398,7 @@ def deployed(project: Project, prefect_server: None) -> Project:
 @pytest.fixture
 def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A local Slack that records every message; the runs post to it through an incoming webhook."""
-    from opcd.sandbox.slack import SlackSink
+    from sandbox.slack import SlackSink
 
     for var in ("OPCD_SLACK_BOT_TOKEN", "OPCD_SLACK_API_URL"):
         monkeypatch.delenv(var, raising=False)

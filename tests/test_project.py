@@ -22,10 +22,10 @@ from opcd.config import load_config
 from tasks.checks import judge_secrets, scan_tree
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ["opcd", "flows", "tasks", "deployments"]
+PRODUCT = ["opcd", "flows", "tasks", "deployments", "sandbox"]
 # Where a module may import an optional extra's packages: the sandbox its own, the secret scan detect-secrets
 # (imported where it runs, ConfigError naming the extra when it is missing).
-EXTRA_OF = {"opcd/sandbox/": "sandbox", "tasks/checks.py": "validate"}
+EXTRA_OF = {"sandbox/": "sandbox", "tasks/checks.py": "validate"}
 UV = Path(sys.executable).parent / "uv"
 REQUIREMENTS = ROOT / "requirements" / "dev.lock.txt"
 EXPORT = ["export", "--frozen", "--extra", "dev", "--no-emit-project", "--format", "requirements-txt"]

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.conftest import ROOT, Project
 from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.conftest import Project
 from tests.flows.test_terraform import commands, configure
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.conftest import Project
 
 pytestmark = pytest.mark.skipif(

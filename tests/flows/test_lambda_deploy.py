@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.conftest import RAISES_ON_IMPORT, UNHEALTHY_UNDER_TRAFFIC, AliasWatcher, Project, error_lines
 
 
@@ -400,7 +400,7 @@ def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
     """AWS stops answering once the build has begun: connections refused, as by a sandbox that stopped."""
     import socket
 
-    from opcd.sandbox.server import _Thread, read_info, write_info
+    from sandbox.server import _Thread, read_info, write_info
 
     def stops_at_the_build(environ: dict[str, Any], start_response: Any) -> Any:
         if environ["PATH_INFO"].endswith("/backend/v9/metadata.json"):  # the build step's first call

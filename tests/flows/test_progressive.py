@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.conftest import ROOT, AliasWatcher, Project, alias
 
 ALARM = "outreachpass-api-dev-errors"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from moto.backends import get_backend
 
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tests.commits import committed
 from tests.conftest import RAISES_ON_IMPORT, Project, error_lines, start_in_thread, wait_for_pending
 from tests.github_stub import GitHubStub, serving

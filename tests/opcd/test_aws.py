@@ -231,7 +231,7 @@ def test_a_service_endpoint_variable_sends_that_service_alone_there(
 
 def test_the_sandbox_exports_the_variables_botocore_reads() -> None:
     from opcd.aws import endpoint_variable
-    from opcd.sandbox.server import export_lines
+    from sandbox.server import export_lines
 
     lines = export_lines({"aws_endpoint_url": "http://a", "apprunner_endpoint_url": "http://b", "region": "us-east-1"})
     assert f"export {endpoint_variable('apprunner')}=http://b" in lines

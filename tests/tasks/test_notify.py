@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from opcd.config import SlackSettings
-from opcd.sandbox.slack import SlackSink
+from sandbox.slack import SlackSink
 from tasks.notify import Notifier
 
 WEBHOOK_SECRET_PART = "sandbox-webhook-token"

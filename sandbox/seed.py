@@ -113,7 +113,7 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
 
 def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: str) -> dict[str, str]:
     """ECR repositories and App Runner services; wait until every service runs. Returns gateway entries."""
-    from opcd.sandbox.registry import PUBLIC_PLACEHOLDER
+    from sandbox.registry import PUBLIC_PLACEHOLDER
 
     ecr, iam, apprunner = client("ecr"), client("iam"), client("apprunner", apprunner_url)
     components = {name: comp for name, comp in config.components.items() if comp.kind == "apprunner"}

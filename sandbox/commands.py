@@ -12,8 +12,8 @@ from pathlib import Path
 
 from opcd.aws import SANDBOX_FILE, AwsTarget
 from opcd.config import load_config
-from opcd.sandbox.seed import seed
-from opcd.sandbox.server import (
+from sandbox.seed import seed
+from sandbox.server import (
     SandboxServer,
     export_lines,
     is_running,

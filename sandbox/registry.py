@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from opcd.sandbox.apprunner import ImageUnavailable, ServedImage
+from sandbox.apprunner import ImageUnavailable, ServedImage
 
 StartResponse = Callable[..., Any]
 _MANIFEST_PUT = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from opcd.sandbox.apprunner import ImageUnavailable
-from opcd.sandbox.registry import _apply_layer, auth_token, rewrite_ecr
+from sandbox.apprunner import ImageUnavailable
+from sandbox.registry import _apply_layer, auth_token, rewrite_ecr
 from tests.conftest import Project
 
 needs_registry = pytest.mark.skipif(not shutil.which("docker-registry"), reason="needs docker-registry")

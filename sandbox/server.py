@@ -75,7 +75,7 @@ class SandboxApp:
         _configure_moto()
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from opcd.sandbox.lambda_runtime import LambdaRunner
+        from sandbox.lambda_runtime import LambdaRunner
 
         self.region = region
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -114,7 +114,7 @@ class SandboxApp:
 
     def _ecr(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """moto's ECR answer, naming the sandbox's registry instead of ``*.dkr.ecr.*.amazonaws.com``."""
-        from opcd.sandbox.registry import rewrite_ecr
+        from sandbox.registry import rewrite_ecr
 
         captured: list[Any] = []
 
@@ -183,7 +183,7 @@ class SandboxApp:
         if result.function_error:
             headers.append(("X-Amz-Function-Error", result.function_error))
         if environ.get("HTTP_X_AMZ_LOG_TYPE") == "Tail":
-            from opcd.sandbox.lambda_runtime import log_result_header
+            from sandbox.lambda_runtime import log_result_header
 
             headers.append(("X-Amz-Log-Result", log_result_header(result.log_tail)))
         start_response(f"{result.status} {'OK' if result.status == 200 else 'Accepted'}", headers)
@@ -308,8 +308,8 @@ class SandboxServer:
     """
 
     def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
-        from opcd.sandbox.apprunner import AppRunnerStandIn
-        from opcd.sandbox.registry import ImageStore, LocalRegistry, RegistryProxy
+        from sandbox.apprunner import AppRunnerStandIn
+        from sandbox.registry import ImageStore, LocalRegistry, RegistryProxy
 
         work_dir.mkdir(parents=True, exist_ok=True)
         self.app = SandboxApp(work_dir, region)

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from werkzeug.serving import make_server
 
-from opcd.sandbox.apprunner import AppRunnerStandIn, ImageUnavailable, ServedImage, Timings
-from tests.opcd.sandbox.shapes import problems
+from sandbox.apprunner import AppRunnerStandIn, ImageUnavailable, ServedImage, Timings
+from tests.sandbox.shapes import problems
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
