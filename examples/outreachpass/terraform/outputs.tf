@@ -50,3 +50,12 @@ output "alarm_names" {
     aws_cloudwatch_metric_alarm.db_cpu[*].alarm_name,
   )
 }
+
+output "frontend_ecs" {
+  description = "The ECS frontend (ecs_frontend): opcd.toml environments.<env>.ecs.frontend and its URL; null without it."
+  value = var.ecs_frontend ? {
+    cluster = aws_ecs_cluster.main["frontend"].name
+    service = aws_ecs_service.frontend["frontend"].name
+    url     = "http://${aws_lb.frontend["frontend"].dns_name}"
+  } : null
+}

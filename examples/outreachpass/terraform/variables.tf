@@ -47,3 +47,42 @@ variable "database_url_from_secret" {
   type        = bool
   default     = false
 }
+
+variable "ecs_frontend" {
+  description = "Also run the frontend on ECS Fargate behind a load balancer (ecs.tf; opcd-ecs.toml deploys to it)."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_id" {
+  description = "The VPC of the ECS frontend's load balancer and tasks (with ecs_frontend)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = !var.ecs_frontend || var.vpc_id != null
+    error_message = "ecs_frontend needs vpc_id (and public_subnet_ids, private_subnet_ids)."
+  }
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets of the ECS frontend's load balancer, in two or more zones (with ecs_frontend)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = !var.ecs_frontend || length(var.public_subnet_ids) >= 2
+    error_message = "ecs_frontend needs public_subnet_ids in at least two availability zones."
+  }
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets of the ECS frontend's tasks, with a route to ECR (NAT or VPC endpoints) (with ecs_frontend)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = !var.ecs_frontend || length(var.private_subnet_ids) >= 1
+    error_message = "ecs_frontend needs private_subnet_ids (with a route to ECR and CloudWatch Logs)."
+  }
+}

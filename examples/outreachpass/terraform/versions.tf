@@ -5,7 +5,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 5.80"
+      version = ">= 6.4, < 7.0" # 6.4: aws_ecs_service deployment_configuration (ECS blue/green)
     }
     archive = {
       source  = "hashicorp/archive"
