@@ -561,14 +561,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from flows.release import check_request, choose_components, ordered_environments, preflight
+    from flows.release import check_request, choose_components, preflight
     from opcd.aws import target_for
 
     config = load_config(args.config)
     check_version(args.app_version)
     if args.git_sha is not None:
         check_git_sha(args.git_sha)
-    envs = ordered_environments(config, args.environments)
+    envs = config.ordered_environments(args.environments)
     target = _print_target(config)
     last = target_for(config, envs[-1])  # the ledger as that environment's role reads it
     components, why = choose_components(config, last, args.components, args.git_sha, envs[-1])
