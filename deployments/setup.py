@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
@@ -37,6 +38,9 @@ from prefect.client.schemas.actions import (
     WorkPoolUpdate,
 )
 from prefect.exceptions import ObjectNotFound
+from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
+from prefect.workers.process import ProcessWorker
 
 from opcd.config import Config
 from opcd.errors import ConfigError, InputError
@@ -108,7 +112,6 @@ def job_template() -> dict[str, Any]:
     run's process gets the worker's own environment and Prefect's run variables only. The three are
     dropped from ``variables`` too, so the UI offers none of them; the worker ignores them if given.
     """
-    from prefect.workers.process import ProcessWorker
 
     template: dict[str, Any] = copy.deepcopy(ProcessWorker.get_default_base_job_template())
     configuration, variables = template["job_configuration"], template["variables"]["properties"]
@@ -151,7 +154,6 @@ def ensure_lock(client: Any, name: str, dry_run: bool) -> Change:
 
 
 def ensure_secret(name: str, dry_run: bool) -> Change:
-    from prefect.blocks.system import Secret
 
     variable = secret_variable(name)
     value = os.environ.get(variable)
@@ -175,8 +177,6 @@ def _schedules(spec: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
 
 
 def _parameter_schema(root: Path, entrypoint: str) -> dict[str, Any]:
-    from prefect.flows import load_flow_from_entrypoint
-    from prefect.utilities.callables import parameter_schema
 
     flow: Any = load_flow_from_entrypoint(str(root / entrypoint))
     schema: dict[str, Any] = parameter_schema(flow).model_dump_for_openapi()
@@ -249,7 +249,6 @@ def plan_deployments(client: Any, spec: dict[str, Any], root: Path) -> list[Chan
 
 
 def _flow_name(root: Path, entrypoint: str) -> str:
-    from prefect.flows import load_flow_from_entrypoint
 
     return str(load_flow_from_entrypoint(str(root / entrypoint)).name)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows import frontend_deploy, lambda_deploy
 from opcd.config import Config
 
 
 def deploy_flow(config: Config, component: str) -> tuple[Any, dict[str, Any]]:
     """(the flow, the extra parameters it needs) for deploying ``component``."""
-    from flows import frontend_deploy, lambda_deploy
-
     named: dict[str, Any]
     if config.component(component).kind == "apprunner":
         named, generic = {"frontend": frontend_deploy.deploy_frontend}, frontend_deploy.deploy_apprunner_component

@@ -18,7 +18,6 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
-from flows.release import ordered_environments
 from opcd.aws import resolve_target
 from opcd.config import load_config
 from tasks.drift import (
@@ -66,7 +65,7 @@ def drift_check(
     """
     logger = get_run_logger()
     config = load_config(config_path)
-    envs = ordered_environments(config, environments)
+    envs = config.ordered_environments(environments)
     target = resolve_target(config.state_dir(), config.project.region)
     checks: list[tuple[str, PrefectFuture[Any]]] = [("bucket retention", check_retention_rules.submit(config, target))]
     for env in envs:

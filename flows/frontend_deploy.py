@@ -23,7 +23,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.lambda_deploy import EarlySteps, finish
+from flows.common import EarlySteps, finish
 from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
@@ -35,7 +35,7 @@ from tasks.ecr import Repository, describe_repository, push_image, tag_digest
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_tag, source_hash, version_of
-from tasks.ledger import Record, actor, now, record_in_ledger, seen_live
+from tasks.ledger import Record, actor, now, read_history, record_in_ledger, seen_live
 from tasks.notify import Notifier
 from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
 
@@ -354,8 +354,6 @@ def choose_image(
     A named version must be one whose image the ledger saw live (:func:`seen_live`); ``force`` goes
     to any image in ECR.
     """
-    from tasks.ledger import read_history
-
     history = read_history(plan.target, plan.bucket, plan.environment, plan.component)
     if to_version is not None:
         check_version(to_version)

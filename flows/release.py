@@ -26,9 +26,10 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
+from flows.common import EarlySteps, cause, live_text, step_failure
 from flows.components import deploy_flow
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
-from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
+from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
 from opcd.aws import AwsTarget, resolve_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
@@ -40,7 +41,7 @@ from tasks.ecr import describe_repository
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
-from tasks.ledger import actor, read_latest, record_release
+from tasks.ledger import Record, actor, read_latest, record_release
 from tasks.notify import Emailer, Notifier, run_url
 
 # Flow runs whose outcome the body already reported (the state hooks then stay quiet).
@@ -107,13 +108,6 @@ def choose_components(
     return chosen, "; ".join(notes)
 
 
-def ordered_environments(config: Config, requested: list[str] | None) -> list[str]:
-    """The environments asked for (all when none), each checked, in opcd.toml's order."""
-    for name in requested or []:
-        config.environment(name)
-    return [e for e in config.environments if not requested or e in requested]
-
-
 def check_request(
     config: Config, version: str, git_sha: str | None, components: list[str], requested: list[str]
 ) -> list[str]:
@@ -127,7 +121,7 @@ def check_request(
     if git_sha is not None:
         check_git_sha(git_sha)
     everything = list(config.environments)
-    chosen = ordered_environments(config, requested)
+    chosen = config.ordered_environments(requested)
     for skipped in everything[: everything.index(chosen[-1])]:
         if skipped in chosen:
             continue
@@ -229,9 +223,6 @@ def step_of(config: Config, target: AwsTarget, component: str, environment: str,
     if not isinstance(record, dict) or record.get("outcome") == "error":
         reason = str(record.get("reason")) if isinstance(record, dict) else str(record or state.message)
         return Step(component, environment, "error", live_now(config, target, environment, component), reason)
-    from flows.lambda_deploy import live_text
-    from tasks.ledger import Record
-
     fields = {k: v for k, v in record.items() if k in Record.__dataclass_fields__}
     outcome = str(record["outcome"])
     if not state.is_completed() and outcome not in _FAILED:
@@ -573,7 +564,7 @@ def _release(
     logger = get_run_logger()
     config = load_config(config_path)
     check_version(version)
-    envs = ordered_environments(config, environments)
+    envs = config.ordered_environments(environments)
     run = Release(config, config_path, version, git_sha, envs)
     run.components, why = choose_components(config, run.target_of(envs[-1]), components, git_sha, envs[-1])
     run.environments = envs = check_request(config, version, git_sha, run.components, envs)

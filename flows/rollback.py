@@ -7,15 +7,9 @@ from typing import Any
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.common import EarlySteps, finish
 from flows.frontend_deploy import rollback_apprunner
-from flows.lambda_deploy import (
-    EarlySteps,
-    Plan,
-    finish,
-    plan_lambda_deploy,
-    record_failure,
-    shift_and_verify,
-)
+from flows.lambda_deploy import Plan, plan_lambda_deploy, record_failure, shift_and_verify
 from opcd.config import load_config
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock

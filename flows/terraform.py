@@ -29,7 +29,6 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.release import ordered_environments
 from opcd.aws import AwsTarget, guarded_target, resolve_target
 from opcd.config import Config, load_config
 from opcd.errors import ConfigError, InputError
@@ -58,7 +57,7 @@ def _request(
     """Checked before anything runs: the config (with [terraform]), the plan id, the environments, AWS."""
     config = _config(config_path)
     plan_id = plan_id_of(git_sha)
-    envs = ordered_environments(config, environments)
+    envs = config.ordered_environments(environments)
     return config, plan_id, envs, resolve_target(config.state_dir(), config.project.region)
 
 

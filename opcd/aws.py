@@ -37,8 +37,10 @@ import botocore.session
 import httpx
 from botocore.config import Config as BotoConfig
 from botocore.credentials import AssumeRoleCredentialFetcher, CredentialProvider, DeferredRefreshableCredentials
+from botocore.exceptions import NoCredentialsError
 
 from opcd.errors import InputError
+from opcd.iam import record_calls
 
 if TYPE_CHECKING:
     from opcd.config import Config
@@ -236,8 +238,6 @@ class _RoleProvider(CredentialProvider):  # type: ignore[misc]
     def load(self) -> Any:
         source_credentials = self.source.get_credentials()
         if source_credentials is None:
-            from botocore.exceptions import NoCredentialsError
-
             raise NoCredentialsError()
         fetcher = AssumeRoleCredentialFetcher(
             client_creator=self._sts_client,
@@ -260,8 +260,6 @@ def _client(target: AwsTarget, service: str) -> Any:
         sts = target.endpoint_for("sts") if target.role else None
         client = new_client(service, target.region, target.credentials, endpoint, _boto_config(), target.role, sts)
         if directory := os.environ.get("OPCD_RECORD_AWS_CALLS"):  # the tests prove the IAM policy (opcd/iam.py)
-            from opcd.iam import record_calls
-
             record_calls(client, directory)
         client = _clients.setdefault(key, client)  # two threads racing keep the same one
     return client

@@ -423,6 +423,12 @@ class Config(_Model):
             )
         return self.environments[name]
 
+    def ordered_environments(self, requested: list[str] | None) -> list[str]:
+        """The environments asked for (all when none), each checked, in opcd.toml's order."""
+        for name in requested or []:
+            self.environment(name)
+        return [e for e in self.environments if not requested or e in requested]
+
     def _runs_as(self, table: str, component: str, environment: str, what: str) -> str:
         self.component(component)
         entries: dict[str, str] = getattr(self.environment(environment), table)

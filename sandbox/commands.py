@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from opcd.aws import SANDBOX_FILE, AwsTarget
@@ -103,9 +105,6 @@ def env(config_path: Path) -> int:
 
 def fire_rule(config_path: Path, name: str, environment: str) -> int:
     """Deliver a rule's event to its Lambda targets through the invoke shim (moto never does)."""
-    import json
-    import uuid
-
     config = load_config(config_path)
     config.environment(environment)
     info = read_info(config.state_dir())

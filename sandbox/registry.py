@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from moto.ecr.exceptions import ImageAlreadyExistsException
+from moto.ecr.models import ecr_backends
 
 from sandbox.apprunner import ImageUnavailable, ServedImage
 
@@ -51,8 +53,6 @@ PUBLIC_PLACEHOLDER = "public.ecr.aws/aws-containers/hello-app-runner:latest"
 
 
 def ecr_backend(account_id: str, region: str) -> Any:
-    from moto.ecr.models import ecr_backends
-
     return ecr_backends[account_id][region]
 
 
@@ -198,8 +198,6 @@ class RegistryProxy:
         """A tagged manifest push becomes an image in moto's ECR, under the registry's digest."""
         if reference.startswith("sha256:"):
             return  # pushed by digest: nothing to tag
-        from moto.ecr.exceptions import ImageAlreadyExistsException
-
         digest = answer.headers.get("Docker-Content-Digest") or f"sha256:{hashlib.sha256(manifest).hexdigest()}"
         with contextlib.suppress(ImageAlreadyExistsException):  # the same manifest again under the same tag
             ecr_backend(self.account_id, self.region).put_image(name, manifest.decode(), reference, media_type, digest)

@@ -19,8 +19,11 @@ from urllib.parse import parse_qs, unquote
 
 import httpx
 
+# moto and werkzeug (the sandbox extra) are imported where they are used: `opcd sandbox down`, `env` and
+# `fire-rule` load this module and run without them.
 from opcd.aws import SANDBOX_FILE
 from opcd.errors import InputError
+from sandbox.lambda_runtime import LambdaRunner, log_result_header
 
 ACCOUNT_ID = "123456789012"
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
@@ -74,8 +77,6 @@ class SandboxApp:
     def __init__(self, work_dir: Path, region: str) -> None:
         _configure_moto()
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-        from sandbox.lambda_runtime import LambdaRunner
 
         self.region = region
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -183,8 +184,6 @@ class SandboxApp:
         if result.function_error:
             headers.append(("X-Amz-Function-Error", result.function_error))
         if environ.get("HTTP_X_AMZ_LOG_TYPE") == "Tail":
-            from sandbox.lambda_runtime import log_result_header
-
             headers.append(("X-Amz-Log-Result", log_result_header(result.log_tail)))
         start_response(f"{result.status} {'OK' if result.status == 200 else 'Accepted'}", headers)
         return [result.payload]

@@ -36,12 +36,13 @@ from uuid import UUID
 import httpx
 from prefect import pause_flow_run, suspend_flow_run
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Running
 from pydantic import Field, ValidationError, create_model, model_validator
 
@@ -364,7 +365,6 @@ class Waiting:
 
     @property
     def ui_url(self) -> str | None:
-        from prefect.settings import PREFECT_UI_URL
 
         ui = PREFECT_UI_URL.value()
         return f"{ui.rstrip('/')}/runs/flow-run/{self.run.id}" if ui else None
@@ -421,7 +421,6 @@ def pending() -> list[Waiting]:
 
 def _by_name(client: Any, name: str) -> FlowRun | None:
     """The run named ``name``, preferring one that waits (a version released again has two)."""
-    from prefect.client.schemas.filters import FlowRunFilterName
 
     runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
     paused = [r for r in runs if r.state and r.state.is_paused()] or runs

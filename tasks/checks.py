@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from opcd.config import Config
 from opcd.errors import ConfigError, OpcdError
+from tasks.build import build_zip
 
 OUTPUT_LINES = 15  # lines of a failure's output kept for the report
 
@@ -175,7 +176,7 @@ class Finding:
 
 def scan_tree(checkout: Path, baseline_name: str) -> tuple[list[Finding], list[str]]:
     """detect-secrets over the tracked files but the baseline: (findings, the values found, to redact)."""
-    try:
+    try:  # here, not at the top: detect-secrets comes with the `validate` extra, which may not be installed
         from detect_secrets.core.secrets_collection import SecretsCollection
         from detect_secrets.settings import default_settings
     except ImportError:
@@ -222,7 +223,6 @@ def redact(text: str, secrets: list[str]) -> str:
 
 def build_all(config: Config) -> tuple[bool, str]:
     """Build every Lambda component's package into a temporary directory (nothing uploaded)."""
-    from tasks.build import build_zip
 
     lines, ok = [], True
     with tempfile.TemporaryDirectory(prefix="opcd-validate-build-") as tmp:

@@ -21,6 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prefect.context import FlowRunContext
+
+from opcd.config import config_path as config_file
+from opcd.config import load_config
 from opcd.errors import InputError
 from opcd.logs import run_logger
 from opcd.versions import check_git_sha
@@ -172,7 +176,6 @@ def _fetch_commit(cache: Path, sha: str, source: str) -> str:
 
 def _run_key() -> str:
     """The flow run's id (a resumed run finds its own directory again), else a random one."""
-    from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     return str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
@@ -313,8 +316,6 @@ def commit_config(
     if git_sha is None:
         yield config_path, None
         return
-    from opcd.config import config_path as config_file
-    from opcd.config import load_config
 
     check_git_sha(git_sha)
     file = config_file(config_path).resolve()

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from prefect import task
+from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -30,8 +31,6 @@ def github_token() -> str | None:
     if token:
         return token
     try:
-        from prefect.blocks.system import Secret
-
         value = Secret.load(SECRET_BLOCK).get()  # type: ignore[union-attr]
     except Exception:  # no block: not configured
         return None

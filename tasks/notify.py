@@ -18,10 +18,14 @@ needs a person: approval requests and failures. It fails the same soft way as Sl
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
+from prefect.blocks.system import Secret
+from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -42,8 +46,6 @@ def _logger() -> Any:
     try:
         return get_run_logger()
     except Exception:  # outside a run (the CLI): the module's logger
-        import logging
-
         return logging.getLogger("opcd.notify")
 
 
@@ -61,8 +63,6 @@ def _secret(block: str | None) -> str | None:
     if not block:
         return None
     try:
-        from prefect.blocks.system import Secret
-
         value = Secret.load(block).get()  # type: ignore[union-attr]
     except Exception as exc:  # a missing block means "not configured", said once below
         _logger().warning("Slack: Prefect Secret block %r not readable (%s)", block, type(exc).__name__)
@@ -72,8 +72,6 @@ def _secret(block: str | None) -> str | None:
 
 def run_url() -> str | None:
     """The current flow run's page in the Prefect UI, when the UI's URL is known."""
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_UI_URL
 
     ctx = FlowRunContext.get()
     ui = PREFECT_UI_URL.value()
@@ -84,7 +82,6 @@ def run_url() -> str | None:
 
 def run_link() -> str | None:
     """Slack link to the current flow run in the Prefect UI, when the UI's URL is known."""
-    from prefect.context import FlowRunContext
 
     url, ctx = run_url(), FlowRunContext.get()
     return f"<{url}|{ctx.flow_run.name}>" if url and ctx and ctx.flow_run else None

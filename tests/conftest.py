@@ -189,7 +189,7 @@ class Project:
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """Run ``opcd --config <project> ARGS`` in this process; return (exit code, stdout, stderr)."""
-        from opcd.cli import main
+        from cli.main import main
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -22,7 +22,7 @@ from opcd.config import load_config
 from tasks.checks import judge_secrets, scan_tree
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ["opcd", "flows", "tasks", "deployments", "sandbox"]
+PRODUCT = ["cli", "opcd", "flows", "tasks", "deployments", "sandbox"]
 # Where a module may import an optional extra's packages: the sandbox its own, the secret scan detect-secrets
 # (imported where it runs, ConfigError naming the extra when it is missing).
 EXTRA_OF = {"sandbox/": "sandbox", "tasks/checks.py": "validate"}
@@ -120,7 +120,7 @@ def test_the_dev_extra_holds_every_other_extra() -> None:
 BLOCK_SANDBOX_EXTRA = """
 import sys
 sys.modules[sys.argv[1]] = None  # as if the sandbox extra were not (wholly) installed: `import` raises
-from opcd.cli import main
+from cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

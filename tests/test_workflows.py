@@ -197,7 +197,7 @@ def test_only_jobs_in_a_github_environment_read_secrets() -> None:
 
 
 def test_the_pull_request_checks_run_on_the_runner_and_post_with_this_runs_token(tmp_path: Path) -> None:
-    from opcd.cli import _parser
+    from cli.main import _parser
 
     workflow = ROOT / ".github" / "workflows" / "pull-request.yml"
     (validate,) = commands(workflow, "opcd validate")
@@ -228,7 +228,7 @@ def test_the_pull_request_checks_run_on_the_runner_and_post_with_this_runs_token
 def test_the_approval_job_answers_with_its_own_run_as_the_proof_the_flow_checks(
     decision: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opcd.cli import _parser
+    from cli.main import _parser
     from opcd.config import Approval
     from tasks.approval import verify_with_github
 

@@ -224,7 +224,7 @@ def test_opcd_validate_prints_the_table(
     tmp_path: Path, prefect_server: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also: without a terraform binary on PATH the Terraform check is skipped, and says why."""
-    from opcd.cli import main
+    from cli.main import main
 
     skip = '", "'.join(n for n in ALL if n not in ("lint", "terraform"))
     checkout = make_checkout(tmp_path, f'skip = ["{skip}"]\n')

@@ -147,7 +147,7 @@ def _in_thread(fn: Callable[[], Any]) -> Callable[[], None]:
 
 
 def test_promote_and_abort_act_on_a_running_bake(on_v1: Project) -> None:
-    from opcd.cli import main
+    from cli.main import main
 
     project = on_v1
     set_traffic(project, "canary10-60s")

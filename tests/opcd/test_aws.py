@@ -128,7 +128,7 @@ def test_a_refused_ping_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> N
 def test_stale_sandbox_refusal_is_one_cli_line_and_exit_2(
     project: Project, no_aws_call: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from opcd.cli import main
+    from cli.main import main
 
     write_sandbox(project.root / ".opcd", f"http://127.0.0.1:{closed_port()}")
     health = ["health", "https://api.dev.outreachpass.example/health"]  # not checked on the public URL instead

@@ -141,7 +141,7 @@ def test_invalid_traffic_strategies_are_refused(traffic: object, expected: str) 
 
 
 def test_invalid_strategy_through_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from opcd.cli import main
+    from cli.main import main
 
     text = (ROOT / "opcd.toml").read_text().replace('backend = "canary10-5m"', 'backend = "canary150-5m"')
     (tmp_path / "opcd.toml").write_text(text.replace('"examples/', f'"{ROOT}/examples/'))

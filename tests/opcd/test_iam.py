@@ -15,8 +15,8 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import EndpointConnectionError
 
+from cli.main import main
 from opcd.aws import new_client
-from opcd.cli import main
 from opcd.config import Config, load_config
 from opcd.iam import ROLES, acting_as, policy, record_calls, render
 from tests.conftest import ROOT

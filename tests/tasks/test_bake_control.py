@@ -55,8 +55,8 @@ def test_a_run_that_is_not_running_is_refused(project: Project, prefect_server: 
 
 
 def test_one_command_per_bake(project: Project, prefect_server: None) -> None:
-    from opcd import control
     from opcd.aws import resolve_target
+    from tasks import bake_control as control
 
     run_id = flow_run("running")
     write_latest(

@@ -17,10 +17,14 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.input.actions import create_flow_run_input, read_flow_run_input
 
 from opcd.aws import AwsTarget
 from opcd.config import Config
 from opcd.errors import DeployFailed, InputError
+from tasks.bake import COMMAND_KEY
+from tasks.lambda_functions import read_weights
+from tasks.ledger import read_latest
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,6 @@ class RunningBake:
 
 def find_running_bake(config: Config, target: AwsTarget, component: str, environment: str) -> RunningBake:
     """The flow run moving ``component``'s traffic in ``environment`` now; InputError when there is none."""
-    from tasks.ledger import read_latest
-
     function = config.function_name(component, environment)
     latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
     if latest.get("outcome") != "shifting" or not latest.get("flow_run_id"):
@@ -75,10 +77,6 @@ def find_running_bake(config: Config, target: AwsTarget, component: str, environ
 
 def send_bake_command(bake: RunningBake, action: str, by: str, reason: str | None) -> None:
     """Leave ``action`` for the running flow; refuse a second command to the same run."""
-    from prefect.input.actions import create_flow_run_input, read_flow_run_input
-
-    from tasks.bake import COMMAND_KEY
-
     value = {"action": action, "by": by, "reason": reason}
     try:
         create_flow_run_input(COMMAND_KEY, value, flow_run_id=bake.flow_run_id, sender=f"opcd {action}")
@@ -102,8 +100,6 @@ def wait_for_alias(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Until ``function:live`` sends all traffic to ``version``; DeployFailed after ``timeout``."""
-    from tasks.lambda_functions import read_weights
-
     deadline = time.monotonic() + timeout
     seen: tuple[str, dict[str, float]] | None = None
     while True:

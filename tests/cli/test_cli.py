@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from opcd.cli import main
+from cli.main import main
 from tests.conftest import Project, copy_examples, project_config, write_terraform_root
 
 

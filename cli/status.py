@@ -1,0 +1,145 @@
+"""``opcd status`` (what is live where: its rows and its table) and ``opcd health``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from cli.common import print_target
+from opcd.aws import resolve_target
+from opcd.config import Config, HealthCheck, load_config
+from opcd.errors import ConfigError, InputError
+from tasks.apprunner import describe, find_service
+from tasks.ecr import describe_repository, tag_digest
+from tasks.eventbridge import describe_rules
+from tasks.health import wait_healthy
+from tasks.images import version_of
+from tasks.lambda_functions import read_live
+from tasks.ledger import read_latest
+
+
+def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
+    envs = [environment] if environment else list(config.environments)
+    rows = []
+    for env_name in envs:
+        env = config.environment(env_name)
+        for comp, function in env.functions.items():
+            live = read_live(target, function)
+            latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
+            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
+            recorded = deployed.get("live_lambda_version")
+            rows.append({
+                "component": comp, "environment": env_name, "function": function,
+                "version": live.app_version, "lambda_version": live.lambda_version,
+                "split": live.weights or None,
+                "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
+                "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+                "last_run": latest.get("flow_run_name"),
+                "drift": bool(recorded and recorded != live.lambda_version),
+                "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
+            })  # fmt: skip
+        rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
+    return rows
+
+
+def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str) -> dict[str, Any]:
+    """One App Runner component's row: the image it runs (tag and digest) and the ledger's view."""
+
+    service = describe(target, find_service(target, ref))
+    repository = config.component(comp).repository
+    assert repository is not None  # checked when the config was loaded
+    tag = describe_repository(target, repository).tag_of(service.image)
+    digest = tag_digest(target, repository, tag) if tag else None
+    latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
+    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
+    recorded = deployed.get("live_image")
+    return {
+        "component": comp, "environment": env_name, "service": service.name, "service_status": service.status,
+        "version": version_of(tag), "image": service.image, "image_digest": digest, "lambda_version": None,
+        "split": None,
+        "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
+        "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
+        "last_run": latest.get("flow_run_name"), "drift": bool(recorded and recorded != service.image), "rules": [],
+    }  # fmt: skip
+
+
+def _runs_on(row: dict[str, Any]) -> str:
+    """Lambda version number, or the image digest (short) and the service's status when not RUNNING."""
+    if row.get("image") is None:
+        return str(row["lambda_version"])
+    digest = (row["image_digest"] or "-")[:19]
+    return digest + ("" if row["service_status"] == "RUNNING" else f" ({row['service_status']})")
+
+
+def _split_text(row: dict[str, Any]) -> str:
+    """``25% on 3`` and what it means: a bake in progress, or a shift that died."""
+    parts = ", ".join(f"{w * 100:g}% on {v}" for v, w in row["split"].items())
+    running = row["last_outcome"] == "shifting"
+    why = "a bake is running, or its run died" if running else "a shift died or someone split it"
+    return f"{parts} ({why}; the next deploy moves it back to {row['lambda_version']} first)"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.environment:
+        config.environment(args.environment)
+    if args.json:
+        target = resolve_target(config.state_dir(), config.project.region)
+        print(json.dumps(status_rows(config, target, args.environment), indent=2))
+        return 0
+    target = print_target(config)
+    rows = status_rows(config, target, args.environment)
+    header = ("COMPONENT", "ENV", "LIVE", "REVISION", "DEPLOYED AT", "BY RUN", "LAST RUN")
+    table = [header] + [
+        (
+            r["component"], r["environment"], r["version"] or "-", _runs_on(r),
+            (r["deployed_at"] or "-")[:19], r["flow_run"] or "-",
+            (f"{r['last_run']}: {r['last_outcome']}" if r["last_outcome"] else "-")
+            + (" DRIFT: ledger disagrees with live" if r["drift"] else "")
+            + (" SPLIT: " + _split_text(r) if r["split"] else ""),
+        )
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    print("  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip())
+    for row, data in zip(table[1:], rows, strict=True):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if data.get("image"):
+            print(f"    image {data['image']}  {data['image_digest'] or ''}".rstrip())
+        for rule in data["rules"]:
+            targets = ", ".join(t.rsplit(":", 1)[-1] for t in rule["targets"]) or "no target"
+            print(f"    rule {rule['name']}  {rule['trigger']}  {rule['state']}  → {targets}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    url = args.url
+    with contextlib.suppress(ConfigError):  # without an opcd.toml the URL is checked as given
+        config = load_config(args.config)
+        url = resolve_target(config.state_dir(), config.project.region).resolve_url(url)
+    try:
+        settings = HealthCheck(
+            successes=args.successes, attempts=args.attempts, interval=args.interval, timeout=args.timeout
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise InputError(f"--{problem['loc'][0]}: {problem['msg']}", "see `opcd health --help`") from None
+    if url != args.url:
+        print(f"checking {args.url} (served by the sandbox at {url})")
+    report = wait_healthy(
+        url,
+        settings,
+        args.expect_version,
+        on_probe=lambda p: print(f"  {'ok  ' if p.ok else 'FAIL'} {p.detail}", flush=True),
+    )
+    report.url = args.url
+    print(report.summary())
+    return 0 if report.healthy else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"status": cmd_status, "health": cmd_health}

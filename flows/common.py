@@ -1,0 +1,228 @@
+"""What every flow shares: a run's outcome in words (Slack, ledger, artifact) and its failures before the first record.
+
+:func:`finish` ends a deploy or rollback run (Lambda or App Runner): the Slack message, the ledger
+record, the run's artifact. :class:`EarlySteps` reports a failure before a run's first record.
+:func:`cause` and :func:`step_failure` turn any step's error into the one line the CLI prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as AwsConnectionError
+from prefect.logging import get_run_logger
+
+from opcd.aws import AwsTarget, target_for
+from opcd.config import Config, load_config
+from opcd.errors import DeployFailed, InputError, OpcdError
+from opcd.locks import environment_lock, limit_name
+from tasks.ledger import Record, publish_run_artifact, record_in_ledger
+from tasks.notify import Notifier
+
+_LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
+
+
+class LedgerPlan(Protocol):
+    """What recording an outcome needs of a deploy's plan (Lambda or App Runner)."""
+
+    @property
+    def target(self) -> AwsTarget: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+
+def live_text(record: Record) -> str:
+    """What is live at the end of a run, in one phrase."""
+    version = record.live_version or "a version opcd did not deploy"
+    if record.image or record.live_image:
+        return f"{version} ({record.live_image}{', ' + record.live_image_digest if record.live_image_digest else ''})"
+    return f"{version} (Lambda version {record.live_lambda_version})"
+
+
+def notify_outcome(notifier: Notifier, record: Record) -> None:
+    live = live_text(record)
+    texts = {
+        "deployed": f"{record.action} done: {record.version} is live",
+        "noop": f"nothing to do: {record.version} was already live",
+        "failed": f"{record.action} FAILED before traffic moved; live untouched on {live}",
+        "rolled-back": f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
+        "rollback-failed": f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
+    }
+    level = _LEVELS.get(record.outcome, "info")
+    if record.action == "rollback" and record.outcome == "rolled-back":  # the target itself failed
+        to = record.version or "the target"
+        texts["rolled-back"] = (
+            f"rollback FAILED: traffic moved to {to}, which failed its checks, and moved back; live on {live}, verified"
+        )
+        level = "fail"
+    text = texts.get(record.outcome, f"{record.action} ended {record.outcome}; live on {live}")
+    facts = {"Live now": live, "By": record.actor}
+    if record.force:
+        facts["Forced"] = "--force: a target the ledger may never have seen live"
+    if record.reason and record.outcome != "deployed":
+        facts["Why"] = record.reason[:500]
+    if record.traffic and record.traffic != "all-at-once":
+        facts["Traffic"] = record.traffic
+    if record.accepted_alarms:
+        facts["Accepted alarms"] = ", ".join(record.accepted_alarms)
+    if record.repaired:
+        facts["Repaired first"] = record.repaired
+    notifier.send(text, level, facts)
+
+
+def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
+    if notifier is not None:
+        notify_outcome(notifier, record)
+        record.notify_failures = list(notifier.failures)
+    record_in_ledger(plan.target, plan.bucket, record)
+    publish_run_artifact(record)
+    return asdict(record)
+
+
+class RunPlan(LedgerPlan, Protocol):
+    """A deploy's plan (Lambda or App Runner), as a failure before its first record needs it."""
+
+    @property
+    def config(self) -> Config: ...
+
+
+# How long a run that failed before it took its lock waits for the lock to write ``latest.json``.
+LOCK_WAIT = 5.0
+_THROTTLED = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded", "TooManyRequestsException"}
+
+
+def cause(exc: BaseException) -> tuple[str, str | None]:
+    """(what went wrong, how to fix it) for an error of any step, AWS's answers in words."""
+    if isinstance(exc, OpcdError):
+        return exc.message, exc.hint
+    if isinstance(exc, ClientError):
+        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+        status, attempts = meta.get("HTTPStatusCode") or 0, meta.get("RetryAttempts", 0) + 1
+        what = f"AWS {exc.operation_name} answered {status} {error.get('Code')}: {error.get('Message')}"
+        what += f" ({attempts} attempts)" if attempts > 1 else ""
+        if status >= 500 or error.get("Code") in _THROTTLED:
+            return what, "AWS is unavailable or throttling: try again in a few minutes"
+        return what, "AWS refused the request: see its answer in the run's log (Prefect UI)"
+    if isinstance(exc, AwsConnectionError | HTTPClientError):
+        return f"AWS did not answer: {exc}", "is the sandbox (`opcd sandbox up`) or the network up? try again then"
+    return f"{type(exc).__name__}: {exc}", "the traceback is in the run's log (Prefect UI)"
+
+
+def step_failure(subject: str, step: str, exc: BaseException, detail: str = "") -> OpcdError:
+    """``exc`` as the one-line error of ``subject`` that failed at ``step`` (bad input stays InputError)."""
+    what, hint = cause(exc)
+    kind = InputError if isinstance(exc, InputError) else DeployFailed
+    return kind(f"{subject} failed at {step}: {what}{detail}", hint)
+
+
+class EarlySteps:
+    """A run before its first ledger record: the step it is at, and its plan once it has one.
+
+    A failure there changed nothing live; :meth:`failed` still posts it to Slack, records it in
+    the ledger (when AWS answers) and turns it into the one line the CLI prints.
+    """
+
+    def __init__(
+        self,
+        action: str,
+        component: str,
+        environment: str,
+        version: str | None,
+        git_sha: str | None = None,
+        config_path: str | None = None,
+        notify: bool = True,
+        subject: str | None = None,
+    ) -> None:
+        self.action, self.component, self.environment, self.version = action, component, environment, version
+        self.git_sha, self.config_path, self.notify = git_sha, config_path, notify
+        self.subject = subject or f"{action} {component} {version} to {environment}"  # the error line's
+        self.title = subject or f"{component} {version} → {environment}"  # the Slack message's
+        self.step = "plan"
+        self.plan: RunPlan | None = None
+        self.read_live: Callable[[Record], object] | None = None
+
+    @classmethod
+    def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:
+        subject = f"rollback {component} in {environment}"
+        return cls("rollback", component, environment, to_version, config_path=config_path, subject=subject)
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """A failure in the block is reported (:meth:`failed`) and raised as its one-line error."""
+        try:
+            yield
+        except Exception as exc:
+            raise self.failed(exc) from exc
+
+    def planned(self, plan: RunPlan, read_live: Callable[[Record], object]) -> None:
+        """Remember the plan, and how to read what is live into a record."""
+        self.plan, self.read_live = plan, read_live
+
+    def failed(self, exc: Exception) -> OpcdError:
+        """Report a failure of the current step (Slack, ledger, the run's artifact); the error to raise."""
+        what = cause(exc)[0]
+        get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
+        record = Record(
+            self.component, self.environment, self.action, "failed", self.version, git_sha=self.git_sha,
+            step=self.step, reason=f"failed at {self.step}: {what}",
+        )  # fmt: skip
+        record.attach_flow_run()
+        live = self._live(record)
+        config = self.plan.config if self.plan else _config_or_none(self.config_path)
+        notifier = Notifier(config.notifications.slack if config else None, self.title, self.notify)
+        notify_outcome(notifier, record)
+        record.notify_failures = list(notifier.failures)
+        detail = "; nothing changed, live untouched" + (f" on {live}" if live else "")
+        if (unrecorded := self._record(config, record)) is not None:
+            detail += f"; the ledger record could not be written either ({unrecorded})"
+        return step_failure(self.subject, self.step, exc, detail)
+
+    def _live(self, record: Record) -> str | None:
+        """Read what is live into ``record``; its text, or None when it cannot be read."""
+        if self.read_live is None:
+            return None
+        try:
+            self.read_live(record)
+        except Exception as exc:
+            get_run_logger().warning("Could not read what is live now: %s", cause(exc)[0])
+            return None
+        return live_text(record)
+
+    def _record(self, config: Config | None, record: Record) -> str | None:
+        """The record in the ledger (``latest.json`` too when the lock is free); None, or why it is not there."""
+        logger = get_run_logger()
+        if config is None:
+            return "opcd.toml could not be read"
+        # boto retries a blip; a run that has failed does not retry for a minute more to say so
+        ledger = record_in_ledger.with_options(retries=0)
+        held = False
+        try:
+            target = self.plan.target if self.plan else target_for(config, self.environment)
+            try:
+                with environment_lock(self.environment, self.component, timeout=LOCK_WAIT):
+                    held = True
+                    ledger(target, config.project.artifact_bucket, record)
+            except Exception as exc:
+                if held:
+                    raise
+                busy = limit_name(self.environment, self.component)
+                logger.info("%s is busy (%s): latest.json stays the running change's", busy, type(exc).__name__)
+                ledger(target, config.project.artifact_bucket, record, latest=False)
+            publish_run_artifact(record)
+        except Exception as exc:
+            problem = cause(exc)[0]
+            logger.error("The ledger record of this failure could not be written: %s", problem)
+            return problem
+        return None
+
+
+def _config_or_none(config_path: str | None) -> Config | None:
+    try:
+        return load_config(config_path)
+    except OpcdError:
+        return None
