@@ -1,15 +1,22 @@
-"""The docs stay true: the demo the README shows commits its project on the branch its opcd.toml
+"""The docs stay true: docs/config.md's key table is the one the models generate, its examples are
+valid opcd.toml, and the demo the README shows commits its project on the branch its opcd.toml
 releases from."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from opcd.config import Duration, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +28,117 @@ def load_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+config_doc = load_script("config_doc")
+
+
+def test_the_key_table_of_config_md_is_current() -> None:
+    document = config_doc.DOC.read_text()
+    assert config_doc.with_table(document, config_doc.table()) == document, (
+        "docs/config.md's key table is stale: run `python scripts/config_doc.py --write`"
+    )
+    assert config_doc.main(["--check"]) == 0
+
+
+def test_every_config_key_is_in_the_table() -> None:
+    document = config_doc.DOC.read_text()
+    for key in ("project.artifact_bucket", "components.NAME.kind", "environments.ENV.approval.approvers[].github",
+                "environments.ENV.bake.poll_interval", "validation.timeouts", "terraform.lock_timeout"):  # fmt: skip
+        assert f"| `{key}` |" in document, key
+    assert "`root`" not in document  # excluded from the file: where it was read from
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Wait(_Model):
+    """How long to wait."""
+
+    timeout: Duration = Field(default=300.0, description="Give up after this long.")
+
+
+class Fn(_Model):
+    kind: Literal["lambda"] = Field(description="Which kind.")
+    source: str = Field(description="Where the source is.")
+    handler: str = Field(description="The handler.")
+
+
+class Service(_Model):
+    kind: Literal["service"] = Field(description="Which kind.")
+    source: str = Field(description="Where the source is.")
+    image: str | None = Field(default=None, description="The image.")
+    wait: Wait = Wait()
+
+
+class Gate(_Model):
+    people: list[str] = Field(alias="approvers", description="Who may answer.")
+
+
+class Root(_Model):
+    components: dict[str, Annotated[Fn | Service, Field(discriminator="kind")]] = Field(description="What.")
+    gate: Literal[False] | Gate = Field(default=False, description="A gate.")
+    checks: list[Wait] = Field(default_factory=list, description="Waits.")
+    note: str | None = None
+    mode: Literal["a", "b"] | int = Field(default="a", description="A | B.")
+
+
+def test_the_table_walks_unions_discriminated_on_kind() -> None:
+    rows = {row.path: row for row in config_doc.rows(Root)}
+    assert list(rows) == [
+        "components", "components.NAME.kind", "components.NAME.source", "components.NAME.handler",
+        "components.NAME.image", "components.NAME.wait", "components.NAME.wait.timeout",
+        "gate", "gate.approvers", "checks", "checks[].timeout", "note", "mode",
+    ]  # fmt: skip
+    assert rows["components"].type == "table of table"
+    kind = rows["components.NAME.kind"]
+    assert (kind.type, kind.default, kind.kinds) == ('"lambda" | "service"', "required", ())
+    assert rows["components.NAME.source"].kinds == ()  # every kind has it alike
+    assert rows["components.NAME.handler"].kinds == ("lambda",)
+    assert rows["components.NAME.wait.timeout"] == config_doc.Row(
+        "components.NAME.wait.timeout", "duration", '"5m"', "Give up after this long.", ("service",)
+    )
+    assert (rows["gate"].type, rows["gate"].default) == ("false | table", "false")
+    assert (rows["checks"].type, rows["checks"].default) == ("list of table", "[]")
+    assert (rows["note"].type, rows["note"].default, rows["note"].description) == ("str", "unset", "")
+    assert rows["mode"].type == '"a" | "b" | int'
+    table = config_doc.table(Root)
+    assert "| `components.NAME.handler` | `str` | `required` | *lambda:* The handler. |" in table
+    assert '| `mode` | `"a" \\| "b" \\| int` | `"a"` | A \\| B. |' in table
+
+
+def test_a_changed_description_makes_the_table_stale() -> None:
+    document = f"# keys\n\n{config_doc.START}\n{config_doc.table(Root)}{config_doc.END}\nmore\n"
+    assert config_doc.with_table(document, config_doc.table(Root)) == document
+
+    class Changed(Root):
+        note: str | None = Field(default=None, description="A note.")
+
+    assert config_doc.with_table(document, config_doc.table(Changed)) != document
+
+
+def test_a_document_without_the_markers_is_refused() -> None:
+    with pytest.raises(ValueError, match="marker comments"):
+        config_doc.with_table("# keys\n", config_doc.table(Root))
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def test_the_examples_of_config_md_are_valid_opcd_toml() -> None:
+    """Each ```toml block, laid over this repository's opcd.toml, loads without a problem."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "config.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        data = tomllib.loads((ROOT / "opcd.toml").read_text())
+        _merge(data, tomllib.loads(block))
+        parse_config(data, ROOT)
 
 
 def test_the_demo_commits_its_project_on_the_release_branch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
