@@ -508,7 +508,7 @@ def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[str]:
         if kind == "missing":
             message = "missing"
         elif kind == "extra_forbidden":
-            message = "unknown key (check its spelling against the README's opcd.toml reference)"
+            message = "unknown key (check its spelling against the keys in docs/config.md)"
         else:
             message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{path}: {message}")
