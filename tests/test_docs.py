@@ -1,6 +1,6 @@
 """The docs stay true: docs/config.md's key table is the one the models generate, its examples are
-valid opcd.toml, and the demo the README shows commits its project on the branch its opcd.toml
-releases from."""
+valid opcd.toml, every relative link of the README and docs/ reaches a file (and heading), and the
+demo the README shows commits its project on the branch its opcd.toml releases from."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from opcd.config import Duration, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def load_script(name: str) -> ModuleType:
@@ -139,6 +140,75 @@ def test_the_examples_of_config_md_are_valid_opcd_toml() -> None:
         data = tomllib.loads((ROOT / "opcd.toml").read_text())
         _merge(data, tomllib.loads(block))
         parse_config(data, ROOT)
+
+
+FENCE = re.compile(r"^(```|~~~)")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def prose(text: str) -> list[str]:
+    """The lines outside fenced code blocks, inline code removed."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(re.sub(r"`[^`]*`", "", line))
+    return lines
+
+
+def anchors(markdown: Path) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces as hyphens, -N for repeats."""
+    seen: dict[str, int] = {}
+    out = set()
+    lines, fenced = [], False
+    for line in markdown.read_text().splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    for line in lines:
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        out.add(slug if count == 0 else f"{slug}-{count}")
+    return out
+
+
+def broken_links(markdown: Path) -> list[str]:
+    problems = []
+    for target in (m.group(1) for line in prose(markdown.read_text()) for m in LINK.finditer(line)):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:: not checked offline
+            continue
+        path, _, anchor = target.partition("#")
+        file = (markdown.parent / path).resolve() if path else markdown
+        if not file.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            problems.append(f"{target}: no heading #{anchor} in {file.name}")
+    return problems
+
+
+@pytest.mark.parametrize("markdown", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(markdown: Path) -> None:
+    assert broken_links(markdown) == []
+
+
+def test_a_broken_link_or_anchor_is_found(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Other page\n\n## `opcd.toml`: keys\n\n```sh\n# not a heading\n```\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n\n[ok](other.md#other-page) [ok](other.md#opcdtoml-keys) [ok](#page) [web](https://example.org/x)\n"
+        "[gone](missing.md) [anchor](other.md#not-a-heading) `[code](nowhere.md)`\n"
+        "```\n[fenced](nowhere.md)\n```\n"
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#not-a-heading: no heading #not-a-heading in other.md",
+    ]
 
 
 def test_the_demo_commits_its_project_on_the_release_branch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
