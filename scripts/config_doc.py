@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Discriminator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -65,10 +65,21 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _discriminator(metadata: list[Any]) -> str | None:
+def _discriminator(metadata: list[Any], members: tuple[Any, ...]) -> str | None:
+    """The field that tells a union's models apart: the declared discriminator (``Field(discriminator=…)``
+    or ``Discriminator(…)``), else a field every model has as a ``Literal``."""
     for m in metadata:
-        if isinstance(m, FieldInfo) and isinstance(m.discriminator, str):
-            return m.discriminator
+        declared = m.discriminator if isinstance(m, FieldInfo) else m
+        if isinstance(declared, Discriminator):
+            declared = declared.discriminator
+        if isinstance(declared, str):
+            return declared
+    models = [_strip(m)[0] for m in members]
+    if len(models) > 1 and all(_is_model(m) for m in models):
+        common = set.intersection(*(set(m.model_fields) for m in models))
+        for name in models[0].model_fields:
+            if name in common and all(typing.get_origin(m.model_fields[name].annotation) is Literal for m in models):
+                return str(name)
     return None
 
 
@@ -145,7 +156,7 @@ def _models_in(tp: Any) -> Iterator[tuple[str, Any, str | None]]:
     if _is_model(tp):
         yield "", tp, None
     elif _is_union(tp):
-        disc = _discriminator(metadata)
+        disc = _discriminator(metadata, args)
         for arg in args:
             for suffix, model, inner in _models_in(arg):
                 yield suffix, model, inner or disc

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field
 
 from opcd.config import Duration, parse_config
 
@@ -107,6 +107,21 @@ def test_the_table_walks_unions_discriminated_on_kind() -> None:
     table = config_doc.table(Root)
     assert "| `components.NAME.handler` | `str` | `required` | *lambda:* The handler. |" in table
     assert '| `mode` | `"a" \\| "b" \\| int` | `"a"` | A \\| B. |' in table
+
+
+class Undeclared(_Model):
+    """The same union with its discriminator declared otherwise, or not at all."""
+
+    declared: dict[str, Annotated[Fn | Service, Discriminator("kind")]] = Field(description="What.")
+    inferred: dict[str, Fn | Service] = Field(description="What.")
+
+
+@pytest.mark.parametrize("key", ["declared", "inferred"])
+def test_a_union_is_told_apart_by_its_literal_field(key: str) -> None:
+    rows = {row.path: row for row in config_doc.rows(Undeclared)}
+    kind = rows[f"{key}.NAME.kind"]
+    assert (kind.type, kind.kinds) == ('"lambda" | "service"', ())
+    assert rows[f"{key}.NAME.image"].kinds == ("service",)
 
 
 def test_a_changed_description_makes_the_table_stale() -> None:
