@@ -72,7 +72,9 @@ def read_spec(prefect_yaml: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{prefect_yaml}: not valid YAML: {exc}") from exc
     if not isinstance(spec, dict) or not spec.get("deployments"):
-        raise ConfigError(f"{prefect_yaml} declares no deployments", "see the README's prefect.yaml section")
+        raise ConfigError(
+            f"{prefect_yaml} declares no deployments", "see docs/operating.md (Running on a Prefect server)"
+        )
     return spec
 
 

@@ -58,7 +58,9 @@ class Project(_Model):
     name: str = Field(description="Name of the project, used in tags and messages.")
     region: str = Field(default="us-east-1", description="AWS region of every resource.")
     artifact_bucket: str = Field(description="S3 bucket that keeps built artifacts and the ledger.")
-    artifact_retention_days: int = Field(default=30, ge=1, le=3650)
+    artifact_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Days before built artifacts expire (the bucket's lifecycle rule)."
+    )
     repository: str | None = Field(
         default=None,
         description="Git repository (URL, or path relative to opcd.toml) a flow fetches its git_sha from;"
@@ -73,16 +75,18 @@ class Project(_Model):
 
 class Migrations(_Model):
     command: str = Field(description="Command run from the built package, e.g. python -m app.migrate")
-    timeout: Duration = 300.0
+    timeout: Duration = Field(default=300.0, description="Time limit of the migration command.")
 
 
 class SmokeCheck(_Model):
     """One pre-traffic invoke of the new version with an HTTP API (v2) event."""
 
-    path: str = Field(pattern=r"^/")
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] = "GET"
-    expect_status: int = Field(default=200, ge=100, le=599)
-    body_contains: str | None = None
+    path: str = Field(pattern=r"^/", description="Path of the request, e.g. /health.")
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] = Field(
+        default="GET", description="HTTP method of the request."
+    )
+    expect_status: int = Field(default=200, ge=100, le=599, description="Status code the answer must have.")
+    body_contains: str | None = Field(default=None, description="Text the answer's body must contain.")
 
 
 _RATE = re.compile(r"rate\((1 (minute|hour|day)|([2-9]|[1-9][0-9]+) (minutes|hours|days))\)", re.ASCII)
@@ -103,11 +107,15 @@ def _check_pattern(node: Any, path: str) -> None:
 class EventRule(_Model):
     """An EventBridge rule whose one target is the component's ``live`` alias."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,40}$", description="Name of the rule; in AWS {project}-{environment}-{name}."
+    )
     schedule: str | None = Field(default=None, description="rate(5 minutes) or cron(0 3 * * ? *)")
-    event_pattern: dict[str, Any] | None = None
+    event_pattern: dict[str, Any] | None = Field(
+        default=None, description='Event pattern, e.g. { source = ["…"] } (instead of a schedule).'
+    )
     input: dict[str, Any] | None = Field(default=None, description="Constant JSON the target receives.")
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: the rule exists but delivers nothing.")
 
     @field_validator("schedule")
     @classmethod
@@ -180,7 +188,7 @@ _GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
 class Approver(_Model):
     """One approver: the name opcd records and, for ``verify = "github"``, their GitHub login."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="The approver's name, as answers, messages and the ledger show it.")
     github: str | None = Field(default=None, pattern=_GITHUB_LOGIN, description="GitHub login of the approver.")
 
 
@@ -196,9 +204,12 @@ class Approval(_Model):
     ``verify = "github"``: the answer must name a run of ``workflow`` in ``repository`` that a required
     reviewer of the GitHub environment ``{environment}-approval`` approved; the flow checks it with GitHub."""
 
-    people: Annotated[list[Approver], BeforeValidator(_approvers)] = Field(min_length=1, alias="approvers")
-    timeout: Duration = 86400.0
-    poll_interval: Duration = 5.0
+    people: Annotated[list[Approver], BeforeValidator(_approvers)] = Field(
+        min_length=1, alias="approvers",
+        description='Who may answer: names ("alice"), or tables { name = "alice", github = "alice-gh" }.',
+    )  # fmt: skip
+    timeout: Duration = Field(default=86400.0, description="How long the gate waits for an answer.")
+    poll_interval: Duration = Field(default=5.0, description="How often the paused run checks for an answer.")
     verify: Literal["none", "github"] = Field(default="none", description="How an approver's identity is checked.")
     repository: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name of the approval workflow."
@@ -244,8 +255,8 @@ class HealthCheck(_Model):
 
     successes: int = Field(default=3, ge=1, le=100, description="Consecutive 2xx answers needed.")
     attempts: int = Field(default=10, ge=1, le=1000, description="Requests before giving up.")
-    interval: Duration = 1.0
-    timeout: Duration = 5.0
+    interval: Duration = Field(default=1.0, description="Time between two requests.")
+    timeout: Duration = Field(default=5.0, description="Time limit of one request.")
 
 
 class Bake(_Model):
@@ -298,18 +309,24 @@ def _role_arn(value: Any) -> Any:
 
 
 class Environment(_Model):
-    approval: Literal[False] | Approval = False
+    approval: Literal[False] | Approval = Field(
+        default=False, description="false, or the approval gate a release waits at before deploying here."
+    )
     account_id: Annotated[str, BeforeValidator(_account_id)] | None = Field(
         default=None, description="The AWS account of this environment; opcd refuses to change any other."
     )
     role_arn: Annotated[str, BeforeValidator(_role_arn)] | None = Field(
         default=None, description="IAM role assumed (STS AssumeRole) for every AWS call made for this environment."
     )
-    functions: dict[str, str] = Field(default_factory=dict)
-    services: dict[str, str] = Field(default_factory=dict)
-    health: dict[str, str] = Field(default_factory=dict)
-    health_check: HealthCheck = HealthCheck()
-    alarms: list[str] = Field(default_factory=list)
+    functions: dict[str, str] = Field(default_factory=dict, description="Component → Lambda function name.")
+    services: dict[str, str] = Field(default_factory=dict, description="Component → App Runner service name or ARN.")
+    health: dict[str, str] = Field(default_factory=dict, description="Component → public health URL.")
+    health_check: HealthCheck = Field(default=HealthCheck(), description="How a health URL is judged healthy.")
+    alarms: list[str] = Field(
+        default_factory=list,
+        description="CloudWatch alarms that must not fire before the deploy (unless accepted), during the bake,"
+        " or after the shift.",
+    )
     database_secret: str | None = Field(
         default=None, description="Secrets Manager secret holding the database URL (migrations)."
     )
@@ -317,7 +334,7 @@ class Environment(_Model):
         default="all-at-once",
         description="One strategy for every Lambda component, or a table of component = strategy.",
     )
-    bake: Bake = Bake()
+    bake: Bake = Field(default=Bake(), description="The guards watched while a canary or linear shift bakes.")
 
     @model_validator(mode="after")
     def _role_in_account(self) -> Environment:
@@ -350,13 +367,15 @@ class SlackSettings(_Model):
 
 
 class EmailSettings(_Model):
-    sender: str
-    to: list[str] = Field(min_length=1)
+    sender: str = Field(description="An SES-verified identity the emails come from.")
+    to: list[str] = Field(min_length=1, description="Who gets approval requests and failed or rejected releases.")
 
 
 class Notifications(_Model):
-    slack: SlackSettings | None = None
-    email: EmailSettings | None = None
+    slack: SlackSettings | None = Field(default=None, description="Slack messages of deploys and releases.")
+    email: EmailSettings | None = Field(
+        default=None, description="SES email for approval requests and failed or rejected releases."
+    )
 
 
 class Validation(_Model):
@@ -370,7 +389,9 @@ class Validation(_Model):
     skip: list[str] = Field(default_factory=list, description="Checks not to run.")
     optional: list[str] = Field(default_factory=list, description="Checks reported but never failing the PR.")
     commands: dict[str, str] = Field(default_factory=dict, description="Extra checks: name = command line.")
-    timeouts: dict[str, Duration] = Field(default_factory=dict)
+    timeouts: dict[str, Duration] = Field(
+        default_factory=dict, description="Time limits of single checks: name = duration."
+    )
 
 
 class TerraformSettings(_Model):
@@ -397,12 +418,16 @@ class TerraformSettings(_Model):
 
 
 class Config(_Model):
-    project: Project
+    project: Project = Field(description="The project and where its artifacts live.")
     components: dict[Annotated[str, Field(pattern=_NAME)], Component]
-    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment]
-    notifications: Notifications = Notifications()
-    validation: Validation = Validation()
-    terraform: TerraformSettings | None = None
+    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment] = Field(
+        description="Where it is delivered, in release order: environment name → what runs there and how."
+    )
+    notifications: Notifications = Field(default=Notifications(), description="Who hears about deploys.")
+    validation: Validation = Field(default=Validation(), description="The checks of a pull request.")
+    terraform: TerraformSettings | None = Field(
+        default=None, description="The Terraform root module of the infrastructure."
+    )
 
     # Where the file was read from; relative paths in it are relative to this directory.
     root: Path = Field(default=Path("."), exclude=True)
@@ -489,7 +514,7 @@ def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[str]:
         if kind == "missing":
             message = "missing"
         elif kind == "extra_forbidden":
-            message = "unknown key (check its spelling against the README's opcd.toml reference)"
+            message = "unknown key (check its spelling against the keys in docs/config.md)"
         else:
             message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{path}: {message}")

@@ -143,7 +143,7 @@ def release(*args: str, expect: int = 0, approval: bool = True) -> None:
 def commit(message: str) -> str:
     """Commit the demo's project (its own git repository) and return the sha a release is built from."""
     git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@example.org"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", message]):
+    for args in (["init", "-q", "--initial-branch", "main"], ["add", "-A"], ["commit", "-q", "-m", message]):
         subprocess.run([*git, *args], cwd=DEMO, check=True, capture_output=True)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=DEMO, check=True, capture_output=True, text=True)
     return sha.stdout.strip()
