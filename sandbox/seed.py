@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from opcd.aws import new_client
 from opcd.config import Config
 from opcd.iam import access_role, service_name
+from opcd.iam import ecs_services as named_ecs_services
 
 ROLE_NAME = "opcd-sandbox-lambda"
 _TRUST = {
@@ -186,12 +187,17 @@ class EcsSeed:
 def ecs_services(config: Config) -> list[EcsSeed]:
     """The ECS services the configuration names: ``environments.ENV.ecs.COMPONENT`` (cluster, service), the
     component's ``container`` (default: its name) and health URL."""
-    found = []
-    for env_name, env in config.environments.items():
-        for comp_name, ref in (getattr(env, "ecs", None) or {}).items():
-            container = getattr(config.components[comp_name], "container", None) or comp_name
-            found.append(EcsSeed(env_name, comp_name, ref.cluster, ref.service, container, env.health.get(comp_name)))
-    return found
+    return [
+        EcsSeed(
+            env,
+            component,
+            cluster,
+            service,
+            getattr(config.components[component], "container", None) or component,
+            config.environments[env].health.get(component),
+        )  # fmt: skip
+        for env, component, cluster, service in named_ecs_services(config)
+    ]
 
 
 def seed_ecs(client: Callable[..., Any], endpoint_url: str, services: list[EcsSeed]) -> dict[str, str]:

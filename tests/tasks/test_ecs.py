@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from opcd.aws import AwsTarget, new_client
 from opcd.errors import DeployFailed, InputError, ResourceMissing
+from opcd.iam import ROLES, acting_as, policy, unrecorded
 from sandbox.apprunner import ImageUnavailable, ServedImage
 from sandbox.ecs import EcsStandIn, Timings
 from sandbox.server import SandboxApp
@@ -31,6 +32,7 @@ from tasks.ecs import (
     register_revision,
     roll_back,
 )
+from tests.conftest import ROOT
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 REPOSITORY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/outreachpass-frontend"
@@ -77,11 +79,29 @@ def target(standin: EcsStandIn, monkeypatch: pytest.MonkeyPatch) -> AwsTarget:
     return AwsTarget("endpoint", REGION, standin.base_url, credentials=("testing", "testing"))
 
 
+def ecs_config(cluster: str) -> str:
+    """The project's opcd.toml with the frontend an ECS component served by ``CLUSTER``/``web`` in dev and prod."""
+    text = (ROOT / "opcd.toml").read_text()
+    start = text.index("[components.frontend]")
+    block = text[start : text.index("\n[", start + 1)]
+    text = text.replace(block, "[components.frontend]\n" + "\n".join([
+        'kind = "ecs"', 'source = "examples/outreachpass/frontend"', 'repository = "outreachpass-frontend"',
+        'build_contexts = { tools = "/usr/bin" }', 'container = "frontend"',
+    ]) + "\n")  # fmt: skip
+    for env in ("dev", "prod"):
+        old = f'services = {{ frontend = "outreachpass-web-{env}" }}'
+        assert old in text, old
+        text = text.replace(old, f'ecs = {{ frontend = {{ cluster = "{cluster}", service = "web" }} }}')
+    return text
+
+
 @pytest.fixture
-def cluster(standin: EcsStandIn) -> str:
+def cluster(standin: EcsStandIn, tmp_path: Path) -> Iterator[str]:
     """A cluster with service ``web`` running v1 of container ``frontend`` beside a sidecar (Terraform's part:
-    made with the test's own client, so that opcd's IAM proof does not count it)."""
+    made with the test's own client, so that opcd's IAM proof does not count it). The test's own calls are
+    made for an opcd.toml naming that service (the IAM proof checks them against its policy)."""
     name = f"c-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "opcd.toml").write_text(ecs_config(name))
     ecs = new_client("ecs", REGION, ("testing", "testing"), standin.base_url)
     ecs.create_cluster(clusterName=name)
     role = f"arn:aws:iam::{ACCOUNT}:role/web-"
@@ -99,7 +119,8 @@ def cluster(standin: EcsStandIn) -> str:
         cluster=name, serviceName="web", taskDefinition=definition["taskDefinitionArn"], desiredCount=2,
         launchType="FARGATE", deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
     )  # fmt: skip
-    return name
+    with acting_as("deploy", str(tmp_path / "opcd.toml")):
+        yield name
 
 
 def fault(standin: EcsStandIn, **body: Any) -> None:
@@ -197,10 +218,11 @@ def test_a_tag_is_refused_before_anything_changes(target: AwsTarget, cluster: st
 
 
 def test_wrong_names_are_one_line_errors(target: AwsTarget, cluster: str) -> None:
-    with pytest.raises(ResourceMissing, match="ClusterNotFoundException — fix environments.ENV.ecs"):
-        describe_service(target, "nowhere", "web", "frontend")
-    with pytest.raises(ResourceMissing, match="'ghost' does not exist in cluster"):
-        describe_service(target, cluster, "ghost", "frontend")
+    with unrecorded():  # names opcd.toml does not give: its policy denies them, the sandbox answers them
+        with pytest.raises(ResourceMissing, match="ClusterNotFoundException — fix environments.ENV.ecs"):
+            describe_service(target, "nowhere", "web", "frontend")
+        with pytest.raises(ResourceMissing, match="'ghost' does not exist in cluster"):
+            describe_service(target, cluster, "ghost", "frontend")
     with pytest.raises(InputError, match="has no container 'web' \\(it has frontend, log-router\\)"):
         describe_service(target, cluster, "web", "web")
 
@@ -220,3 +242,30 @@ def test_roll_back_puts_the_previous_revision_back_verified(
     broken = register_revision(target, describe_service(target, cluster, "web", "frontend"), pinned("v9"))
     with pytest.raises(DeployFailed, match="ROLLBACK NOT VERIFIED: web runs .*-web:1 \\(2/2 tasks\\)"):
         roll_back(target, cluster, "web", broken, **FAST)
+
+
+def test_the_calls_of_a_deploy_and_a_rollback_pass_the_generated_policy(
+    standin: EcsStandIn, cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opcd.config import load_config
+    from opcd.errors import ConfigError
+    from tests.iam_proof import check, load
+
+    try:
+        config = load_config(tmp_path / "opcd.toml")
+    except ConfigError as exc:
+        pytest.skip(f"opcd.config does not read ECS components yet: {exc}")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    monkeypatch.setenv("OPCD_RECORD_AWS_CALLS", str(calls))
+    # a target of its own: its clients are made now, recording into ``calls``
+    own = AwsTarget("endpoint", REGION, standin.base_url, credentials=("testing", "recorded"))
+    before, result = deploy_image(own, cluster, "web", "frontend", pinned("v2"), alarms=["a"], **FAST)
+    roll_back(own, cluster, "web", before.task_definition, **FAST)
+    recorded = load(calls)
+    assert {c["operation"] for c in recorded} == {
+        "DescribeServices", "DescribeTaskDefinition", "RegisterTaskDefinition", "ListServiceDeployments",
+        "UpdateService", "DescribeServiceDeployments",
+    }  # fmt: skip
+    policies = {role: policy(config, role, account="*") for role in ROLES}
+    assert check(recorded, policies, unused=False) == []
