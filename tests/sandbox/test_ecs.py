@@ -414,3 +414,18 @@ def test_seed_creates_the_examples_services(client: Any, standin: EcsStandIn) ->
         assert definition["executionRoleArn"].endswith(f"role/outreachpass-web-ecs-{env}-execution")
     answer = httpx.get(gateway["https://dev.ecs.example"] + "/health.json", timeout=30)
     assert answer.json() == {"status": "ok", "version": "placeholder"}
+
+
+def test_the_sandbox_server_serves_ecs_through_its_gateway(sandbox: Any) -> None:
+    # the real sandbox (moto, the registry, the stand-ins), its ECS seeded as Terraform would
+    from opcd.aws import new_client
+
+    httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
+    seeded = [EcsSeed("dev", "frontend", "outreachpass-dev", "outreachpass-web-ecs-dev", "frontend",
+                      "https://dev.ecs.example/health.json")]  # fmt: skip
+    gateway = seed_ecs(lambda name: new_client(name, REGION, ("testing", "testing"), sandbox.url), sandbox.url, seeded)
+    assert gateway == {"https://dev.ecs.example": f"{sandbox.url}/_ecs/outreachpass-dev/outreachpass-web-ecs-dev"}
+    assert httpx.get(gateway["https://dev.ecs.example"] + "/", timeout=30).json()["version"] == "placeholder"
+    ecs = new_client("ecs", REGION, ("testing", "testing"), sandbox.url)
+    answer = ecs.list_service_deployments(cluster="outreachpass-dev", service="outreachpass-web-ecs-dev")
+    assert answer["serviceDeployments"] == []
