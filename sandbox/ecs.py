@@ -23,7 +23,9 @@ implemented. :class:`EcsStandIn` sits in front of moto in the sandbox's WSGI app
   the ``health`` fault makes the new tasks answer 500 (on ``path`` when the fault names one, else everywhere),
   so opcd's own health check fails where ECS's succeeded;
 * has a control API: ``/_opcd/ecs/faults`` (``{"service": NAME, "fail": "circuit-breaker" | "alarm" |
-  "health", "path": "/health.json"?}``, taken by that service's next deployment) and ``/_opcd/ecs/timings``.
+  "health" | "rollback", "path": "/health.json"?}``, taken by that service's next deployment; ``rollback``: the
+  circuit breaker triggers and the rollback fails too, ``ROLLBACK_FAILED``, nothing serves) and
+  ``/_opcd/ecs/timings``.
 
 Limits: no tasks run (``ListTasks``/``DescribeTasks`` are moto's and know nothing of deployments); one
 region and account; ``LINEAR`` and ``CANARY`` strategies, lifecycle hooks and the blue/green load balancer
@@ -69,7 +71,7 @@ TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 OPERATIONS = (
     "CreateService", "UpdateService", "DescribeServices", "ListServiceDeployments", "DescribeServiceDeployments",
 )  # fmt: skip
-FAULTS = ("circuit-breaker", "alarm", "health")
+FAULTS = ("circuit-breaker", "alarm", "health", "rollback")
 ENDED = frozenset({"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"})
 STRATEGIES = ("ROLLING", "BLUE_GREEN")
 _CONFIG_MEMBERS = {
@@ -458,7 +460,7 @@ class EcsStandIn:
         except Exception as exc:  # a bug in the resolver must not leave the deployment in progress for ever
             logger.exception("pulling %s failed", image)
             return None, "circuit-breaker", f"tasks failed to start: CannotPullContainerError: {exc!r}"
-        if fault == "circuit-breaker":
+        if fault in ("circuit-breaker", "rollback"):
             return None, "circuit-breaker", "tasks failed to start: essential container exited (fault injected)"
         if fault == "alarm" and deployment.alarms is not None:
             return served, "alarm", f"CloudWatch alarm {deployment.alarms['alarmNames'][0]} is in ALARM"
@@ -498,6 +500,11 @@ class EcsStandIn:
             d.rollback_started = deploy_end
             self._set(d, "ROLLBACK_IN_PROGRESS", deploy_end)
             if now >= deploy_end + d.timings.rollback:
+                if d.fault and d.fault.get("fail") == "rollback":  # the previous revision's tasks fail too
+                    d.reason = f"{d.reason}; the rollback's tasks failed to start too"
+                    d.source.served, d.source.resolved = None, True
+                    self._finish(d, "ROLLBACK_FAILED", deploy_end + d.timings.rollback)
+                    continue
                 d.service.live = d.source
                 self._finish(d, "ROLLBACK_SUCCESSFUL", deploy_end + d.timings.rollback)
         return due
@@ -783,7 +790,8 @@ def _merge_config(current: JSON, given: JSON) -> JSON:
 
 def _fault_problem(body: JSON) -> str | None:
     if not {"service", "fail"} <= set(body) <= {"service", "fail", "path"}:
-        return 'a fault is {"service": "<service name>", "fail": "circuit-breaker" | "alarm" | "health", "path"?}'
+        kinds = " | ".join(f'"{kind}"' for kind in FAULTS)
+        return f'a fault is {{"service": "<service name>", "fail": {kinds}, "path"?}}'
     if body["fail"] not in FAULTS:
         return f'"fail" must be one of {", ".join(FAULTS)}, not {body["fail"]!r}'
     if "path" in body and (body["fail"] != "health" or not str(body["path"]).startswith("/")):

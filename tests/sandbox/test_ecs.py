@@ -272,6 +272,24 @@ def test_the_circuit_breaker_rolls_back_a_deployment_whose_tasks_fail(
     assert described(client, later)["status"] == "SUCCESSFUL"
 
 
+def test_a_failed_rollback_leaves_nothing_serving(
+    client: Any, clock: Clock, standin: EcsStandIn, wire: list[Any]
+) -> None:
+    service(client)
+    fault(standin, service="web", fail="rollback").raise_for_status()
+    deployment = deploy(client, "v2")
+    clock.advance(LATER)
+    ended = described(client, deployment)
+    assert ended["status"] == "ROLLBACK_FAILED" and "the rollback's tasks failed to start too" in ended["statusReason"]
+    name, _, raw = wire[-1]
+    shape = client.meta.service_model.operation_model(name).output_shape
+    assert name == "DescribeServiceDeployments" and problems(shape, json.loads(raw)) == []
+    assert served(standin).status_code == 503
+    recovery = deploy(client, "v3")  # a later deployment brings tasks back
+    clock.advance(LATER)
+    assert described(client, recovery)["status"] == "SUCCESSFUL" and served(standin).text == "<h1>v3</h1>"
+
+
 def test_an_image_that_cannot_be_pulled(client: Any, clock: Clock, standin: EcsStandIn) -> None:
     service(client)
     service(client, "unwatched", deploymentCircuitBreaker={"enable": False, "rollback": False})

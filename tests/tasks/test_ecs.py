@@ -174,6 +174,13 @@ def test_an_alarm_rollback_names_the_alarm(target: AwsTarget, cluster: str, stan
     assert result.reason is not None and "alarms in ALARM: outreachpass-web-dev-5xx" in result.reason
 
 
+def test_a_failed_rollback_by_ecs_is_a_failed_deploy(target: AwsTarget, cluster: str, standin: EcsStandIn) -> None:
+    fault(standin, service="web", fail="rollback")
+    _, result = deploy_image(target, cluster, "web", "frontend", pinned("v2"), **FAST)
+    assert result.outcome is DeployOutcome.FAILED and result.status == "ROLLBACK_FAILED"
+    assert result.reason is not None and "the rollback's tasks failed to start too" in result.reason
+
+
 def test_an_image_that_cannot_be_pulled_rolls_back(target: AwsTarget, cluster: str) -> None:
     _, result = deploy_image(target, cluster, "web", "frontend", pinned("v9"), **FAST)
     assert result.outcome is DeployOutcome.ROLLED_BACK
