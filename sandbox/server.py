@@ -402,7 +402,7 @@ def start_detached(config_path: Path, state_dir: Path, port: int, timeout: float
     log_path = state_dir / "sandbox.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opcd", "--config", str(config_path), "sandbox", "up", "--port", str(port)],
+            [sys.executable, "-m", "cli", "--config", str(config_path), "sandbox", "up", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

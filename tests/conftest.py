@@ -205,7 +205,7 @@ class Project:
 
         env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
         done = subprocess.run(
-            [sys.executable, "-m", "opcd", "--config", str(self.config_path), *args],
+            [sys.executable, "-m", "cli", "--config", str(self.config_path), *args],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
         return done.returncode, done.stdout, done.stderr

@@ -189,7 +189,7 @@ def test_a_deploy_killed_mid_canary_is_repaired_by_the_next_deploy(on_v1: Projec
     set_traffic(project, "canary30-10m", poll="0.5s")
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "OPCD_CONFIG": str(project.config_path)}
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "opcd", "deploy", "backend", "--env", "dev", "--version", "v2"],
+        [sys.executable, "-m", "cli", "deploy", "backend", "--env", "dev", "--version", "v2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
