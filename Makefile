@@ -81,7 +81,7 @@ browser: $(STAMP)
 
 # The end-to-end tests and the benchmarks run Prefect's server on PostgreSQL: Debian's postgresql (only
 # its binaries are used: each run makes, starts and removes a cluster of its own, tests/postgres.py).
-# Without root or apt they say why and fall back to SQLite.
+# Without root or apt they say why and fall back to SQLite (the benchmarks: SQLite only).
 postgres: $(STAMP)
 	@ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || command -v initdb > /dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
@@ -126,10 +126,12 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP) tools
+# Each prints its table; release.py and flowcost.py on Prefect with PostgreSQL and with SQLite.
+bench: $(STAMP) tools postgres
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/bake.py
 	$(BIN)/python bench/release.py
+	$(BIN)/python bench/flowcost.py
 
 clean:
 	rm -rf .opcd .pytest_cache .mypy_cache .ruff_cache .coverage
