@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -212,6 +213,7 @@ def rounds_of(rounds: int) -> dict[str, list[float]]:
             add("script calls", len(calls) + child_calls(children))
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return figures
 
 
