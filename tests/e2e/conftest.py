@@ -1,59 +1,48 @@
-"""A real ``prefect server start`` for the end-to-end tests: a free loopback port, its own home."""
+"""A real ``prefect server start`` for the end-to-end tests: a free loopback port, its own home, on PostgreSQL.
+
+The servers keep their state in a PostgreSQL cluster of this test process (``tests/postgres.py``), one
+database each, as a team's server would; where PostgreSQL cannot run, on Prefect's default SQLite
+file in their home (``test_the_servers_run_on_postgres`` is then skipped, saying why).
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-BIN = Path(sys.executable).parent
+from tests.postgres import BIN, Postgres, postgres, prefect_server, unavailable
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["BIN", "prefect_server", "wait_for_approval_wait"]
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180  # a guard against a hang, not a timing assertion
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"{url} did not answer"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Postgres | None]:
+    """This test process's PostgreSQL cluster; ``None`` where none can run (:func:`tests.postgres.unavailable`)."""
+    if unavailable():
+        yield None
+        return
+    with postgres() as cluster:
+        yield cluster
 
 
-@contextmanager
-def prefect_server(home: Path, **env: str) -> Iterator[str]:
-    """``prefect server start`` on a port that is not 4200 (``PREFECT_UI_API_URL`` names its API); its API URL."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    environ = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api, **env}
-    log_path = home / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_until_healthy(f"{api}/health", server, log_path)
-        yield api
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+@pytest.fixture(scope="session")
+def prefect_database(postgres_cluster: Postgres | None) -> Callable[[str], dict[str, str]]:
+    """A new database ``name`` for one Prefect server: the environment that points the server at it.
+
+    Empty where PostgreSQL cannot run: the server keeps Prefect's default SQLite file in its home.
+    """
+
+    def database(name: str) -> dict[str, str]:
+        if postgres_cluster is None:
+            return {}
+        return {"PREFECT_API_DATABASE_CONNECTION_URL": postgres_cluster.database(name)}
+
+    return database
 
 
 def wait_for_approval_wait(api: str, watched: subprocess.Popen[bytes], log: Path) -> None:

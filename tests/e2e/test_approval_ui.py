@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -45,9 +45,11 @@ FLAGS = [
 
 
 @pytest.fixture(scope="session")  # once per test process, even if other modules run between
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server with its UI on a free loopback port; its API URL."""
-    with prefect_server(tmp_path_factory.mktemp("prefect-ui")) as api:
+def ui_server(
+    tmp_path_factory: pytest.TempPathFactory, prefect_database: Callable[[str], dict[str, str]]
+) -> Iterator[str]:
+    """A real Prefect server on PostgreSQL with its UI on a free loopback port; its API URL."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-ui"), **prefect_database("ui")) as api:
         yield api
 
 

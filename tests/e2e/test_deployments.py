@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pytest
 from tests.commits import built_from, checkout_behind, commit, committed, git
 from tests.conftest import ROOT, Project
 from tests.e2e.conftest import BIN, prefect_server, wait_for_approval_wait
+from tests.postgres import Postgres, unavailable
 from tests.workflows import Command, deployment_commands, render
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -40,11 +41,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="session")  # once per test process, even if other modules run between
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real server, prepared by `opcd setup` from the checkout (its opcd.toml, its prefect.yaml)."""
+def api(tmp_path_factory: pytest.TempPathFactory, prefect_database: Callable[[str], dict[str, str]]) -> Iterator[str]:
+    """A real server on PostgreSQL, prepared by `opcd setup` from the checkout (its opcd.toml, its prefect.yaml)."""
     # a queued run tries again for its slot after 1 s (30 s by default): the test waits less, nothing else changes
     home = tmp_path_factory.mktemp("prefect-deployments")
-    with prefect_server(home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1") as url:
+    database = prefect_database("deployments")
+    with prefect_server(home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1", **database) as url:
         env = {**os.environ, "PREFECT_API_URL": url}
         env.pop("OPCD_CONFIG", None)
         first = run([str(BIN / "opcd"), "setup"], env)
@@ -173,6 +175,13 @@ def push(api: str, components: list[str], version: str = "", sha: str = "4d3c2b1
         "needs.changes.outputs.components": json.dumps(components),
         "secrets.PREFECT_API_URL": api, "secrets.PREFECT_API_KEY": "",
     }  # fmt: skip
+
+
+def test_the_server_keeps_its_state_in_postgres(api: str, postgres_cluster: Postgres | None) -> None:
+    if postgres_cluster is None:
+        pytest.skip(f"the Prefect server of these tests ran on SQLite: {unavailable()}")
+    names = postgres_cluster.sql("deployments", "SELECT name FROM deployment").split()
+    assert {"release", "drift-check", "deploy-backend"} <= set(names), names
 
 
 def test_setup_again_changes_nothing(api: str) -> None:
