@@ -83,6 +83,10 @@ _LAYER = pytest.StashKey[str]()
 
 
 def layer_of(item: pytest.Item) -> str:
+    """A layer marker the test carries (one that starts a server itself says so), else its fixtures' and place's."""
+    marked = [layer for layer in LAYERS if item.get_closest_marker(layer)]
+    if marked:
+        return marked[-1]  # e2e over integration over unit
     parts = item.path.relative_to(ROOT).parts if item.path.is_relative_to(ROOT) else ()
     if parts[:2] == ("tests", "e2e"):
         return "e2e"
@@ -96,7 +100,8 @@ def layer_of(item: pytest.Item) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.stash[_LAYER] = layer = layer_of(item)
-        item.add_marker(layer)
+        if not item.get_closest_marker(layer):
+            item.add_marker(layer)
 
 
 @pytest.fixture(autouse=True)
