@@ -376,6 +376,13 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
     return project
 
 
+def one_line_error(err: str) -> str:
+    """What a refused command printed on stderr: exactly one ``error:`` line."""
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, f"expected one line, got: {err!r}"
+    return err
+
+
 def error_lines(stderr: str) -> list[str]:
     """The ``error:`` lines a command printed; what it printed must hold no traceback."""
     assert "Traceback" not in stderr, stderr
