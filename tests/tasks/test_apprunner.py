@@ -23,13 +23,14 @@ from tests.tasks.conftest import logged
 
 Stub = tuple[AwsTarget, Callable[[str], Stubber]]
 ARN = "arn:aws:apprunner:us-east-1:123456789012:service/op-web-dev/0123456789abcdef0123456789abcdef"
+SERVICE_ID = "0123456789abcdef0123456789abcdef"  # pragma: allowlist secret
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 OP1, OP2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/op/frontend:v1"
 
 
 def summary(name: str, arn: str = ARN, status: str = "RUNNING") -> dict[str, Any]:
-    return {"ServiceName": name, "ServiceId": "0123456789abcdef0123456789abcdef", "ServiceArn": arn,
+    return {"ServiceName": name, "ServiceId": SERVICE_ID, "ServiceArn": arn,
             "ServiceUrl": f"{name}.awsapprunner.com", "Status": status,
             "CreatedAt": WHEN, "UpdatedAt": WHEN}  # fmt: skip
 
