@@ -70,10 +70,59 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
 
 
+# The layers (tests/README.md): each test is marked with one, from the servers its fixtures start.
+LAYERS = {
+    "unit": "in-process only: no sandbox, no Prefect server (moto's mock_aws, Stubber, local HTTP at most)",
+    "integration": "the sandbox or a Prefect test server (fixtures sandbox, prefect_server, project, deployed)",
+    "e2e": "a real `prefect server start` and workers (tests/e2e)",
+}
+SERVER_FIXTURES = {"sandbox", "prefect_server"}
+# Directories whose tests start a sandbox or a Prefect server of their own, not through a fixture here.
+SERVER_DIRECTORIES = {"flows", "sandbox", "deployments"}
+_LAYER = pytest.StashKey[str]()
+
+
+def layer_of(item: pytest.Item) -> str:
+    """A layer marker the test carries (one that starts a server itself says so), else its fixtures' and place's."""
+    marked = [layer for layer in LAYERS if item.get_closest_marker(layer)]
+    if marked:
+        return marked[-1]  # e2e over integration over unit
+    parts = item.path.relative_to(ROOT).parts if item.path.is_relative_to(ROOT) else ()
+    if parts[:2] == ("tests", "e2e"):
+        return "e2e"
+    if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or (
+        parts[:1] == ("tests",) and len(parts) > 2 and parts[1] in SERVER_DIRECTORIES
+    ):
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.stash[_LAYER] = layer = layer_of(item)
+        if not item.get_closest_marker(layer):
+            item.add_marker(layer)
+
+
+@pytest.fixture(autouse=True)
+def unit_reaches_no_prefect_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A unit test that reaches for a Prefect API fails at once, on a refused port, instead of
+    starting an ephemeral server (7-14 s) behind its back: it belongs to the integration layer."""
+    if request.node.stash.get(_LAYER, None) != "unit":
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        yield
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The controller (or a run without xdist) chooses where every process records its AWS calls."""
     from opcd.iam import RECORD_ENV
 
+    for layer, meaning in LAYERS.items():
+        config.addinivalue_line("markers", f"{layer}: {meaning}")
     if hasattr(config, "workerinput") or config.getoption("aws_policy_check") == "off":
         return
     if not os.environ.get(RECORD_ENV):  # workers and the e2e tests' workers inherit it
@@ -327,6 +376,13 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
         **sandbox.info(), "region": "us-east-1", "pid": os.getpid(), "gateway": gateway,
     })  # fmt: skip
     return project
+
+
+def one_line_error(err: str) -> str:
+    """What a refused command printed on stderr: exactly one ``error:`` line."""
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, f"expected one line, got: {err!r}"
+    return err
 
 
 def error_lines(stderr: str) -> list[str]:

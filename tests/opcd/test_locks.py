@@ -90,6 +90,7 @@ hold()
 """
 
 
+@pytest.mark.e2e  # a real `prefect server start`, as the end-to-end tests run
 def test_a_killed_holder_is_found_dead_and_its_run_marked_crashed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
