@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
+from moto.ecs.models import ecs_backends
 from werkzeug.wrappers import Request, Response
 
 from sandbox.apprunner import (
@@ -274,8 +276,6 @@ class EcsStandIn:
     # ------------------------------------------------------------------ moto's side
 
     def _backend(self) -> Any:
-        from moto.ecs.models import ecs_backends
-
         return ecs_backends[self.account_id][self.region]
 
     def _tracked(self, moto_service: Any) -> _Service:
@@ -301,8 +301,6 @@ class EcsStandIn:
         )  # fmt: skip
 
     def _moto_service(self, cluster: str, name: str) -> Any:
-        from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
-
         try:
             return self._backend()._get_service(cluster, name)
         except ClusterNotFoundException:

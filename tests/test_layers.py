@@ -48,6 +48,7 @@ LAZY = {
     ("sandbox/server.py", "werkzeug"): _EXTRA,
     ("sandbox/server.py", "sandbox.apprunner"): _EXTRA + " (it imports werkzeug)",
     ("sandbox/server.py", "sandbox.registry"): _EXTRA + " (it imports moto and werkzeug)",
+    ("sandbox/server.py", "sandbox.ecs"): _EXTRA + " (it imports moto and werkzeug)",
     ("sandbox/seed.py", "sandbox.registry"): _EXTRA + " (it imports moto and werkzeug)",
 }  # fmt: skip
 
