@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +18,13 @@ from opcd.aws import AwsTarget, error_code
 from opcd.config import SmokeCheck
 from opcd.errors import DeployFailed, ResourceMissing
 from opcd.versions import version_or_none
+
+if TYPE_CHECKING:
+    from types_boto3_lambda.type_defs import (
+        AliasConfigurationResponseTypeDef,
+        FunctionConfigurationResponseTypeDef,
+        FunctionConfigurationTypeDef,
+    )
 
 ALIAS = "live"
 _DESCRIPTION = re.compile(r"opcd (?P<component>[a-z][a-z0-9-]*) (?P<version>\S+) sha256=[0-9a-f]{64}", re.ASCII)
@@ -54,7 +61,7 @@ def _function_missing(function: str, target: AwsTarget) -> ResourceMissing:
     )
 
 
-def alias_weights(alias: dict[str, Any]) -> dict[str, float]:
+def alias_weights(alias: AliasConfigurationResponseTypeDef) -> dict[str, float]:
     """``{version: weight}`` of a GetAlias/UpdateAlias answer's split (empty when not split)."""
     weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return {str(k): float(v) for k, v in weights.items()}
@@ -108,13 +115,13 @@ def read_live_alias(target: AwsTarget, function: str) -> LiveVersion:
 
 def wait_until_updated(
     target: AwsTarget, function: str, timeout: float = 300.0, sleep: Callable[[float], None] = time.sleep
-) -> dict[str, Any]:
+) -> FunctionConfigurationResponseTypeDef:
     """Poll until ``LastUpdateStatus`` leaves InProgress; fail on Failed."""
     lam = target.client("lambda")
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
-        conf: dict[str, Any] = lam.get_function_configuration(FunctionName=function)
+        conf = lam.get_function_configuration(FunctionName=function)
         status = conf.get("LastUpdateStatus", "Successful")
         if status == "Successful" and conf.get("State", "Active") == "Active":
             return conf
@@ -303,10 +310,10 @@ def point_alias(target: AwsTarget, function: str, version: str) -> str:
     return version
 
 
-def list_versions(target: AwsTarget, function: str) -> list[dict[str, Any]]:
+def list_versions(target: AwsTarget, function: str) -> list[FunctionConfigurationTypeDef]:
     """Every published version of ``function`` (not ``$LATEST``), oldest first."""
     lam = target.client("lambda")
-    versions: list[dict[str, Any]] = []
+    versions: list[FunctionConfigurationTypeDef] = []
     for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=function):
         versions += [v for v in page["Versions"] if v["Version"] != "$LATEST"]
     return sorted(versions, key=lambda v: int(v["Version"]))
