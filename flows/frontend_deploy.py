@@ -68,9 +68,7 @@ def plan_apprunner_deploy(
 ) -> ServicePlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "apprunner":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not an App Runner service")
+    comp = config.apprunner_component(component)
     env = config.environment(environment)
     if version is not None:
         check_version(version)
@@ -83,7 +81,6 @@ def plan_apprunner_deploy(
             f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
             "wait for its operation to end (opcd status) and deploy again",
         )
-    assert comp.repository is not None  # checked when the config was loaded
     repository = describe_repository(target, comp.repository)
     alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
     check_bucket(target, config.project.artifact_bucket)
@@ -110,7 +107,7 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component) or f"{service.https_url}/"
     check_health(plan.target.resolve_url(public), public, env.health_check)
-    smoke = plan.config.component(plan.component).smoke
+    smoke = plan.config.apprunner_component(plan.component).smoke
     if smoke:
         http_smoke_checks(
             plan.target.resolve_url(service.https_url), service.https_url, smoke, env.health_check.timeout
@@ -147,7 +144,7 @@ def move_service(
     whether the new image ever served (App Runner reported SUCCEEDED), or App Runner's own rollback
     failed; ``progress["verified"]`` whether the service was then found healthy on its old image.
     """
-    comp = plan.config.component(plan.component)
+    comp = plan.config.apprunner_component(plan.component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     progress = {} if progress is None else progress
     moved = progress["moved"] = False
@@ -241,7 +238,7 @@ def build_and_push(
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = "build"
-    comp = plan.config.component(plan.component)
+    comp = plan.config.apprunner_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = source_hash(comp, source)
     tag = image_tag(version)

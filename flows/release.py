@@ -30,7 +30,7 @@ from flows.components import deploy_flow
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
 from opcd.aws import AwsTarget, resolve_target, target_for
-from opcd.config import Config, load_config
+from opcd.config import AppRunnerComponent, Config, load_config, refuse_ecs
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
@@ -68,11 +68,10 @@ class Step:
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
-        if config.component(component).kind == "apprunner":
-            repository = config.component(component).repository
-            assert repository is not None  # checked when the config was loaded
+        comp = config.component(component)
+        if isinstance(comp, AppRunnerComponent):
             service = describe(target, find_service(target, config.service_ref(component, environment)))
-            tag = describe_repository(target, repository).tag_of(service.image)
+            tag = describe_repository(target, comp.repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
         live = read_live(target, config.function_name(component, environment))
     except Exception as exc:  # a summary must not fail for a read: say what is unknown
@@ -145,6 +144,8 @@ def check_request(
 def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
     """Every component's resources in every environment exist: bad input changes nothing."""
     config = load_config(config_path)
+    for component in components:
+        refuse_ecs(component, config.component(component))
     for environment in environments:
         for component in components:
             if config.component(component).kind == "apprunner":

@@ -14,7 +14,7 @@ from flows.lambda_deploy import (
     record_failure,
     shift_and_verify,
 )
-from opcd.config import load_config
+from opcd.config import load_config, refuse_ecs
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome
@@ -93,7 +93,9 @@ def rollback(
     logger = get_run_logger()
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
-    if load_config(config_path).component(component).kind == "apprunner":
+    comp = load_config(config_path).component(component)
+    refuse_ecs(component, comp)
+    if comp.kind == "apprunner":
         if to_lambda_version is not None:
             raise InputError(f"{component} is an App Runner service: it has no Lambda versions", "use --to VERSION")
         return rollback_apprunner(component, environment, to_version, config_path, force)

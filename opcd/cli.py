@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from pydantic import ValidationError
 
 from opcd import __version__
-from opcd.config import Config, config_path, load_config
+from opcd.config import Config, config_path, load_config, refuse_ecs
 from opcd.errors import ConfigError, DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
 from opcd.iam import Role, acting_as
 from opcd.outcomes import Outcome
@@ -309,6 +309,7 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
 
     config = load_config(args.config)
     comp = config.component(args.component)
+    refuse_ecs(args.component, comp)
     config.environment(args.environment)
     if version is not None:
         check_version(version)
@@ -366,7 +367,7 @@ def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) ->
     from tasks.images import choose_builder, image_tag
 
     plan = plan_apprunner_deploy(args.component, args.environment, args.app_version, str(config_path(args.config)))
-    comp = config.component(args.component)
+    comp = config.apprunner_component(args.component)
     service = describe(target, plan.service_arn)
     tag = image_tag(args.app_version)
     identifier = plan.repository.identifier(tag)
@@ -408,7 +409,7 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
 
     function = config.function_name(args.component, args.environment)
     live = read_live(target, function)
-    comp = config.component(args.component)
+    comp = config.lambda_component(args.component)
     hashed = source_hash(comp, config.source_dir(args.component))
     bucket = config.project.artifact_bucket
     key = artifact_key(args.component, args.app_version)
@@ -665,7 +666,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
                 "last_run": latest and latest.flow_run_name,
                 "drift": bool(recorded and recorded != live.lambda_version),
-                "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
+                "rules": describe_rules(target, config.project.name, env_name, config.lambda_component(comp).rules),
             })  # fmt: skip
         rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
     return rows
@@ -679,8 +680,7 @@ def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str)
     from tasks.ledger import read_latest
 
     service = describe(target, find_service(target, ref))
-    repository = config.component(comp).repository
-    assert repository is not None  # checked when the config was loaded
+    repository = config.apprunner_component(comp).repository
     tag = describe_repository(target, repository).tag_of(service.image)
     digest = tag_digest(target, repository, tag) if tag else None
     latest = read_latest(target, config.project.artifact_bucket, env_name, comp)

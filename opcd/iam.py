@@ -65,7 +65,7 @@ def service_name(ref: str) -> str:
 def access_role(config: Config, component: str, environment: str) -> str:
     """The ECR access role (name or ARN) App Runner pulls ``component``'s images with in ``environment``:
     ``components.NAME.access_role`` (``{environment}`` replaced), else ``{service name}-ecr-access``."""
-    configured = config.component(component).access_role
+    configured = config.apprunner_component(component).access_role
     if configured:
         return configured.replace("{environment}", environment)
     return f"{service_name(config.service_ref(component, environment))}-ecr-access"
@@ -142,7 +142,7 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
 
     if apprunners:
         repositories = [
-            f"arn:aws:ecr:{region}:{acct}:repository/{config.components[name].repository}"
+            f"arn:aws:ecr:{region}:{acct}:repository/{config.apprunner_component(name).repository}"
             for name in apprunners
             for acct in everywhere
         ]

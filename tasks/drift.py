@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.config import Config
+from opcd.config import Config, LambdaComponent
 from opcd.errors import ResourceMissing
 from opcd.outcomes import Outcome
 from tasks.apprunner import describe, find_service
@@ -98,7 +98,12 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str) -> li
     events, lam = target.client("events"), target.client("lambda")
     env = config.environment(environment)
     for component, comp in config.components.items():
-        if not comp.rules or component not in env.functions or not _live_record(config, target, environment, component):
+        if (
+            not isinstance(comp, LambdaComponent)
+            or not comp.rules
+            or component not in env.functions
+            or not _live_record(config, target, environment, component)
+        ):
             continue
         function = env.functions[component]
         alias_arn = lam.get_alias(FunctionName=function, Name=ALIAS)["AliasArn"]
