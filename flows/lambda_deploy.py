@@ -32,7 +32,7 @@ from opcd.outcomes import Outcome
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
-from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
+from tasks.build import PLATFORMS, Package, build_lambda_package, lambda_source_hash
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.git import commit_config
@@ -41,11 +41,11 @@ from tasks.lambda_functions import (
     LiveVersion,
     invoke_sample_event,
     invoke_smoke_checks,
-    point_alias,
+    move_alias_reversibly,
+    move_alias_task,
     publish_version,
     read_live,
     read_live_alias,
-    shift_traffic,
     update_function_code,
     version_description,
 )
@@ -130,7 +130,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     early.step = "build"
     comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
-    hashed = source_hash(comp, source)
+    hashed = lambda_source_hash(comp, source)
     stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     key = artifact_key(plan.component, version)
     if stored is not None:
@@ -228,7 +228,7 @@ def shift_and_verify(
                     progress["moved"] = bool(bake.log.steps)  # a step is logged once its split took
                     if bake_log is not None:
                         bake_log.update(bake.log.as_dict())
-            shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
+            move_alias_reversibly(plan.target, plan.function, new_version, previous=live.lambda_version)
             progress["moved"] = True
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
@@ -246,7 +246,7 @@ def shift_and_verify(
                     label = f"{app} (Lambda version {live.lambda_version})"
                     raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
                 progress["moved"] = True  # an UpdateAlias took although its call failed
-            verdict = verify_rollback(plan, live)
+            verdict = verify_alias_rollback(plan, live)
         except DeployFailed:
             raise
         except Exception as read_error:
@@ -283,7 +283,7 @@ def record_failure(
     record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
 
 
-def verify_rollback(plan: Plan, live: LiveVersion) -> str:
+def verify_alias_rollback(plan: Plan, live: LiveVersion) -> str:
     """Check that ``live`` is back where it was and healthy; say what is live now."""
     logger = get_run_logger()
     now_live = read_live(plan.target, plan.function)
@@ -293,7 +293,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
             "live is on version %s after the rollback hook; moving it back once more", now_live.lambda_version
         )
         try:
-            point_alias(plan.target, plan.function, live.lambda_version)
+            move_alias_task(plan.target, plan.function, live.lambda_version)
         except Exception as exc:  # reported below through the alias we read back
             logger.error("Second rollback attempt failed: %s", exc)
         now_live = read_live(plan.target, plan.function)
@@ -336,7 +336,7 @@ def repair_split(plan: Plan, live: LiveVersion) -> tuple[LiveVersion, str | None
         f"moved all traffic back to the primary version {live.lambda_version} before deploying"
     )
     get_run_logger().warning("Repairing %s: %s", plan.function, note)
-    point_alias(plan.target, plan.function, live.lambda_version)
+    move_alias_task(plan.target, plan.function, live.lambda_version)
     repaired = read_live(plan.target, plan.function)
     if repaired.weights or repaired.lambda_version != live.lambda_version:
         raise DeployFailed(

@@ -36,7 +36,7 @@ from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
-from tasks.apprunner import describe, find_service
+from tasks.apprunner import find_service, read_service
 from tasks.ecr import describe_repository
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
@@ -49,7 +49,7 @@ _REPORTED: set[UUID] = set()
 
 
 @dataclass
-class Step:
+class DeployResult:
     """One component's deploy to one environment, as the release saw it end."""
 
     component: str
@@ -70,7 +70,7 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
     try:
         comp = config.component(component)
         if isinstance(comp, AppRunnerComponent):
-            service = describe(target, find_service(target, config.service_ref(component, environment)))
+            service = read_service(target, find_service(target, config.service_ref(component, environment)))
             tag = describe_repository(target, comp.repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
         live = read_live(target, config.function_name(component, environment))
@@ -224,13 +224,17 @@ def _seconds(record: Record) -> float | None:
     return (end - start).total_seconds()
 
 
-def step_of(config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]) -> Step:
+def step_of(
+    config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]
+) -> DeployResult:
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
     state = future.state
     record = state.result(raise_on_failure=False)
     if not isinstance(record, Record) or record.outcome is Outcome.ERROR:
         reason = str(record.reason) if isinstance(record, Record) else str(record or state.message)
-        return Step(component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason)
+        return DeployResult(
+            component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason
+        )
     from flows.lambda_deploy import live_text
 
     outcome: Outcome = record.outcome
@@ -238,7 +242,7 @@ def step_of(config: Config, target: AwsTarget, component: str, environment: str,
     if not state.is_completed() and not outcome.is_failure:
         # The child failed after its last ledger record (e.g. still "shifting"): never a success.
         outcome, why = Outcome.ERROR, f"{record.reason or state.message} (ledger says {record.outcome})"
-    return Step(
+    return DeployResult(
         component, environment, outcome, live_text(record),
         None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
         _seconds(record), record.flow_run_name,
@@ -251,7 +255,7 @@ def _took(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def _step_text(step: Step) -> str:
+def _step_text(step: DeployResult) -> str:
     text = {
         Outcome.DEPLOYED: f"deployed in {_took(step.seconds)}",
         Outcome.NOOP: "already live: nothing to do",
@@ -269,7 +273,7 @@ def approval_description(
     environment: str,
     components: list[str],
     live: dict[str, str],
-    done: dict[str, dict[str, Step]],
+    done: dict[str, dict[str, DeployResult]],
     decision_timeout: float,
     approvers: list[str],
 ) -> str:
@@ -298,7 +302,7 @@ def approval_description(
     ])  # fmt: skip
 
 
-def _facts(steps: dict[str, Step]) -> dict[str, str]:
+def _facts(steps: dict[str, DeployResult]) -> dict[str, str]:
     return {name: _step_text(step) for name, step in steps.items()}
 
 
@@ -320,7 +324,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         cells = []
         for env in envs:
             step = summary["steps"].get(env, {}).get(component)
-            cells.append(_step_text(Step(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed")
+            cells.append(
+                _step_text(DeployResult(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed"
+            )
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     for decision in summary["approvals"]:
         lines.append("")
@@ -343,7 +349,7 @@ class Release:
         self.notifier = Notifier.from_config(config, f"release {version}")
         self.emailer = Emailer.from_config(config, self.target)
         self.components: list[str] = []
-        self.steps: dict[str, dict[str, Step]] = {}
+        self.steps: dict[str, dict[str, DeployResult]] = {}
         self.approvals: list[Decision] = []
         self.started = time.monotonic()
         self.build_seconds = 0.0

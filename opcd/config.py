@@ -297,7 +297,7 @@ class HealthCheck(_Model):
     timeout: Duration = Field(default=5.0, description="Time limit of each request.")
 
 
-class Bake(_Model):
+class BakeSettings(_Model):
     """The guards watched while a canary or linear shift bakes."""
 
     poll_interval: Duration = Field(default=10.0, description="Seconds between guard checks (alarms, health).")
@@ -394,7 +394,7 @@ class Environment(_Model):
         default="all-at-once",
         description="One strategy for every Lambda component, or a table of component = strategy.",
     )
-    bake: Bake = Field(default=Bake(), description="The guards of a canary or linear bake.")
+    bake: BakeSettings = Field(default=BakeSettings(), description="The guards of a canary or linear bake.")
 
     @model_validator(mode="after")
     def _role_in_account(self) -> Environment:

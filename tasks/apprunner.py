@@ -50,7 +50,7 @@ def find_service(target: AwsTarget, ref: str) -> str:
     """The ARN of a service given as an ARN or a name; ResourceMissing when there is none."""
     client = target.client("apprunner")
     if ref.startswith("arn:"):
-        describe(target, ref)
+        read_service(target, ref)
         return ref
     token: str | None = None
     while True:
@@ -66,7 +66,7 @@ def find_service(target: AwsTarget, ref: str) -> str:
             )
 
 
-def describe(target: AwsTarget, arn: str) -> Service:
+def read_service(target: AwsTarget, arn: str) -> Service:
     try:
         service = target.client("apprunner").describe_service(ServiceArn=arn)["Service"]
     except Exception as exc:
@@ -194,14 +194,14 @@ def _restore_image(txn: Transaction) -> None:
     timeout, poll = txn.get("timeout"), txn.get("poll_interval")
     logger = get_run_logger()
     try:
-        now = describe(target, previous.arn)
+        now = read_service(target, previous.arn)
         if now.status == "OPERATION_IN_PROGRESS" and (running := latest_operation(target, previous.arn)):
             # our deployment outlasted its wait: let it end, then put the previous image back
             follow_operation(
                 target, previous.arn, str(running["Id"]), f"{running.get('Type', 'operation')} still running",
                 timeout, poll, logger.info,
             )  # fmt: skip
-            now = describe(target, previous.arn)
+            now = read_service(target, previous.arn)
         ours = operation(target, previous.arn, txn.get("operation_id", ""))
         broken = bool(ours and ours.get("Status") == "ROLLBACK_FAILED")  # App Runner's own rollback failed
         if now.image == previous.image and now.status == "RUNNING" and not broken:

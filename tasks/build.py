@@ -74,7 +74,7 @@ def _source_files(source: Path, requirements: str) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def source_hash(component: LambdaComponent, source: Path) -> str:
+def lambda_source_hash(component: LambdaComponent, source: Path) -> str:
     """sha256 of everything a build reads: source files, lockfile, runtime and platform."""
     digest = hashlib.sha256()
     digest.update(f"{component.runtime}|{component.architecture}|{component.handler}\n".encode())
@@ -225,7 +225,7 @@ def build_zip(
     """
     if not source.is_dir():
         raise BuildFailed(f"source directory {source} does not exist", "check components.*.source")
-    hashed = source_hash(component, source)
+    hashed = lambda_source_hash(component, source)
     build_info = json.dumps(
         {"component": name, "version": version, "runtime": component.runtime, "source_hash": hashed}, sort_keys=True
     )

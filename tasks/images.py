@@ -57,7 +57,7 @@ def version_of(tag: str | None) -> str | None:
     return version_or_none(tag)
 
 
-def source_hash(comp: ImageComponent, source: Path) -> str:
+def image_source_hash(comp: ImageComponent, source: Path) -> str:
     """sha256 of the build's own inputs: every file of the context (names and bytes) and the settings.
 
     Named build contexts outside the source (a host's ``/usr/bin``) are named, not hashed: when

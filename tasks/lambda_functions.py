@@ -265,7 +265,7 @@ def invoke_sample_event(
     return str(payload.decode())
 
 
-def set_alias(target: AwsTarget, function: str, version: str) -> None:
+def move_alias(target: AwsTarget, function: str, version: str) -> None:
     """Send all of ``live``'s traffic to ``version`` (and clear any split), then check it did."""
     lam = target.client("lambda")
     lam.update_alias(
@@ -276,36 +276,36 @@ def set_alias(target: AwsTarget, function: str, version: str) -> None:
         raise DeployFailed(f"{function}:{ALIAS} did not move to version {version}")
 
 
-@task(name="shift-traffic", cache_policy=NO_CACHE)
-def shift_traffic(target: AwsTarget, function: str, version: str, previous: str) -> str:
+@task(name="move-alias-reversibly", cache_policy=NO_CACHE)
+def move_alias_reversibly(target: AwsTarget, function: str, version: str, previous: str) -> str:
     """Move ``live`` to ``version``. Rolled back (to ``previous``) when the transaction fails."""
     txn = get_transaction()
     if txn is not None:
         txn.set("target", target)
         txn.set("function", function)
         txn.set("previous", previous)
-    set_alias(target, function, version)
+    move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s (was %s)", function, ALIAS, version, previous)
     return version
 
 
-@shift_traffic.on_rollback
+@move_alias_reversibly.on_rollback
 def _restore_alias(txn: Transaction) -> None:
     """Put ``live`` back on the remembered version. Idempotent; records its own failure."""
     target, function, previous = txn.get("target"), txn.get("function"), txn.get("previous")
     logger = get_run_logger()
     logger.warning("Rolling back: %s:%s → version %s", function, ALIAS, previous)
     try:
-        set_alias(target, function, previous)
+        move_alias(target, function, previous)
     except Exception as exc:  # a hook's exception is swallowed by Prefect: say it loudly
         logger.error("Rollback of %s:%s to version %s FAILED: %s", function, ALIAS, previous, exc)
         txn.set("rollback_error", str(exc))
 
 
-@task(name="point-alias", cache_policy=NO_CACHE)
-def point_alias(target: AwsTarget, function: str, version: str) -> str:
+@task(name="move-alias", cache_policy=NO_CACHE)
+def move_alias_task(target: AwsTarget, function: str, version: str) -> str:
     """Move ``live`` to ``version`` outside a transaction (explicit rollbacks)."""
-    set_alias(target, function, version)
+    move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s", function, ALIAS, version)
     return version
 
