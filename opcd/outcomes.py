@@ -45,3 +45,12 @@ class ReleaseOutcome(StrEnum):
     @property
     def is_failure(self) -> bool:
         return self is not ReleaseOutcome.RELEASED
+
+
+class Stage(StrEnum):
+    """The step a run is at before it changes anything live (a failure there leaves live untouched)."""
+
+    PLAN = "plan"  # the request and the AWS resources it names
+    BUILD = "build"
+    PUSH = "push"  # an image to ECR
+    UPLOAD = "upload"  # a Lambda package to S3
