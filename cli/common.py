@@ -54,13 +54,12 @@ def ended_with(state: Any, kind: type, flow: str) -> Any:
     return data
 
 
-def run_flow(flow: Any, **params: Any) -> dict[str, Any]:
+def run_flow(flow: Any, **params: Any) -> Any:
     """Run a flow in this process; turn a Failed run back into the OpcdError it raised."""
     quiet_console()
     state = flow(**params, return_state=True)
     if state.is_completed():
-        result: dict[str, Any] = state.result()
-        return result
+        return state.result()
     error = state.result(raise_on_failure=False)
     if isinstance(error, OpcdError):
         raise error

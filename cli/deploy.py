@@ -13,12 +13,13 @@ from flows.components import deploy_flow
 from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
 from flows.lambda_deploy import plan_lambda_deploy
 from flows.rollback import choose_version, rollback
-from opcd.config import Config, config_path, load_config
+from opcd.config import Config, config_path, load_config, refuse_ecs
 from opcd.errors import DeployFailed, InputError, explain_aws_error
+from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
-from tasks.apprunner import describe
+from tasks.apprunner import read_service
 from tasks.bake_control import find_running_bake, send_bake_command, wait_for_alias
-from tasks.build import source_hash
+from tasks.build import lambda_source_hash
 from tasks.ecr import tag_digest
 from tasks.images import choose_builder, image_tag
 from tasks.lambda_functions import read_live
@@ -30,6 +31,7 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     """Check the request before Prefect starts: bad input fails fast and changes nothing."""
     config = load_config(args.config)
     comp = config.component(args.component)
+    refuse_ecs(args.component, comp)
     config.environment(args.environment)
     if version is not None:
         check_version(version)
@@ -65,21 +67,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     }  # fmt: skip
     flow, extra = deploy_flow(config, args.component)
     result = run_flow(flow, **params, **extra)
-    if result["outcome"] == "noop":
+    if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
     if apprunner:
-        runs_on = f"{result['live_image']} ({result['live_image_digest']})"
+        runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
-        runs_on = f"live on Lambda version {result['live_lambda_version']}"
+        runs_on = f"live on Lambda version {result.live_lambda_version}"
     print(f"deployed {args.component} {args.app_version} to {args.environment}: {runs_on}")
     return 0
 
 
 def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) -> int:
     plan = plan_apprunner_deploy(args.component, args.environment, args.app_version, str(config_path(args.config)))
-    comp = config.component(args.component)
-    service = describe(target, plan.service_arn)
+    comp = config.apprunner_component(args.component)
+    service = read_service(target, plan.service_arn)
     tag = image_tag(args.app_version)
     identifier = plan.repository.identifier(tag)
     existing = tag_digest(target, plan.repository.name, tag)
@@ -116,8 +118,8 @@ def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) ->
 def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> int:
     function = config.function_name(args.component, args.environment)
     live = read_live(target, function)
-    comp = config.component(args.component)
-    hashed = source_hash(comp, config.source_dir(args.component))
+    comp = config.lambda_component(args.component)
+    hashed = lambda_source_hash(comp, config.source_dir(args.component))
     bucket = config.project.artifact_bucket
     key = artifact_key(args.component, args.app_version)
     stored = read_artifact_metadata.fn(target, bucket, args.component, args.app_version)
@@ -163,7 +165,7 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
     path = str(config_path(args.config))
     if config.component(args.component).kind == "apprunner":
         service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
-        service = describe(target, service_plan.service_arn)
+        service = read_service(target, service_plan.service_arn)
         identifier, _version = choose_image(service_plan, service, args.to_version, args.force)
         return (
             f"{service.name} from {describe_image(service_plan, service.image)}"
@@ -188,15 +190,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         force=args.force,
     )  # fmt: skip
     where = f"{args.component} in {args.environment}"
-    if result["outcome"] == "noop":
-        print(f"{where} is already on {result['version'] or 'that version'}: nothing changed")
-    elif result.get("live_image"):
-        print(
-            f"rolled back {where} to {result['live_version']} ({result['live_image']}, {result['live_image_digest']})"
-        )
+    if result.outcome is Outcome.NOOP:
+        print(f"{where} is already on {result.version or 'that version'}: nothing changed")
+    elif result.live_image:
+        print(f"rolled back {where} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
     else:
-        app = result["live_version"] or "a version opcd did not deploy"
-        print(f"rolled back {where} to {app} (Lambda version {result['live_lambda_version']})")
+        app = result.live_version or "a version opcd did not deploy"
+        print(f"rolled back {where} to {app} (Lambda version {result.live_lambda_version})")
     return 0
 
 

@@ -14,7 +14,8 @@ from cli.common import print_target
 from opcd.aws import resolve_target
 from opcd.config import Config, HealthCheck, load_config
 from opcd.errors import ConfigError, InputError
-from tasks.apprunner import describe, find_service
+from opcd.outcomes import Outcome
+from tasks.apprunner import find_service, read_service
 from tasks.ecr import describe_repository, tag_digest
 from tasks.eventbridge import describe_rules
 from tasks.health import wait_healthy
@@ -30,18 +31,18 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
         env = config.environment(env_name)
         for comp, function in env.functions.items():
             live = read_live(target, function)
-            latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
-            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
-            recorded = deployed.get("live_lambda_version")
+            latest = read_latest(target, config.project.artifact_bucket, env_name, comp)
+            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json")
+            recorded = deployed.live_lambda_version if deployed else None
             rows.append({
                 "component": comp, "environment": env_name, "function": function,
                 "version": live.app_version, "lambda_version": live.lambda_version,
                 "split": live.weights or None,
-                "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
-                "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
-                "last_run": latest.get("flow_run_name"),
+                "deployed_at": deployed and deployed.finished_at, "flow_run": deployed and deployed.flow_run_name,
+                "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
+                "last_run": latest and latest.flow_run_name,
                 "drift": bool(recorded and recorded != live.lambda_version),
-                "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
+                "rules": describe_rules(target, config.project.name, env_name, config.lambda_component(comp).rules),
             })  # fmt: skip
         rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
     return rows
@@ -50,21 +51,20 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
 def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str) -> dict[str, Any]:
     """One App Runner component's row: the image it runs (tag and digest) and the ledger's view."""
 
-    service = describe(target, find_service(target, ref))
-    repository = config.component(comp).repository
-    assert repository is not None  # checked when the config was loaded
+    service = read_service(target, find_service(target, ref))
+    repository = config.apprunner_component(comp).repository
     tag = describe_repository(target, repository).tag_of(service.image)
     digest = tag_digest(target, repository, tag) if tag else None
-    latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
-    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
-    recorded = deployed.get("live_image")
+    latest = read_latest(target, config.project.artifact_bucket, env_name, comp)
+    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json")
+    recorded = deployed.live_image if deployed else None
     return {
         "component": comp, "environment": env_name, "service": service.name, "service_status": service.status,
         "version": version_of(tag), "image": service.image, "image_digest": digest, "lambda_version": None,
         "split": None,
-        "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
-        "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
-        "last_run": latest.get("flow_run_name"), "drift": bool(recorded and recorded != service.image), "rules": [],
+        "deployed_at": deployed and deployed.finished_at, "flow_run": deployed and deployed.flow_run_name,
+        "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
+        "last_run": latest and latest.flow_run_name, "drift": bool(recorded and recorded != service.image), "rules": [],
     }  # fmt: skip
 
 
@@ -79,7 +79,7 @@ def _runs_on(row: dict[str, Any]) -> str:
 def _split_text(row: dict[str, Any]) -> str:
     """``25% on 3`` and what it means: a bake in progress, or a shift that died."""
     parts = ", ".join(f"{w * 100:g}% on {v}" for v, w in row["split"].items())
-    running = row["last_outcome"] == "shifting"
+    running = row["last_outcome"] is Outcome.SHIFTING
     why = "a bake is running, or its run died" if running else "a shift died or someone split it"
     return f"{parts} ({why}; the next deploy moves it back to {row['lambda_version']} first)"
 

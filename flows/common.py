@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Protocol
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
@@ -20,10 +19,14 @@ from opcd.aws import AwsTarget, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock, limit_name
-from tasks.ledger import Record, publish_run_artifact, record_in_ledger
+from opcd.outcomes import Outcome, Stage
+from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
 
-_LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
+_LEVELS = {
+    Outcome.DEPLOYED: "ok", Outcome.NOOP: "info", Outcome.FAILED: "fail", Outcome.ROLLED_BACK: "warn",
+    Outcome.ROLLBACK_FAILED: "fail",
+}  # fmt: skip
 
 
 class LedgerPlan(Protocol):
@@ -47,16 +50,16 @@ def live_text(record: Record) -> str:
 def notify_outcome(notifier: Notifier, record: Record) -> None:
     live = live_text(record)
     texts = {
-        "deployed": f"{record.action} done: {record.version} is live",
-        "noop": f"nothing to do: {record.version} was already live",
-        "failed": f"{record.action} FAILED before traffic moved; live untouched on {live}",
-        "rolled-back": f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
-        "rollback-failed": f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
+        Outcome.DEPLOYED: f"{record.action} done: {record.version} is live",
+        Outcome.NOOP: f"nothing to do: {record.version} was already live",
+        Outcome.FAILED: f"{record.action} FAILED before traffic moved; live untouched on {live}",
+        Outcome.ROLLED_BACK: f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
+        Outcome.ROLLBACK_FAILED: f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
     }
     level = _LEVELS.get(record.outcome, "info")
-    if record.action == "rollback" and record.outcome == "rolled-back":  # the target itself failed
+    if record.action == "rollback" and record.outcome == Outcome.ROLLED_BACK:  # the target itself failed
         to = record.version or "the target"
-        texts["rolled-back"] = (
+        texts[Outcome.ROLLED_BACK] = (
             f"rollback FAILED: traffic moved to {to}, which failed its checks, and moved back; live on {live}, verified"
         )
         level = "fail"
@@ -64,7 +67,7 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     facts = {"Live now": live, "By": record.actor}
     if record.force:
         facts["Forced"] = "--force: a target the ledger may never have seen live"
-    if record.reason and record.outcome != "deployed":
+    if record.reason and record.outcome != Outcome.DEPLOYED:
         facts["Why"] = record.reason[:500]
     if record.traffic and record.traffic != "all-at-once":
         facts["Traffic"] = record.traffic
@@ -75,13 +78,13 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     notifier.send(text, level, facts)
 
 
-def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
+def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> Record:
     if notifier is not None:
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)
     record_in_ledger(plan.target, plan.bucket, record)
     publish_run_artifact(record)
-    return asdict(record)
+    return record
 
 
 class RunPlan(LedgerPlan, Protocol):
@@ -113,7 +116,7 @@ def cause(exc: BaseException) -> tuple[str, str | None]:
     return f"{type(exc).__name__}: {exc}", "the traceback is in the run's log (Prefect UI)"
 
 
-def step_failure(subject: str, step: str, exc: BaseException, detail: str = "") -> OpcdError:
+def step_failure(subject: str, step: Stage, exc: BaseException, detail: str = "") -> OpcdError:
     """``exc`` as the one-line error of ``subject`` that failed at ``step`` (bad input stays InputError)."""
     what, hint = cause(exc)
     kind = InputError if isinstance(exc, InputError) else DeployFailed
@@ -129,7 +132,7 @@ class EarlySteps:
 
     def __init__(
         self,
-        action: str,
+        action: Action,
         component: str,
         environment: str,
         version: str | None,
@@ -142,7 +145,7 @@ class EarlySteps:
         self.git_sha, self.config_path, self.notify = git_sha, config_path, notify
         self.subject = subject or f"{action} {component} {version} to {environment}"  # the error line's
         self.title = subject or f"{component} {version} → {environment}"  # the Slack message's
-        self.step = "plan"
+        self.step = Stage.PLAN
         self.plan: RunPlan | None = None
         self.read_live: Callable[[Record], object] | None = None
 
@@ -168,7 +171,7 @@ class EarlySteps:
         what = cause(exc)[0]
         get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
         record = Record(
-            self.component, self.environment, self.action, "failed", self.version, git_sha=self.git_sha,
+            self.component, self.environment, self.action, Outcome.FAILED, self.version, git_sha=self.git_sha,
             step=self.step, reason=f"failed at {self.step}: {what}",
         )  # fmt: skip
         record.attach_flow_run()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flows import frontend_deploy, lambda_deploy
-from opcd.config import Config
+from opcd.config import Config, refuse_ecs
 
 
 def deploy_flow(config: Config, component: str) -> tuple[Any, dict[str, Any]]:
     """(the flow, the extra parameters it needs) for deploying ``component``."""
     named: dict[str, Any]
+    refuse_ecs(component, config.component(component))
     if config.component(component).kind == "apprunner":
         named, generic = {"frontend": frontend_deploy.deploy_frontend}, frontend_deploy.deploy_apprunner_component
     else:

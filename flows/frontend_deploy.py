@@ -17,7 +17,6 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -28,13 +27,14 @@ from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
+from opcd.outcomes import Outcome, Stage
 from opcd.versions import check_version
-from tasks.apprunner import Service, describe, find_service, operation, update_service, wait_for_operation
+from tasks.apprunner import Service, find_service, operation, read_service, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
-from tasks.images import build_image, image_tag, source_hash, version_of
+from tasks.images import build_image, image_source_hash, image_tag, version_of
 from tasks.ledger import Record, actor, now, read_history, record_in_ledger, seen_live
 from tasks.notify import Notifier
 from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
@@ -68,22 +68,19 @@ def plan_apprunner_deploy(
 ) -> ServicePlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "apprunner":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not an App Runner service")
+    comp = config.apprunner_component(component)
     env = config.environment(environment)
     if version is not None:
         check_version(version)
     ref = config.service_ref(component, environment)
     target = guarded_target(config, environment)  # the environment's account, asked of STS
     arn = find_service(target, ref)
-    service = describe(target, arn)
+    service = read_service(target, arn)
     if service.status != "RUNNING":
         raise InputError(
             f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
             "wait for its operation to end (opcd status) and deploy again",
         )
-    assert comp.repository is not None  # checked when the config was loaded
     repository = describe_repository(target, comp.repository)
     alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
     check_bucket(target, config.project.artifact_bucket)
@@ -110,7 +107,7 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component) or f"{service.https_url}/"
     check_health(plan.target.resolve_url(public), public, env.health_check)
-    smoke = plan.config.component(plan.component).smoke
+    smoke = plan.config.apprunner_component(plan.component).smoke
     if smoke:
         http_smoke_checks(
             plan.target.resolve_url(service.https_url), service.https_url, smoke, env.health_check.timeout
@@ -118,10 +115,10 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     check_alarms(plan.target, plan.alarms)
 
 
-def verify_rollback(plan: ServicePlan, before: Service) -> tuple[str, bool]:
+def verify_service_rollback(plan: ServicePlan, before: Service) -> tuple[str, bool]:
     """After a failure: is the service back on ``before.image``, running and healthy? (what is live, verified)"""
     logger = get_run_logger()
-    after = describe(plan.target, plan.service_arn)
+    after = read_service(plan.target, plan.service_arn)
     live = describe_image(plan, after.image)
     if after.image != before.image:
         logger.error("ROLLBACK NOT VERIFIED: %s runs %s, expected %s", after.name, after.image, before.image)
@@ -147,7 +144,7 @@ def move_service(
     whether the new image ever served (App Runner reported SUCCEEDED), or App Runner's own rollback
     failed; ``progress["verified"]`` whether the service was then found healthy on its old image.
     """
-    comp = plan.config.component(plan.component)
+    comp = plan.config.apprunner_component(plan.component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     progress = {} if progress is None else progress
     moved = progress["moved"] = False
@@ -166,7 +163,7 @@ def move_service(
             if status != "SUCCEEDED":
                 raise DeployFailed(f"App Runner's operation ended {status}")
             moved = progress["moved"] = True
-            after = describe(plan.target, plan.service_arn)
+            after = read_service(plan.target, plan.service_arn)
             if after.image != identifier:
                 raise DeployFailed(f"{after.name} reports {after.image} after the deployment, expected {identifier}")
             check_service(plan, after)
@@ -175,7 +172,7 @@ def move_service(
         if not moved and operation_id is not None:  # our wait ended first: what did the operation do?
             moved = progress["moved"] = served(plan, operation_id)
         where = "after it went live" if moved else "before it served"
-        verdict, progress["verified"] = verify_rollback(plan, before)
+        verdict, progress["verified"] = verify_service_rollback(plan, before)
         raise DeployFailed(f"{identifier} failed {where}: {reason}; {verdict}") from exc
     return after
 
@@ -190,9 +187,7 @@ def served(plan: ServicePlan, operation_id: str) -> bool:
     return bool(found and found.get("Status") in ("SUCCEEDED", "ROLLBACK_FAILED"))
 
 
-def move_and_record(
-    plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str
-) -> dict[str, Any]:
+def move_and_record(plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str) -> Record:
     """:func:`move_service`, then the outcome in the ledger, the artifact and Slack; re-raise a failure.
 
     ``rolled-back``: the image served and was verifiably taken back; ``failed``: it never served.
@@ -201,15 +196,15 @@ def move_and_record(
     try:
         after = move_service(plan, before, identifier, progress)
     except DeployFailed as exc:
-        record_live(plan, record, describe(plan.target, plan.service_arn))
+        record_live(plan, record, read_service(plan.target, plan.service_arn))
         if not progress.get("verified"):
-            record.outcome = "rollback-failed"
+            record.outcome = Outcome.ROLLBACK_FAILED
         else:
-            record.outcome = "rolled-back" if progress.get("moved") else "failed"
+            record.outcome = Outcome.ROLLED_BACK if progress.get("moved") else Outcome.FAILED
         record.reason = str(exc)
         finish(plan, record, notifier)
         raise
-    record.outcome = "deployed"
+    record.outcome = Outcome.DEPLOYED
     record_live(plan, record, after)
     get_run_logger().info("%s in %s now runs %s (%s)", plan.component, plan.environment, identifier,
                           record.live_image_digest)  # fmt: skip
@@ -223,7 +218,7 @@ def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
 
 def record_service(plan: ServicePlan, record: Record) -> Service:
     """The service as it runs now, before the run changes it: the rollback target, and what is live."""
-    before = describe(plan.target, plan.service_arn)
+    before = read_service(plan.target, plan.service_arn)
     record.previous_image = before.image
     record.previous_version = version_of(plan.repository.tag_of(before.image))
     record_live(plan, record, before)
@@ -242,10 +237,10 @@ def build_and_push(
     """
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
-    early.step = "build"
-    comp = plan.config.component(plan.component)
+    early.step = Stage.BUILD
+    comp = plan.config.apprunner_component(plan.component)
     source = plan.config.source_dir(plan.component)
-    hashed = source_hash(comp, source)
+    hashed = image_source_hash(comp, source)
     tag = image_tag(version)
     stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     in_ecr = tag_digest(plan.target, plan.repository.name, tag)
@@ -261,7 +256,7 @@ def build_and_push(
         image = build_image(
             plan.component, version, comp, source, plan.config.root, out_dir, plan.config.build_cache_dir()
         )
-        early.step = "push"
+        early.step = Stage.PUSH
         pushed = push_image(plan.target, image, plan.repository)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -270,7 +265,7 @@ def build_and_push(
         "image_digest": image.digest, "size": image.size, "source_hash": hashed, "built_at": now(),
         "builder": f"{image.builder} on {platform.node()} ({actor()})",
     }  # fmt: skip
-    early.step = "upload"
+    early.step = Stage.UPLOAD
     write_artifact_metadata(plan.target, plan.bucket, plan.component, version, metadata)
     return plan.repository.identifier(tag), image.digest, "built" if pushed else "reused"
 
@@ -283,7 +278,7 @@ def deploy_apprunner(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """The body of the App Runner deploy flows (the frontend)."""
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
@@ -293,7 +288,7 @@ def deploy_apprunner(
         logger.info(plan.target.describe())
         identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
     record = Record(
-        component, environment, "deploy", "failed", version, git_sha=git_sha, image=identifier,
+        component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, image=identifier,
         image_digest=digest, artifact=artifact, traffic="App Runner deployment",
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
@@ -308,10 +303,10 @@ def deploy_apprunner(
             raise InputError(record.reason, "wait for its operation to end (opcd status) and deploy again")
         if before.image == identifier:
             logger.info("%s %s already runs on %s: nothing to do", component, version, before.name)
-            record.outcome, record.reason = "noop", "already live"
+            record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         # A killed process runs no rollback hook: leave the rollback target in the ledger first.
-        record.outcome, record.reason = "shifting", f"moving {before.name} from {before.image} to {identifier}"
+        record.outcome, record.reason = Outcome.SHIFTING, f"moving {before.name} from {before.image} to {identifier}"
         record_in_ledger(plan.target, plan.bucket, record)
         record.finished_at = record.reason = None
         return move_and_record(plan, record, notifier, before, identifier)
@@ -325,7 +320,7 @@ def deploy_frontend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -340,7 +335,7 @@ def deploy_apprunner_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
@@ -372,10 +367,9 @@ def choose_image(
             )
         return identifier, to_version
     for record in reversed(history):
-        deployed = record.get("action") == "deploy" and record.get("outcome") == "deployed"
-        if deployed and record.get("live_image") == before.image and record.get("previous_image"):
-            previous = str(record["previous_image"])
-            return previous, version_of(plan.repository.tag_of(previous))
+        deployed = record.action == "deploy" and record.outcome is Outcome.DEPLOYED
+        if deployed and record.live_image == before.image and record.previous_image:
+            return record.previous_image, version_of(plan.repository.tag_of(record.previous_image))
     raise InputError(
         f"the ledger does not say what ran on {before.name} before {before.image}",
         "name the target with --to VERSION",
@@ -384,16 +378,16 @@ def choose_image(
 
 def rollback_apprunner(
     component: str, environment: str, to_version: str | None, config_path: str | None, force: bool = False
-) -> dict[str, Any]:
+) -> Record:
     """The ``rollback`` flow's body for an App Runner component."""
     logger = get_run_logger()
     with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
         plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
-        before = describe(plan.target, plan.service_arn)
+        before = read_service(plan.target, plan.service_arn)
         identifier, version = choose_image(plan, before, to_version, force)
         record = Record(
-            component, environment, "rollback", "failed", version, image=identifier,
+            component, environment, "rollback", Outcome.FAILED, version, image=identifier,
             previous_image=before.image, previous_version=version_of(plan.repository.tag_of(before.image)),
             force=force,
         )  # fmt: skip
@@ -408,7 +402,7 @@ def rollback_apprunner(
             raise InputError(f"{before.name} is {before.status}, not RUNNING", "wait for its operation to end")
         if identifier == before.image:
             logger.info("%s already runs %s: nothing to do", before.name, identifier)
-            record.outcome, record.reason = "noop", "already live"
+            record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
         return move_and_record(plan, record, notifier, before, identifier)

@@ -23,12 +23,13 @@ from prefect.transactions import transaction
 from flows.common import EarlySteps, finish
 from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, InputError, VersionConflict, failure_text
+from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
+from opcd.outcomes import Outcome, Stage
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
-from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
+from tasks.build import PLATFORMS, Package, build_lambda_package, lambda_source_hash
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.git import commit_config
@@ -37,11 +38,11 @@ from tasks.lambda_functions import (
     LiveVersion,
     invoke_sample_event,
     invoke_smoke_checks,
-    point_alias,
+    move_alias_reversibly,
+    move_alias_task,
     publish_version,
     read_live,
     read_live_alias,
-    shift_traffic,
     update_function_code,
     version_description,
 )
@@ -107,9 +108,7 @@ def plan_lambda_deploy(
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "lambda":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not a Lambda")
+    config.lambda_component(component)  # InputError for a component of another kind
     env = config.environment(environment)
     if version is not None:
         check_version(version)
@@ -125,10 +124,10 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     """Reuse the version's artifact when it was built from the same source; build it otherwise."""
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
-    early.step = "build"
-    comp = plan.config.component(plan.component)
+    early.step = Stage.BUILD
+    comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
-    hashed = source_hash(comp, source)
+    hashed = lambda_source_hash(comp, source)
     stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     key = artifact_key(plan.component, version)
     if stored is not None:
@@ -146,7 +145,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
         plan.component, version, comp, source,
         out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
-    early.step = "upload"
+    early.step = Stage.UPLOAD
     check_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
         "component": plan.component, "version": version, "git_sha": git_sha,
@@ -160,15 +159,15 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
 
 def sync_rules(plan: Plan, live: LiveVersion) -> RuleChanges:
     """EventBridge rules of the component, targeting its ``live`` alias (which never moves ARN)."""
-    rules = plan.config.component(plan.component).rules
+    rules = plan.config.lambda_component(plan.component).rules
     return sync_event_rules(
         plan.target, plan.config.project.name, plan.environment, plan.component, plan.function, live.alias_arn, rules
     )
 
 
 def sample_event(plan: Plan) -> dict[str, Any]:
-    comp = plan.config.component(plan.component)
-    assert comp.sample_event is not None
+    comp = plan.config.lambda_component(plan.component)
+    assert comp.sample_event is not None  # called only when the component has one
     event: dict[str, Any] = json.loads((plan.config.root / comp.sample_event).read_text())
     return event
 
@@ -178,7 +177,7 @@ def make_bake(
 ) -> Bake:
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
-    comp = plan.config.component(plan.component)
+    comp = plan.config.lambda_component(plan.component)
     guards = Guards(
         plan.alarms, plan.target.resolve_url(public) if public else None, public, env.health_check,
         comp.smoke if env.bake.smoke else [],
@@ -226,11 +225,11 @@ def shift_and_verify(
                     progress["moved"] = bool(bake.log.steps)  # a step is logged once its split took
                     if bake_log is not None:
                         bake_log.update(bake.log.as_dict())
-            shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
+            move_alias_reversibly(plan.target, plan.function, new_version, previous=live.lambda_version)
             progress["moved"] = True
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
-            comp = plan.config.component(plan.component)
+            comp = plan.config.lambda_component(plan.component)
             if comp.sample_event:
                 invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
             check_alarms(plan.target, plan.alarms)
@@ -244,7 +243,7 @@ def shift_and_verify(
                     label = f"{app} (Lambda version {live.lambda_version})"
                     raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
                 progress["moved"] = True  # an UpdateAlias took although its call failed
-            verdict = verify_rollback(plan, live)
+            verdict = verify_alias_rollback(plan, live)
         except DeployFailed:
             raise
         except Exception as read_error:
@@ -272,16 +271,16 @@ def record_failure(
     except Exception as read_error:
         unknown = unread_alias(plan, read_error)
         if "moved" not in progress:  # no shift was started: live is where it was read
-            record.outcome, record.reason = "failed", f"{failure_text(exc)}; {unknown}"
+            record.outcome, record.reason = Outcome.FAILED, f"{failure_text(exc)}; {unknown}"
             return
         record.live_version = record.live_lambda_version = None
-        record.outcome, record.reason = "rollback-failed", f"{failure_text(exc)}; {unknown}"
+        record.outcome, record.reason = Outcome.ROLLBACK_FAILED, f"{failure_text(exc)}; {unknown}"
         return
     record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
     record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
 
 
-def verify_rollback(plan: Plan, live: LiveVersion) -> str:
+def verify_alias_rollback(plan: Plan, live: LiveVersion) -> str:
     """Check that ``live`` is back where it was and healthy; say what is live now."""
     logger = get_run_logger()
     now_live = read_live(plan.target, plan.function)
@@ -291,7 +290,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
             "live is on version %s after the rollback hook; moving it back once more", now_live.lambda_version
         )
         try:
-            point_alias(plan.target, plan.function, live.lambda_version)
+            move_alias_task(plan.target, plan.function, live.lambda_version)
         except Exception as exc:  # reported below through the alias we read back
             logger.error("Second rollback attempt failed: %s", exc)
         now_live = read_live(plan.target, plan.function)
@@ -300,7 +299,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
         return f"ROLLBACK FAILED: live is on Lambda version {now_live.lambda_version}, expected {live.lambda_version}"
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
-    comp = plan.config.component(plan.component)
+    comp = plan.config.lambda_component(plan.component)
     try:
         if public:
             check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=live.app_version)
@@ -315,11 +314,11 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
 def warn_if_interrupted(plan: Plan, live: LiveVersion) -> None:
     """Say so when the last run died while moving traffic (its hook never ran)."""
     last = read_latest(plan.target, plan.bucket, plan.environment, plan.component)
-    if last and last.get("outcome") == "shifting":
+    if last and last.outcome is Outcome.SHIFTING:
         get_run_logger().warning(
             "The previous run (%s) died while moving live from Lambda version %s to %s; live is on %s now."
             " This deploy remembers %s as its rollback target.",
-            last.get("flow_run_name"), last.get("previous_lambda_version"), last.get("lambda_version"),
+            last.flow_run_name, last.previous_lambda_version, last.lambda_version,
             live.lambda_version, live.lambda_version,
         )  # fmt: skip
 
@@ -334,7 +333,7 @@ def repair_split(plan: Plan, live: LiveVersion) -> tuple[LiveVersion, str | None
         f"moved all traffic back to the primary version {live.lambda_version} before deploying"
     )
     get_run_logger().warning("Repairing %s: %s", plan.function, note)
-    point_alias(plan.target, plan.function, live.lambda_version)
+    move_alias_task(plan.target, plan.function, live.lambda_version)
     repaired = read_live(plan.target, plan.function)
     if repaired.weights or repaired.lambda_version != live.lambda_version:
         raise DeployFailed(
@@ -352,12 +351,37 @@ def deploy_lambda(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
-    """The shared body of the Lambda deploy flows (backend, worker)."""
-    logger = get_run_logger()
+) -> Record:
+    """The shared body of the Lambda deploy flows (backend, worker): plan and build (nothing live changes,
+    a failure is one line), then under the environment's lock: read live, publish the new version, check
+    it before traffic, move traffic and verify; a failure after that is recorded with what is live."""
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    plan, artifact = plan_and_build(early, version, accept_alarms)
+    record = deploy_record(plan, artifact, git_sha)
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
+    with environment_lock(environment, component):
+        live = take_live(plan, record, notifier)
+        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
+        try:
+            if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
+                return already_live(plan, record, live, notifier)
+            new_version = publish_new_version(plan, artifact, record)
+            check_before_traffic(plan, artifact, live, new_version)
+            move_traffic(plan, record, live, (new_version, version), notifier, progress)
+        except Exception as exc:
+            record_failure(plan, record, live, progress, exc)
+            finish(plan, record, notifier)
+            raise
+        record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
+        get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
+        return finish(plan, record, notifier)
+
+
+def plan_and_build(early: EarlySteps, version: str, accept_alarms: list[str] | None) -> tuple[Plan, Artifact]:
+    """Stages plan, build and upload: a failure is reported by ``early`` (live untouched)."""
+    logger = get_run_logger()
     with early.reporting():
-        plan = plan_lambda_deploy(component, environment, version, config_path, accept_alarms)
+        plan = plan_lambda_deploy(early.component, early.environment, version, early.config_path, accept_alarms)
         early.planned(plan, partial(record_live_lambda, plan))
         logger.info(plan.target.describe())
         if plan.alarms.accepted:
@@ -365,93 +389,114 @@ def deploy_lambda(
                 "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
                 ", ".join(sorted(plan.alarms.accepted)),
             )
-        artifact = ensure_artifact(plan, version, git_sha, early)
-    comp = plan.config.component(component)
+        artifact = ensure_artifact(plan, version, early.git_sha, early)
+    return plan, artifact
+
+
+def deploy_record(plan: Plan, artifact: Artifact, git_sha: str | None) -> Record:
+    """The run's ledger record, ``failed`` until it ends otherwise."""
     record = Record(
-        component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex,
-        artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
+        plan.component, plan.environment, "deploy", Outcome.FAILED, artifact.version, git_sha=git_sha,
+        sha256=artifact.sha256_hex, artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
-    with environment_lock(environment, component):
-        live = read_live_alias(plan.target, plan.function)
-        notifier.send(
-            f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
-            f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
-        )
-        warn_if_interrupted(plan, live)
-        live, record.repaired = repair_split(plan, live)
-        record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
-        record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
-        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
-        try:
-            if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
-                logger.info(
-                    "%s %s is already live in %s (Lambda version %s): nothing to do",
-                    component,
-                    version,
-                    environment,
-                    live.lambda_version,
-                )
-                record.outcome, record.lambda_version, record.reason = "noop", live.lambda_version, "already live"
-                record.rules = sync_rules(plan, live).summary()  # rules are configuration: still applied
-                return finish(plan, record, notifier)
-            update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
-            new_version = publish_version(
-                plan.target,
-                plan.function,
-                version_description(component, version, artifact.sha256_hex),
-                artifact.code_sha256,
-            )
-            record.lambda_version = new_version
-            if comp.migrations:
-                secret_name = plan.config.environment(environment).database_secret
-                assert secret_name is not None  # checked when the config was loaded
-                run_migrations(
-                    download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
-                    comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
-                    plan.config.build_cache_dir(),
-                )  # fmt: skip
-            try:
-                if comp.smoke:
-                    invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
-                if comp.sample_event:
-                    event = sample_event(plan)
-                    invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
-            except DeployFailed as exc:
-                raise DeployFailed(
-                    f"pre-traffic {exc}; live untouched on {live.app_version or 'a version opcd did not deploy'}"
-                    f" (Lambda version {live.lambda_version})"
-                ) from exc
-            record.rules = sync_rules(plan, live).summary()
-            # A killed process runs no rollback hook: leave the rollback target in the ledger first.
-            record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
-            record_in_ledger(plan.target, plan.bucket, record)
-            record.finished_at = record.reason = None
-            bake_log: dict[str, Any] = {}
-            try:
-                shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier, progress)
-            finally:
-                record.bake = bake_log or None
-        except Exception as exc:
-            record_failure(plan, record, live, progress, exc)
-            finish(plan, record, notifier)
-            raise
-        record.outcome, record.live_version, record.live_lambda_version = "deployed", version, new_version
-        logger.info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
-        return finish(plan, record, notifier)
+    return record
 
 
-def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> str:
+def take_live(plan: Plan, record: Record, notifier: Notifier) -> LiveVersion:
+    """What ``live`` points at (a split repaired first): the previous version and the rollback target."""
+    live = read_live_alias(plan.target, plan.function)
+    notifier.send(
+        f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
+        f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
+    )
+    warn_if_interrupted(plan, live)
+    live, record.repaired = repair_split(plan, live)
+    record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
+    record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
+    return live
+
+
+def already_live(plan: Plan, record: Record, live: LiveVersion, notifier: Notifier) -> Record:
+    """The version runs already: nothing to publish; its rules (configuration) are still applied."""
+    get_run_logger().info(
+        "%s %s is already live in %s (Lambda version %s): nothing to do",
+        plan.component, record.version, plan.environment, live.lambda_version,
+    )  # fmt: skip
+    record.outcome, record.lambda_version, record.reason = Outcome.NOOP, live.lambda_version, "already live"
+    record.rules = sync_rules(plan, live).summary()
+    return finish(plan, record, notifier)
+
+
+def publish_new_version(plan: Plan, artifact: Artifact, record: Record) -> str:
+    """``$LATEST`` from the artifact (its sha checked), published as a new version; its number."""
+    update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
+    new_version = publish_version(
+        plan.target,
+        plan.function,
+        version_description(plan.component, artifact.version, artifact.sha256_hex),
+        artifact.code_sha256,
+    )
+    record.lambda_version = new_version
+    return new_version
+
+
+def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_version: str) -> None:
+    """Migrations, then the smoke checks and the sample event on the new version; live untouched on failure."""
+    comp = plan.config.lambda_component(plan.component)
+    if comp.migrations:
+        secret_name = plan.config.database_secret(plan.environment)
+        run_migrations(
+            download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
+            comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
+            plan.config.build_cache_dir(),
+        )  # fmt: skip
+    try:
+        if comp.smoke:
+            invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
+        if comp.sample_event:
+            event = sample_event(plan)
+            invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
+    except DeployFailed as exc:
+        raise DeployFailed(
+            f"pre-traffic {exc}; live untouched on {live.app_version or 'a version opcd did not deploy'}"
+            f" (Lambda version {live.lambda_version})"
+        ) from exc
+
+
+def move_traffic(
+    plan: Plan,
+    record: Record,
+    live: LiveVersion,
+    new: tuple[str, str],
+    notifier: Notifier,
+    progress: dict[str, bool],
+) -> None:
+    """Rules onto the new version, the rollback target in the ledger, then :func:`shift_and_verify`
+    (``new``: the Lambda version and the app version it runs)."""
+    new_version, version = new
+    record.rules = sync_rules(plan, live).summary()
+    # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+    record.outcome, record.reason = Outcome.SHIFTING, f"moving live from {live.lambda_version} to {new_version}"
+    record_in_ledger(plan.target, plan.bucket, record)
+    record.finished_at = record.reason = None
+    bake_log: dict[str, Any] = {}
+    try:
+        shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier, progress)
+    finally:
+        record.bake = bake_log or None
+
+
+def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> Outcome:
     """How a failed run ended, from the alias read back (``after``) and whether traffic ever moved.
 
     ``rollback-failed``: live is not back on ``live.lambda_version`` alone. ``rolled-back``: traffic
     moved (``progress["moved"]``, see :func:`shift_and_verify`) and came back. ``failed``: it never moved.
     """
     if after.lambda_version != live.lambda_version or after.weights:
-        return "rollback-failed"
-    return "rolled-back" if progress.get("moved") else "failed"
+        return Outcome.ROLLBACK_FAILED
+    return Outcome.ROLLED_BACK if progress.get("moved") else Outcome.FAILED
 
 
 def record_live_lambda(plan: Plan, record: Record) -> None:
@@ -469,7 +514,7 @@ def deploy_backend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -483,7 +528,7 @@ def deploy_worker(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -498,7 +543,7 @@ def deploy_lambda_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)

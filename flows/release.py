@@ -31,12 +31,13 @@ from flows.components import deploy_flow
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
 from opcd.aws import AwsTarget, resolve_target, target_for
-from opcd.config import Config, load_config
+from opcd.config import AppRunnerComponent, Config, load_config, refuse_ecs
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
+from opcd.outcomes import Outcome, ReleaseOutcome
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
-from tasks.apprunner import describe, find_service
+from tasks.apprunner import find_service, read_service
 from tasks.ecr import describe_repository
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
@@ -46,16 +47,15 @@ from tasks.notify import Emailer, Notifier, run_url
 
 # Flow runs whose outcome the body already reported (the state hooks then stay quiet).
 _REPORTED: set[UUID] = set()
-_FAILED = ("failed", "rolled-back", "rollback-failed", "error")
 
 
 @dataclass
-class Step:
+class DeployResult:
     """One component's deploy to one environment, as the release saw it end."""
 
     component: str
     environment: str
-    outcome: str  # deployed | noop | failed | rolled-back | rollback-failed | error
+    outcome: Outcome
     live: str  # what is live there now
     reason: str | None = None
     seconds: float | None = None
@@ -63,17 +63,16 @@ class Step:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in _FAILED
+        return self.outcome.is_failure
 
 
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
-        if config.component(component).kind == "apprunner":
-            repository = config.component(component).repository
-            assert repository is not None  # checked when the config was loaded
-            service = describe(target, find_service(target, config.service_ref(component, environment)))
-            tag = describe_repository(target, repository).tag_of(service.image)
+        comp = config.component(component)
+        if isinstance(comp, AppRunnerComponent):
+            service = read_service(target, find_service(target, config.service_ref(component, environment)))
+            tag = describe_repository(target, comp.repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
         live = read_live(target, config.function_name(component, environment))
     except Exception as exc:  # a summary must not fail for a read: say what is unknown
@@ -94,8 +93,8 @@ def choose_components(
         return everything, "all components: no commit given to compare"
     chosen, notes = [], []
     for name in everything:
-        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json") or {}
-        base = live.get("git_sha")
+        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json")
+        base = live.git_sha if live else None
         paths = changed_paths(config.root, str(base), git_sha) if base else None
         if paths is None:
             chosen.append(name)
@@ -127,8 +126,8 @@ def check_request(
             continue
         target = target_for(config, skipped)
         for component in components:
-            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json") or {}
-            if live.get("version") != version:
+            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json")
+            if live is None or live.version != version:
                 raise InputError(
                     f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
                     f"release to {skipped} too (leave out --env), or deploy it there first",
@@ -139,6 +138,8 @@ def check_request(
 def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
     """Every component's resources in every environment exist: bad input changes nothing."""
     config = load_config(config_path)
+    for component in components:
+        refuse_ecs(component, config.component(component))
     for environment in environments:
         for component in components:
             if config.component(component).kind == "apprunner":
@@ -202,37 +203,41 @@ def deploy_component(
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
     child = str(state.state_details.flow_run_id)
     target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
-    latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
-    record = latest if latest.get("flow_run_id") == child else {"outcome": "error", "reason": reason}
-    return Failed(message=f"{component} to {environment}: {record['outcome']}: {reason}", data=record)
+    latest = read_latest(target, config.project.artifact_bucket, environment, component)
+    if latest is None or latest.flow_run_id != child:
+        latest = Record(component, environment, "deploy", Outcome.ERROR, version, reason=reason)
+    return Failed(message=f"{component} to {environment}: {latest.outcome}: {reason}", data=latest)
 
 
-def _seconds(record: dict[str, Any]) -> float | None:
+def _seconds(record: Record) -> float | None:
     try:
-        start = datetime.fromisoformat(str(record["started_at"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(record["finished_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(record.finished_at).replace("Z", "+00:00"))
+    except ValueError:
         return None
     return (end - start).total_seconds()
 
 
-def step_of(config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]) -> Step:
+def step_of(
+    config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]
+) -> DeployResult:
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
     state = future.state
     record = state.result(raise_on_failure=False)
-    if not isinstance(record, dict) or record.get("outcome") == "error":
-        reason = str(record.get("reason")) if isinstance(record, dict) else str(record or state.message)
-        return Step(component, environment, "error", live_now(config, target, environment, component), reason)
-    fields = {k: v for k, v in record.items() if k in Record.__dataclass_fields__}
-    outcome = str(record["outcome"])
-    if not state.is_completed() and outcome not in _FAILED:
+    if not isinstance(record, Record) or record.outcome is Outcome.ERROR:
+        reason = str(record.reason) if isinstance(record, Record) else str(record or state.message)
+        return DeployResult(
+            component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason
+        )
+    outcome: Outcome = record.outcome
+    why = record.reason
+    if not state.is_completed() and not outcome.is_failure:
         # The child failed after its last ledger record (e.g. still "shifting"): never a success.
-        outcome = "error"
-        record = {**record, "reason": f"{record.get('reason') or state.message} (ledger says {record['outcome']})"}
-    return Step(
-        component, environment, outcome, live_text(Record(**fields)),
-        None if outcome in ("deployed", "noop") else record.get("reason"),
-        _seconds(record), record.get("flow_run_name"),
+        outcome, why = Outcome.ERROR, f"{record.reason or state.message} (ledger says {record.outcome})"
+    return DeployResult(
+        component, environment, outcome, live_text(record),
+        None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
+        _seconds(record), record.flow_run_name,
     )  # fmt: skip
 
 
@@ -242,14 +247,14 @@ def _took(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def _step_text(step: Step) -> str:
+def _step_text(step: DeployResult) -> str:
     text = {
-        "deployed": f"deployed in {_took(step.seconds)}",
-        "noop": "already live: nothing to do",
-        "failed": "FAILED before traffic moved",
-        "rolled-back": "FAILED after traffic moved: ROLLED BACK",
-        "rollback-failed": "FAILED and the ROLLBACK FAILED: act now",
-        "error": "FAILED",
+        Outcome.DEPLOYED: f"deployed in {_took(step.seconds)}",
+        Outcome.NOOP: "already live: nothing to do",
+        Outcome.FAILED: "FAILED before traffic moved",
+        Outcome.ROLLED_BACK: "FAILED after traffic moved: ROLLED BACK",
+        Outcome.ROLLBACK_FAILED: "FAILED and the ROLLBACK FAILED: act now",
+        Outcome.ERROR: "FAILED",
     }.get(step.outcome, step.outcome)
     return f"{text}; live: {step.live}" + (f"\n_{step.reason[:300]}_" if step.reason else "")
 
@@ -260,7 +265,7 @@ def approval_description(
     environment: str,
     components: list[str],
     live: dict[str, str],
-    done: dict[str, dict[str, Step]],
+    done: dict[str, dict[str, DeployResult]],
     decision_timeout: float,
     approvers: list[str],
 ) -> str:
@@ -289,7 +294,7 @@ def approval_description(
     ])  # fmt: skip
 
 
-def _facts(steps: dict[str, Step]) -> dict[str, str]:
+def _facts(steps: dict[str, DeployResult]) -> dict[str, str]:
     return {name: _step_text(step) for name, step in steps.items()}
 
 
@@ -311,7 +316,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         cells = []
         for env in envs:
             step = summary["steps"].get(env, {}).get(component)
-            cells.append(_step_text(Step(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed")
+            cells.append(
+                _step_text(DeployResult(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed"
+            )
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     for decision in summary["approvals"]:
         lines.append("")
@@ -334,7 +341,7 @@ class Release:
         self.notifier = Notifier.from_config(config, f"release {version}")
         self.emailer = Emailer.from_config(config, self.target)
         self.components: list[str] = []
-        self.steps: dict[str, dict[str, Step]] = {}
+        self.steps: dict[str, dict[str, DeployResult]] = {}
         self.approvals: list[Decision] = []
         self.started = time.monotonic()
         self.build_seconds = 0.0
@@ -350,7 +357,7 @@ class Release:
             self._targets[environment] = target_for(self.config, environment)
         return self._targets[environment]
 
-    def summary(self, outcome: str, detail: str) -> dict[str, Any]:
+    def summary(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
         ctx = FlowRunContext.get()
         return {
             "version": self.version, "git_sha": self.git_sha, "outcome": outcome, "detail": detail,
@@ -363,7 +370,7 @@ class Release:
             "flow_run_name": ctx.flow_run.name if ctx and ctx.flow_run else None,
         }  # fmt: skip
 
-    def finish(self, outcome: str, detail: str) -> dict[str, Any]:
+    def finish(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
         """Summary to Slack, the ledger and an artifact; email when it did not succeed."""
         summary = self.summary(outcome, detail)
         self.notifier.muted = self.emailer.muted = False  # how a run ends is always news, replayed or not
@@ -373,12 +380,12 @@ class Release:
                 f"{env}: {self.steps[env][component].outcome}, live {self.steps[env][component].live}"
                 for env in self.environments if component in self.steps.get(env, {})
             ) or "not deployed"  # fmt: skip
-        level = "ok" if outcome == "released" else "fail"
+        level = "fail" if outcome.is_failure else "ok"
         self.notifier.send(f"{outcome}: {detail}", level, facts)
         ctx = FlowRunContext.get()
-        if ctx and ctx.flow_run and outcome != "released":
+        if ctx and ctx.flow_run and outcome.is_failure:
             _REPORTED.add(ctx.flow_run.id)  # the state hook then does not announce the failure again
-        if outcome != "released":
+        if outcome.is_failure:
             self.emailer.send(f"[opcd] release {self.version} {outcome}", summary_markdown(summary) + self._link())
         summary["notify_failures"] = self.notifier.failures + self.emailer.failures
         try:
@@ -418,7 +425,7 @@ class Release:
         self.build_seconds = time.monotonic() - start
         if errors:
             detail = "build failed, nothing deployed: " + "; ".join(errors)
-            self.finish("failed", detail)
+            self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}", "; ".join(hints) or "fix it and release again")
 
     def approve(self, environment: str) -> None:
@@ -462,11 +469,11 @@ class Release:
         if decision.timed_out:  # its own outcome; like a rejection, nothing is deployed there
             detail = f"{environment}: {decision.describe()}; nothing deployed there"
             self.notifier.send(detail, "fail", identity)
-            self.finish("timed-out", detail)
+            self.finish(ReleaseOutcome.TIMED_OUT, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
         self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail", identity)
         detail = f"{decision.describe()}; {environment} untouched"
-        self.finish("rejected", detail)
+        self.finish(ReleaseOutcome.REJECTED, detail)
         raise DeployFailed(f"release {self.version} to {environment}: {detail}")
 
     def deploy(self, environment: str) -> None:
@@ -489,17 +496,19 @@ class Release:
             text = f"{environment}: {len(steps)} of {len(steps)} deployed"
         self.notifier.send(text, "fail" if failed else "ok", _facts(steps))
         for step in steps.values():
-            if step.outcome in ("rolled-back", "rollback-failed"):
+            if step.outcome in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
+                rolled_back = step.outcome is Outcome.ROLLED_BACK
                 self.notifier.send(
-                    f"{step.component} in {environment} was {'ROLLED BACK' if step.outcome == 'rolled-back' else 'NOT rolled back (rollback failed)'}: live now {step.live}",  # noqa: E501
-                    "warn" if step.outcome == "rolled-back" else "fail",
+                    f"{step.component} in {environment} was"
+                    f" {'ROLLED BACK' if rolled_back else 'NOT rolled back (rollback failed)'}: live now {step.live}",
+                    "warn" if rolled_back else "fail",
                     {"Why": (step.reason or "-")[:500]},
                 )
         if failed:
             later = self.environments[self.environments.index(environment) + 1 :]
             where = "; ".join(f"{s.component}: {s.outcome}, live {s.live}" for s in failed)
             detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
-            self.finish("failed", detail)
+            self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
 
 
@@ -570,7 +579,7 @@ def _release(
     run.environments = envs = check_request(config, version, git_sha, run.components, envs)
     logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
     if not run.components:
-        return run.finish("released", f"nothing to release: {why}")
+        return run.finish(ReleaseOutcome.RELEASED, f"nothing to release: {why}")
     preflight(config_path, run.components, envs, version)
     run.notifier.send(
         f"started by {actor()}: {', '.join(run.components)} → {' → '.join(envs)}", "info",
@@ -581,4 +590,4 @@ def _release(
         run.approve(environment)
         run.deploy(environment)
     where = ", ".join(envs)
-    return run.finish("released", f"{', '.join(run.components)} {version} live in {where}")
+    return run.finish(ReleaseOutcome.RELEASED, f"{', '.join(run.components)} {version} live in {where}")

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from opcd.config import Config
+from opcd.config import Config, ImageComponent
 
 Role = Literal["deploy", "read"]
 ROLES: tuple[Role, ...] = ("deploy", "read")
@@ -65,7 +65,7 @@ def service_name(ref: str) -> str:
 def access_role(config: Config, component: str, environment: str) -> str:
     """The ECR access role (name or ARN) App Runner pulls ``component``'s images with in ``environment``:
     ``components.NAME.access_role`` (``{environment}`` replaced), else ``{service name}-ecr-access``."""
-    configured = config.component(component).access_role
+    configured = config.apprunner_component(component).access_role
     if configured:
         return configured.replace("{environment}", environment)
     return f"{service_name(config.service_ref(component, environment))}-ecr-access"
@@ -89,7 +89,7 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     read = role == "read"
     lambdas = [name for name, comp in config.components.items() if comp.kind == "lambda"]
     apprunners = [name for name, comp in config.components.items() if comp.kind == "apprunner"]
-    containers = [name for name, comp in config.components.items() if comp.kind in ("apprunner", "ecs")]
+    containers = [comp for comp in config.components.values() if isinstance(comp, ImageComponent)]
     statements: list[dict[str, Any]] = []
 
     functions: list[str] = []
@@ -143,9 +143,7 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
 
     if containers:
         repositories = [
-            f"arn:aws:ecr:{region}:{acct}:repository/{config.components[name].repository}"
-            for name in containers
-            for acct in everywhere
+            f"arn:aws:ecr:{region}:{acct}:repository/{comp.repository}" for comp in containers for acct in everywhere
         ]
         actions = ["DescribeImages", "DescribeRepositories"]
         if not read:  # skopeo pushes through the registry API with the token GetAuthorizationToken gives
@@ -200,9 +198,9 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
 def ecs_services(config: Config) -> list[tuple[str, str, str, str]]:
     """(environment, component, cluster, service) of every ECS service: ``environments.ENV.ecs.COMPONENT``."""
     return [
-        (env_name, component, str(ref.cluster), str(ref.service))
+        (env_name, component, ref.cluster, ref.service)
         for env_name, env in config.environments.items()
-        for component, ref in (getattr(env, "ecs", None) or {}).items()
+        for component, ref in env.ecs.items()
     ]
 
 

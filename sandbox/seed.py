@@ -74,8 +74,7 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
         if env.database_secret:
             sm.create_secret(Name=env.database_secret, SecretString=database_url)
         for comp_name, function_name in env.functions.items():
-            comp = config.components[comp_name]
-            assert comp.handler is not None
+            comp = config.lambda_component(comp_name)
             lam.create_function(
                 FunctionName=function_name,
                 Runtime=comp.runtime,

@@ -18,26 +18,26 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.config import Config
+from opcd.config import Config, LambdaComponent
 from opcd.errors import ResourceMissing
-from tasks.apprunner import describe, find_service
+from opcd.outcomes import Outcome
+from tasks.apprunner import find_service, read_service
 from tasks.cloudwatch import describe_alarms
 from tasks.eventbridge import TARGET_ID, aws_rule_name
 from tasks.lambda_functions import ALIAS, read_live
-from tasks.ledger import read_latest
+from tasks.ledger import Record, read_latest
 from tasks.s3_artifacts import lifecycle_rules, retention_problem
 from tasks.terraform import workspace
 
 
 @dataclass(frozen=True)
-class Finding:
+class Drift:
     environment: str
     resource: str  # what drifted: a function's alias, a rule, a service, an alarm, the bucket
     problem: str  # what is wrong, in one line
@@ -48,20 +48,20 @@ class Finding:
         return asdict(self)
 
 
-def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> dict[str, Any] | None:
+def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> Record | None:
     return read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
 
 
-def _half_done(environment: str, resource: str, component: str, latest: dict[str, Any], doing: str) -> Finding:
-    run = latest.get("flow_run_name") or latest.get("flow_run_id") or "unknown"
-    return Finding(
-        environment, resource, f"a deploy of {latest.get('version')} stopped while {doing} (run {run})",
+def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Drift:
+    run = latest.flow_run_name or latest.flow_run_id or "unknown"
+    return Drift(
+        environment, resource, f"a deploy of {latest.version} stopped while {doing} (run {run})",
         f"check `opcd status --env {environment}`, then deploy or roll back {component}",
     )  # fmt: skip
 
 
 @task(name="check-lambda-aliases", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     bucket = config.project.artifact_bucket
     for component, function in config.environment(environment).functions.items():
@@ -69,36 +69,41 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) ->
         try:
             live = read_live(target, function)
         except ResourceMissing as exc:
-            findings.append(Finding(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
         if live.weights:
             split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
                 f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
             ))  # fmt: skip
         record = _live_record(config, target, environment, component)
-        if record and record.get("live_lambda_version") and record["live_lambda_version"] != live.lambda_version:
-            findings.append(Finding(
+        if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
+            findings.append(Drift(
                 environment, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
-                f" says {record['live_lambda_version']} ({record.get('live_version')})",
-                f"opcd rollback {component} --env {environment} --to-lambda-version {record['live_lambda_version']}"
+                f" says {record.live_lambda_version} ({record.live_version})",
+                f"opcd rollback {component} --env {environment} --to-lambda-version {record.live_lambda_version}"
                 " (or deploy again)",
             ))  # fmt: skip
         latest = read_latest(target, bucket, environment, component)
-        if latest and latest.get("outcome") == "shifting":
+        if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, resource, component, latest, "shifting traffic"))
     return findings
 
 
 @task(name="check-event-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     events, lam = target.client("events"), target.client("lambda")
     env = config.environment(environment)
     for component, comp in config.components.items():
-        if not comp.rules or component not in env.functions or not _live_record(config, target, environment, component):
+        if (
+            not isinstance(comp, LambdaComponent)
+            or not comp.rules
+            or component not in env.functions
+            or not _live_record(config, target, environment, component)
+        ):
             continue
         function = env.functions[component]
         alias_arn = lam.get_alias(FunctionName=function, Name=ALIAS)["AliasArn"]
@@ -111,71 +116,71 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str) -> li
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
-                findings.append(Finding(environment, f"rule {name}", "does not exist", fix))
+                findings.append(Drift(environment, f"rule {name}", "does not exist", fix))
                 continue
             if info.get("State") != ("ENABLED" if rule.enabled else "DISABLED"):
-                findings.append(Finding(environment, f"rule {name}", f"is {info.get('State')}", fix))
+                findings.append(Drift(environment, f"rule {name}", f"is {info.get('State')}", fix))
             wrong = [t["Arn"] for t in targets if t["Arn"] != alias_arn]
             if wrong:
-                findings.append(Finding(
+                findings.append(Drift(
                     environment, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
                 ))  # fmt: skip
             elif not any(t.get("Id") == TARGET_ID for t in targets):
-                findings.append(Finding(environment, f"rule {name}", f"has no target on {function}:live", fix))
+                findings.append(Drift(environment, f"rule {name}", f"has no target on {function}:live", fix))
     return findings
 
 
 @task(name="check-apprunner-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_apprunner_services(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_apprunner_services(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     for component, ref in config.environment(environment).services.items():
         try:
-            service = describe(target, find_service(target, ref))
+            service = read_service(target, find_service(target, ref))
         except ResourceMissing as exc:
-            findings.append(Finding(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
             continue
         record = _live_record(config, target, environment, component)
-        if record and record.get("live_image") and record["live_image"] != service.image:
-            findings.append(Finding(
+        if record and record.live_image and record.live_image != service.image:
+            findings.append(Drift(
                 environment, f"service {service.name}",
-                f"runs {service.image}; the ledger says {record['live_image']} ({record.get('live_version')})",
-                f"opcd rollback {component} --env {environment} --to {record.get('live_version')} (or deploy again)",
+                f"runs {service.image}; the ledger says {record.live_image} ({record.live_version})",
+                f"opcd rollback {component} --env {environment} --to {record.live_version} (or deploy again)",
             ))  # fmt: skip
         latest = read_latest(target, config.project.artifact_bucket, environment, component)
-        if latest and latest.get("outcome") == "shifting":
+        if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, f"service {service.name}", component, latest, "moving the service"))
         if service.status != "RUNNING":
-            findings.append(Finding(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
+            findings.append(Drift(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
     return findings
 
 
 @task(name="check-alarms-exist", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     names = config.environment(environment).alarms
     if not names:
         return []
     found = describe_alarms(target, names)
     return [
-        Finding(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
+        Drift(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names
         if n not in found
     ]
 
 
 @task(name="check-retention-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
+def check_retention_rules(config: Config, target: AwsTarget) -> list[Drift]:
     bucket, days = config.project.artifact_bucket, config.project.artifact_retention_days
     rules = lifecycle_rules(target, bucket)
     fix = "apply Terraform: it owns the bucket's lifecycle rules (a deploy only warns of them)"
     return [
-        Finding("all", f"bucket {bucket}", problem, fix)
+        Drift("all", f"bucket {bucket}", problem, fix)
         for component in config.components
         if (problem := retention_problem(rules, component, days))
     ]
 
 
 @task(name="check-terraform-drift", cache_policy=NO_CACHE)
-def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
+def check_terraform_drift(config: Config, environment: str) -> list[Drift]:
     """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration.
 
     Read-only: the plan takes no state lock (``-lock=false``) and is thrown away, never kept.
@@ -191,10 +196,10 @@ def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
     if not summary.changes_resources:  # exit code 2 all the same
         outputs = ", ".join(summary.outputs) or "-"
         problem = f"has changes but no resource changes (outputs: {outputs})"
-        findings.append(Finding(environment, "terraform plan", problem, fix, "terraform"))
+        findings.append(Drift(environment, "terraform plan", problem, fix, "terraform"))
     for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
                        ("change", "would be changed")):  # fmt: skip
         for address in getattr(summary, kind):
             problem = f"{verb} by Terraform: it differs from the configuration"
-            findings.append(Finding(environment, address, problem, fix, "terraform"))
+            findings.append(Drift(environment, address, problem, fix, "terraform"))
     return findings
