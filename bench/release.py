@@ -147,7 +147,7 @@ def fresh_sandbox(server: SandboxServer, config: Config, work: Path) -> None:
 
 def cli(*argv: str) -> None:
     """``opcd ARGV`` in this process, its output kept (shown if it fails)."""
-    from opcd.cli import main
+    from cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

@@ -354,13 +354,19 @@ def _role_arn(value: Any) -> Any:
 class EcsService(_Model):
     """The ECS service an ``ecs`` component runs as in one environment."""
 
-    cluster: str = Field(description="ECS cluster (name or ARN).")
-    service: str = Field(description="ECS service in that cluster (name or ARN).")
+    cluster: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS cluster name (not an ARN).")
+    service: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS service name in that cluster (not an ARN)."
+    )
     strategy: Literal["rolling", "blue-green"] = Field(
         default="rolling",
         description="rolling: ECS's rolling deployment (circuit breaker, alarm rollback); blue-green: ECS's own.",
     )
     bake: Duration = Field(default=0.0, description="blue-green's bake time (bakeTimeInMinutes, rounded up).")
+    alarms: list[str] | None = Field(
+        default=None,
+        description="Alarms ECS watches during its deployment and rolls back on (default: the environment's).",
+    )
 
     @property
     def bake_minutes(self) -> int:

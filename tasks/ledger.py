@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 from dataclasses import field
 from datetime import UTC, datetime
@@ -19,10 +20,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from opcd.aws import AwsTarget, error_code
+from opcd.errors import ConfigError
 from opcd.outcomes import Outcome, Stage
 
 PREFIX = "ledger"
@@ -89,6 +91,7 @@ class Record:
             self.flow_run_name = ctx.flow_run.name
 
 
+_log = logging.getLogger("opcd.ledger")
 _RECORD = TypeAdapter(Record)
 
 
@@ -126,7 +129,19 @@ def read_latest(
         if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
             return None
         raise
-    return _RECORD.validate_json(body["Body"].read())
+    key = f"{_prefix(environment, component)}/{name}"
+    try:
+        return _RECORD.validate_json(body["Body"].read())
+    except ValidationError as exc:  # refuse to guess what a record this opcd cannot read says
+        raise ConfigError(
+            f"ledger record s3://{bucket}/{key} cannot be read: {_first_error(exc)}",
+            "it was written by another version of opcd or edited by hand: upgrade opcd, or move the record aside",
+        ) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc']) or 'record'}: {error['msg']}"
 
 
 def read_history(target: AwsTarget, bucket: str, environment: str, component: str) -> list[Record]:
@@ -144,7 +159,13 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
         if error_code(exc) == "NoSuchBucket":
             return []
         raise
-    return [_RECORD.validate_json(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
+    records = []
+    for key in sorted(keys):
+        try:
+            records.append(_RECORD.validate_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        except ValidationError as exc:  # one unreadable record leaves the others usable; it counts as not seen
+            _log.warning("ledger record s3://%s/%s skipped, it cannot be read: %s", bucket, key, _first_error(exc))
+    return records
 
 
 LiveField = Literal["live_version", "live_lambda_version", "live_image"]

@@ -6,8 +6,8 @@ Used by the end-to-end tests (``tests/e2e/conftest.py``) and the benchmarks (``b
         ...  # api: http://127.0.0.1:PORT/api; without the database setting, Prefect's SQLite file in home
 
 ``initdb`` makes a cluster in a new directory of the system's temporary directory; ``pg_ctl`` starts
-it listening on 127.0.0.1 only (its socket in that directory, trust authentication: nothing outside
-this machine reaches it), and stops it and removes the directory afterwards. PostgreSQL refuses to
+it listening on 127.0.0.1 only (its socket in that 0700 directory; loopback connections need a random
+per-cluster password), and stops it and removes the directory afterwards. PostgreSQL refuses to
 run as root: as root, the cluster belongs to the unprivileged ``postgres`` user (made by the Debian
 package), or ``nobody``. :func:`unavailable` says why none can run here (the tests skip saying it).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -33,7 +34,7 @@ import httpx
 
 BIN = Path(sys.executable).parent
 
-SUPERUSER = "opcd"  # the cluster's superuser (initdb -U): no password, loopback and trust only
+SUPERUSER = "opcd"  # the cluster's superuser (initdb -U): a random password on loopback
 INSTALL_HINT = "install Debian's postgresql package (`make test` and `make bench` do, as root with apt)"
 # A test's database need not survive a crash of the machine: no fsync (a benchmark keeps the defaults).
 FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -84,11 +85,12 @@ class Postgres:
     directory: Path
     bin: Path
     user: str | None
+    password: str
 
     def database(self, name: str) -> str:
         """Create the database ``name``; its SQLAlchemy URL for Prefect (driver asyncpg)."""
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name)
-        return f"postgresql+asyncpg://{SUPERUSER}@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+asyncpg://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{name}"
 
     def sql(self, database: str, query: str) -> str:
         """``psql``'s unaligned output of one query (no header)."""
@@ -97,7 +99,8 @@ class Postgres:
         )  # fmt: skip
 
     def _run(self, tool: str, *args: str) -> str:
-        proc = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False)
+        env = {**os.environ, "PGPASSWORD": self.password}
+        proc = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{tool} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
@@ -116,9 +119,16 @@ def postgres(durable: bool = False) -> Iterator[Postgres]:
     assert bin_ is not None
     directory = Path(tempfile.mkdtemp(prefix="opcd-postgres-"))
     data, log = directory / "data", directory / "postgres.log"
+    # Loopback connections need the superuser's password (random, per cluster): other local users of a
+    # shared machine cannot connect; the socket sits in this 0700 directory.
+    password = secrets.token_urlsafe(24)
+    password_file = directory / "password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
     if user is not None:  # everything below belongs to the user PostgreSQL runs as
         entry = pwd.getpwnam(user)
         os.chown(directory, entry.pw_uid, entry.pw_gid)
+        os.chown(password_file, entry.pw_uid, entry.pw_gid)
 
     def as_user(*argv: str) -> None:
         proc = subprocess.run(
@@ -136,11 +146,12 @@ def postgres(durable: bool = False) -> Iterator[Postgres]:
             options += ["-c", setting]
     started = False
     try:
-        as_user(str(bin_ / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync")
+        as_user(str(bin_ / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth-local=trust",
+                "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8", "--no-sync")  # fmt: skip
         as_user(str(bin_ / "pg_ctl"), "start", "-w", "-t", "120", "-D", str(data), "-l", str(log),
                 "-o", " ".join(options))  # fmt: skip
         started = True
-        yield Postgres(port, directory, bin_, user)
+        yield Postgres(port, directory, bin_, user, password)
     finally:
         try:
             if started:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 import pytest
 
@@ -15,7 +16,14 @@ pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailabl
 def test_a_cluster_serves_its_databases_on_loopback_and_leaves_nothing() -> None:
     with postgres() as pg:
         url = pg.database("prefect")
-        assert url == f"postgresql+asyncpg://opcd@127.0.0.1:{pg.port}/prefect"
+        assert url == f"postgresql+asyncpg://opcd:{pg.password}@127.0.0.1:{pg.port}/prefect"
+        # without the password, loopback is refused (another user of the machine cannot get in)
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+        refused = subprocess.run(
+            [str(pg.bin / "psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "opcd", "-w", "-XAtc", "SELECT 1",
+             "prefect"], capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "password" in refused.stderr
         assert pg.sql("prefect", "SELECT current_database(), current_setting('listen_addresses')").split() == [
             "prefect|127.0.0.1"
         ]

@@ -12,9 +12,9 @@ from botocore.stub import Stubber
 from opcd.aws import AwsTarget
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from tasks.apprunner import (
-    describe,
     find_service,
     follow_operation,
+    read_service,
     repository_type_of,
     start_update,
     update_service,
@@ -88,14 +88,14 @@ def test_a_service_given_by_arn_is_described_and_a_missing_arn_named(stub: Stub)
     assert find_service(target, ARN) == ARN
     not_found(apprunner, "describe_service")
     with pytest.raises(ResourceMissing) as caught:
-        describe(target, ARN)
+        read_service(target, ARN)
     assert str(caught.value) == f"App Runner service {ARN} does not exist — fix environments.*.services in opcd.toml"
 
 
 def test_described_as_a_deploy_needs_it(stub: Stub) -> None:
     target, stubber = stub
     stubber("apprunner").add_response("describe_service", service(), {"ServiceArn": ARN})
-    found = describe(target, ARN)
+    found = read_service(target, ARN)
     assert (found.name, found.image, found.status) == ("op-web-dev", IMAGE, "RUNNING")
     assert found.https_url == "https://op-web-dev.awsapprunner.com" and found.source == SOURCE
 
@@ -109,7 +109,7 @@ def test_an_update_changes_the_image_and_keeps_every_other_setting(stub: Stub, r
                                               "ImageRepositoryType": "ECR_PUBLIC"}}  # fmt: skip
     apprunner.add_response("update_service", {"Service": service()["Service"], "OperationId": OP1},
                            {"ServiceArn": ARN, "SourceConfiguration": expected})  # fmt: skip
-    assert update_service.fn(target, describe(target, ARN), new, 60.0, 1.0) == OP1
+    assert update_service.fn(target, read_service(target, ARN), new, 60.0, 1.0) == OP1
     assert logged(run_log) == [f"UpdateService op-web-dev → {new}: operation {OP1}"]
     assert repository_type_of(IMAGE) == "ECR"
 
@@ -120,7 +120,7 @@ def test_a_busy_service_refuses_the_update_in_one_line(stub: Stub) -> None:
     apprunner.add_response("describe_service", service("OPERATION_IN_PROGRESS"), {"ServiceArn": ARN})
     apprunner.add_client_error("update_service", "InvalidStateException", "an operation is in progress", 400)
     with pytest.raises(InputError) as caught:
-        start_update(target, describe(target, ARN), IMAGE)
+        start_update(target, read_service(target, ARN), IMAGE)
     assert str(caught.value).startswith("App Runner service op-web-dev is busy: ")
     assert str(caught.value).endswith(
         " — an operation is in progress; wait for it to end (opcd status) and deploy again"

@@ -9,7 +9,7 @@ import pytest
 
 from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
-from tasks.drift import Finding, check_alarms_exist, check_event_rules, check_lambda_aliases, check_retention_rules
+from tasks.drift import Drift, check_alarms_exist, check_event_rules, check_lambda_aliases, check_retention_rules
 from tasks.eventbridge import sync_event_rules
 from tests.conftest import ROOT
 from tests.tasks.conftest import make_function
@@ -45,7 +45,7 @@ def test_nothing_deployed_and_nothing_split_is_no_drift(config: Config, account:
 def test_an_alias_moved_behind_opcds_back_names_the_rollback(config: Config, account: AwsTarget) -> None:
     record(account, "backend", "live.json", live_lambda_version="2", live_version="v2")
     [finding] = check_lambda_aliases.fn(config, account, "dev")
-    assert finding == Finding(
+    assert finding == Drift(
         "dev", f"{API}:live", "points at version 1 (not deployed by opcd); the ledger says 2 (v2)",
         "opcd rollback backend --env dev --to-lambda-version 2 (or deploy again)",
     )  # fmt: skip
@@ -79,7 +79,7 @@ def test_a_rule_gone_or_aimed_elsewhere_is_found(config: Config, account: AwsTar
     record(account, "worker", "live.json", live_lambda_version="1", live_version="v1")
     [finding] = check_event_rules.fn(config, account, "dev")
     fix = "deploy worker to dev again: opcd puts its rules back on live"
-    assert finding == Finding("dev", "rule outreachpass-dev-nightly-digest", "does not exist", fix)
+    assert finding == Drift("dev", "rule outreachpass-dev-nightly-digest", "does not exist", fix)
     alias_arn = account.client("lambda").get_alias(FunctionName=WORKER, Name="live")["AliasArn"]
     rules = config.components["worker"].rules
     sync_event_rules.fn(account, "outreachpass", "dev", "worker", WORKER, alias_arn, rules)

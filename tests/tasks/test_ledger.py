@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from prefect import flow
 
+from opcd.aws import AwsTarget
 from tests.conftest import Project
 
 
@@ -46,3 +48,31 @@ def test_a_record_reads_back_as_it_was_written(project: Project, prefect_server:
     older, again = read_history(target, "outreachpass-artifacts", "dev", "backend")
     assert again == written and older.outcome is Outcome.ROLLED_BACK and older.finished_at == "2025-01-01"
     assert read_latest(target, "outreachpass-artifacts", "dev", "backend", "live.json") is None
+
+
+def test_a_record_this_opcd_cannot_read_is_refused_as_latest_and_skipped_in_history(
+    moto_target: AwsTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outcome this version does not know (a newer opcd's, or a hand edit): the latest record is refused
+    in one line (nothing guesses what it says), an old one is left out of the history with a warning."""
+    from opcd.errors import ConfigError
+    from tasks.ledger import read_history, read_latest
+
+    s3 = moto_target.client("s3")
+    s3.create_bucket(Bucket="ledger-test")
+    good = {"component": "backend", "environment": "dev", "action": "deploy", "outcome": "deployed", "version": "v1"}
+    bad = {**good, "outcome": "paused-by-a-newer-opcd", "version": "v2"}
+    s3.put_object(
+        Bucket="ledger-test", Key="ledger/dev/backend/20260101T000000Z-a.json", Body=json.dumps(good).encode()
+    )
+    s3.put_object(Bucket="ledger-test", Key="ledger/dev/backend/20260102T000000Z-b.json", Body=json.dumps(bad).encode())
+    s3.put_object(Bucket="ledger-test", Key="ledger/dev/backend/latest.json", Body=json.dumps(bad).encode())
+    with pytest.raises(ConfigError) as refused:
+        read_latest(moto_target, "ledger-test", "dev", "backend")
+    assert str(refused.value).startswith(
+        "ledger record s3://ledger-test/ledger/dev/backend/latest.json cannot be read: outcome:"
+    )
+    assert "\n" not in str(refused.value)
+    with caplog.at_level("WARNING", logger="opcd.ledger"):
+        assert [r.version for r in read_history(moto_target, "ledger-test", "dev", "backend")] == ["v1"]
+    assert "20260102T000000Z-b.json skipped" in caplog.text

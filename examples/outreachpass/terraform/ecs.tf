@@ -166,14 +166,26 @@ resource "aws_lb_listener" "frontend" {
   port              = 80
   protocol          = "HTTP"
 
+  # Forward actions only: ECS's blue/green refuses listeners that mix forward with fixed-response,
+  # redirect or authentication actions.
   default_action {
-    type = "fixed-response"
+    type = "forward"
 
-    fixed_response {
-      content_type = "text/plain"
-      message_body = "no route"
-      status_code  = "404"
+    forward {
+      target_group {
+        arn    = aws_lb_target_group.frontend["blue"].arn
+        weight = 100
+      }
+
+      target_group {
+        arn    = aws_lb_target_group.frontend["green"].arn
+        weight = 0
+      }
     }
+  }
+
+  lifecycle {
+    ignore_changes = [default_action]
   }
 }
 
@@ -183,8 +195,19 @@ resource "aws_lb_listener_rule" "production" {
   priority     = 1
 
   action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.frontend["blue"].arn
+    type = "forward"
+
+    forward {
+      target_group {
+        arn    = aws_lb_target_group.frontend["blue"].arn
+        weight = 100
+      }
+
+      target_group {
+        arn    = aws_lb_target_group.frontend["green"].arn
+        weight = 0
+      }
+    }
   }
 
   condition {
@@ -194,7 +217,7 @@ resource "aws_lb_listener_rule" "production" {
   }
 
   lifecycle {
-    # ECS's blue/green deployments move the rule to the other target group.
+    # ECS's blue/green deployments move the rule's weights between the target groups.
     ignore_changes = [action]
   }
 }
@@ -277,7 +300,7 @@ resource "aws_ecs_service" "frontend" {
 
   lifecycle {
     # opcd registers the revisions and chooses the strategy of each deployment.
-    ignore_changes = [task_definition, deployment_configuration, load_balancer]
+    ignore_changes = [task_definition, deployment_configuration, deployment_circuit_breaker, alarms, load_balancer]
   }
 
   depends_on = [aws_iam_role_policy_attachment.ecs_infrastructure, aws_lb_listener_rule.production]
