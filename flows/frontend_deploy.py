@@ -17,7 +17,6 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -28,6 +27,7 @@ from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
+from opcd.outcomes import Outcome
 from opcd.versions import check_version
 from tasks.apprunner import Service, describe, find_service, operation, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
@@ -190,9 +190,7 @@ def served(plan: ServicePlan, operation_id: str) -> bool:
     return bool(found and found.get("Status") in ("SUCCEEDED", "ROLLBACK_FAILED"))
 
 
-def move_and_record(
-    plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str
-) -> dict[str, Any]:
+def move_and_record(plan: ServicePlan, record: Record, notifier: Notifier, before: Service, identifier: str) -> Record:
     """:func:`move_service`, then the outcome in the ledger, the artifact and Slack; re-raise a failure.
 
     ``rolled-back``: the image served and was verifiably taken back; ``failed``: it never served.
@@ -203,13 +201,13 @@ def move_and_record(
     except DeployFailed as exc:
         record_live(plan, record, describe(plan.target, plan.service_arn))
         if not progress.get("verified"):
-            record.outcome = "rollback-failed"
+            record.outcome = Outcome.ROLLBACK_FAILED
         else:
-            record.outcome = "rolled-back" if progress.get("moved") else "failed"
+            record.outcome = Outcome.ROLLED_BACK if progress.get("moved") else Outcome.FAILED
         record.reason = str(exc)
         finish(plan, record, notifier)
         raise
-    record.outcome = "deployed"
+    record.outcome = Outcome.DEPLOYED
     record_live(plan, record, after)
     get_run_logger().info("%s in %s now runs %s (%s)", plan.component, plan.environment, identifier,
                           record.live_image_digest)  # fmt: skip
@@ -283,7 +281,7 @@ def deploy_apprunner(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """The body of the App Runner deploy flows (the frontend)."""
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
@@ -293,7 +291,7 @@ def deploy_apprunner(
         logger.info(plan.target.describe())
         identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
     record = Record(
-        component, environment, "deploy", "failed", version, git_sha=git_sha, image=identifier,
+        component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, image=identifier,
         image_digest=digest, artifact=artifact, traffic="App Runner deployment",
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
@@ -308,10 +306,10 @@ def deploy_apprunner(
             raise InputError(record.reason, "wait for its operation to end (opcd status) and deploy again")
         if before.image == identifier:
             logger.info("%s %s already runs on %s: nothing to do", component, version, before.name)
-            record.outcome, record.reason = "noop", "already live"
+            record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         # A killed process runs no rollback hook: leave the rollback target in the ledger first.
-        record.outcome, record.reason = "shifting", f"moving {before.name} from {before.image} to {identifier}"
+        record.outcome, record.reason = Outcome.SHIFTING, f"moving {before.name} from {before.image} to {identifier}"
         record_in_ledger(plan.target, plan.bucket, record)
         record.finished_at = record.reason = None
         return move_and_record(plan, record, notifier, before, identifier)
@@ -325,7 +323,7 @@ def deploy_frontend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -340,7 +338,7 @@ def deploy_apprunner_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
@@ -374,10 +372,9 @@ def choose_image(
             )
         return identifier, to_version
     for record in reversed(history):
-        deployed = record.get("action") == "deploy" and record.get("outcome") == "deployed"
-        if deployed and record.get("live_image") == before.image and record.get("previous_image"):
-            previous = str(record["previous_image"])
-            return previous, version_of(plan.repository.tag_of(previous))
+        deployed = record.action == "deploy" and record.outcome is Outcome.DEPLOYED
+        if deployed and record.live_image == before.image and record.previous_image:
+            return record.previous_image, version_of(plan.repository.tag_of(record.previous_image))
     raise InputError(
         f"the ledger does not say what ran on {before.name} before {before.image}",
         "name the target with --to VERSION",
@@ -386,7 +383,7 @@ def choose_image(
 
 def rollback_apprunner(
     component: str, environment: str, to_version: str | None, config_path: str | None, force: bool = False
-) -> dict[str, Any]:
+) -> Record:
     """The ``rollback`` flow's body for an App Runner component."""
     logger = get_run_logger()
     with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
@@ -395,7 +392,7 @@ def rollback_apprunner(
         before = describe(plan.target, plan.service_arn)
         identifier, version = choose_image(plan, before, to_version, force)
         record = Record(
-            component, environment, "rollback", "failed", version, image=identifier,
+            component, environment, "rollback", Outcome.FAILED, version, image=identifier,
             previous_image=before.image, previous_version=version_of(plan.repository.tag_of(before.image)),
             force=force,
         )  # fmt: skip
@@ -410,7 +407,7 @@ def rollback_apprunner(
             raise InputError(f"{before.name} is {before.status}, not RUNNING", "wait for its operation to end")
         if identifier == before.image:
             logger.info("%s already runs %s: nothing to do", before.name, identifier)
-            record.outcome, record.reason = "noop", "already live"
+            record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         logger.info("Rolling %s back from %s to %s", before.name, before.image, identifier)
         return move_and_record(plan, record, notifier, before, identifier)

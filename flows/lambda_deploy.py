@@ -13,7 +13,7 @@ import json
 import platform
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from opcd.aws import AwsTarget, guarded_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict, failure_text
 from opcd.locks import environment_lock, limit_name
+from opcd.outcomes import Outcome
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
@@ -48,7 +49,7 @@ from tasks.lambda_functions import (
     update_function_code,
     version_description,
 )
-from tasks.ledger import Record, actor, now, publish_run_artifact, read_latest, record_in_ledger
+from tasks.ledger import Action, Record, actor, now, publish_run_artifact, read_latest, record_in_ledger
 from tasks.migrations import run_migrations
 from tasks.notify import Notifier
 from tasks.s3_artifacts import (
@@ -275,10 +276,10 @@ def record_failure(
     except Exception as read_error:
         unknown = unread_alias(plan, read_error)
         if "moved" not in progress:  # no shift was started: live is where it was read
-            record.outcome, record.reason = "failed", f"{failure_text(exc)}; {unknown}"
+            record.outcome, record.reason = Outcome.FAILED, f"{failure_text(exc)}; {unknown}"
             return
         record.live_version = record.live_lambda_version = None
-        record.outcome, record.reason = "rollback-failed", f"{failure_text(exc)}; {unknown}"
+        record.outcome, record.reason = Outcome.ROLLBACK_FAILED, f"{failure_text(exc)}; {unknown}"
         return
     record.live_version, record.live_lambda_version = after.app_version, after.lambda_version
     record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
@@ -318,11 +319,11 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
 def warn_if_interrupted(plan: Plan, live: LiveVersion) -> None:
     """Say so when the last run died while moving traffic (its hook never ran)."""
     last = read_latest(plan.target, plan.bucket, plan.environment, plan.component)
-    if last and last.get("outcome") == "shifting":
+    if last and last.outcome is Outcome.SHIFTING:
         get_run_logger().warning(
             "The previous run (%s) died while moving live from Lambda version %s to %s; live is on %s now."
             " This deploy remembers %s as its rollback target.",
-            last.get("flow_run_name"), last.get("previous_lambda_version"), last.get("lambda_version"),
+            last.flow_run_name, last.previous_lambda_version, last.lambda_version,
             live.lambda_version, live.lambda_version,
         )  # fmt: skip
 
@@ -355,7 +356,7 @@ def deploy_lambda(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """The shared body of the Lambda deploy flows (backend, worker)."""
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
@@ -371,7 +372,7 @@ def deploy_lambda(
         artifact = ensure_artifact(plan, version, git_sha, early)
     comp = plan.config.component(component)
     record = Record(
-        component, environment, "deploy", "failed", version, git_sha=git_sha, sha256=artifact.sha256_hex,
+        component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, sha256=artifact.sha256_hex,
         artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
@@ -397,7 +398,7 @@ def deploy_lambda(
                     environment,
                     live.lambda_version,
                 )
-                record.outcome, record.lambda_version, record.reason = "noop", live.lambda_version, "already live"
+                record.outcome, record.lambda_version, record.reason = Outcome.NOOP, live.lambda_version, "already live"
                 record.rules = sync_rules(plan, live).summary()  # rules are configuration: still applied
                 return finish(plan, record, notifier)
             update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
@@ -429,7 +430,7 @@ def deploy_lambda(
                 ) from exc
             record.rules = sync_rules(plan, live).summary()
             # A killed process runs no rollback hook: leave the rollback target in the ledger first.
-            record.outcome, record.reason = "shifting", f"moving live from {live.lambda_version} to {new_version}"
+            record.outcome, record.reason = Outcome.SHIFTING, f"moving live from {live.lambda_version} to {new_version}"
             record_in_ledger(plan.target, plan.bucket, record)
             record.finished_at = record.reason = None
             bake_log: dict[str, Any] = {}
@@ -441,23 +442,26 @@ def deploy_lambda(
             record_failure(plan, record, live, progress, exc)
             finish(plan, record, notifier)
             raise
-        record.outcome, record.live_version, record.live_lambda_version = "deployed", version, new_version
+        record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
         logger.info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
         return finish(plan, record, notifier)
 
 
-def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> str:
+def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> Outcome:
     """How a failed run ended, from the alias read back (``after``) and whether traffic ever moved.
 
     ``rollback-failed``: live is not back on ``live.lambda_version`` alone. ``rolled-back``: traffic
     moved (``progress["moved"]``, see :func:`shift_and_verify`) and came back. ``failed``: it never moved.
     """
     if after.lambda_version != live.lambda_version or after.weights:
-        return "rollback-failed"
-    return "rolled-back" if progress.get("moved") else "failed"
+        return Outcome.ROLLBACK_FAILED
+    return Outcome.ROLLED_BACK if progress.get("moved") else Outcome.FAILED
 
 
-_LEVELS = {"deployed": "ok", "noop": "info", "failed": "fail", "rolled-back": "warn", "rollback-failed": "fail"}
+_LEVELS = {
+    Outcome.DEPLOYED: "ok", Outcome.NOOP: "info", Outcome.FAILED: "fail", Outcome.ROLLED_BACK: "warn",
+    Outcome.ROLLBACK_FAILED: "fail",
+}  # fmt: skip
 
 
 class LedgerPlan(Protocol):
@@ -481,16 +485,16 @@ def live_text(record: Record) -> str:
 def notify_outcome(notifier: Notifier, record: Record) -> None:
     live = live_text(record)
     texts = {
-        "deployed": f"{record.action} done: {record.version} is live",
-        "noop": f"nothing to do: {record.version} was already live",
-        "failed": f"{record.action} FAILED before traffic moved; live untouched on {live}",
-        "rolled-back": f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
-        "rollback-failed": f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
+        Outcome.DEPLOYED: f"{record.action} done: {record.version} is live",
+        Outcome.NOOP: f"nothing to do: {record.version} was already live",
+        Outcome.FAILED: f"{record.action} FAILED before traffic moved; live untouched on {live}",
+        Outcome.ROLLED_BACK: f"{record.action} FAILED after traffic moved and was ROLLED BACK; live on {live}",
+        Outcome.ROLLBACK_FAILED: f"{record.action} FAILED and the ROLLBACK FAILED: live on {live}. Act now.",
     }
     level = _LEVELS.get(record.outcome, "info")
-    if record.action == "rollback" and record.outcome == "rolled-back":  # the target itself failed
+    if record.action == "rollback" and record.outcome == Outcome.ROLLED_BACK:  # the target itself failed
         to = record.version or "the target"
-        texts["rolled-back"] = (
+        texts[Outcome.ROLLED_BACK] = (
             f"rollback FAILED: traffic moved to {to}, which failed its checks, and moved back; live on {live}, verified"
         )
         level = "fail"
@@ -498,7 +502,7 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     facts = {"Live now": live, "By": record.actor}
     if record.force:
         facts["Forced"] = "--force: a target the ledger may never have seen live"
-    if record.reason and record.outcome != "deployed":
+    if record.reason and record.outcome != Outcome.DEPLOYED:
         facts["Why"] = record.reason[:500]
     if record.traffic and record.traffic != "all-at-once":
         facts["Traffic"] = record.traffic
@@ -509,13 +513,13 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     notifier.send(text, level, facts)
 
 
-def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> dict[str, Any]:
+def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> Record:
     if notifier is not None:
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)
     record_in_ledger(plan.target, plan.bucket, record)
     publish_run_artifact(record)
-    return asdict(record)
+    return record
 
 
 class RunPlan(LedgerPlan, Protocol):
@@ -563,7 +567,7 @@ class EarlySteps:
 
     def __init__(
         self,
-        action: str,
+        action: Action,
         component: str,
         environment: str,
         version: str | None,
@@ -602,7 +606,7 @@ class EarlySteps:
         what = cause(exc)[0]
         get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
         record = Record(
-            self.component, self.environment, self.action, "failed", self.version, git_sha=self.git_sha,
+            self.component, self.environment, self.action, Outcome.FAILED, self.version, git_sha=self.git_sha,
             step=self.step, reason=f"failed at {self.step}: {what}",
         )  # fmt: skip
         record.attach_flow_run()
@@ -677,7 +681,7 @@ def deploy_backend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -691,7 +695,7 @@ def deploy_worker(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
@@ -706,7 +710,7 @@ def deploy_lambda_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
-) -> dict[str, Any]:
+) -> Record:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
         return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)

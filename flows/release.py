@@ -33,6 +33,7 @@ from opcd.aws import AwsTarget, resolve_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
+from opcd.outcomes import Outcome, ReleaseOutcome
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import describe, find_service
@@ -40,12 +41,11 @@ from tasks.ecr import describe_repository
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
-from tasks.ledger import actor, read_latest, record_release
+from tasks.ledger import Record, actor, read_latest, record_release
 from tasks.notify import Emailer, Notifier, run_url
 
 # Flow runs whose outcome the body already reported (the state hooks then stay quiet).
 _REPORTED: set[UUID] = set()
-_FAILED = ("failed", "rolled-back", "rollback-failed", "error")
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Step:
 
     component: str
     environment: str
-    outcome: str  # deployed | noop | failed | rolled-back | rollback-failed | error
+    outcome: Outcome
     live: str  # what is live there now
     reason: str | None = None
     seconds: float | None = None
@@ -62,7 +62,7 @@ class Step:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in _FAILED
+        return self.outcome.is_failure
 
 
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
@@ -93,8 +93,8 @@ def choose_components(
         return everything, "all components: no commit given to compare"
     chosen, notes = [], []
     for name in everything:
-        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json") or {}
-        base = live.get("git_sha")
+        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json")
+        base = live.git_sha if live else None
         paths = changed_paths(config.root, str(base), git_sha) if base else None
         if paths is None:
             chosen.append(name)
@@ -133,8 +133,8 @@ def check_request(
             continue
         target = target_for(config, skipped)
         for component in components:
-            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json") or {}
-            if live.get("version") != version:
+            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json")
+            if live is None or live.version != version:
                 raise InputError(
                     f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
                     f"release to {skipped} too (leave out --env), or deploy it there first",
@@ -208,16 +208,17 @@ def deploy_component(
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
     child = str(state.state_details.flow_run_id)
     target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
-    latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
-    record = latest if latest.get("flow_run_id") == child else {"outcome": "error", "reason": reason}
-    return Failed(message=f"{component} to {environment}: {record['outcome']}: {reason}", data=record)
+    latest = read_latest(target, config.project.artifact_bucket, environment, component)
+    if latest is None or latest.flow_run_id != child:
+        latest = Record(component, environment, "deploy", Outcome.ERROR, version, reason=reason)
+    return Failed(message=f"{component} to {environment}: {latest.outcome}: {reason}", data=latest)
 
 
-def _seconds(record: dict[str, Any]) -> float | None:
+def _seconds(record: Record) -> float | None:
     try:
-        start = datetime.fromisoformat(str(record["started_at"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(record["finished_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(record.finished_at).replace("Z", "+00:00"))
+    except ValueError:
         return None
     return (end - start).total_seconds()
 
@@ -226,22 +227,20 @@ def step_of(config: Config, target: AwsTarget, component: str, environment: str,
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
     state = future.state
     record = state.result(raise_on_failure=False)
-    if not isinstance(record, dict) or record.get("outcome") == "error":
-        reason = str(record.get("reason")) if isinstance(record, dict) else str(record or state.message)
-        return Step(component, environment, "error", live_now(config, target, environment, component), reason)
+    if not isinstance(record, Record) or record.outcome is Outcome.ERROR:
+        reason = str(record.reason) if isinstance(record, Record) else str(record or state.message)
+        return Step(component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason)
     from flows.lambda_deploy import live_text
-    from tasks.ledger import Record
 
-    fields = {k: v for k, v in record.items() if k in Record.__dataclass_fields__}
-    outcome = str(record["outcome"])
-    if not state.is_completed() and outcome not in _FAILED:
+    outcome: Outcome = record.outcome
+    why = record.reason
+    if not state.is_completed() and not outcome.is_failure:
         # The child failed after its last ledger record (e.g. still "shifting"): never a success.
-        outcome = "error"
-        record = {**record, "reason": f"{record.get('reason') or state.message} (ledger says {record['outcome']})"}
+        outcome, why = Outcome.ERROR, f"{record.reason or state.message} (ledger says {record.outcome})"
     return Step(
-        component, environment, outcome, live_text(Record(**fields)),
-        None if outcome in ("deployed", "noop") else record.get("reason"),
-        _seconds(record), record.get("flow_run_name"),
+        component, environment, outcome, live_text(record),
+        None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
+        _seconds(record), record.flow_run_name,
     )  # fmt: skip
 
 
@@ -253,12 +252,12 @@ def _took(seconds: float | None) -> str:
 
 def _step_text(step: Step) -> str:
     text = {
-        "deployed": f"deployed in {_took(step.seconds)}",
-        "noop": "already live: nothing to do",
-        "failed": "FAILED before traffic moved",
-        "rolled-back": "FAILED after traffic moved: ROLLED BACK",
-        "rollback-failed": "FAILED and the ROLLBACK FAILED: act now",
-        "error": "FAILED",
+        Outcome.DEPLOYED: f"deployed in {_took(step.seconds)}",
+        Outcome.NOOP: "already live: nothing to do",
+        Outcome.FAILED: "FAILED before traffic moved",
+        Outcome.ROLLED_BACK: "FAILED after traffic moved: ROLLED BACK",
+        Outcome.ROLLBACK_FAILED: "FAILED and the ROLLBACK FAILED: act now",
+        Outcome.ERROR: "FAILED",
     }.get(step.outcome, step.outcome)
     return f"{text}; live: {step.live}" + (f"\n_{step.reason[:300]}_" if step.reason else "")
 
@@ -359,7 +358,7 @@ class Release:
             self._targets[environment] = target_for(self.config, environment)
         return self._targets[environment]
 
-    def summary(self, outcome: str, detail: str) -> dict[str, Any]:
+    def summary(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
         ctx = FlowRunContext.get()
         return {
             "version": self.version, "git_sha": self.git_sha, "outcome": outcome, "detail": detail,
@@ -372,7 +371,7 @@ class Release:
             "flow_run_name": ctx.flow_run.name if ctx and ctx.flow_run else None,
         }  # fmt: skip
 
-    def finish(self, outcome: str, detail: str) -> dict[str, Any]:
+    def finish(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
         """Summary to Slack, the ledger and an artifact; email when it did not succeed."""
         summary = self.summary(outcome, detail)
         self.notifier.muted = self.emailer.muted = False  # how a run ends is always news, replayed or not
@@ -382,12 +381,12 @@ class Release:
                 f"{env}: {self.steps[env][component].outcome}, live {self.steps[env][component].live}"
                 for env in self.environments if component in self.steps.get(env, {})
             ) or "not deployed"  # fmt: skip
-        level = "ok" if outcome == "released" else "fail"
+        level = "fail" if outcome.is_failure else "ok"
         self.notifier.send(f"{outcome}: {detail}", level, facts)
         ctx = FlowRunContext.get()
-        if ctx and ctx.flow_run and outcome != "released":
+        if ctx and ctx.flow_run and outcome.is_failure:
             _REPORTED.add(ctx.flow_run.id)  # the state hook then does not announce the failure again
-        if outcome != "released":
+        if outcome.is_failure:
             self.emailer.send(f"[opcd] release {self.version} {outcome}", summary_markdown(summary) + self._link())
         summary["notify_failures"] = self.notifier.failures + self.emailer.failures
         try:
@@ -427,7 +426,7 @@ class Release:
         self.build_seconds = time.monotonic() - start
         if errors:
             detail = "build failed, nothing deployed: " + "; ".join(errors)
-            self.finish("failed", detail)
+            self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}", "; ".join(hints) or "fix it and release again")
 
     def approve(self, environment: str) -> None:
@@ -471,11 +470,11 @@ class Release:
         if decision.timed_out:  # its own outcome; like a rejection, nothing is deployed there
             detail = f"{environment}: {decision.describe()}; nothing deployed there"
             self.notifier.send(detail, "fail", identity)
-            self.finish("timed-out", detail)
+            self.finish(ReleaseOutcome.TIMED_OUT, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
         self.notifier.send(f"{environment} {decision.describe()}; nothing deployed there", "fail", identity)
         detail = f"{decision.describe()}; {environment} untouched"
-        self.finish("rejected", detail)
+        self.finish(ReleaseOutcome.REJECTED, detail)
         raise DeployFailed(f"release {self.version} to {environment}: {detail}")
 
     def deploy(self, environment: str) -> None:
@@ -498,17 +497,19 @@ class Release:
             text = f"{environment}: {len(steps)} of {len(steps)} deployed"
         self.notifier.send(text, "fail" if failed else "ok", _facts(steps))
         for step in steps.values():
-            if step.outcome in ("rolled-back", "rollback-failed"):
+            if step.outcome in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
+                rolled_back = step.outcome is Outcome.ROLLED_BACK
                 self.notifier.send(
-                    f"{step.component} in {environment} was {'ROLLED BACK' if step.outcome == 'rolled-back' else 'NOT rolled back (rollback failed)'}: live now {step.live}",  # noqa: E501
-                    "warn" if step.outcome == "rolled-back" else "fail",
+                    f"{step.component} in {environment} was"
+                    f" {'ROLLED BACK' if rolled_back else 'NOT rolled back (rollback failed)'}: live now {step.live}",
+                    "warn" if rolled_back else "fail",
                     {"Why": (step.reason or "-")[:500]},
                 )
         if failed:
             later = self.environments[self.environments.index(environment) + 1 :]
             where = "; ".join(f"{s.component}: {s.outcome}, live {s.live}" for s in failed)
             detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
-            self.finish("failed", detail)
+            self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
 
 
@@ -579,7 +580,7 @@ def _release(
     run.environments = envs = check_request(config, version, git_sha, run.components, envs)
     logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
     if not run.components:
-        return run.finish("released", f"nothing to release: {why}")
+        return run.finish(ReleaseOutcome.RELEASED, f"nothing to release: {why}")
     preflight(config_path, run.components, envs, version)
     run.notifier.send(
         f"started by {actor()}: {', '.join(run.components)} → {' → '.join(envs)}", "info",
@@ -590,4 +591,4 @@ def _release(
         run.approve(environment)
         run.deploy(environment)
     where = ", ".join(envs)
-    return run.finish("released", f"{', '.join(run.components)} {version} live in {where}")
+    return run.finish(ReleaseOutcome.RELEASED, f"{', '.join(run.components)} {version} live in {where}")

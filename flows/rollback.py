@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 from prefect.logging import get_run_logger
 
@@ -19,6 +17,7 @@ from flows.lambda_deploy import (
 from opcd.config import load_config
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock
+from opcd.outcomes import Outcome
 from opcd.versions import check_version
 from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live_alias
 from tasks.ledger import Record, read_history, seen_live
@@ -65,11 +64,11 @@ def choose_version(
         return ([n for n in matches if n in numbers] or matches)[-1], to_version
     for record in reversed(history):
         if (
-            record.get("action") == "deploy"
-            and record.get("outcome") == "deployed"
-            and record.get("live_lambda_version") == live.lambda_version
+            record.action == "deploy"
+            and record.outcome is Outcome.DEPLOYED
+            and record.live_lambda_version == live.lambda_version
         ):
-            previous = record.get("previous_lambda_version")
+            previous = record.previous_lambda_version
             if previous and previous in by_number:
                 return previous, app_version_of(by_number[previous].get("Description", ""))
     raise InputError(
@@ -86,7 +85,7 @@ def rollback(
     to_lambda_version: str | None = None,
     config_path: str | None = None,
     force: bool = False,
-) -> dict[str, Any]:
+) -> Record:
     """Point ``live`` back at an earlier version; verify health, else restore where it was.
 
     A named version must be one the ledger saw live; ``force`` goes to any (recorded).
@@ -106,7 +105,7 @@ def rollback(
         live = read_live_alias(plan.target, plan.function)
         version, app_version = choose_version(plan, live, to_version, to_lambda_version, force)
         record = Record(
-            component, environment, "rollback", "failed", app_version, lambda_version=version,
+            component, environment, "rollback", Outcome.FAILED, app_version, lambda_version=version,
             previous_version=live.app_version, previous_lambda_version=live.lambda_version,
             live_version=live.app_version, live_lambda_version=live.lambda_version, force=force,
         )  # fmt: skip
@@ -117,7 +116,7 @@ def rollback(
         notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
         if version == live.lambda_version and not live.weights:
             logger.info("%s is already on %s (Lambda version %s): nothing to do", plan.function, app_version, version)
-            record.outcome, record.reason = "noop", "already live"
+            record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         logger.info(
             "Rolling %s back from Lambda version %s to %s (%s)",
@@ -131,13 +130,13 @@ def rollback(
             shift_and_verify(plan, version, app_version, live, progress=progress)
         except Exception as exc:
             record_failure(plan, record, live, progress, exc)
-            if record.outcome == "failed":
+            if record.outcome == Outcome.FAILED:
                 finish(plan, record, notifier)
                 raise
             moved = f"moved live to {app_version} (Lambda version {version})"
             record.reason = f"{moved if record.live_lambda_version else 'live unknown'}: {record.reason}"
             finish(plan, record, notifier)
             raise DeployFailed(record.reason) from exc
-        record.outcome = "deployed"
+        record.outcome = Outcome.DEPLOYED
         record.live_version, record.live_lambda_version = app_version, version
         return finish(plan, record, notifier)

@@ -30,6 +30,7 @@ from opcd import __version__
 from opcd.config import Config, config_path, load_config
 from opcd.errors import ConfigError, DeployFailed, InputError, OpcdError, explain_aws_error, failure_text
 from opcd.iam import Role, acting_as
+from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
 
 EPILOG = """examples:
@@ -288,13 +289,12 @@ def _quiet_console() -> None:
             handler.addFilter(_ExpectedErrorsWithoutTraceback())
 
 
-def _run_flow(flow: Any, **params: Any) -> dict[str, Any]:
+def _run_flow(flow: Any, **params: Any) -> Any:
     """Run a flow in this process; turn a Failed run back into the OpcdError it raised."""
     _quiet_console()
     state = flow(**params, return_state=True)
     if state.is_completed():
-        result: dict[str, Any] = state.result()
-        return result
+        return state.result()
     error = state.result(raise_on_failure=False)
     if isinstance(error, OpcdError):
         raise error
@@ -348,13 +348,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     }  # fmt: skip
     flow, extra = deploy_flow(config, args.component)
     result = _run_flow(flow, **params, **extra)
-    if result["outcome"] == "noop":
+    if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
     if apprunner:
-        runs_on = f"{result['live_image']} ({result['live_image_digest']})"
+        runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
-        runs_on = f"live on Lambda version {result['live_lambda_version']}"
+        runs_on = f"live on Lambda version {result.live_lambda_version}"
     print(f"deployed {args.component} {args.app_version} to {args.environment}: {runs_on}")
     return 0
 
@@ -489,15 +489,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         force=args.force,
     )  # fmt: skip
     where = f"{args.component} in {args.environment}"
-    if result["outcome"] == "noop":
-        print(f"{where} is already on {result['version'] or 'that version'}: nothing changed")
-    elif result.get("live_image"):
-        print(
-            f"rolled back {where} to {result['live_version']} ({result['live_image']}, {result['live_image_digest']})"
-        )
+    if result.outcome is Outcome.NOOP:
+        print(f"{where} is already on {result.version or 'that version'}: nothing changed")
+    elif result.live_image:
+        print(f"rolled back {where} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
     else:
-        app = result["live_version"] or "a version opcd did not deploy"
-        print(f"rolled back {where} to {app} (Lambda version {result['live_lambda_version']})")
+        app = result.live_version or "a version opcd did not deploy"
+        print(f"rolled back {where} to {app} (Lambda version {result.live_lambda_version})")
     return 0
 
 
@@ -656,16 +654,16 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
         env = config.environment(env_name)
         for comp, function in env.functions.items():
             live = read_live(target, function)
-            latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
-            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
-            recorded = deployed.get("live_lambda_version")
+            latest = read_latest(target, config.project.artifact_bucket, env_name, comp)
+            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json")
+            recorded = deployed.live_lambda_version if deployed else None
             rows.append({
                 "component": comp, "environment": env_name, "function": function,
                 "version": live.app_version, "lambda_version": live.lambda_version,
                 "split": live.weights or None,
-                "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
-                "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
-                "last_run": latest.get("flow_run_name"),
+                "deployed_at": deployed and deployed.finished_at, "flow_run": deployed and deployed.flow_run_name,
+                "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
+                "last_run": latest and latest.flow_run_name,
                 "drift": bool(recorded and recorded != live.lambda_version),
                 "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
             })  # fmt: skip
@@ -685,16 +683,16 @@ def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str)
     assert repository is not None  # checked when the config was loaded
     tag = describe_repository(target, repository).tag_of(service.image)
     digest = tag_digest(target, repository, tag) if tag else None
-    latest = read_latest(target, config.project.artifact_bucket, env_name, comp) or {}
-    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json") or {}
-    recorded = deployed.get("live_image")
+    latest = read_latest(target, config.project.artifact_bucket, env_name, comp)
+    deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json")
+    recorded = deployed.live_image if deployed else None
     return {
         "component": comp, "environment": env_name, "service": service.name, "service_status": service.status,
         "version": version_of(tag), "image": service.image, "image_digest": digest, "lambda_version": None,
         "split": None,
-        "deployed_at": deployed.get("finished_at"), "flow_run": deployed.get("flow_run_name"),
-        "flow_run_id": deployed.get("flow_run_id"), "last_outcome": latest.get("outcome"),
-        "last_run": latest.get("flow_run_name"), "drift": bool(recorded and recorded != service.image), "rules": [],
+        "deployed_at": deployed and deployed.finished_at, "flow_run": deployed and deployed.flow_run_name,
+        "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
+        "last_run": latest and latest.flow_run_name, "drift": bool(recorded and recorded != service.image), "rules": [],
     }  # fmt: skip
 
 
@@ -709,7 +707,7 @@ def _runs_on(row: dict[str, Any]) -> str:
 def _split_text(row: dict[str, Any]) -> str:
     """``25% on 3`` and what it means: a bake in progress, or a shift that died."""
     parts = ", ".join(f"{w * 100:g}% on {v}" for v, w in row["split"].items())
-    running = row["last_outcome"] == "shifting"
+    running = row["last_outcome"] is Outcome.SHIFTING
     why = "a bake is running, or its run died" if running else "a shift died or someone split it"
     return f"{parts} ({why}; the next deploy moves it back to {row['lambda_version']} first)"
 

@@ -21,6 +21,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from opcd.aws import AwsTarget
 from opcd.config import Config
 from opcd.errors import DeployFailed, InputError
+from opcd.outcomes import Outcome
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,19 @@ def find_running_bake(config: Config, target: AwsTarget, component: str, environ
     from tasks.ledger import read_latest
 
     function = config.function_name(component, environment)
-    latest = read_latest(target, config.project.artifact_bucket, environment, component) or {}
-    if latest.get("outcome") != "shifting" or not latest.get("flow_run_id"):
-        last = f"its last run ended {latest['outcome']}" if latest.get("outcome") else "it has no run recorded"
+    latest = read_latest(target, config.project.artifact_bucket, environment, component)
+    if latest is None or latest.outcome is not Outcome.SHIFTING or not latest.flow_run_id:
+        last = f"its last run ended {latest.outcome}" if latest else "it has no run recorded"
         raise InputError(
             f"no bake is running for {component} in {environment} ({last})",
             "promote and abort act on a canary or linear deploy while it bakes; `opcd status` shows what is live",
         )
-    if latest.get("traffic") in (None, "all-at-once"):
+    if latest.traffic in (None, "all-at-once"):
         raise InputError(
             f"the running deploy of {component} to {environment} moves traffic all at once: there is no bake",
             "give the environment a canary or linear `traffic` strategy in opcd.toml",
         )
-    run_id = UUID(latest["flow_run_id"])
+    run_id = UUID(latest.flow_run_id)
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
@@ -68,8 +69,8 @@ def find_running_bake(config: Config, target: AwsTarget, component: str, environ
             "if it died mid-shift, the next deploy moves the split back first; `opcd rollback` moves live now",
         )
     return RunningBake(
-        component, environment, function, run_id, run.name, str(latest.get("lambda_version")),
-        str(latest.get("previous_lambda_version")), latest.get("version"),
+        component, environment, function, run_id, run.name, str(latest.lambda_version),
+        str(latest.previous_lambda_version), latest.version,
     )  # fmt: skip
 
 

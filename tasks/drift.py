@@ -18,7 +18,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -27,11 +26,12 @@ from prefect.logging import get_run_logger
 from opcd.aws import AwsTarget, error_code
 from opcd.config import Config
 from opcd.errors import ResourceMissing
+from opcd.outcomes import Outcome
 from tasks.apprunner import describe, find_service
 from tasks.cloudwatch import describe_alarms
 from tasks.eventbridge import TARGET_ID, aws_rule_name
 from tasks.lambda_functions import ALIAS, read_live
-from tasks.ledger import read_latest
+from tasks.ledger import Record, read_latest
 from tasks.s3_artifacts import lifecycle_rules, retention_problem
 from tasks.terraform import workspace
 
@@ -48,14 +48,14 @@ class Finding:
         return asdict(self)
 
 
-def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> dict[str, Any] | None:
+def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> Record | None:
     return read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
 
 
-def _half_done(environment: str, resource: str, component: str, latest: dict[str, Any], doing: str) -> Finding:
-    run = latest.get("flow_run_name") or latest.get("flow_run_id") or "unknown"
+def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Finding:
+    run = latest.flow_run_name or latest.flow_run_id or "unknown"
     return Finding(
-        environment, resource, f"a deploy of {latest.get('version')} stopped while {doing} (run {run})",
+        environment, resource, f"a deploy of {latest.version} stopped while {doing} (run {run})",
         f"check `opcd status --env {environment}`, then deploy or roll back {component}",
     )  # fmt: skip
 
@@ -78,16 +78,16 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) ->
                 f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
             ))  # fmt: skip
         record = _live_record(config, target, environment, component)
-        if record and record.get("live_lambda_version") and record["live_lambda_version"] != live.lambda_version:
+        if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
             findings.append(Finding(
                 environment, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
-                f" says {record['live_lambda_version']} ({record.get('live_version')})",
-                f"opcd rollback {component} --env {environment} --to-lambda-version {record['live_lambda_version']}"
+                f" says {record.live_lambda_version} ({record.live_version})",
+                f"opcd rollback {component} --env {environment} --to-lambda-version {record.live_lambda_version}"
                 " (or deploy again)",
             ))  # fmt: skip
         latest = read_latest(target, bucket, environment, component)
-        if latest and latest.get("outcome") == "shifting":
+        if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, resource, component, latest, "shifting traffic"))
     return findings
 
@@ -135,14 +135,14 @@ def check_apprunner_services(config: Config, target: AwsTarget, environment: str
             findings.append(Finding(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
             continue
         record = _live_record(config, target, environment, component)
-        if record and record.get("live_image") and record["live_image"] != service.image:
+        if record and record.live_image and record.live_image != service.image:
             findings.append(Finding(
                 environment, f"service {service.name}",
-                f"runs {service.image}; the ledger says {record['live_image']} ({record.get('live_version')})",
-                f"opcd rollback {component} --env {environment} --to {record.get('live_version')} (or deploy again)",
+                f"runs {service.image}; the ledger says {record.live_image} ({record.live_version})",
+                f"opcd rollback {component} --env {environment} --to {record.live_version} (or deploy again)",
             ))  # fmt: skip
         latest = read_latest(target, config.project.artifact_bucket, environment, component)
-        if latest and latest.get("outcome") == "shifting":
+        if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, f"service {service.name}", component, latest, "moving the service"))
         if service.status != "RUNNING":
             findings.append(Finding(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))

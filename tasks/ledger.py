@@ -10,17 +10,20 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+from pydantic import ConfigDict, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from opcd.aws import AwsTarget, error_code
+from opcd.outcomes import Outcome
 
 PREFIX = "ledger"
 
@@ -37,12 +40,18 @@ def actor() -> str:
         return "unknown"
 
 
-@dataclass
+Action = Literal["deploy", "rollback", "build"]  # build: a release's build step that failed
+
+
+@dataclass(config=ConfigDict(extra="ignore"))
 class Record:
+    """One ledger record: written by :func:`record_in_ledger`, read back by :func:`read_latest` and
+    :func:`read_history` through the same model (fields it does not know, from other versions, are ignored)."""
+
     component: str
     environment: str
-    action: str  # deploy | rollback
-    outcome: str  # deployed | noop | failed | rolled-back | rollback-failed
+    action: Action
+    outcome: Outcome
     version: str | None
     live_version: str | None = None
     live_lambda_version: str | None = None
@@ -80,6 +89,9 @@ class Record:
             self.flow_run_name = ctx.flow_run.name
 
 
+_RECORD = TypeAdapter(Record)
+
+
 def _prefix(environment: str, component: str) -> str:
     return f"{PREFIX}/{environment}/{component}"
 
@@ -90,11 +102,12 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: boo
     does not hold the component's lock leaves ``latest.json`` to the run that does)."""
     record.finished_at = record.finished_at or now()
     s3 = target.client("s3")
-    body = json.dumps(asdict(record), indent=2, sort_keys=True).encode()
+    body = json.dumps(_RECORD.dump_python(record, mode="json"), indent=2, sort_keys=True).encode()
     stamp = record.finished_at.replace(":", "").replace("-", "")
     key = f"{_prefix(record.environment, record.component)}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    for name in ("latest.json", "live.json") if record.outcome == "deployed" else ("latest.json",) if latest else ():
+    put_live = record.outcome is Outcome.DEPLOYED
+    for name in ("latest.json", "live.json") if put_live else ("latest.json",) if latest else ():
         s3.put_object(
             Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/{name}", Body=body,
             ContentType="application/json",
@@ -105,7 +118,7 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: boo
 
 def read_latest(
     target: AwsTarget, bucket: str, environment: str, component: str, name: str = "latest.json"
-) -> dict[str, Any] | None:
+) -> Record | None:
     """The newest record (``live.json``: the newest that put a version live), or None."""
     try:
         body = target.client("s3").get_object(Bucket=bucket, Key=f"{_prefix(environment, component)}/{name}")
@@ -113,11 +126,10 @@ def read_latest(
         if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
             return None
         raise
-    record: dict[str, Any] = json.loads(body["Body"].read())
-    return record
+    return _RECORD.validate_json(body["Body"].read())
 
 
-def read_history(target: AwsTarget, bucket: str, environment: str, component: str) -> list[dict[str, Any]]:
+def read_history(target: AwsTarget, bucket: str, environment: str, component: str) -> list[Record]:
     """Every record for one component in one environment, oldest first."""
     s3 = target.client("s3")
     keys: list[str] = []
@@ -132,14 +144,15 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
         if error_code(exc) == "NoSuchBucket":
             return []
         raise
-    return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
+    return [_RECORD.validate_json(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
 
 
-_PREVIOUS_VERIFIED = ("deployed", "noop", "rolled-back")  # outcomes whose run saw its previous version live
+LiveField = Literal["live_version", "live_lambda_version", "live_image"]
+PreviousField = Literal["previous_version", "previous_lambda_version", "previous_image"]
 
 
 def seen_live(
-    records: list[dict[str, Any]], live: str = "live_version", previous: str = "previous_version"
+    records: list[Record], live: LiveField = "live_version", previous: PreviousField = "previous_version"
 ) -> list[str]:
     """What these records saw live, oldest first: ``previous`` of each deploy or rollback that read it
     live and ended knowing it (deployed, noop, rolled-back: not rollback-failed, whose live state is
@@ -147,13 +160,11 @@ def seen_live(
     and ``previous_lambda_version`` for Lambda versions, ``live_image`` and ``previous_image`` for images.
     """
     seen: dict[str, None] = {}
-    for record in records:
-        verified = record.get("action") in ("deploy", "rollback") and record.get("outcome") in _PREVIOUS_VERIFIED
-        if verified and record.get(previous):
-            seen[str(record[previous])] = None
-        put_live = record.get("action") in ("deploy", "rollback") and record.get("outcome") == "deployed"
-        if put_live and record.get(live):
-            seen[str(record[live])] = None
+    for record in (r for r in records if r.action in ("deploy", "rollback")):
+        if record.outcome.saw_previous_live and (value := getattr(record, previous)):
+            seen[str(value)] = None
+        if record.outcome is Outcome.DEPLOYED and (value := getattr(record, live)):
+            seen[str(value)] = None
     return list(seen)
 
 

@@ -10,7 +10,10 @@ from tests.conftest import Project
 
 
 def live_at(project: Project, component: str, sha: str | None) -> None:
-    body = json.dumps({"component": component, "outcome": "deployed", "git_sha": sha})
+    body = json.dumps({
+        "component": component, "environment": "prod", "action": "deploy", "outcome": "deployed", "version": "v1",
+        "git_sha": sha,
+    })  # fmt: skip
     project.client("s3").put_object(
         Bucket="outreachpass-artifacts", Key=f"ledger/prod/{component}/live.json", Body=body.encode()
     )

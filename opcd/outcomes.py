@@ -1,0 +1,47 @@
+"""How a run ended: the one vocabulary the ledger, the flows, Slack and the CLI share.
+
+The values are the strings the ledger has always held, so records written before still read.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How one deploy or rollback of one component in one environment ended (a ledger record's ``outcome``)."""
+
+    DEPLOYED = "deployed"  # the version is live and proved healthy
+    NOOP = "noop"  # it was live already: nothing changed
+    SHIFTING = "shifting"  # traffic is moving now (the run has not ended)
+    FAILED = "failed"  # failed before traffic moved: live untouched
+    ROLLED_BACK = "rolled-back"  # failed after traffic moved, and live went back (verified)
+    ROLLBACK_FAILED = "rollback-failed"  # failed, and going back failed too (or could not be verified)
+    ERROR = "error"  # the run failed without (or after) its last ledger record
+
+    @classmethod
+    def failed_outcomes(cls) -> frozenset[Outcome]:
+        """The outcomes that are failures: the one place that says so."""
+        return frozenset({cls.FAILED, cls.ROLLED_BACK, cls.ROLLBACK_FAILED, cls.ERROR})
+
+    @property
+    def is_failure(self) -> bool:
+        return self in self.failed_outcomes()
+
+    @property
+    def saw_previous_live(self) -> bool:
+        """The run read its previous version live and ended knowing it (not rollback-failed: live unknown)."""
+        return self in (Outcome.DEPLOYED, Outcome.NOOP, Outcome.ROLLED_BACK)
+
+
+class ReleaseOutcome(StrEnum):
+    """How a whole release ended (its summary's ``outcome``)."""
+
+    RELEASED = "released"
+    FAILED = "failed"
+    REJECTED = "rejected"  # an approver said no
+    TIMED_OUT = "timed-out"  # no approval before the timeout
+
+    @property
+    def is_failure(self) -> bool:
+        return self is not ReleaseOutcome.RELEASED
