@@ -89,6 +89,7 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     read = role == "read"
     lambdas = [name for name, comp in config.components.items() if comp.kind == "lambda"]
     apprunners = [name for name, comp in config.components.items() if comp.kind == "apprunner"]
+    containers = [name for name, comp in config.components.items() if comp.kind in ("apprunner", "ecs")]
     statements: list[dict[str, Any]] = []
 
     functions: list[str] = []
@@ -140,10 +141,10 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     if alarms:
         statements.append(_statement("Alarms", ["cloudwatch:DescribeAlarms"], alarms))
 
-    if apprunners:
+    if containers:
         repositories = [
             f"arn:aws:ecr:{region}:{acct}:repository/{config.components[name].repository}"
-            for name in apprunners
+            for name in containers
             for acct in everywhere
         ]
         actions = ["DescribeImages", "DescribeRepositories"]
@@ -152,6 +153,8 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
                         "UploadLayerPart"]  # fmt: skip
             statements.append(_statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]))
         statements.append(_statement("Repositories", [f"ecr:{a}" for a in actions], repositories))
+    statements += _ecs_statements(config, accounts, read)
+    if apprunners:
         services = []
         for env_name, env in config.environments.items():
             for name in apprunners:
@@ -192,6 +195,54 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
                 f"arn:aws:ses:{region}:{acct}:identity/{identity}" for acct in everywhere for identity in identities
             ]))  # fmt: skip
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def ecs_services(config: Config) -> list[tuple[str, str, str, str]]:
+    """(environment, component, cluster, service) of every ECS service: ``environments.ENV.ecs.COMPONENT``."""
+    return [
+        (env_name, component, str(ref.cluster), str(ref.service))
+        for env_name, env in config.environments.items()
+        for component, ref in (getattr(env, "ecs", None) or {}).items()
+    ]
+
+
+def _ecs_statements(config: Config, accounts: dict[str, str], read: bool) -> list[dict[str, Any]]:
+    """ECS: the services and their deployments; task definitions (no resource-level scope: ``*``); the deploy
+    role registers revisions (tagged as the live one), updates the services and passes the task and execution
+    roles, which Terraform names ``{service}-task`` and ``{service}-execution``, to ECS's tasks only."""
+    found = ecs_services(config)
+    if not found:
+        return []
+    region = config.project.region
+    prefix = {env: f"arn:aws:ecs:{region}:{accounts[env]}:" for env, *_ in found}
+    services = [f"{prefix[env]}service/{cluster}/{service}" for env, _, cluster, service in found]
+    deployments = [f"{prefix[env]}service-deployment/{cluster}/{service}/*" for env, _, cluster, service in found]
+    actions = ["DescribeServices", "ListServiceDeployments"] + ([] if read else ["UpdateService"])
+    statements = [
+        _statement("EcsServices", [f"ecs:{a}" for a in actions], services),
+        _statement("EcsServiceDeployments", ["ecs:DescribeServiceDeployments"], deployments),
+        _statement(
+            "EcsTaskDefinitions",
+            ["ecs:DescribeTaskDefinition"] + ([] if read else ["ecs:RegisterTaskDefinition"]),
+            ["*"],
+        ),  # fmt: skip
+    ]
+    if not read:
+        statements.append(_statement(
+            "EcsTagNewRevisions", ["ecs:TagResource"],
+            sorted({f"{prefix[env]}task-definition/*" for env, *_ in found}),
+            Condition={"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
+        ))  # fmt: skip
+        roles = [
+            f"arn:aws:iam::{accounts[env]}:role/{service}-{kind}"
+            for env, _, _, service in found
+            for kind in ("task", "execution")
+        ]
+        statements.append(_statement(
+            "PassTaskRolesToEcs", ["iam:PassRole"], roles,
+            Condition={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        ))  # fmt: skip
+    return statements
 
 
 def render(document: dict[str, Any]) -> str:

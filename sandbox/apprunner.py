@@ -641,21 +641,7 @@ class AppRunnerStandIn:
             status, served = service.status, service.served
         if status in ("CREATE_FAILED", "DELETED") or served is None:
             return _text(503, f"Service Unavailable: App Runner service {service.name} is {status}, serving nothing")
-        if method not in ("GET", "HEAD"):
-            return _text(405, f"the sandbox serves the image's files: {method} is not allowed")
-        headers = {"X-Sandbox-Image-Digest": served.digest} if served.digest else {}
-        if served.root is None:
-            return Response(json.dumps(PLACEHOLDER), 200, headers=headers, content_type="application/json")
-        try:
-            found = _find_file(served.root, path)
-        except _Outside:
-            return _text(403, f"{path} is outside the image's files")
-        if found is None:
-            return _text(404, f"{path} not found in {served.identifier}", headers)
-        content_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
-        if content_type.startswith("text/"):
-            content_type += "; charset=utf-8"
-        return Response(found.read_bytes(), 200, headers=headers, content_type=content_type)
+        return serve_image(served, path, method)
 
     # ------------------------------------------------------------------ control
 
@@ -663,23 +649,13 @@ class AppRunnerStandIn:
         path, method = request.path, request.method
         if path == "/_opcd/ping":
             return _json(200, {"ok": True})
-        if path not in ("/_opcd/apprunner/faults", "/_opcd/apprunner/timings"):
-            return _json(404, {"error": f"no control endpoint {path}"})
-        allowed = ("GET", "POST", "DELETE") if path.endswith("/faults") else ("GET", "POST")
-        if method not in allowed:
-            return _json(405, {"error": f"{path} accepts {', '.join(allowed)}"})
-        body: Any = {}
-        if method == "POST":
-            try:
-                body = json.loads(request.get_data() or b"null")
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                return _json(400, {"error": "the body must be a JSON object"})
+        body = control_body(request, "/_opcd/apprunner")
+        if isinstance(body, Response):
+            return body
         with self._lock:
             if path.endswith("/timings"):
                 if method == "POST":
-                    if problem := _timings_problem(body):
+                    if problem := timings_problem(body, ("pending", "deploy", "rollback")):
                         return _json(400, {"error": problem})
                     self.timings = replace(self.timings, **{k: float(v) for k, v in body.items()})
                 return _json(200, asdict(self.timings))
@@ -702,6 +678,26 @@ class AppRunnerStandIn:
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def serve_image(served: ServedImage, path: str, method: str) -> Response:
+    """Answer ``method path`` from the image's files, as a static file server would (``index.html`` for a
+    directory); an image without files answers the placeholder JSON. Shared with the ECS stand-in."""
+    if method not in ("GET", "HEAD"):
+        return _text(405, f"the sandbox serves the image's files: {method} is not allowed")
+    headers = {"X-Sandbox-Image-Digest": served.digest} if served.digest else {}
+    if served.root is None:
+        return Response(json.dumps(PLACEHOLDER), 200, headers=headers, content_type="application/json")
+    try:
+        found = _find_file(served.root, path)
+    except _Outside:
+        return _text(403, f"{path} is outside the image's files")
+    if found is None:
+        return _text(404, f"{path} not found in {served.identifier}", headers)
+    content_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/"):
+        content_type += "; charset=utf-8"
+    return Response(found.read_bytes(), 200, headers=headers, content_type=content_type)
 
 
 def _members(raw: Any, what: str, allowed: set[str]) -> JSON:
@@ -844,9 +840,27 @@ def _serves(root: Path, path: str) -> bool:
         return False
 
 
-def _timings_problem(body: JSON) -> str | None:
-    if unknown := sorted(set(body) - {"pending", "deploy", "rollback"}):
-        return f"unknown timings: {', '.join(unknown)} (known: pending, deploy, rollback)"
+def control_body(request: Request, base: str) -> JSON | Response:
+    """The JSON object a request to ``BASE/faults`` (GET, POST, DELETE) or ``BASE/timings`` (GET, POST) carries
+    (``{}`` but for a POST), or the error answer: no such endpoint, method not allowed, not a JSON object."""
+    path, method = request.path, request.method
+    if path not in (f"{base}/faults", f"{base}/timings"):
+        return _json(404, {"error": f"no control endpoint {path}"})
+    allowed = ("GET", "POST", "DELETE") if path.endswith("/faults") else ("GET", "POST")
+    if method not in allowed:
+        return _json(405, {"error": f"{path} accepts {', '.join(allowed)}"})
+    if method != "POST":
+        return {}
+    try:
+        body = json.loads(request.get_data() or b"null")
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else _json(400, {"error": "the body must be a JSON object"})
+
+
+def timings_problem(body: JSON, known: tuple[str, ...]) -> str | None:
+    if unknown := sorted(set(body) - set(known)):
+        return f"unknown timings: {', '.join(unknown)} (known: {', '.join(known)})"
     for key, value in body.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             return f"{key} must be a non-negative number of seconds, not {value!r}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from opcd.aws import SANDBOX_FILE, AwsTarget
 from opcd.config import load_config
-from sandbox.seed import seed
+from sandbox.seed import ecs_services, seed
 from sandbox.server import (
     SandboxServer,
     export_lines,
@@ -67,6 +67,9 @@ def up(config_path: Path, port: int, detach: bool) -> int:
     for env_name, env in config.environments.items():
         for comp, ref in env.services.items():
             print(f"  {env_name}: App Runner {ref} ({comp}) running AWS's sample image until the first deploy")
+    for seeded in ecs_services(config):
+        print(f"  {seeded.environment}: ECS {seeded.cluster}/{seeded.service} ({seeded.component}) running AWS's"
+              " sample image until the first deploy")  # fmt: skip
     if server.registry.missing:
         print(f"  warning: {server.registry.missing}; images cannot be pushed")
     else:

@@ -7,6 +7,7 @@ import json
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 from opcd.aws import new_client
 from opcd.config import Config
 from opcd.iam import access_role, service_name
+from opcd.iam import ecs_services as named_ecs_services
 
 ROLE_NAME = "opcd-sandbox-lambda"
 _TRUST = {
@@ -106,6 +108,7 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
             cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, client, apprunner_url))
+    gateway.update(seed_ecs(client, endpoint_url, ecs_services(config)))
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
@@ -166,4 +169,86 @@ def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: st
             if status != "OPERATION_IN_PROGRESS" or time.monotonic() > deadline:
                 raise RuntimeError(f"App Runner service {arn} did not start: {status}")
             time.sleep(0.05)
+    return gateway
+
+
+@dataclass(frozen=True)
+class EcsSeed:
+    """An ECS service as Terraform creates it for a component of ``kind = "ecs"`` in one environment."""
+
+    environment: str
+    component: str
+    cluster: str
+    service: str
+    container: str  # the container whose image a deploy changes
+    health: str | None = None  # the environment's health URL of the component
+
+
+def ecs_services(config: Config) -> list[EcsSeed]:
+    """The ECS services the configuration names: ``environments.ENV.ecs.COMPONENT`` (cluster, service), the
+    component's ``container`` (default: its name) and health URL."""
+    return [
+        EcsSeed(
+            env,
+            component,
+            cluster,
+            service,
+            getattr(config.components[component], "container", None) or component,
+            config.environments[env].health.get(component),
+        )  # fmt: skip
+        for env, component, cluster, service in named_ecs_services(config)
+    ]
+
+
+def seed_ecs(client: Callable[..., Any], endpoint_url: str, services: list[EcsSeed]) -> dict[str, str]:
+    """Clusters, task and execution roles, a task definition and a service (Fargate, 2 tasks, behind a load
+    balancer, circuit breaker on) running AWS's public sample image per ECS service. Returns gateway entries:
+    the health URL's origin → the service's URL in the sandbox (``/_ecs/CLUSTER/SERVICE``)."""
+    from sandbox.registry import PUBLIC_PLACEHOLDER
+
+    if not services:
+        return {}
+    ecs, iam = client("ecs"), client("iam")
+    trust = json.loads(json.dumps(_TRUST))
+    trust["Statement"][0]["Principal"] = {"Service": "ecs-tasks.amazonaws.com"}
+    gateway: dict[str, str] = {}
+    for cluster in sorted({s.cluster for s in services}):
+        ecs.create_cluster(clusterName=cluster)
+    for seeded in services:
+        roles = {  # opcd.iam scopes iam:PassRole to {service}-task and {service}-execution
+            kind: iam.create_role(RoleName=f"{seeded.service}-{kind}", AssumeRolePolicyDocument=json.dumps(trust))[
+                "Role"
+            ]["Arn"]
+            for kind in ("task", "execution")
+        }
+        definition = ecs.register_task_definition(
+            family=seeded.service,
+            taskRoleArn=roles["task"],
+            executionRoleArn=roles["execution"],
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[{
+                "name": seeded.container, "image": PUBLIC_PLACEHOLDER, "essential": True,
+                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+            }],
+        )["taskDefinition"]  # fmt: skip
+        ecs.create_service(
+            cluster=seeded.cluster,
+            serviceName=seeded.service,
+            taskDefinition=definition["taskDefinitionArn"],
+            desiredCount=2,
+            launchType="FARGATE",
+            loadBalancers=[{
+                "targetGroupArn": f"arn:aws:elasticloadbalancing:{ecs.meta.region_name}:123456789012:targetgroup/"
+                f"{seeded.service[:26]}/0123456789abcdef",
+                "containerName": seeded.container, "containerPort": 8080,
+            }],
+            deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+            tags=[{"key": "opcd:component", "value": seeded.component}],
+        )  # fmt: skip
+        if seeded.health:
+            parts = urlsplit(seeded.health)
+            gateway[f"{parts.scheme}://{parts.netloc}"] = f"{endpoint_url}/_ecs/{seeded.cluster}/{seeded.service}"
     return gateway

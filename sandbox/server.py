@@ -84,6 +84,7 @@ class SandboxApp:
         self._faults_list: list[dict[str, Any]] = []
         self.registry_host = ""  # host:port of the ECR registry stand-in; ECR's answers name it
         self.on_reset: list[Callable[[], None]] = []
+        self.ecs: Any = None  # the ECS stand-in (sandbox.ecs.EcsStandIn) in front of moto's ECS, once set
 
     def lambda_backend(self, region: str) -> Any:
         from moto.awslambda.utils import get_backend
@@ -103,6 +104,9 @@ class SandboxApp:
         if path == "/moto-api/reset":
             for reset in self.on_reset:
                 reset()
+        if self.ecs is not None and self.ecs.handles(environ):
+            handled: Iterable[bytes] = self.ecs(environ, start_response)
+            return handled
         if self.registry_host and environ.get("HTTP_X_AMZ_TARGET", "").startswith(_ECR_TARGET):
             return self._ecr(environ, start_response)
         if method == "POST" and (match := _INVOKE.match(path)):
@@ -302,13 +306,15 @@ class _Thread:
 class SandboxServer:
     """The sandbox in background threads of this process, on 127.0.0.1.
 
-    ``url``: moto with the invoke shim and gateway (every AWS service but App Runner);
+    ``url``: moto with the invoke shim, the gateway and the ECS stand-in (every AWS service but App Runner;
+    ECS services' URLs at ``/_ecs/CLUSTER/SERVICE``);
     ``apprunner_url``: the App Runner stand-in and its service URLs; ``registry_url``: ECR's
     registry host (a proxy in front of Debian's docker-registry, run as a child process).
     """
 
     def __init__(self, work_dir: Path, region: str, port: int = 0) -> None:
         from sandbox.apprunner import AppRunnerStandIn
+        from sandbox.ecs import EcsStandIn
         from sandbox.registry import ImageStore, LocalRegistry, RegistryProxy
 
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +333,9 @@ class SandboxServer:
         self.images.registry_host = self.app.registry_host = f"127.0.0.1:{self._registry.port}"
         self.app.runner.endpoint_url = self.url
         self.app.on_reset.append(self.apprunner.reset)
+        self.ecs = self.app.ecs = EcsStandIn(region, ACCOUNT_ID, self.app.moto, self.images.resolve)
+        self.ecs.base_url = self.url
+        self.app.on_reset.append(self.ecs.reset)
 
     def start(self) -> SandboxServer:
         self.registry.start()

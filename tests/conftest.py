@@ -132,10 +132,12 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sandbox.apprunner import Timings
+    from sandbox.ecs import Timings as EcsTimings
     from sandbox.server import SandboxServer
 
     server = SandboxServer(tmp_path_factory.mktemp("sandbox"), "us-east-1", 0).start()
     server.apprunner.timings = Timings(pending=0.05, deploy=0.2, rollback=0.1)  # App Runner's minutes, shrunk
+    server.ecs.timings = EcsTimings(pending=0.05, deploy=0.2, rollback=0.1, minute=0.1)  # ECS's too
     yield server
     server.stop()
 

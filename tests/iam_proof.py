@@ -4,8 +4,8 @@
 sandbox's seeding nor the tests' own clients, which use ``opcd.aws.new_client`` directly). Here each
 call becomes the IAM requests AWS would authorize (action, resource ARN, condition context) through
 :data:`OPERATIONS`, and each request is evaluated against the role's generated policy by a small
-evaluator: Allow and Deny statements, ``*``/``?`` wildcards in Action and Resource, and the one
-condition the policies use (``StringEquals`` on ``iam:PassedToService``). Two kinds of failure:
+evaluator: Allow and Deny statements, ``*``/``?`` wildcards in Action and Resource, and the conditions
+the policies use (``StringEquals`` on ``iam:PassedToService`` and ``ecs:CreateAction``). Two kinds of failure:
 a call the policy does not allow, and an action the policy grants that no call needed.
 """
 
@@ -125,6 +125,34 @@ def _update_service(p: Params, region: str) -> list[Request]:
     return needs + [Request("iam:PassRole", role, (passed,)) for role in roles if role]
 
 
+def _ecs_service(action: str) -> Mapper:
+    def needs(p: Params, region: str) -> list[Request]:
+        names = p["services"] if isinstance(p.get("services"), list) else [p["service"]]
+        cluster = str(p.get("cluster") or "default").rpartition("/")[2]
+        return [
+            Request(
+                f"ecs:{action}", n if n.startswith("arn:") else f"arn:aws:ecs:{region}:{ACCOUNT}:service/{cluster}/{n}"
+            )
+            for n in names
+        ]
+
+    return needs
+
+
+def _service_deployments(p: Params, region: str) -> list[Request]:
+    return [Request("ecs:DescribeServiceDeployments", str(arn)) for arn in p["serviceDeploymentArns"]]
+
+
+def _register_task_definition(p: Params, region: str) -> list[Request]:
+    needs = [Request("ecs:RegisterTaskDefinition", "*")]
+    if p.get("tags"):  # tagging on create: ecs:TagResource on the new revision, with ecs:CreateAction
+        arn = f"arn:aws:ecs:{region}:{ACCOUNT}:task-definition/{p['family']}:*"
+        needs.append(Request("ecs:TagResource", arn, (("ecs:CreateAction", "RegisterTaskDefinition"),)))
+    passed = ("iam:PassedToService", "ecs-tasks.amazonaws.com")
+    roles = [p.get("taskRoleArn"), p.get("executionRoleArn")]
+    return needs + [Request("iam:PassRole", str(role), (passed,)) for role in roles if role]
+
+
 def _no_permission(p: Params, region: str) -> list[Request]:
     return []
 
@@ -169,6 +197,12 @@ OPERATIONS: dict[tuple[str, str], Mapper] = {
     ("apprunner", "ListOperations"): _service("ListOperations"),
     ("apprunner", "StartDeployment"): _service("StartDeployment"),
     ("apprunner", "UpdateService"): _update_service,
+    ("ecs", "DescribeServices"): _ecs_service("DescribeServices"),
+    ("ecs", "UpdateService"): _ecs_service("UpdateService"),
+    ("ecs", "ListServiceDeployments"): _ecs_service("ListServiceDeployments"),
+    ("ecs", "DescribeServiceDeployments"): _service_deployments,
+    ("ecs", "DescribeTaskDefinition"): _everything("ecs:DescribeTaskDefinition"),
+    ("ecs", "RegisterTaskDefinition"): _register_task_definition,
     # GetCallerIdentity needs no permission: AWS answers it for any valid credentials.
     ("sts", "GetCallerIdentity"): _no_permission,
     # AssumeRole is made by the caller's own identity to obtain the deploy role, not by the deploy role:
