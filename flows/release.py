@@ -27,6 +27,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from flows.components import deploy_flow
+from flows.ecs_deploy import plan_ecs_deploy
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
 from opcd.aws import AwsTarget, resolve_target, target_for
@@ -68,6 +69,11 @@ class Step:
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
+        if config.component(component).kind == "ecs":
+            from flows.ecs_deploy import status_row
+
+            row = status_row(config, target, environment, component)
+            return f"{row['version'] or 'an image opcd did not push'} ({row['revision']}, {row['image']})"
         if config.component(component).kind == "apprunner":
             repository = config.component(component).repository
             assert repository is not None  # checked when the config was loaded
@@ -147,7 +153,9 @@ def preflight(config_path: str | None, components: list[str], environments: list
     config = load_config(config_path)
     for environment in environments:
         for component in components:
-            if config.component(component).kind == "apprunner":
+            if config.component(component).kind == "ecs":
+                plan_ecs_deploy(component, environment, version, config_path, accept_firing=True)
+            elif config.component(component).kind == "apprunner":
                 plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
             else:
                 plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
@@ -172,8 +180,10 @@ def build_component(
     config = load_config(config_path)
     early = EarlySteps("build", component, environment, version, git_sha, config_path)
     try:
-        if config.component(component).kind == "apprunner":
-            plan = plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
+        kind = config.component(component).kind
+        if kind in ("apprunner", "ecs"):
+            plan_image = plan_ecs_deploy if kind == "ecs" else plan_apprunner_deploy
+            plan = plan_image(component, environment, version, config_path, accept_firing=True)
             identifier, digest, how = build_and_push(plan, version, git_sha, early)
             return f"{how} {identifier} ({digest[:19]})"
         lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)

@@ -316,14 +316,14 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
         check_git_sha(args.git_sha)
     target = _print_target(config, args.environment)
     accept = getattr(args, "accept_alarms", None)
-    if comp.kind == "apprunner":
+    if comp.kind in ("apprunner", "ecs"):
+        from flows.ecs_deploy import plan_ecs_deploy
         from flows.frontend_deploy import plan_apprunner_deploy
 
         if getattr(args, "to_lambda_version", None) is not None:
-            raise InputError(
-                f"{args.component} is an App Runner service: it has no Lambda versions", "use --to VERSION"
-            )
-        plan_apprunner_deploy(
+            what = "an App Runner service" if comp.kind == "apprunner" else "an ECS service"
+            raise InputError(f"{args.component} is {what}: it has no Lambda versions", "use --to VERSION")
+        (plan_ecs_deploy if comp.kind == "ecs" else plan_apprunner_deploy)(
             args.component, args.environment, version, str(config_path(args.config)), accept,
             accept_firing=args.command == "rollback",
         )  # fmt: skip
@@ -337,7 +337,13 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.app_version)
-    apprunner = config.component(args.component).kind == "apprunner"
+    apprunner = config.component(args.component).kind in ("apprunner", "ecs")
+    if args.dry_run and config.component(args.component).kind == "ecs":
+        from flows.ecs_deploy import dry_run_lines
+
+        lines, code = dry_run_lines(args.component, args.environment, args.app_version, str(config_path(args.config)))
+        print("\n".join(lines))
+        return code
     if args.dry_run:
         return (_dry_run_apprunner if apprunner else _dry_run_deploy)(args, config, target)
     from flows.components import deploy_flow
@@ -351,7 +357,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
-    if apprunner:
+    if result.live_task_definition:  # ECS
+        runs_on = f"{result.live_task_definition.rpartition('/')[2]} ({result.live_image})"
+    elif apprunner:
         runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
         runs_on = f"live on Lambda version {result.live_lambda_version}"
@@ -453,6 +461,10 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
 def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> str:
     """Where the rollback would go, checked before any flow runs: '<from> to <to>'; InputError if nowhere."""
     path = str(config_path(args.config))
+    if config.component(args.component).kind == "ecs":
+        from flows.ecs_deploy import rollback_target
+
+        return rollback_target(args.component, args.environment, args.to_version, path, args.force)
     if config.component(args.component).kind == "apprunner":
         from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
         from tasks.apprunner import describe
@@ -644,6 +656,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def status_rows(config: Config, target: Any, environment: str | None) -> list[dict[str, Any]]:
+    from flows.ecs_deploy import status_row
     from tasks.eventbridge import describe_rules
     from tasks.lambda_functions import read_live
     from tasks.ledger import read_latest
@@ -668,6 +681,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
             })  # fmt: skip
         rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
+        rows += [status_row(config, target, env_name, comp) for comp in env.ecs]
     return rows
 
 
@@ -700,6 +714,9 @@ def _runs_on(row: dict[str, Any]) -> str:
     """Lambda version number, or the image digest (short) and the service's status when not RUNNING."""
     if row.get("image") is None:
         return str(row["lambda_version"])
+    if row.get("revision"):  # ECS: the task definition revision and its tasks
+        busy = "" if row["service_status"] == "RUNNING" else f", {row['service_status']}"
+        return f"{row['revision']} ({row['running']}/{row['desired']} running{busy})"
     digest = (row["image_digest"] or "-")[:19]
     return digest + ("" if row["service_status"] == "RUNNING" else f" ({row['service_status']})")
 

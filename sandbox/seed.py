@@ -109,6 +109,9 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, client, apprunner_url))
     gateway.update(seed_ecs(client, endpoint_url, ecs_services(config)))
+    for comp in config.components.values():  # an ECS component's ECR repository, as for App Runner's
+        if comp.kind == "ecs":
+            client("ecr").create_repository(repositoryName=comp.repository, imageTagMutability="MUTABLE")
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
