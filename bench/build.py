@@ -27,7 +27,7 @@ from opcd.aws import AwsTarget  # noqa: E402
 from opcd.config import load_config  # noqa: E402
 from sandbox.seed import seed  # noqa: E402
 from sandbox.server import SandboxServer  # noqa: E402
-from tasks.build import build_zip, source_hash  # noqa: E402
+from tasks.build import build_zip, lambda_source_hash  # noqa: E402
 from tasks.s3_artifacts import artifact_key, read_artifact_metadata  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def main() -> int:
 
             start = time.perf_counter()
             stored = read_artifact_metadata.fn(target, bucket, "backend", package.version)
-            assert stored is not None and stored["source_hash"] == source_hash(comp, source)
+            assert stored is not None and stored["source_hash"] == lambda_source_hash(comp, source)
             reused.append(time.perf_counter() - start)
         c, w, r = (statistics.median(x) for x in (cold, warm, reused))
         print(f"backend package: {package.size / 1e6:.1f} MB, {args.repeat} runs each (medians)")

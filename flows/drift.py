@@ -22,7 +22,7 @@ from flows.release import ordered_environments
 from opcd.aws import resolve_target
 from opcd.config import load_config
 from tasks.drift import (
-    Finding,
+    Drift,
     check_alarms_exist,
     check_apprunner_services,
     check_ecs_services,
@@ -36,7 +36,7 @@ from tasks.notify import Notifier
 EXIT_DRIFT = 3  # what `opcd drift` exits with when it finds drift
 
 
-def report(findings: list[Finding], errors: list[str], checked: list[str], terraform: str) -> str:
+def report(findings: list[Drift], errors: list[str], checked: list[str], terraform: str) -> str:
     lines = [f"### Drift check of {', '.join(checked)}", "", f"Terraform: {terraform}", ""]
     if not findings:
         lines.append("**No drift**: every resource checked matches the ledger, opcd.toml and Terraform.")
@@ -86,7 +86,7 @@ def drift_check(
     else:
         terraform_note = f"planned {', '.join(envs)} in {config.terraform.root}"
         checks += [(f"{env} terraform plan", check_terraform_drift.submit(config, env)) for env in envs]
-    findings: list[Finding] = []
+    findings: list[Drift] = []
     errors: list[str] = []
     for label, future in checks:
         future.wait()

@@ -14,7 +14,6 @@ whose reason is ECS's; the run says what is live now.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -70,28 +69,12 @@ class EcsPlan:
 
     @property
     def container(self) -> str:
-        return self.config.component(self.component).container or self.component
-
-    @property
-    def bake_minutes(self) -> int:
-        return math.ceil(self.settings.bake / 60)
+        return self.config.ecs_component(self.component).container or self.component
 
     @property
     def base_url(self) -> str:
         parts = urlsplit(self.health)
         return f"{parts.scheme}://{parts.netloc}"
-
-
-def ecs_settings(config: Config, component: str, environment: str) -> EcsService:
-    """``environments.ENV.ecs.COMPONENT``: the cluster and service ``component`` runs as there."""
-    config.component(component)
-    found = config.environment(environment).ecs.get(component)
-    if found is None:
-        raise ConfigError(
-            f"environments.{environment}.ecs.{component}: missing",
-            'name its cluster and service: ecs = { COMPONENT = { cluster = "…", service = "…" } }',
-        )
-    return found
 
 
 def plan_ecs_deploy(
@@ -104,13 +87,11 @@ def plan_ecs_deploy(
 ) -> EcsPlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "ecs":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not an ECS service")
+    comp = config.ecs_component(component)
     env = config.environment(environment)
     if version is not None:
         check_version(version)
-    settings = ecs_settings(config, component, environment)
+    settings = config.ecs_service(component, environment)
     health = env.health.get(component)
     if health is None:
         raise ConfigError(
@@ -237,7 +218,7 @@ def move_service(
     ``before``'s revision, every desired task up, and healthy.
     """
     logger = get_run_logger()
-    comp = plan.config.component(plan.component)
+    comp = plan.config.ecs_component(plan.component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     cluster, service = plan.settings.cluster, plan.settings.service
     progress = {} if progress is None else progress
@@ -326,7 +307,9 @@ def deploy_ecs(
         logger.info(plan.target.describe())
         identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
     image = f"{plan.repository.uri}@{digest}"  # the digest, never the tag: what was tested is what runs
-    how = plan.settings.strategy + (f", bake {plan.bake_minutes} min" if plan.settings.strategy == "blue-green" else "")
+    how = plan.settings.strategy + (
+        f", bake {plan.settings.bake_minutes} min" if plan.settings.strategy == "blue-green" else ""
+    )
     record = Record(
         component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, image=image, image_digest=digest,
         artifact=artifact, traffic=f"ECS {how}", accepted_alarms=sorted(plan.alarms.accepted),
@@ -456,8 +439,8 @@ def status_row(config: Config, target: AwsTarget, environment: str, component: s
     tasks running/desired, and the ledger's view (drift: the ledger recorded another revision live)."""
     from tasks.ledger import read_latest
 
-    settings = ecs_settings(config, component, environment)
-    comp = config.component(component)
+    settings = config.ecs_service(component, environment)
+    comp = config.ecs_component(component)
     live = describe_service(target, settings.cluster, settings.service, comp.container or component)
     version, digest = image_version(target, describe_repository(target, comp.repository), live.image)
     latest = read_latest(target, config.project.artifact_bucket, environment, component)
@@ -490,7 +473,7 @@ def dry_run_lines(component: str, environment: str, version: str, config_path: s
     from tasks.images import choose_builder
 
     plan = plan_ecs_deploy(component, environment, version, config_path)
-    comp = plan.config.component(component)
+    comp = plan.config.ecs_component(component)
     env = plan.config.environment(environment)
     live = read_live(plan)
     tag = image_tag(version)
@@ -502,7 +485,7 @@ def dry_run_lines(component: str, environment: str, version: str, config_path: s
     if existing and live.image == f"{plan.repository.uri}@{existing}":
         return [*lines, "  nothing to do: that version is already live"], 0
     if plan.settings.strategy == "blue-green":
-        how = f"blue-green (ECS's native blue/green, bake {plan.bake_minutes} min)"
+        how = f"blue-green (ECS's native blue/green, bake {plan.settings.bake_minutes} min)"
     else:
         watched = f", alarms {', '.join(env.alarms)}" if env.alarms else ""
         how = f"rolling (the deployment circuit breaker{watched}, rollback on)"

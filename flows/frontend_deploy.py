@@ -30,12 +30,12 @@ from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome
 from opcd.versions import check_version
-from tasks.apprunner import Service, describe, find_service, operation, update_service, wait_for_operation
+from tasks.apprunner import Service, find_service, operation, read_service, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
-from tasks.images import build_image, image_tag, source_hash, version_of
+from tasks.images import build_image, image_source_hash, image_tag, version_of
 from tasks.ledger import Record, actor, now, record_in_ledger, seen_live
 from tasks.notify import Notifier
 from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
@@ -86,22 +86,19 @@ def plan_apprunner_deploy(
 ) -> ServicePlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "apprunner":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not an App Runner service")
+    comp = config.apprunner_component(component)
     env = config.environment(environment)
     if version is not None:
         check_version(version)
     ref = config.service_ref(component, environment)
     target = guarded_target(config, environment)  # the environment's account, asked of STS
     arn = find_service(target, ref)
-    service = describe(target, arn)
+    service = read_service(target, arn)
     if service.status != "RUNNING":
         raise InputError(
             f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
             "wait for its operation to end (opcd status) and deploy again",
         )
-    assert comp.repository is not None  # checked when the config was loaded
     repository = describe_repository(target, comp.repository)
     alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
     check_bucket(target, config.project.artifact_bucket)
@@ -128,7 +125,7 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component) or f"{service.https_url}/"
     check_health(plan.target.resolve_url(public), public, env.health_check)
-    smoke = plan.config.component(plan.component).smoke
+    smoke = plan.config.apprunner_component(plan.component).smoke
     if smoke:
         http_smoke_checks(
             plan.target.resolve_url(service.https_url), service.https_url, smoke, env.health_check.timeout
@@ -136,10 +133,10 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     check_alarms(plan.target, plan.alarms)
 
 
-def verify_rollback(plan: ServicePlan, before: Service) -> tuple[str, bool]:
+def verify_service_rollback(plan: ServicePlan, before: Service) -> tuple[str, bool]:
     """After a failure: is the service back on ``before.image``, running and healthy? (what is live, verified)"""
     logger = get_run_logger()
-    after = describe(plan.target, plan.service_arn)
+    after = read_service(plan.target, plan.service_arn)
     live = describe_image(plan, after.image)
     if after.image != before.image:
         logger.error("ROLLBACK NOT VERIFIED: %s runs %s, expected %s", after.name, after.image, before.image)
@@ -165,7 +162,7 @@ def move_service(
     whether the new image ever served (App Runner reported SUCCEEDED), or App Runner's own rollback
     failed; ``progress["verified"]`` whether the service was then found healthy on its old image.
     """
-    comp = plan.config.component(plan.component)
+    comp = plan.config.apprunner_component(plan.component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     progress = {} if progress is None else progress
     moved = progress["moved"] = False
@@ -184,7 +181,7 @@ def move_service(
             if status != "SUCCEEDED":
                 raise DeployFailed(f"App Runner's operation ended {status}")
             moved = progress["moved"] = True
-            after = describe(plan.target, plan.service_arn)
+            after = read_service(plan.target, plan.service_arn)
             if after.image != identifier:
                 raise DeployFailed(f"{after.name} reports {after.image} after the deployment, expected {identifier}")
             check_service(plan, after)
@@ -193,7 +190,7 @@ def move_service(
         if not moved and operation_id is not None:  # our wait ended first: what did the operation do?
             moved = progress["moved"] = served(plan, operation_id)
         where = "after it went live" if moved else "before it served"
-        verdict, progress["verified"] = verify_rollback(plan, before)
+        verdict, progress["verified"] = verify_service_rollback(plan, before)
         raise DeployFailed(f"{identifier} failed {where}: {reason}; {verdict}") from exc
     return after
 
@@ -217,7 +214,7 @@ def move_and_record(plan: ServicePlan, record: Record, notifier: Notifier, befor
     try:
         after = move_service(plan, before, identifier, progress)
     except DeployFailed as exc:
-        record_live(plan, record, describe(plan.target, plan.service_arn))
+        record_live(plan, record, read_service(plan.target, plan.service_arn))
         if not progress.get("verified"):
             record.outcome = Outcome.ROLLBACK_FAILED
         else:
@@ -239,7 +236,7 @@ def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
 
 def record_service(plan: ServicePlan, record: Record) -> Service:
     """The service as it runs now, before the run changes it: the rollback target, and what is live."""
-    before = describe(plan.target, plan.service_arn)
+    before = read_service(plan.target, plan.service_arn)
     record.previous_image = before.image
     record.previous_version = version_of(plan.repository.tag_of(before.image))
     record_live(plan, record, before)
@@ -259,9 +256,9 @@ def build_and_push(
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = "build"
-    comp = plan.config.component(plan.component)
+    comp = plan.config.apprunner_component(plan.component)
     source = plan.config.source_dir(plan.component)
-    hashed = source_hash(comp, source)
+    hashed = image_source_hash(comp, source)
     tag = image_tag(version)
     stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     in_ecr = tag_digest(plan.target, plan.repository.name, tag)
@@ -407,7 +404,7 @@ def rollback_apprunner(
     with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
         plan = plan_apprunner_deploy(component, environment, to_version, config_path, accept_firing=True)
     with environment_lock(environment, component):
-        before = describe(plan.target, plan.service_arn)
+        before = read_service(plan.target, plan.service_arn)
         identifier, version = choose_image(plan, before, to_version, force)
         record = Record(
             component, environment, "rollback", Outcome.FAILED, version, image=identifier,

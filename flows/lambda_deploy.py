@@ -32,7 +32,7 @@ from opcd.outcomes import Outcome
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
-from tasks.build import PLATFORMS, Package, build_lambda_package, source_hash
+from tasks.build import PLATFORMS, Package, build_lambda_package, lambda_source_hash
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
 from tasks.git import commit_config
@@ -41,11 +41,11 @@ from tasks.lambda_functions import (
     LiveVersion,
     invoke_sample_event,
     invoke_smoke_checks,
-    point_alias,
+    move_alias_reversibly,
+    move_alias_task,
     publish_version,
     read_live,
     read_live_alias,
-    shift_traffic,
     update_function_code,
     version_description,
 )
@@ -111,9 +111,7 @@ def plan_lambda_deploy(
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
     config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "lambda":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not a Lambda")
+    config.lambda_component(component)  # InputError for a component of another kind
     env = config.environment(environment)
     if version is not None:
         check_version(version)
@@ -130,9 +128,9 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = "build"
-    comp = plan.config.component(plan.component)
+    comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
-    hashed = source_hash(comp, source)
+    hashed = lambda_source_hash(comp, source)
     stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     key = artifact_key(plan.component, version)
     if stored is not None:
@@ -164,15 +162,15 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
 
 def sync_rules(plan: Plan, live: LiveVersion) -> RuleChanges:
     """EventBridge rules of the component, targeting its ``live`` alias (which never moves ARN)."""
-    rules = plan.config.component(plan.component).rules
+    rules = plan.config.lambda_component(plan.component).rules
     return sync_event_rules(
         plan.target, plan.config.project.name, plan.environment, plan.component, plan.function, live.alias_arn, rules
     )
 
 
 def sample_event(plan: Plan) -> dict[str, Any]:
-    comp = plan.config.component(plan.component)
-    assert comp.sample_event is not None
+    comp = plan.config.lambda_component(plan.component)
+    assert comp.sample_event is not None  # called only when the component has one
     event: dict[str, Any] = json.loads((plan.config.root / comp.sample_event).read_text())
     return event
 
@@ -182,7 +180,7 @@ def make_bake(
 ) -> Bake:
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
-    comp = plan.config.component(plan.component)
+    comp = plan.config.lambda_component(plan.component)
     guards = Guards(
         plan.alarms, plan.target.resolve_url(public) if public else None, public, env.health_check,
         comp.smoke if env.bake.smoke else [],
@@ -230,11 +228,11 @@ def shift_and_verify(
                     progress["moved"] = bool(bake.log.steps)  # a step is logged once its split took
                     if bake_log is not None:
                         bake_log.update(bake.log.as_dict())
-            shift_traffic(plan.target, plan.function, new_version, previous=live.lambda_version)
+            move_alias_reversibly(plan.target, plan.function, new_version, previous=live.lambda_version)
             progress["moved"] = True
             if public:
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
-            comp = plan.config.component(plan.component)
+            comp = plan.config.lambda_component(plan.component)
             if comp.sample_event:
                 invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
             check_alarms(plan.target, plan.alarms)
@@ -248,7 +246,7 @@ def shift_and_verify(
                     label = f"{app} (Lambda version {live.lambda_version})"
                     raise DeployFailed(f"{reason}; traffic never moved: live untouched on {label}") from exc
                 progress["moved"] = True  # an UpdateAlias took although its call failed
-            verdict = verify_rollback(plan, live)
+            verdict = verify_alias_rollback(plan, live)
         except DeployFailed:
             raise
         except Exception as read_error:
@@ -285,7 +283,7 @@ def record_failure(
     record.outcome, record.reason = outcome_of(live, after, progress), failure_text(exc)
 
 
-def verify_rollback(plan: Plan, live: LiveVersion) -> str:
+def verify_alias_rollback(plan: Plan, live: LiveVersion) -> str:
     """Check that ``live`` is back where it was and healthy; say what is live now."""
     logger = get_run_logger()
     now_live = read_live(plan.target, plan.function)
@@ -295,7 +293,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
             "live is on version %s after the rollback hook; moving it back once more", now_live.lambda_version
         )
         try:
-            point_alias(plan.target, plan.function, live.lambda_version)
+            move_alias_task(plan.target, plan.function, live.lambda_version)
         except Exception as exc:  # reported below through the alias we read back
             logger.error("Second rollback attempt failed: %s", exc)
         now_live = read_live(plan.target, plan.function)
@@ -304,7 +302,7 @@ def verify_rollback(plan: Plan, live: LiveVersion) -> str:
         return f"ROLLBACK FAILED: live is on Lambda version {now_live.lambda_version}, expected {live.lambda_version}"
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component)
-    comp = plan.config.component(plan.component)
+    comp = plan.config.lambda_component(plan.component)
     try:
         if public:
             check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=live.app_version)
@@ -338,7 +336,7 @@ def repair_split(plan: Plan, live: LiveVersion) -> tuple[LiveVersion, str | None
         f"moved all traffic back to the primary version {live.lambda_version} before deploying"
     )
     get_run_logger().warning("Repairing %s: %s", plan.function, note)
-    point_alias(plan.target, plan.function, live.lambda_version)
+    move_alias_task(plan.target, plan.function, live.lambda_version)
     repaired = read_live(plan.target, plan.function)
     if repaired.weights or repaired.lambda_version != live.lambda_version:
         raise DeployFailed(
@@ -370,7 +368,7 @@ def deploy_lambda(
                 ", ".join(sorted(plan.alarms.accepted)),
             )
         artifact = ensure_artifact(plan, version, git_sha, early)
-    comp = plan.config.component(component)
+    comp = plan.config.lambda_component(component)
     record = Record(
         component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, sha256=artifact.sha256_hex,
         artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
@@ -410,8 +408,7 @@ def deploy_lambda(
             )
             record.lambda_version = new_version
             if comp.migrations:
-                secret_name = plan.config.environment(environment).database_secret
-                assert secret_name is not None  # checked when the config was loaded
+                secret_name = plan.config.database_secret(environment)
                 run_migrations(
                     download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
                     comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,

@@ -31,13 +31,13 @@ from flows.ecs_deploy import plan_ecs_deploy
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import EarlySteps, cause, ensure_artifact, plan_lambda_deploy, step_failure
 from opcd.aws import AwsTarget, resolve_target, target_for
-from opcd.config import Config, load_config
+from opcd.config import AppRunnerComponent, Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
-from tasks.apprunner import describe, find_service
+from tasks.apprunner import find_service, read_service
 from tasks.ecr import describe_repository
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
@@ -50,7 +50,7 @@ _REPORTED: set[UUID] = set()
 
 
 @dataclass
-class Step:
+class DeployResult:
     """One component's deploy to one environment, as the release saw it end."""
 
     component: str
@@ -69,16 +69,15 @@ class Step:
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
-        if config.component(component).kind == "ecs":
+        comp = config.component(component)
+        if comp.kind == "ecs":
             from flows.ecs_deploy import status_row
 
             row = status_row(config, target, environment, component)
             return f"{row['version'] or 'an image opcd did not push'} ({row['revision']}, {row['image']})"
-        if config.component(component).kind == "apprunner":
-            repository = config.component(component).repository
-            assert repository is not None  # checked when the config was loaded
-            service = describe(target, find_service(target, config.service_ref(component, environment)))
-            tag = describe_repository(target, repository).tag_of(service.image)
+        if isinstance(comp, AppRunnerComponent):
+            service = read_service(target, find_service(target, config.service_ref(component, environment)))
+            tag = describe_repository(target, comp.repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
         live = read_live(target, config.function_name(component, environment))
     except Exception as exc:  # a summary must not fail for a read: say what is unknown
@@ -233,13 +232,17 @@ def _seconds(record: Record) -> float | None:
     return (end - start).total_seconds()
 
 
-def step_of(config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]) -> Step:
+def step_of(
+    config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]
+) -> DeployResult:
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
     state = future.state
     record = state.result(raise_on_failure=False)
     if not isinstance(record, Record) or record.outcome is Outcome.ERROR:
         reason = str(record.reason) if isinstance(record, Record) else str(record or state.message)
-        return Step(component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason)
+        return DeployResult(
+            component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason
+        )
     from flows.lambda_deploy import live_text
 
     outcome: Outcome = record.outcome
@@ -247,7 +250,7 @@ def step_of(config: Config, target: AwsTarget, component: str, environment: str,
     if not state.is_completed() and not outcome.is_failure:
         # The child failed after its last ledger record (e.g. still "shifting"): never a success.
         outcome, why = Outcome.ERROR, f"{record.reason or state.message} (ledger says {record.outcome})"
-    return Step(
+    return DeployResult(
         component, environment, outcome, live_text(record),
         None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
         _seconds(record), record.flow_run_name,
@@ -260,7 +263,7 @@ def _took(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def _step_text(step: Step) -> str:
+def _step_text(step: DeployResult) -> str:
     text = {
         Outcome.DEPLOYED: f"deployed in {_took(step.seconds)}",
         Outcome.NOOP: "already live: nothing to do",
@@ -278,7 +281,7 @@ def approval_description(
     environment: str,
     components: list[str],
     live: dict[str, str],
-    done: dict[str, dict[str, Step]],
+    done: dict[str, dict[str, DeployResult]],
     decision_timeout: float,
     approvers: list[str],
 ) -> str:
@@ -307,7 +310,7 @@ def approval_description(
     ])  # fmt: skip
 
 
-def _facts(steps: dict[str, Step]) -> dict[str, str]:
+def _facts(steps: dict[str, DeployResult]) -> dict[str, str]:
     return {name: _step_text(step) for name, step in steps.items()}
 
 
@@ -329,7 +332,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         cells = []
         for env in envs:
             step = summary["steps"].get(env, {}).get(component)
-            cells.append(_step_text(Step(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed")
+            cells.append(
+                _step_text(DeployResult(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed"
+            )
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     for decision in summary["approvals"]:
         lines.append("")
@@ -352,7 +357,7 @@ class Release:
         self.notifier = Notifier.from_config(config, f"release {version}")
         self.emailer = Emailer.from_config(config, self.target)
         self.components: list[str] = []
-        self.steps: dict[str, dict[str, Step]] = {}
+        self.steps: dict[str, dict[str, DeployResult]] = {}
         self.approvals: list[Decision] = []
         self.started = time.monotonic()
         self.build_seconds = 0.0

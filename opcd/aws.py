@@ -28,7 +28,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 from urllib.parse import urlsplit
 
 import boto3
@@ -41,6 +41,19 @@ from botocore.credentials import AssumeRoleCredentialFetcher, CredentialProvider
 from opcd.errors import InputError
 
 if TYPE_CHECKING:
+    from botocore.config import _RetryDict
+    from types_boto3_apprunner.client import AppRunnerClient
+    from types_boto3_cloudwatch.client import CloudWatchClient
+    from types_boto3_ecr.client import ECRClient
+    from types_boto3_ecs.client import ECSClient
+    from types_boto3_events.client import EventBridgeClient
+    from types_boto3_iam.client import IAMClient
+    from types_boto3_lambda.client import LambdaClient
+    from types_boto3_s3.client import S3Client
+    from types_boto3_secretsmanager.client import SecretsManagerClient
+    from types_boto3_ses.client import SESClient
+    from types_boto3_sts.client import STSClient
+
     from opcd.config import Config
 
 SANDBOX_FILE = "sandbox.json"
@@ -56,7 +69,7 @@ def _boto_config() -> BotoConfig:
     retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["total_max_attempts"] = 5  # botocore's "max_attempts" counts retries: it made 6
-    return BotoConfig(retries=retries, connect_timeout=5)
+    return BotoConfig(retries=cast("_RetryDict", retries), connect_timeout=5)
 
 
 @dataclass(frozen=True)
@@ -86,8 +99,31 @@ class AwsTarget:
             return f"AWS target: {where}, role {self.role.arn}"
         return f"AWS target: {where}" + (", credentials from the default chain" if self.kind == "aws" else "")
 
+    @overload
+    def client(self, service: Literal["apprunner"]) -> AppRunnerClient: ...
+    @overload
+    def client(self, service: Literal["cloudwatch"]) -> CloudWatchClient: ...
+    @overload
+    def client(self, service: Literal["ecr"]) -> ECRClient: ...
+    @overload
+    def client(self, service: Literal["ecs"]) -> ECSClient: ...
+    @overload
+    def client(self, service: Literal["events"]) -> EventBridgeClient: ...
+    @overload
+    def client(self, service: Literal["iam"]) -> IAMClient: ...
+    @overload
+    def client(self, service: Literal["lambda"]) -> LambdaClient: ...
+    @overload
+    def client(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["secretsmanager"]) -> SecretsManagerClient: ...
+    @overload
+    def client(self, service: Literal["ses"]) -> SESClient: ...
+    @overload
+    def client(self, service: Literal["sts"]) -> STSClient: ...
     def client(self, service: str) -> Any:
-        """A boto3 client for ``service``; clients are cached per target and thread-safe."""
+        """A boto3 client for ``service`` (typed by the types-boto3 stubs of the services opcd calls);
+        clients are cached per target and thread-safe."""
         return _client(self, service)
 
     def identity(self) -> Identity:
@@ -158,7 +194,8 @@ def endpoint_variable(service: str) -> str:
     """``AWS_ENDPOINT_URL_`` + the service model's serviceId, as botocore names it (``secretsmanager``
     → ``AWS_ENDPOINT_URL_SECRETS_MANAGER``); read from botocore's own model of the service."""
     model = _models().get_service_model(service)
-    return "AWS_ENDPOINT_URL_" + model.service_id.hyphenize().replace("-", "_").upper()
+    service_id: str = model.service_id.hyphenize()
+    return "AWS_ENDPOINT_URL_" + service_id.replace("-", "_").upper()
 
 
 @functools.cache
@@ -195,7 +232,8 @@ def new_client(
     """
     with _lock:
         session = _session(region, credentials, role, sts_endpoint if role else None)
-        return session.client(service, endpoint_url=endpoint_url, config=config)
+        # the service is any name here: AwsTarget.client's overloads type what callers get
+        return session.client(cast(Any, service), endpoint_url=endpoint_url, config=config)
 
 
 def _session(
@@ -224,7 +262,7 @@ def _session(
     return session
 
 
-class _RoleProvider(CredentialProvider):  # type: ignore[misc]
+class _RoleProvider(CredentialProvider):
     """The role's credentials, assumed from ``source``'s: botocore's own fetcher and refresh."""
 
     METHOD = "opcd-assume-role"
@@ -249,7 +287,9 @@ class _RoleProvider(CredentialProvider):  # type: ignore[misc]
 
     def _sts_client(self, service: str, **credentials: Any) -> Any:
         with _lock:  # a refresh runs in whichever thread needs the credentials; sessions are not thread-safe
-            return self.source.client(service, endpoint_url=self.sts_endpoint, config=_boto_config(), **credentials)
+            return self.source.client(
+                cast(Any, service), endpoint_url=self.sts_endpoint, config=_boto_config(), **credentials
+            )
 
 
 def _client(target: AwsTarget, service: str) -> Any:

@@ -369,13 +369,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) -> int:
     from flows.frontend_deploy import describe_image, plan_apprunner_deploy
-    from tasks.apprunner import describe
+    from tasks.apprunner import read_service
     from tasks.ecr import tag_digest
     from tasks.images import choose_builder, image_tag
 
     plan = plan_apprunner_deploy(args.component, args.environment, args.app_version, str(config_path(args.config)))
-    comp = config.component(args.component)
-    service = describe(target, plan.service_arn)
+    comp = config.apprunner_component(args.component)
+    service = read_service(target, plan.service_arn)
     tag = image_tag(args.app_version)
     identifier = plan.repository.identifier(tag)
     existing = tag_digest(target, plan.repository.name, tag)
@@ -410,14 +410,14 @@ def _dry_run_apprunner(args: argparse.Namespace, config: Config, target: Any) ->
 
 
 def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> int:
-    from tasks.build import source_hash
+    from tasks.build import lambda_source_hash
     from tasks.lambda_functions import read_live
     from tasks.s3_artifacts import artifact_key, read_artifact_metadata
 
     function = config.function_name(args.component, args.environment)
     live = read_live(target, function)
-    comp = config.component(args.component)
-    hashed = source_hash(comp, config.source_dir(args.component))
+    comp = config.lambda_component(args.component)
+    hashed = lambda_source_hash(comp, config.source_dir(args.component))
     bucket = config.project.artifact_bucket
     key = artifact_key(args.component, args.app_version)
     stored = read_artifact_metadata.fn(target, bucket, args.component, args.app_version)
@@ -467,10 +467,10 @@ def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> s
         return rollback_target(args.component, args.environment, args.to_version, path, args.force)
     if config.component(args.component).kind == "apprunner":
         from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
-        from tasks.apprunner import describe
+        from tasks.apprunner import read_service
 
         service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
-        service = describe(target, service_plan.service_arn)
+        service = read_service(target, service_plan.service_arn)
         identifier, _version = choose_image(service_plan, service, args.to_version, args.force)
         return (
             f"{service.name} from {describe_image(service_plan, service.image)}"
@@ -678,7 +678,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "flow_run_id": deployed and deployed.flow_run_id, "last_outcome": latest and latest.outcome,
                 "last_run": latest and latest.flow_run_name,
                 "drift": bool(recorded and recorded != live.lambda_version),
-                "rules": describe_rules(target, config.project.name, env_name, config.component(comp).rules),
+                "rules": describe_rules(target, config.project.name, env_name, config.lambda_component(comp).rules),
             })  # fmt: skip
         rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
         rows += [status_row(config, target, env_name, comp) for comp in env.ecs]
@@ -687,14 +687,13 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
 
 def service_row(config: Config, target: Any, env_name: str, comp: str, ref: str) -> dict[str, Any]:
     """One App Runner component's row: the image it runs (tag and digest) and the ledger's view."""
-    from tasks.apprunner import describe, find_service
+    from tasks.apprunner import find_service, read_service
     from tasks.ecr import describe_repository, tag_digest
     from tasks.images import version_of
     from tasks.ledger import read_latest
 
-    service = describe(target, find_service(target, ref))
-    repository = config.component(comp).repository
-    assert repository is not None  # checked when the config was loaded
+    service = read_service(target, find_service(target, ref))
+    repository = config.apprunner_component(comp).repository
     tag = describe_repository(target, repository).tag_of(service.image)
     digest = tag_digest(target, repository, tag) if tag else None
     latest = read_latest(target, config.project.artifact_bucket, env_name, comp)

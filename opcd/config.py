@@ -7,11 +7,12 @@ what was expected (``environments.prod.functions.backend: missing``), never a st
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from opcd.errors import ConfigError, UnknownName
+from opcd.errors import ConfigError, InputError, UnknownName
 from opcd.traffic import Strategy, parse_strategy
 
 DEFAULT_CONFIG = "opcd.toml"
@@ -58,7 +59,9 @@ class Project(_Model):
     name: str = Field(description="Name of the project, used in tags and messages.")
     region: str = Field(default="us-east-1", description="AWS region of every resource.")
     artifact_bucket: str = Field(description="S3 bucket that keeps built artifacts and the ledger.")
-    artifact_retention_days: int = Field(default=30, ge=1, le=3650)
+    artifact_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Days an artifact is kept (the bucket's lifecycle rule, checked)."
+    )
     repository: str | None = Field(
         default=None,
         description="Git repository (URL, or path relative to opcd.toml) a flow fetches its git_sha from;"
@@ -73,16 +76,16 @@ class Project(_Model):
 
 class Migrations(_Model):
     command: str = Field(description="Command run from the built package, e.g. python -m app.migrate")
-    timeout: Duration = 300.0
+    timeout: Duration = Field(default=300.0, description="Time limit of the migration command.")
 
 
 class SmokeCheck(_Model):
     """One pre-traffic invoke of the new version with an HTTP API (v2) event."""
 
-    path: str = Field(pattern=r"^/")
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] = "GET"
-    expect_status: int = Field(default=200, ge=100, le=599)
-    body_contains: str | None = None
+    path: str = Field(pattern=r"^/", description="Path requested, e.g. /health.")
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] = Field(default="GET", description="HTTP method.")
+    expect_status: int = Field(default=200, ge=100, le=599, description="Status code the answer must have.")
+    body_contains: str | None = Field(default=None, description="Text the answer's body must contain.")
 
 
 _RATE = re.compile(r"rate\((1 (minute|hour|day)|([2-9]|[1-9][0-9]+) (minutes|hours|days))\)", re.ASCII)
@@ -103,11 +106,13 @@ def _check_pattern(node: Any, path: str) -> None:
 class EventRule(_Model):
     """An EventBridge rule whose one target is the component's ``live`` alias."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,40}$", description="Rule name (prefixed with project and environment)."
+    )
     schedule: str | None = Field(default=None, description="rate(5 minutes) or cron(0 3 * * ? *)")
-    event_pattern: dict[str, Any] | None = None
+    event_pattern: dict[str, Any] | None = Field(default=None, description="EventBridge event pattern (a table).")
     input: dict[str, Any] | None = Field(default=None, description="Constant JSON the target receives.")
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Whether the rule is enabled.")
 
     @field_validator("schedule")
     @classmethod
@@ -146,32 +151,74 @@ class OperationWait(_Model):
         return value
 
 
-class Component(_Model):
-    kind: Literal["lambda", "apprunner"]
+class _ComponentBase(_Model):
     source: str = Field(description="Directory of the component's source, relative to opcd.toml.")
-    handler: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*$")
-    runtime: Literal["python3.11", "python3.12", "python3.13"] = "python3.12"
-    architecture: Literal["x86_64"] = "x86_64"
-    requirements: str = "requirements.txt"
-    migrations: Migrations | None = None
-    smoke: list[SmokeCheck] = Field(default_factory=list)
+    smoke: list[SmokeCheck] = Field(
+        default_factory=list, description="Requests the new version must answer as expected before traffic moves."
+    )
+
+
+class LambdaComponent(_ComponentBase):
+    """A Lambda function deployed blue/green behind its ``live`` alias."""
+
+    kind: Literal["lambda"] = Field(description="lambda: a Lambda function behind its live alias.")
+    handler: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*$", description="module.function, e.g. app.handler."
+    )
+    runtime: Literal["python3.11", "python3.12", "python3.13"] = Field(
+        default="python3.12", description="Lambda runtime the package is built for."
+    )
+    architecture: Literal["x86_64"] = Field(default="x86_64", description="Lambda architecture.")
+    requirements: str = Field(default="requirements.txt", description="Requirements file, relative to source.")
+    migrations: Migrations | None = Field(
+        default=None, description="Database migrations run from the built package before traffic moves."
+    )
     sample_event: str | None = Field(default=None, description="JSON event file, relative to opcd.toml.")
     sample_expect: dict[str, Any] | None = Field(
         default=None, description="Keys and values the sample event's response must contain."
     )
-    rules: list[EventRule] = Field(default_factory=list)
-    # apprunner components
-    repository: str | None = Field(default=None, description="ECR repository of the component's images.")
+    rules: list[EventRule] = Field(default_factory=list, description="EventBridge rules targeting the live alias.")
+
+
+class ImageComponent(_ComponentBase):
+    """What every container-image component has: its ECR repository and how its image is built."""
+
+    repository: str = Field(description="ECR repository of the component's images.")
     dockerfile: str = Field(default="Dockerfile", description="Dockerfile, relative to source.")
     build_contexts: dict[str, str] = Field(
         default_factory=dict, description="Named build contexts (COPY --from=NAME), directories relative to opcd.toml."
     )
-    builder: Literal["auto", "docker", "buildah", "podman"] = "auto"
+    builder: Literal["auto", "docker", "buildah", "podman"] = Field(
+        default="auto", description="Image builder; auto: the first of docker, buildah, podman found."
+    )
+
+
+class AppRunnerComponent(ImageComponent):
+    """A container image deployed to an App Runner service."""
+
+    kind: Literal["apprunner"] = Field(description="apprunner: an image on an App Runner service.")
     access_role: str | None = Field(
         default=None,
         description="The ECR access role of its service (name or ARN; {environment} replaced): {service}-ecr-access.",
     )
-    operation: OperationWait = OperationWait()
+    operation: OperationWait = Field(
+        default=OperationWait(), description="How App Runner's deployment operation is followed."
+    )
+
+
+class EcsComponent(ImageComponent):
+    """A container image deployed to an ECS service (a new task definition revision per deploy)."""
+
+    kind: Literal["ecs"] = Field(description="ecs: an image on an ECS service.")
+    container: str | None = Field(
+        default=None,
+        description="Container of the task definition whose image changes; default: the component's name.",
+    )
+    operation: OperationWait = Field(default=OperationWait(), description="How ECS's service deployment is followed.")
+
+
+Component = Annotated[Union[LambdaComponent, AppRunnerComponent, EcsComponent], Field(discriminator="kind")]  # noqa: UP007
+COMPONENT_KINDS = ("lambda", "apprunner", "ecs")
 
 
 _GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
@@ -180,7 +227,7 @@ _GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
 class Approver(_Model):
     """One approver: the name opcd records and, for ``verify = "github"``, their GitHub login."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="Name recorded for the approver.")
     github: str | None = Field(default=None, pattern=_GITHUB_LOGIN, description="GitHub login of the approver.")
 
 
@@ -196,9 +243,11 @@ class Approval(_Model):
     ``verify = "github"``: the answer must name a run of ``workflow`` in ``repository`` that a required
     reviewer of the GitHub environment ``{environment}-approval`` approved; the flow checks it with GitHub."""
 
-    people: Annotated[list[Approver], BeforeValidator(_approvers)] = Field(min_length=1, alias="approvers")
-    timeout: Duration = 86400.0
-    poll_interval: Duration = 5.0
+    people: Annotated[list[Approver], BeforeValidator(_approvers)] = Field(
+        min_length=1, alias="approvers", description="Who may approve: names, or tables of name and github."
+    )
+    timeout: Duration = Field(default=86400.0, description="No answer within this long ends the release timed-out.")
+    poll_interval: Duration = Field(default=5.0, description="How often the answer is looked for.")
     verify: Literal["none", "github"] = Field(default="none", description="How an approver's identity is checked.")
     repository: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name of the approval workflow."
@@ -244,11 +293,11 @@ class HealthCheck(_Model):
 
     successes: int = Field(default=3, ge=1, le=100, description="Consecutive 2xx answers needed.")
     attempts: int = Field(default=10, ge=1, le=1000, description="Requests before giving up.")
-    interval: Duration = 1.0
-    timeout: Duration = 5.0
+    interval: Duration = Field(default=1.0, description="Time between requests.")
+    timeout: Duration = Field(default=5.0, description="Time limit of each request.")
 
 
-class Bake(_Model):
+class BakeSettings(_Model):
     """The guards watched while a canary or linear shift bakes."""
 
     poll_interval: Duration = Field(default=10.0, description="Seconds between guard checks (alarms, health).")
@@ -297,19 +346,47 @@ def _role_arn(value: Any) -> Any:
     return value
 
 
+class EcsService(_Model):
+    """The ECS service an ``ecs`` component runs as in one environment."""
+
+    cluster: str = Field(description="ECS cluster (name or ARN).")
+    service: str = Field(description="ECS service in that cluster (name or ARN).")
+    strategy: Literal["rolling", "blue-green"] = Field(
+        default="rolling",
+        description="rolling: ECS's rolling deployment (circuit breaker, alarm rollback); blue-green: ECS's own.",
+    )
+    bake: Duration = Field(default=0.0, description="blue-green's bake time (bakeTimeInMinutes, rounded up).")
+
+    @property
+    def bake_minutes(self) -> int:
+        """``bake`` as ECS's ``bakeTimeInMinutes``: whole minutes, rounded up."""
+        return math.ceil(self.bake / 60)
+
+
 class Environment(_Model):
-    approval: Literal[False] | Approval = False
+    approval: Literal[False] | Approval = Field(
+        default=False, description="false, or the approval gate a release waits at before this environment."
+    )
     account_id: Annotated[str, BeforeValidator(_account_id)] | None = Field(
         default=None, description="The AWS account of this environment; opcd refuses to change any other."
     )
     role_arn: Annotated[str, BeforeValidator(_role_arn)] | None = Field(
         default=None, description="IAM role assumed (STS AssumeRole) for every AWS call made for this environment."
     )
-    functions: dict[str, str] = Field(default_factory=dict)
-    services: dict[str, str] = Field(default_factory=dict)
-    health: dict[str, str] = Field(default_factory=dict)
-    health_check: HealthCheck = HealthCheck()
-    alarms: list[str] = Field(default_factory=list)
+    functions: dict[str, str] = Field(
+        default_factory=dict, description="Lambda component = the function it runs as here."
+    )
+    services: dict[str, str] = Field(
+        default_factory=dict, description="App Runner component = its service here (name or ARN)."
+    )
+    ecs: dict[str, EcsService] = Field(
+        default_factory=dict, description="ECS component = its cluster and service here."
+    )
+    health: dict[str, str] = Field(default_factory=dict, description="Component = its public health URL here.")
+    health_check: HealthCheck = Field(default=HealthCheck(), description="How a health URL is judged healthy.")
+    alarms: list[str] = Field(
+        default_factory=list, description="CloudWatch alarms that stop a deploy and roll it back while they fire."
+    )
     database_secret: str | None = Field(
         default=None, description="Secrets Manager secret holding the database URL (migrations)."
     )
@@ -317,7 +394,7 @@ class Environment(_Model):
         default="all-at-once",
         description="One strategy for every Lambda component, or a table of component = strategy.",
     )
-    bake: Bake = Bake()
+    bake: BakeSettings = Field(default=BakeSettings(), description="The guards of a canary or linear bake.")
 
     @model_validator(mode="after")
     def _role_in_account(self) -> Environment:
@@ -350,13 +427,13 @@ class SlackSettings(_Model):
 
 
 class EmailSettings(_Model):
-    sender: str
-    to: list[str] = Field(min_length=1)
+    sender: str = Field(description="From address (SES-verified).")
+    to: list[str] = Field(min_length=1, description="Who is emailed when a release does not succeed.")
 
 
 class Notifications(_Model):
-    slack: SlackSettings | None = None
-    email: EmailSettings | None = None
+    slack: SlackSettings | None = Field(default=None, description="Slack incoming webhook settings.")
+    email: EmailSettings | None = Field(default=None, description="Email (SES) when a release does not succeed.")
 
 
 class Validation(_Model):
@@ -370,7 +447,7 @@ class Validation(_Model):
     skip: list[str] = Field(default_factory=list, description="Checks not to run.")
     optional: list[str] = Field(default_factory=list, description="Checks reported but never failing the PR.")
     commands: dict[str, str] = Field(default_factory=dict, description="Extra checks: name = command line.")
-    timeouts: dict[str, Duration] = Field(default_factory=dict)
+    timeouts: dict[str, Duration] = Field(default_factory=dict, description="Time limit per check: name = duration.")
 
 
 class TerraformSettings(_Model):
@@ -397,15 +474,19 @@ class TerraformSettings(_Model):
 
 
 class Config(_Model):
-    project: Project
-    components: dict[Annotated[str, Field(pattern=_NAME)], Component]
-    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment]
-    notifications: Notifications = Notifications()
-    validation: Validation = Validation()
-    terraform: TerraformSettings | None = None
+    project: Project = Field(description="The project: name, region, artifact bucket.")
+    components: dict[Annotated[str, Field(pattern=_NAME)], Component] = Field(
+        description="What is deployed: name = a lambda, apprunner or ecs component."
+    )
+    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment] = Field(
+        description="Where it is deployed, in release order: name = what each component runs as there."
+    )
+    notifications: Notifications = Field(default=Notifications(), description="Slack and email.")
+    validation: Validation = Field(default=Validation(), description="The checks of a pull request.")
+    terraform: TerraformSettings | None = Field(default=None, description="The Terraform root opcd plans and applies.")
 
     # Where the file was read from; relative paths in it are relative to this directory.
-    root: Path = Field(default=Path("."), exclude=True)
+    root: Path = Field(default=Path("."), exclude=True, description="Directory opcd.toml was read from (not a key).")
 
     def component(self, name: str) -> Component:
         if name not in self.components:
@@ -414,6 +495,18 @@ class Config(_Model):
                 f"opcd.toml defines: {', '.join(sorted(self.components)) or 'none'}",
             )
         return self.components[name]
+
+    def lambda_component(self, name: str) -> LambdaComponent:
+        """``name``'s settings when it is a Lambda component; InputError (exit 2) for any other kind."""
+        return _of_kind(name, self.component(name), LambdaComponent, "a Lambda")
+
+    def apprunner_component(self, name: str) -> AppRunnerComponent:
+        """``name``'s settings when it is an App Runner component; InputError (exit 2) for any other kind."""
+        return _of_kind(name, self.component(name), AppRunnerComponent, "an App Runner service")
+
+    def ecs_component(self, name: str) -> EcsComponent:
+        """``name``'s settings when it is an ECS component; InputError (exit 2) for any other kind."""
+        return _of_kind(name, self.component(name), EcsComponent, "an ECS service")
 
     def environment(self, name: str) -> Environment:
         if name not in self.environments:
@@ -441,6 +534,27 @@ class Config(_Model):
         """The App Runner service (a name or an ARN) that ``component`` runs as in ``environment``."""
         return self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
 
+    def ecs_service(self, component: str, environment: str) -> EcsService:
+        """The ECS cluster and service that ``component`` runs as in ``environment``."""
+        self.component(component)
+        entries = self.environment(environment).ecs
+        if component not in entries:
+            raise ConfigError(
+                f"environments.{environment}.ecs.{component}: missing",
+                "name the ECS cluster and service of this component in opcd.toml",
+            )
+        return entries[component]
+
+    def database_secret(self, environment: str) -> str:
+        """The Secrets Manager secret of ``environment``'s database URL (migrations need it)."""
+        secret = self.environment(environment).database_secret
+        if secret is None:
+            raise ConfigError(
+                f"environments.{environment}.database_secret: missing (a component has migrations)",
+                "name the Secrets Manager secret holding the database URL in opcd.toml",
+            )
+        return secret
+
     def source_dir(self, component: str) -> Path:
         return (self.root / self.component(component).source).resolve()
 
@@ -451,6 +565,15 @@ class Config(_Model):
     def build_cache_dir(self) -> Path:
         """Installed dependencies, reused across builds: ``$OPCD_BUILD_CACHE`` or ``.opcd/build-cache``."""
         return Path(os.environ.get("OPCD_BUILD_CACHE") or self.state_dir() / "build-cache")
+
+
+_K = TypeVar("_K", bound=BaseModel)
+
+
+def _of_kind(name: str, component: Component, kind: type[_K], what: str) -> _K:
+    if not isinstance(component, kind):
+        raise InputError(f"component {name!r} is a {component.kind} component, not {what}")
+    return component
 
 
 def _render_path(loc: list[Any], data: Any) -> str:
@@ -478,9 +601,16 @@ def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[str]:
         loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
         # pydantic puts the union member name in the path ("approval.Approval.approvers"); drop it
         loc = [p for p in loc if p not in ("Approval", "literal[False]", "bool")]
+        if loc[:1] == ["components"] and len(loc) > 2 and loc[2] in COMPONENT_KINDS:
+            del loc[2]  # the discriminated union's tag ("components.web.ecs.repository")
         path = _render_path(loc, data)
         kind = err["type"]
-        if kind == "missing":
+        if kind == "union_tag_not_found":
+            path, message = _render_path([*loc, "kind"], data), "missing"
+        elif kind == "union_tag_invalid":
+            path = _render_path([*loc, "kind"], data)
+            message = f"Input should be {', '.join(repr(k) for k in COMPONENT_KINDS[:-1])} or {COMPONENT_KINDS[-1]!r}"
+        elif kind == "missing":
             message = "missing"
         elif kind == "extra_forbidden":
             message = "unknown key (check its spelling against the README's opcd.toml reference)"
@@ -490,15 +620,17 @@ def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[str]:
     return sorted(set(problems))
 
 
+# where each kind names what it runs as, per environment
+_TABLES = {"lambda": "functions", "apprunner": "services", "ecs": "ecs"}
+
+
 def _cross_checks(config: Config) -> list[str]:
     problems = []
     for cname, comp in config.components.items():
-        if comp.kind == "lambda" and not comp.handler:
-            problems.append(f"components.{cname}.handler: missing (a lambda needs a handler)")
-        if comp.kind == "apprunner" and not comp.repository:
-            problems.append(f"components.{cname}.repository: missing (an apprunner needs an ECR repository)")
         if not (config.root / comp.source).is_dir():
             problems.append(f"components.{cname}.source: directory {comp.source!r} does not exist")
+        if not isinstance(comp, LambdaComponent):
+            continue
         if comp.sample_event:
             try:
                 json.loads((config.root / comp.sample_event).read_text())
@@ -511,10 +643,10 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"components.{cname}.rules: rule name {dup!r} appears twice")
     for ename, env in config.environments.items():
         for cname, comp in config.components.items():
-            table = "functions" if comp.kind == "lambda" else "services"
+            table = _TABLES[comp.kind]
             if cname not in getattr(env, table):
                 problems.append(f"environments.{ename}.{table}.{cname}: missing")
-        for table in ("functions", "services", "health"):
+        for table in ("functions", "services", "ecs", "health"):
             for cname in getattr(env, table):
                 if cname not in config.components:
                     problems.append(f"environments.{ename}.{table}.{cname}: no component {cname!r} in [components]")
@@ -524,11 +656,13 @@ def _cross_checks(config: Config) -> list[str]:
                     problems.append(f"environments.{ename}.traffic.{cname}: no component {cname!r} in [components]")
         for cname, comp in config.components.items():
             if isinstance(env.traffic, dict) and comp.kind != "lambda" and env.strategy(cname).gradual:
+                what, how = ("an App Runner", "App Runner") if comp.kind == "apprunner" else ("an ECS", "ECS")
                 problems.append(
-                    f"environments.{ename}.traffic: {cname} is an App Runner service; only Lambda components"
-                    " shift gradually (leave it out of the table: App Runner rolls out on its own)"
+                    f"environments.{ename}.traffic: {cname} is {what} service; only Lambda components"
+                    f" shift gradually (leave it out of the table: {how} rolls out on its own)"
                 )
-        if any(c.migrations for c in config.components.values()) and env.database_secret is None:
+        migrations = any(isinstance(c, LambdaComponent) and c.migrations for c in config.components.values())
+        if migrations and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
     if config.terraform:
         problems += _terraform_checks(config, config.terraform)

@@ -122,7 +122,7 @@ def wait_for_alias(
         sleep(0.5)
 
 
-def describe(bake: RunningBake) -> dict[str, Any]:
+def bake_facts(bake: RunningBake) -> dict[str, Any]:
     return {
         "component": bake.component, "environment": bake.environment, "flow_run": bake.flow_run_name,
         "flow_run_id": str(bake.flow_run_id), "new_version": bake.new_version, "primary": bake.primary,

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from opcd.config import Config
+from opcd.config import AppRunnerComponent, Config, EcsComponent
 
 Role = Literal["deploy", "read"]
 ROLES: tuple[Role, ...] = ("deploy", "read")
@@ -65,7 +65,7 @@ def service_name(ref: str) -> str:
 def access_role(config: Config, component: str, environment: str) -> str:
     """The ECR access role (name or ARN) App Runner pulls ``component``'s images with in ``environment``:
     ``components.NAME.access_role`` (``{environment}`` replaced), else ``{service name}-ecr-access``."""
-    configured = config.component(component).access_role
+    configured = config.apprunner_component(component).access_role
     if configured:
         return configured.replace("{environment}", environment)
     return f"{service_name(config.service_ref(component, environment))}-ecr-access"
@@ -79,6 +79,11 @@ def _accounts(config: Config, account: str | None) -> dict[str, str]:
 def _statement(sid: str, actions: list[str], resources: list[str], **extra: Any) -> dict[str, Any]:
     unique = list(dict.fromkeys(resources))
     return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": unique, **extra}
+
+
+def repositories_of(config: Config, names: list[str]) -> list[str]:
+    """The ECR repositories of the container components (App Runner, ECS) named."""
+    return [c.repository for n in names if isinstance(c := config.components[n], AppRunnerComponent | EcsComponent)]
 
 
 def policy(config: Config, role: Role, account: str | None = None) -> dict[str, Any]:
@@ -143,8 +148,8 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
 
     if containers:
         repositories = [
-            f"arn:aws:ecr:{region}:{acct}:repository/{config.components[name].repository}"
-            for name in containers
+            f"arn:aws:ecr:{region}:{acct}:repository/{repository}"
+            for repository in repositories_of(config, containers)
             for acct in everywhere
         ]
         actions = ["DescribeImages", "DescribeRepositories"]

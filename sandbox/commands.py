@@ -134,12 +134,12 @@ def fire_rule(config_path: Path, name: str, environment: str) -> int:
         print(f"rule {full} has no targets")
         return 1
     failed = False
-    for target in targets:
-        payload = target.get("Input") or json.dumps(envelope)
-        result = lam.invoke(FunctionName=target["Arn"], Payload=payload.encode())
+    for rule_target in targets:
+        payload = rule_target.get("Input") or json.dumps(envelope)
+        result = lam.invoke(FunctionName=rule_target["Arn"], Payload=payload.encode())
         body = result["Payload"].read().decode()
         failed |= "FunctionError" in result
         state = f"FAILED ({result['FunctionError']})" if "FunctionError" in result else "ok"
-        print(f"fired {full} → {target['Arn']} (version {result.get('ExecutedVersion')}): {state}")
+        print(f"fired {full} → {rule_target['Arn']} (version {result.get('ExecutedVersion')}): {state}")
         print(f"  {body}")
     return 1 if failed else 0

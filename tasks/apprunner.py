@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,6 +23,9 @@ from prefect.transactions import Transaction, get_transaction
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.traffic import human_duration
+
+if TYPE_CHECKING:
+    from types_boto3_apprunner.type_defs import SourceConfigurationTypeDef
 
 ENDED = ("SUCCEEDED", "FAILED", "ROLLBACK_SUCCEEDED", "ROLLBACK_FAILED")
 
@@ -47,11 +50,11 @@ def find_service(target: AwsTarget, ref: str) -> str:
     """The ARN of a service given as an ARN or a name; ResourceMissing when there is none."""
     client = target.client("apprunner")
     if ref.startswith("arn:"):
-        describe(target, ref)
+        read_service(target, ref)
         return ref
     token: str | None = None
     while True:
-        page = client.list_services(**({"NextToken": token} if token else {}))
+        page = client.list_services(NextToken=token) if token else client.list_services()
         for summary in page.get("ServiceSummaryList", []):
             if summary["ServiceName"] == ref and summary.get("Status") != "DELETED":
                 return str(summary["ServiceArn"])
@@ -63,7 +66,7 @@ def find_service(target: AwsTarget, ref: str) -> str:
             )
 
 
-def describe(target: AwsTarget, arn: str) -> Service:
+def read_service(target: AwsTarget, arn: str) -> Service:
     try:
         service = target.client("apprunner").describe_service(ServiceArn=arn)["Service"]
     except Exception as exc:
@@ -73,10 +76,9 @@ def describe(target: AwsTarget, arn: str) -> Service:
             ) from None
         raise
     source = service["SourceConfiguration"]
-    repository = source.get("ImageRepository") or {}
+    image = source["ImageRepository"]["ImageIdentifier"] if "ImageRepository" in source else ""
     return Service(
-        arn, service["ServiceName"], service.get("ServiceUrl", ""), service["Status"],
-        repository.get("ImageIdentifier", ""), source,
+        arn, service["ServiceName"], service.get("ServiceUrl", ""), service["Status"], image, dict(source),
     )  # fmt: skip
 
 
@@ -92,7 +94,9 @@ def start_update(target: AwsTarget, service: Service, identifier: str) -> str:
     source = {key: value for key, value in service.source.items() if key != "CodeRepository"}
     source["ImageRepository"] = repository
     try:
-        answer = target.client("apprunner").update_service(ServiceArn=service.arn, SourceConfiguration=source)
+        answer = target.client("apprunner").update_service(
+            ServiceArn=service.arn, SourceConfiguration=cast("SourceConfigurationTypeDef", source)
+        )  # the service's own configuration, its image alone changed
     except Exception as exc:
         if error_code(exc) == "InvalidStateException":
             raise InputError(
@@ -190,14 +194,14 @@ def _restore_image(txn: Transaction) -> None:
     timeout, poll = txn.get("timeout"), txn.get("poll_interval")
     logger = get_run_logger()
     try:
-        now = describe(target, previous.arn)
+        now = read_service(target, previous.arn)
         if now.status == "OPERATION_IN_PROGRESS" and (running := latest_operation(target, previous.arn)):
             # our deployment outlasted its wait: let it end, then put the previous image back
             follow_operation(
                 target, previous.arn, str(running["Id"]), f"{running.get('Type', 'operation')} still running",
                 timeout, poll, logger.info,
             )  # fmt: skip
-            now = describe(target, previous.arn)
+            now = read_service(target, previous.arn)
         ours = operation(target, previous.arn, txn.get("operation_id", ""))
         broken = bool(ours and ours.get("Status") == "ROLLBACK_FAILED")  # App Runner's own rollback failed
         if now.image == previous.image and now.status == "RUNNING" and not broken:

@@ -31,7 +31,7 @@ from opcd.errors import DeployFailed
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
-from tasks.lambda_functions import ALIAS, invoke_smoke_checks, read_weights, set_alias
+from tasks.lambda_functions import ALIAS, invoke_smoke_checks, move_alias, read_weights
 from tasks.ledger import now
 from tasks.notify import Notifier
 
@@ -269,7 +269,7 @@ def _restore_primary(txn: Transaction) -> None:
             return  # an earlier step's hook already did it
         logger.warning("Rolling back: %s:%s → all traffic on version %s (was %s %s)", function, ALIAS, primary,
                        version, weights)  # fmt: skip
-        set_alias(target, function, primary)
+        move_alias(target, function, primary)
     except Exception as exc:  # a hook's exception is swallowed by Prefect: say it loudly
         logger.error("Rollback of %s:%s to version %s FAILED: %s", function, ALIAS, primary, exc)
         txn.set("rollback_error", str(exc))

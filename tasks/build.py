@@ -28,7 +28,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from opcd.config import Component
+from opcd.config import LambdaComponent
 from opcd.errors import BuildFailed
 from opcd.logs import run_logger
 from opcd.pythons import find_python
@@ -74,7 +74,7 @@ def _source_files(source: Path, requirements: str) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def source_hash(component: Component, source: Path) -> str:
+def lambda_source_hash(component: LambdaComponent, source: Path) -> str:
     """sha256 of everything a build reads: source files, lockfile, runtime and platform."""
     digest = hashlib.sha256()
     digest.update(f"{component.runtime}|{component.architecture}|{component.handler}\n".encode())
@@ -86,7 +86,7 @@ def source_hash(component: Component, source: Path) -> str:
     return digest.hexdigest()
 
 
-def install_dependencies(component: Component, source: Path, cache_dir: Path) -> Path | None:
+def install_dependencies(component: LambdaComponent, source: Path, cache_dir: Path) -> Path | None:
     """Install the lockfile's wheels for the Lambda platform; cached by lockfile content."""
     lockfile = source / component.requirements
     if not lockfile.exists():
@@ -169,7 +169,7 @@ def compile_files(runtime: str, files: list[tuple[str, Path]]) -> tuple[str, lis
     return version, [CompileError(**json.loads(line)) for line in lines[1:]]
 
 
-def check_sources(name: str, version: str, component: Component, sources: list[tuple[str, Path]]) -> str:
+def check_sources(name: str, version: str, component: LambdaComponent, sources: list[tuple[str, Path]]) -> str:
     """Refuse a package whose own source does not compile; the Python version that compiled it."""
     python, errors = compile_files(component.runtime, sources)
     if python != component.runtime.removeprefix("python"):
@@ -183,7 +183,7 @@ def check_sources(name: str, version: str, component: Component, sources: list[t
     return python
 
 
-def warn_dependencies(component: Component, deps: Path, python: str, sources: list[tuple[str, Path]]) -> None:
+def warn_dependencies(component: LambdaComponent, deps: Path, python: str, sources: list[tuple[str, Path]]) -> None:
     """Log each dependency file that does not compile (and that the component's own source does not replace)."""
     own = {rel for rel, _ in sources}
     for error in _dependency_errors(component.runtime, deps, python):
@@ -216,14 +216,16 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = Fa
     archive.writestr(info, data, compresslevel=6)
 
 
-def build_zip(name: str, version: str, component: Component, source: Path, out_dir: Path, cache_dir: Path) -> Package:
+def build_zip(
+    name: str, version: str, component: LambdaComponent, source: Path, out_dir: Path, cache_dir: Path
+) -> Package:
     """Build ``out_dir/lambda.zip``; deterministic for a given source, lockfile and version.
 
     A package built before from the same inputs is reused from the build cache (the same bytes).
     """
     if not source.is_dir():
         raise BuildFailed(f"source directory {source} does not exist", "check components.*.source")
-    hashed = source_hash(component, source)
+    hashed = lambda_source_hash(component, source)
     build_info = json.dumps(
         {"component": name, "version": version, "runtime": component.runtime, "source_hash": hashed}, sort_keys=True
     )
@@ -297,7 +299,7 @@ def _mtime(path: Path) -> float:
 
 @task(name="build-lambda-package", cache_policy=NO_CACHE)
 def build_lambda_package(
-    name: str, version: str, component: Component, source: Path, out_dir: Path, cache_dir: Path
+    name: str, version: str, component: LambdaComponent, source: Path, out_dir: Path, cache_dir: Path
 ) -> Package:
     logger = get_run_logger()
     logger.info("Building %s %s from %s", name, version, source)

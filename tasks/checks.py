@@ -164,7 +164,7 @@ def run_command(argv: list[str], cwd: Path, deadline: float) -> tuple[int | None
 
 
 @dataclass(frozen=True)
-class Finding:
+class SuspectedSecret:
     """A possible secret: where, what kind, and its hash (the baseline's key). Never its value."""
 
     file: str
@@ -173,7 +173,7 @@ class Finding:
     hashed: str
 
 
-def scan_tree(checkout: Path, baseline_name: str) -> tuple[list[Finding], list[str]]:
+def scan_tree(checkout: Path, baseline_name: str) -> tuple[list[SuspectedSecret], list[str]]:
     """detect-secrets over the tracked files but the baseline: (findings, the values found, to redact)."""
     try:
         from detect_secrets.core.secrets_collection import SecretsCollection
@@ -195,13 +195,13 @@ def scan_tree(checkout: Path, baseline_name: str) -> tuple[list[Finding], list[s
     findings, values = [], set()
     for filename, secret in collection:
         name = str(Path(filename).resolve().relative_to(checkout)) if Path(filename).is_absolute() else filename
-        findings.append(Finding(name, secret.line_number, secret.type, secret.secret_hash))
+        findings.append(SuspectedSecret(name, secret.line_number, secret.type, secret.secret_hash))
         if secret.secret_value:
             values.add(secret.secret_value)
     return sorted(findings, key=lambda f: (f.file, f.line, f.type)), sorted(values, key=len, reverse=True)
 
 
-def judge_secrets(findings: list[Finding], checkout: Path, baseline_name: str) -> tuple[bool, str]:
+def judge_secrets(findings: list[SuspectedSecret], checkout: Path, baseline_name: str) -> tuple[bool, str]:
     """Findings not in the detect-secrets baseline fail the check."""
     known: set[tuple[str, str, str]] = set()
     baseline = checkout / baseline_name
@@ -242,7 +242,9 @@ def build_all(config: Config) -> tuple[bool, str]:
 
 
 @task(name="run-check", task_run_name="check {check.name}", cache_policy=NO_CACHE)
-def run_check(check: Check, checkout: Path, config: Config, findings: list[Finding], secrets: list[str]) -> CheckResult:
+def run_check(
+    check: Check, checkout: Path, config: Config, findings: list[SuspectedSecret], secrets: list[str]
+) -> CheckResult:
     """Run one check within its time limit; never raises for a failing check (the report says it).
 
     Output is redacted of every value the secret scan found before it is logged or returned.

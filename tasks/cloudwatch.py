@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -13,20 +13,26 @@ from prefect.logging import get_run_logger
 from opcd.aws import AwsTarget
 from opcd.errors import AlarmFiring, DeployFailed, InputError, ResourceMissing
 
-ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]  # DescribeAlarms returns metric alarms alone unless asked
+if TYPE_CHECKING:
+    from types_boto3_cloudwatch.type_defs import CompositeAlarmTypeDef, MetricAlarmTypeDef
+
+# DescribeAlarms returns metric alarms alone unless asked
+ALARM_TYPES: list[Literal["MetricAlarm", "CompositeAlarm"]] = ["MetricAlarm", "CompositeAlarm"]
 NAMES_PER_CALL = 100  # the most AlarmNames one DescribeAlarms call takes
 
 
-def describe_alarms(target: AwsTarget, names: list[str]) -> dict[str, dict[str, Any]]:
+def describe_alarms(target: AwsTarget, names: list[str]) -> dict[str, MetricAlarmTypeDef | CompositeAlarmTypeDef]:
     """``{name: DescribeAlarms' entry}`` for each named alarm that exists, metric or composite."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, MetricAlarmTypeDef | CompositeAlarmTypeDef] = {}
     paginator = target.client("cloudwatch").get_paginator("describe_alarms")
     unique = list(dict.fromkeys(names))
     for start in range(0, len(unique), NAMES_PER_CALL):
         batch = unique[start : start + NAMES_PER_CALL]
         for page in paginator.paginate(AlarmNames=batch, AlarmTypes=ALARM_TYPES):
-            for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
-                found[alarm["AlarmName"]] = alarm
+            for metric in page.get("MetricAlarms", []):
+                found[metric["AlarmName"]] = metric
+            for composite in page.get("CompositeAlarms", []):
+                found[composite["AlarmName"]] = composite
     return found
 
 
@@ -35,7 +41,9 @@ def alarm_states(target: AwsTarget, names: list[str]) -> dict[str, tuple[str, st
     if not names:
         return {}
     alarms = describe_alarms(target, names)
-    found = {name: (alarm["StateValue"], alarm.get("StateReason", "")) for name, alarm in alarms.items()}
+    found: dict[str, tuple[str, str]] = {
+        name: (alarm["StateValue"], alarm.get("StateReason", "")) for name, alarm in alarms.items()
+    }
     missing = [n for n in names if n not in found]
     if missing:
         raise ResourceMissing(

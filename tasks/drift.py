@@ -26,10 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.config import Config
+from opcd.config import Config, LambdaComponent
 from opcd.errors import ResourceMissing
 from opcd.outcomes import Outcome
-from tasks.apprunner import describe, find_service
+from tasks.apprunner import find_service, read_service
 from tasks.cloudwatch import describe_alarms
 from tasks.ecs import describe_service
 from tasks.eventbridge import TARGET_ID, aws_rule_name
@@ -40,7 +40,7 @@ from tasks.terraform import workspace
 
 
 @dataclass(frozen=True)
-class Finding:
+class Drift:
     environment: str
     resource: str  # what drifted: a function's alias, a rule, a service, an alarm, the bucket
     problem: str  # what is wrong, in one line
@@ -55,16 +55,16 @@ def _live_record(config: Config, target: AwsTarget, environment: str, component:
     return read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
 
 
-def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Finding:
+def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Drift:
     run = latest.flow_run_name or latest.flow_run_id or "unknown"
-    return Finding(
+    return Drift(
         environment, resource, f"a deploy of {latest.version} stopped while {doing} (run {run})",
         f"check `opcd status --env {environment}`, then deploy or roll back {component}",
     )  # fmt: skip
 
 
 @task(name="check-lambda-aliases", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     bucket = config.project.artifact_bucket
     for component, function in config.environment(environment).functions.items():
@@ -72,17 +72,17 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) ->
         try:
             live = read_live(target, function)
         except ResourceMissing as exc:
-            findings.append(Finding(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
         if live.weights:
             split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
                 f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
             ))  # fmt: skip
         record = _live_record(config, target, environment, component)
         if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
                 f" says {record.live_lambda_version} ({record.live_version})",
@@ -96,12 +96,17 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) ->
 
 
 @task(name="check-event-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     events, lam = target.client("events"), target.client("lambda")
     env = config.environment(environment)
     for component, comp in config.components.items():
-        if not comp.rules or component not in env.functions or not _live_record(config, target, environment, component):
+        if (
+            not isinstance(comp, LambdaComponent)
+            or not comp.rules
+            or component not in env.functions
+            or not _live_record(config, target, environment, component)
+        ):
             continue
         function = env.functions[component]
         alias_arn = lam.get_alias(FunctionName=function, Name=ALIAS)["AliasArn"]
@@ -114,32 +119,32 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str) -> li
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
-                findings.append(Finding(environment, f"rule {name}", "does not exist", fix))
+                findings.append(Drift(environment, f"rule {name}", "does not exist", fix))
                 continue
             if info.get("State") != ("ENABLED" if rule.enabled else "DISABLED"):
-                findings.append(Finding(environment, f"rule {name}", f"is {info.get('State')}", fix))
+                findings.append(Drift(environment, f"rule {name}", f"is {info.get('State')}", fix))
             wrong = [t["Arn"] for t in targets if t["Arn"] != alias_arn]
             if wrong:
-                findings.append(Finding(
+                findings.append(Drift(
                     environment, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
                 ))  # fmt: skip
             elif not any(t.get("Id") == TARGET_ID for t in targets):
-                findings.append(Finding(environment, f"rule {name}", f"has no target on {function}:live", fix))
+                findings.append(Drift(environment, f"rule {name}", f"has no target on {function}:live", fix))
     return findings
 
 
 @task(name="check-apprunner-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_apprunner_services(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_apprunner_services(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     findings = []
     for component, ref in config.environment(environment).services.items():
         try:
-            service = describe(target, find_service(target, ref))
+            service = read_service(target, find_service(target, ref))
         except ResourceMissing as exc:
-            findings.append(Finding(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(environment, f"service {ref}", exc.message, exc.hint or "create it (Terraform)"))
             continue
         record = _live_record(config, target, environment, component)
         if record and record.live_image and record.live_image != service.image:
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, f"service {service.name}",
                 f"runs {service.image}; the ledger says {record.live_image} ({record.live_version})",
                 f"opcd rollback {component} --env {environment} --to {record.live_version} (or deploy again)",
@@ -148,25 +153,26 @@ def check_apprunner_services(config: Config, target: AwsTarget, environment: str
         if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, f"service {service.name}", component, latest, "moving the service"))
         if service.status != "RUNNING":
-            findings.append(Finding(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
+            findings.append(Drift(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
     return findings
 
 
 @task(name="check-ecs-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     """What :func:`check_apprunner_services` compares for App Runner, for each ECS service: its revision."""
     findings = []
     for component, settings in config.environment(environment).ecs.items():
         resource = f"ECS service {settings.cluster}/{settings.service}"
         try:
-            container = config.component(component).container or component
-            live = describe_service(target, settings.cluster, settings.service, container)
+            live = describe_service(
+                target, settings.cluster, settings.service, config.ecs_component(component).container or component
+            )
         except ResourceMissing as exc:
-            findings.append(Finding(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
         record = _live_record(config, target, environment, component)
         if record and record.live_task_definition and record.live_task_definition != live.task_definition:
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, resource,
                 f"runs {live.task_definition.rpartition('/')[2]}; the ledger says"
                 f" {record.live_task_definition.rpartition('/')[2]} ({record.live_version})",
@@ -176,9 +182,9 @@ def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> l
         if latest and latest.outcome is Outcome.SHIFTING:
             findings.append(_half_done(environment, resource, component, latest, "moving the service"))
         if live.rollout == "IN_PROGRESS":
-            findings.append(Finding(environment, resource, "is deploying", "see its service deployments in ECS"))
+            findings.append(Drift(environment, resource, "is deploying", "see its service deployments in ECS"))
         elif live.running < live.desired:
-            findings.append(Finding(
+            findings.append(Drift(
                 environment, resource, f"runs {live.running} of {live.desired} desired tasks",
                 "see the service's events in ECS (tasks failing to start or their health checks)",
             ))  # fmt: skip
@@ -186,32 +192,32 @@ def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> l
 
 
 @task(name="check-alarms-exist", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Finding]:
+def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
     names = config.environment(environment).alarms
     if not names:
         return []
     found = describe_alarms(target, names)
     return [
-        Finding(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
+        Drift(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names
         if n not in found
     ]
 
 
 @task(name="check-retention-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_retention_rules(config: Config, target: AwsTarget) -> list[Finding]:
+def check_retention_rules(config: Config, target: AwsTarget) -> list[Drift]:
     bucket, days = config.project.artifact_bucket, config.project.artifact_retention_days
     rules = lifecycle_rules(target, bucket)
     fix = "apply Terraform: it owns the bucket's lifecycle rules (a deploy only warns of them)"
     return [
-        Finding("all", f"bucket {bucket}", problem, fix)
+        Drift("all", f"bucket {bucket}", problem, fix)
         for component in config.components
         if (problem := retention_problem(rules, component, days))
     ]
 
 
 @task(name="check-terraform-drift", cache_policy=NO_CACHE)
-def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
+def check_terraform_drift(config: Config, environment: str) -> list[Drift]:
     """A plan with -detailed-exitcode: exit 2 means the live resources differ from the configuration.
 
     Read-only: the plan takes no state lock (``-lock=false``) and is thrown away, never kept.
@@ -227,10 +233,10 @@ def check_terraform_drift(config: Config, environment: str) -> list[Finding]:
     if not summary.changes_resources:  # exit code 2 all the same
         outputs = ", ".join(summary.outputs) or "-"
         problem = f"has changes but no resource changes (outputs: {outputs})"
-        findings.append(Finding(environment, "terraform plan", problem, fix, "terraform"))
+        findings.append(Drift(environment, "terraform plan", problem, fix, "terraform"))
     for kind, verb in (("destroy", "would be destroyed"), ("replace", "would be replaced"), ("add", "would be created"),
                        ("change", "would be changed")):  # fmt: skip
         for address in getattr(summary, kind):
             problem = f"{verb} by Terraform: it differs from the configuration"
-            findings.append(Finding(environment, address, problem, fix, "terraform"))
+            findings.append(Drift(environment, address, problem, fix, "terraform"))
     return findings

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,6 +26,9 @@ from prefect.logging import get_run_logger
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.traffic import human_duration
+
+if TYPE_CHECKING:
+    from types_boto3_ecs.type_defs import DeploymentConfigurationTypeDef
 
 Strategy = Literal["rolling", "blue-green"]
 ENDED = frozenset({"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"})
@@ -120,11 +123,11 @@ def describe_service(target: AwsTarget, cluster: str, service: str, container: s
         )
     image = str(containers[container]["image"])
     tag, digest = _parts(image)
-    primary: dict[str, Any] = next((d for d in live.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    primary = next((d for d in live.get("deployments", []) if d.get("status") == "PRIMARY"), None)
     return LiveService(
         cluster, service, str(live["serviceArn"]), str(definition["taskDefinitionArn"]), str(definition["family"]),
         int(definition["revision"]), container, image, tag, digest, int(live.get("runningCount", 0)),
-        int(live.get("desiredCount", 0)), primary.get("rolloutState"),
+        int(live.get("desiredCount", 0)), primary.get("rolloutState") if primary else None,
     )  # fmt: skip
 
 
@@ -134,8 +137,9 @@ def register_revision(target: AwsTarget, live: LiveService, image: str) -> str:
     image = pinned_image(image)
     client = target.client("ecs")
     answer = client.describe_task_definition(taskDefinition=live.task_definition, include=["TAGS"])
-    definition: dict[str, Any] = answer["taskDefinition"]
-    accepted = client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
+    definition: dict[str, Any] = dict(answer["taskDefinition"])
+    shape = client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape
+    accepted = shape.members if shape is not None else {}
     request = {key: value for key, value in definition.items() if key in accepted}
     request["containerDefinitions"] = [
         {**container, "image": image} if container["name"] == live.container else container
@@ -176,7 +180,9 @@ def start_deployment(
     try:
         answer = client.update_service(
             cluster=cluster, service=service, taskDefinition=task_definition,
-            deploymentConfiguration=deployment_configuration(strategy, bake_seconds, alarms or []),
+            deploymentConfiguration=cast(
+                "DeploymentConfigurationTypeDef", deployment_configuration(strategy, bake_seconds, alarms or [])
+            ),
         )  # fmt: skip
     except Exception as exc:
         raise _ecs_error(exc, f"service {service!r} in cluster {cluster!r}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,6 +17,9 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.config import EventRule
+
+if TYPE_CHECKING:
+    from types_boto3_events.type_defs import TargetTypeDef
 
 TARGET_ID = "opcd-live"
 
@@ -91,7 +94,7 @@ def _sync_one(
         if not same:
             events.put_rule(**wanted)
             outcome = "updated"
-    desired_target: dict[str, Any] = {"Id": TARGET_ID, "Arn": alias_arn}
+    desired_target: TargetTypeDef = {"Id": TARGET_ID, "Arn": alias_arn}
     if rule.input is not None:
         desired_target["Input"] = json.dumps(rule.input, sort_keys=True)
     targets = events.list_targets_by_rule(Rule=name)["Targets"]

@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from opcd.config import Component
+from opcd.config import ImageComponent
 from opcd.errors import BuildFailed, InputError
 from opcd.versions import check_version, version_or_none
 
@@ -57,7 +57,7 @@ def version_of(tag: str | None) -> str | None:
     return version_or_none(tag)
 
 
-def source_hash(comp: Component, source: Path) -> str:
+def image_source_hash(comp: ImageComponent, source: Path) -> str:
     """sha256 of the build's own inputs: every file of the context (names and bytes) and the settings.
 
     Named build contexts outside the source (a host's ``/usr/bin``) are named, not hashed: when
@@ -150,7 +150,7 @@ def read_layout(layout: Path, tag: str) -> tuple[str, int]:
 
 
 def build(
-    component: str, version: str, comp: Component, source: Path, root: Path, out_dir: Path, cache_dir: Path
+    component: str, version: str, comp: ImageComponent, source: Path, root: Path, out_dir: Path, cache_dir: Path
 ) -> Image:
     """Build ``source`` (its Dockerfile) into ``out_dir/oci``; return the image and its digest."""
     dockerfile = source / comp.dockerfile
@@ -183,7 +183,7 @@ def build(
 
 @task(name="build-image", cache_policy=NO_CACHE)
 def build_image(
-    component: str, version: str, comp: Component, source: Path, root: Path, out_dir: Path, cache_dir: Path
+    component: str, version: str, comp: ImageComponent, source: Path, root: Path, out_dir: Path, cache_dir: Path
 ) -> Image:
     logger = get_run_logger()
     logger.info("Building the %s image %s from %s/%s", component, version, source, comp.dockerfile)

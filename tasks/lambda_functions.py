@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +18,13 @@ from opcd.aws import AwsTarget, error_code
 from opcd.config import SmokeCheck
 from opcd.errors import DeployFailed, ResourceMissing
 from opcd.versions import version_or_none
+
+if TYPE_CHECKING:
+    from types_boto3_lambda.type_defs import (
+        AliasConfigurationResponseTypeDef,
+        FunctionConfigurationResponseTypeDef,
+        FunctionConfigurationTypeDef,
+    )
 
 ALIAS = "live"
 _DESCRIPTION = re.compile(r"opcd (?P<component>[a-z][a-z0-9-]*) (?P<version>\S+) sha256=[0-9a-f]{64}", re.ASCII)
@@ -54,7 +61,7 @@ def _function_missing(function: str, target: AwsTarget) -> ResourceMissing:
     )
 
 
-def alias_weights(alias: dict[str, Any]) -> dict[str, float]:
+def alias_weights(alias: AliasConfigurationResponseTypeDef) -> dict[str, float]:
     """``{version: weight}`` of a GetAlias/UpdateAlias answer's split (empty when not split)."""
     weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return {str(k): float(v) for k, v in weights.items()}
@@ -108,13 +115,13 @@ def read_live_alias(target: AwsTarget, function: str) -> LiveVersion:
 
 def wait_until_updated(
     target: AwsTarget, function: str, timeout: float = 300.0, sleep: Callable[[float], None] = time.sleep
-) -> dict[str, Any]:
+) -> FunctionConfigurationResponseTypeDef:
     """Poll until ``LastUpdateStatus`` leaves InProgress; fail on Failed."""
     lam = target.client("lambda")
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
-        conf: dict[str, Any] = lam.get_function_configuration(FunctionName=function)
+        conf = lam.get_function_configuration(FunctionName=function)
         status = conf.get("LastUpdateStatus", "Successful")
         if status == "Successful" and conf.get("State", "Active") == "Active":
             return conf
@@ -258,7 +265,7 @@ def invoke_sample_event(
     return str(payload.decode())
 
 
-def set_alias(target: AwsTarget, function: str, version: str) -> None:
+def move_alias(target: AwsTarget, function: str, version: str) -> None:
     """Send all of ``live``'s traffic to ``version`` (and clear any split), then check it did."""
     lam = target.client("lambda")
     lam.update_alias(
@@ -269,44 +276,44 @@ def set_alias(target: AwsTarget, function: str, version: str) -> None:
         raise DeployFailed(f"{function}:{ALIAS} did not move to version {version}")
 
 
-@task(name="shift-traffic", cache_policy=NO_CACHE)
-def shift_traffic(target: AwsTarget, function: str, version: str, previous: str) -> str:
+@task(name="move-alias-reversibly", cache_policy=NO_CACHE)
+def move_alias_reversibly(target: AwsTarget, function: str, version: str, previous: str) -> str:
     """Move ``live`` to ``version``. Rolled back (to ``previous``) when the transaction fails."""
     txn = get_transaction()
     if txn is not None:
         txn.set("target", target)
         txn.set("function", function)
         txn.set("previous", previous)
-    set_alias(target, function, version)
+    move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s (was %s)", function, ALIAS, version, previous)
     return version
 
 
-@shift_traffic.on_rollback
+@move_alias_reversibly.on_rollback
 def _restore_alias(txn: Transaction) -> None:
     """Put ``live`` back on the remembered version. Idempotent; records its own failure."""
     target, function, previous = txn.get("target"), txn.get("function"), txn.get("previous")
     logger = get_run_logger()
     logger.warning("Rolling back: %s:%s → version %s", function, ALIAS, previous)
     try:
-        set_alias(target, function, previous)
+        move_alias(target, function, previous)
     except Exception as exc:  # a hook's exception is swallowed by Prefect: say it loudly
         logger.error("Rollback of %s:%s to version %s FAILED: %s", function, ALIAS, previous, exc)
         txn.set("rollback_error", str(exc))
 
 
-@task(name="point-alias", cache_policy=NO_CACHE)
-def point_alias(target: AwsTarget, function: str, version: str) -> str:
+@task(name="move-alias", cache_policy=NO_CACHE)
+def move_alias_task(target: AwsTarget, function: str, version: str) -> str:
     """Move ``live`` to ``version`` outside a transaction (explicit rollbacks)."""
-    set_alias(target, function, version)
+    move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s", function, ALIAS, version)
     return version
 
 
-def list_versions(target: AwsTarget, function: str) -> list[dict[str, Any]]:
+def list_versions(target: AwsTarget, function: str) -> list[FunctionConfigurationTypeDef]:
     """Every published version of ``function`` (not ``$LATEST``), oldest first."""
     lam = target.client("lambda")
-    versions: list[dict[str, Any]] = []
+    versions: list[FunctionConfigurationTypeDef] = []
     for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=function):
         versions += [v for v in page["Versions"] if v["Version"] != "$LATEST"]
     return sorted(versions, key=lambda v: int(v["Version"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -14,6 +14,9 @@ from prefect.logging import get_run_logger
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import InputError, ResourceMissing
 from tasks.build import Package
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import LifecycleRuleOutputTypeDef
 
 RULE_PREFIX = "opcd-retention-"
 
@@ -94,10 +97,10 @@ def download_artifact(target: AwsTarget, bucket: str, key: str) -> bytes:
     return data
 
 
-def lifecycle_rules(target: AwsTarget, bucket: str) -> list[dict[str, Any]]:
+def lifecycle_rules(target: AwsTarget, bucket: str) -> list[LifecycleRuleOutputTypeDef]:
     """The bucket's lifecycle rules (none: an empty list). Terraform writes them; opcd only reads them."""
     try:
-        rules: list[dict[str, Any]] = target.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules = target.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     except Exception as exc:
         if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
@@ -105,7 +108,7 @@ def lifecycle_rules(target: AwsTarget, bucket: str) -> list[dict[str, Any]]:
     return rules
 
 
-def retention_problem(rules: list[dict[str, Any]], component: str, days: int) -> str | None:
+def retention_problem(rules: list[LifecycleRuleOutputTypeDef], component: str, days: int) -> str | None:
     """What is wrong with the rule that expires ``{component}/`` artifacts after ``days``; None when it is right."""
     rule = next((r for r in rules if r.get("ID") == f"{RULE_PREFIX}{component}"), None)
     if rule is None:

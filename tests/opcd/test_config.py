@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opcd.config import load_config, parse_config, parse_duration
-from opcd.errors import ConfigError, UnknownName
+from opcd.errors import ConfigError, InputError, UnknownName
 from opcd.traffic import parse_strategy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -65,7 +65,7 @@ def test_every_problem_is_listed_at_once() -> None:
     data["environments"]["dev"]["health"]["backend"] = "not a url"
     message = problems(data)
     assert "project.artifact_bucket: missing" in message
-    assert "components.backend.kind: Input should be 'lambda' or 'apprunner'" in message
+    assert "components.backend.kind: Input should be 'lambda', 'apprunner' or 'ecs'" in message
     assert "environments.dev.health: health.backend: expected an http(s) URL" in message
 
 
@@ -87,6 +87,85 @@ def test_a_lambda_needs_a_handler_and_apprunner_a_repository() -> None:
     message = problems(data)
     assert "components.backend.handler: missing" in message
     assert "components.web.repository: missing" in message
+
+
+def test_each_kind_is_its_own_model_and_a_key_of_another_kind_is_refused() -> None:
+    from opcd.config import AppRunnerComponent, LambdaComponent
+
+    config = parse_config(base(), ROOT)
+    assert isinstance(config.component("backend"), LambdaComponent)
+    assert isinstance(config.component("frontend"), AppRunnerComponent)
+    assert config.lambda_component("worker").rules[0].name == "nightly-digest"
+    with pytest.raises(InputError, match="'frontend' is a apprunner component, not a Lambda"):
+        config.lambda_component("frontend")
+    data = base()
+    data["components"]["frontend"]["handler"] = "app.handler"  # a Lambda's key on an App Runner component
+    del data["components"]["worker"]["kind"]
+    message = problems(data)
+    assert "components.frontend.handler: unknown key" in message
+    assert "components.worker.kind: missing" in message
+
+
+def ecs_config() -> dict:  # type: ignore[type-arg]
+    data = base()
+    data["components"]["shop"] = {
+        "kind": "ecs", "source": "examples/outreachpass/frontend", "repository": "outreachpass-shop",
+        "smoke": [{"path": "/"}],
+    }  # fmt: skip
+    for name, env in data["environments"].items():
+        env["ecs"] = {"shop": {"cluster": f"outreachpass-{name}", "service": "shop"}}
+    return data
+
+
+def test_an_ecs_component_and_its_service_per_environment() -> None:
+    from opcd.config import EcsComponent
+
+    data = ecs_config()
+    data["environments"]["prod"]["ecs"]["shop"].update(strategy="blue-green", bake="90s")
+    config = parse_config(data, ROOT)
+    shop = config.component("shop")
+    assert isinstance(shop, EcsComponent) and shop.container is None and shop.dockerfile == "Dockerfile"
+    assert shop.operation.timeout == 1200.0
+    dev, prod = config.ecs_service("shop", "dev"), config.ecs_service("shop", "prod")
+    assert (dev.cluster, dev.service, dev.strategy, dev.bake_minutes) == ("outreachpass-dev", "shop", "rolling", 0)
+    assert (prod.strategy, prod.bake, prod.bake_minutes) == ("blue-green", 90.0, 2)  # rounded up to minutes
+
+
+def test_an_ecs_component_needs_a_repository_and_a_service_in_every_environment() -> None:
+    data = ecs_config()
+    del data["components"]["shop"]["repository"]
+    data["environments"]["dev"]["ecs"]["shop"]["strategy"] = "canary"
+    message = problems(data)
+    assert "components.shop.repository: missing" in message
+    assert "environments.dev.ecs.shop.strategy: Input should be 'rolling' or 'blue-green'" in message
+    data = ecs_config()
+    del data["environments"]["prod"]["ecs"]["shop"]
+    data["environments"]["dev"]["ecs"]["ghost"] = {"cluster": "c", "service": "s"}
+    message = problems(data)
+    assert "environments.prod.ecs.shop: missing" in message
+    assert "environments.dev.ecs.ghost: no component 'ghost' in [components]" in message
+    data = ecs_config()
+    data["environments"]["dev"]["traffic"] = {"shop": "canary10-5m"}
+    assert "environments.dev.traffic: shop is an ECS service; only Lambda components shift" in problems(data)
+
+
+def test_an_ecs_component_is_deployed_by_the_deploy_ecs_flow() -> None:
+    from flows.components import deploy_flow
+
+    config = parse_config(ecs_config(), ROOT)
+    flow, extra = deploy_flow(config, "shop")
+    assert (flow.name, extra) == ("deploy-ecs", {"component": "shop"})
+
+
+def test_every_setting_says_what_it_is_for() -> None:
+    """docs/config.md's key table is generated from these descriptions: none may be missing."""
+    from pydantic import BaseModel
+
+    from opcd import config as models
+
+    classes = [v for v in vars(models).values() if isinstance(v, type) and issubclass(v, BaseModel)]
+    missing = [f"{c.__name__}.{name}" for c in classes for name, f in c.model_fields.items() if not f.description]
+    assert not missing, missing
 
 
 def test_bad_approval() -> None:

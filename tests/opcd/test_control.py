@@ -67,7 +67,7 @@ def test_one_command_per_bake(project: Project, prefect_server: None) -> None:
     config = load_config(project.config_path)
     target = resolve_target(config.state_dir(), "us-east-1")
     bake = control.find_running_bake(config, target, "backend", "dev")
-    assert control.describe(bake)["new_version"] == "3" and bake.primary == "2"
+    assert control.bake_facts(bake)["new_version"] == "3" and bake.primary == "2"
 
     code, out, err = project.cli("promote", "backend", "--env", "dev", "--reason", "fine", "--no-wait")
     assert code == 0 and "sent promote to backend v9 to dev" in out

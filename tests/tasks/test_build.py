@@ -11,7 +11,7 @@ import pytest
 
 from opcd.config import load_config
 from opcd.errors import BuildFailed
-from tasks.build import build_zip, install_dependencies, source_hash
+from tasks.build import build_zip, install_dependencies, lambda_source_hash
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONFIG = load_config(ROOT / "opcd.toml")
@@ -59,7 +59,7 @@ def test_version_and_source_change_the_hash(source: Path, tmp_path: Path, build_
     v2 = build_zip("backend", "v2", BACKEND, source, tmp_path / "b", build_cache)
     assert v1.sha256_hex != v2.sha256_hex and v1.source_hash == v2.source_hash
     (source / "app" / "schema.py").write_text("# changed\n", encoding="utf-8")
-    assert source_hash(BACKEND, source) != v1.source_hash
+    assert lambda_source_hash(BACKEND, source) != v1.source_hash
 
 
 def test_unresolvable_requirement_is_a_build_failure(source: Path, tmp_path: Path) -> None:
