@@ -256,7 +256,7 @@ def build_and_push(
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = "build"
-    comp = plan.config.apprunner_component(plan.component)
+    comp = plan.config.image_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = image_source_hash(comp, source)
     tag = image_tag(version)

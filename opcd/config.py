@@ -504,6 +504,10 @@ class Config(_Model):
         """``name``'s settings when it is an App Runner component; InputError (exit 2) for any other kind."""
         return _of_kind(name, self.component(name), AppRunnerComponent, "an App Runner service")
 
+    def image_component(self, name: str) -> ImageComponent:
+        """``name``'s settings when it is a container image (App Runner, ECS); InputError (exit 2) otherwise."""
+        return _of_kind(name, self.component(name), ImageComponent, "a container image")
+
     def ecs_component(self, name: str) -> EcsComponent:
         """``name``'s settings when it is an ECS component; InputError (exit 2) for any other kind."""
         return _of_kind(name, self.component(name), EcsComponent, "an ECS service")

@@ -183,6 +183,15 @@ def test_ecs_rolling_back_on_its_own_is_a_failed_deploy_with_its_reason(frontend
     assert (latest["outcome"], latest["live_version"]) == ("failed", "v2")
     assert "circuit breaker" in latest["reason"].lower()
     assert any("FAILED before traffic moved" in t for t in sink.texts())
+    # ECS's own rollback fails too (nothing serves): opcd puts v2's revision back itself and verifies it
+    fault = {"service": "outreachpass-web-ecs-dev", "fail": "rollback"}
+    httpx.post(f"{project.endpoint}/_opcd/ecs/faults", json=fault, timeout=10).raise_for_status()
+    code, out, err = deploy(project, "v3")
+    assert code == 1
+    (line,) = error_lines(err)
+    assert "ECS's service deployment ended ROLLBACK_FAILED" in line and "is live, verified healthy" in line
+    assert service(project)["taskDefinition"] == before and page(project, "/version.txt").text == "v2"
+    assert project.ledger("dev", "frontend")["outcome"] == "rolled-back"
 
 
 def test_rollback_goes_to_the_previous_revision(frontend_v2: Project) -> None:
