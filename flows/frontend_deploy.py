@@ -28,7 +28,7 @@ from opcd.aws import AwsTarget, guarded_target
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
-from opcd.outcomes import Outcome
+from opcd.outcomes import Outcome, Stage
 from opcd.versions import check_version
 from tasks.apprunner import Service, find_service, operation, read_service, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
@@ -255,7 +255,7 @@ def build_and_push(
     """
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
-    early.step = "build"
+    early.step = Stage.BUILD
     comp = plan.config.image_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = image_source_hash(comp, source)
@@ -274,7 +274,7 @@ def build_and_push(
         image = build_image(
             plan.component, version, comp, source, plan.config.root, out_dir, plan.config.build_cache_dir()
         )
-        early.step = "push"
+        early.step = Stage.PUSH
         pushed = push_image(plan.target, image, plan.repository)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -283,7 +283,7 @@ def build_and_push(
         "image_digest": image.digest, "size": image.size, "source_hash": hashed, "built_at": now(),
         "builder": f"{image.builder} on {platform.node()} ({actor()})",
     }  # fmt: skip
-    early.step = "upload"
+    early.step = Stage.UPLOAD
     write_artifact_metadata(plan.target, plan.bucket, plan.component, version, metadata)
     return plan.repository.identifier(tag), image.digest, "built" if pushed else "reused"
 

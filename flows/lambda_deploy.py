@@ -28,7 +28,7 @@ from opcd.aws import AwsTarget, guarded_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError, VersionConflict, failure_text
 from opcd.locks import environment_lock, limit_name
-from opcd.outcomes import Outcome
+from opcd.outcomes import Outcome, Stage
 from opcd.traffic import Strategy, parse_strategy
 from opcd.versions import check_version
 from tasks.bake import Bake, Guards
@@ -127,7 +127,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     """Reuse the version's artifact when it was built from the same source; build it otherwise."""
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
-    early.step = "build"
+    early.step = Stage.BUILD
     comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = lambda_source_hash(comp, source)
@@ -148,7 +148,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
         plan.component, version, comp, source,
         out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
-    early.step = "upload"
+    early.step = Stage.UPLOAD
     check_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
         "component": plan.component, "version": version, "git_sha": git_sha,
@@ -355,11 +355,36 @@ def deploy_lambda(
     accept_alarms: list[str] | None = None,
     notify: bool = True,
 ) -> Record:
-    """The shared body of the Lambda deploy flows (backend, worker)."""
-    logger = get_run_logger()
+    """The shared body of the Lambda deploy flows (backend, worker): plan and build (nothing live changes,
+    a failure is one line), then under the environment's lock: read live, publish the new version, check
+    it before traffic, move traffic and verify; a failure after that is recorded with what is live."""
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    plan, artifact = plan_and_build(early, version, accept_alarms)
+    record = deploy_record(plan, artifact, git_sha)
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
+    with environment_lock(environment, component):
+        live = take_live(plan, record, notifier)
+        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
+        try:
+            if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
+                return already_live(plan, record, live, notifier)
+            new_version = publish_new_version(plan, artifact, record)
+            check_before_traffic(plan, artifact, live, new_version)
+            move_traffic(plan, record, live, (new_version, version), notifier, progress)
+        except Exception as exc:
+            record_failure(plan, record, live, progress, exc)
+            finish(plan, record, notifier)
+            raise
+        record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
+        get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
+        return finish(plan, record, notifier)
+
+
+def plan_and_build(early: EarlySteps, version: str, accept_alarms: list[str] | None) -> tuple[Plan, Artifact]:
+    """Stages plan, build and upload: a failure is reported by ``early`` (live untouched)."""
+    logger = get_run_logger()
     with early.reporting():
-        plan = plan_lambda_deploy(component, environment, version, config_path, accept_alarms)
+        plan = plan_lambda_deploy(early.component, early.environment, version, early.config_path, accept_alarms)
         early.planned(plan, partial(record_live_lambda, plan))
         logger.info(plan.target.describe())
         if plan.alarms.accepted:
@@ -367,81 +392,103 @@ def deploy_lambda(
                 "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
                 ", ".join(sorted(plan.alarms.accepted)),
             )
-        artifact = ensure_artifact(plan, version, git_sha, early)
-    comp = plan.config.lambda_component(component)
+        artifact = ensure_artifact(plan, version, early.git_sha, early)
+    return plan, artifact
+
+
+def deploy_record(plan: Plan, artifact: Artifact, git_sha: str | None) -> Record:
+    """The run's ledger record, ``failed`` until it ends otherwise."""
     record = Record(
-        component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, sha256=artifact.sha256_hex,
-        artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
+        plan.component, plan.environment, "deploy", Outcome.FAILED, artifact.version, git_sha=git_sha,
+        sha256=artifact.sha256_hex, artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
         accepted_alarms=sorted(plan.alarms.accepted),
     )  # fmt: skip
     record.attach_flow_run()
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
-    with environment_lock(environment, component):
-        live = read_live_alias(plan.target, plan.function)
-        notifier.send(
-            f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
-            f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
-        )
-        warn_if_interrupted(plan, live)
-        live, record.repaired = repair_split(plan, live)
-        record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
-        record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
-        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
-        try:
-            if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
-                logger.info(
-                    "%s %s is already live in %s (Lambda version %s): nothing to do",
-                    component,
-                    version,
-                    environment,
-                    live.lambda_version,
-                )
-                record.outcome, record.lambda_version, record.reason = Outcome.NOOP, live.lambda_version, "already live"
-                record.rules = sync_rules(plan, live).summary()  # rules are configuration: still applied
-                return finish(plan, record, notifier)
-            update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
-            new_version = publish_version(
-                plan.target,
-                plan.function,
-                version_description(component, version, artifact.sha256_hex),
-                artifact.code_sha256,
-            )
-            record.lambda_version = new_version
-            if comp.migrations:
-                secret_name = plan.config.database_secret(environment)
-                run_migrations(
-                    download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
-                    comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
-                    plan.config.build_cache_dir(),
-                )  # fmt: skip
-            try:
-                if comp.smoke:
-                    invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
-                if comp.sample_event:
-                    event = sample_event(plan)
-                    invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
-            except DeployFailed as exc:
-                raise DeployFailed(
-                    f"pre-traffic {exc}; live untouched on {live.app_version or 'a version opcd did not deploy'}"
-                    f" (Lambda version {live.lambda_version})"
-                ) from exc
-            record.rules = sync_rules(plan, live).summary()
-            # A killed process runs no rollback hook: leave the rollback target in the ledger first.
-            record.outcome, record.reason = Outcome.SHIFTING, f"moving live from {live.lambda_version} to {new_version}"
-            record_in_ledger(plan.target, plan.bucket, record)
-            record.finished_at = record.reason = None
-            bake_log: dict[str, Any] = {}
-            try:
-                shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier, progress)
-            finally:
-                record.bake = bake_log or None
-        except Exception as exc:
-            record_failure(plan, record, live, progress, exc)
-            finish(plan, record, notifier)
-            raise
-        record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
-        logger.info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
-        return finish(plan, record, notifier)
+    return record
+
+
+def take_live(plan: Plan, record: Record, notifier: Notifier) -> LiveVersion:
+    """What ``live`` points at (a split repaired first): the previous version and the rollback target."""
+    live = read_live_alias(plan.target, plan.function)
+    notifier.send(
+        f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
+        f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
+    )
+    warn_if_interrupted(plan, live)
+    live, record.repaired = repair_split(plan, live)
+    record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
+    record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
+    return live
+
+
+def already_live(plan: Plan, record: Record, live: LiveVersion, notifier: Notifier) -> Record:
+    """The version runs already: nothing to publish; its rules (configuration) are still applied."""
+    get_run_logger().info(
+        "%s %s is already live in %s (Lambda version %s): nothing to do",
+        plan.component, record.version, plan.environment, live.lambda_version,
+    )  # fmt: skip
+    record.outcome, record.lambda_version, record.reason = Outcome.NOOP, live.lambda_version, "already live"
+    record.rules = sync_rules(plan, live).summary()
+    return finish(plan, record, notifier)
+
+
+def publish_new_version(plan: Plan, artifact: Artifact, record: Record) -> str:
+    """``$LATEST`` from the artifact (its sha checked), published as a new version; its number."""
+    update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
+    new_version = publish_version(
+        plan.target,
+        plan.function,
+        version_description(plan.component, artifact.version, artifact.sha256_hex),
+        artifact.code_sha256,
+    )
+    record.lambda_version = new_version
+    return new_version
+
+
+def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_version: str) -> None:
+    """Migrations, then the smoke checks and the sample event on the new version; live untouched on failure."""
+    comp = plan.config.lambda_component(plan.component)
+    if comp.migrations:
+        secret_name = plan.config.database_secret(plan.environment)
+        run_migrations(
+            download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
+            comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,
+            plan.config.build_cache_dir(),
+        )  # fmt: skip
+    try:
+        if comp.smoke:
+            invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
+        if comp.sample_event:
+            event = sample_event(plan)
+            invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
+    except DeployFailed as exc:
+        raise DeployFailed(
+            f"pre-traffic {exc}; live untouched on {live.app_version or 'a version opcd did not deploy'}"
+            f" (Lambda version {live.lambda_version})"
+        ) from exc
+
+
+def move_traffic(
+    plan: Plan,
+    record: Record,
+    live: LiveVersion,
+    new: tuple[str, str],
+    notifier: Notifier,
+    progress: dict[str, bool],
+) -> None:
+    """Rules onto the new version, the rollback target in the ledger, then :func:`shift_and_verify`
+    (``new``: the Lambda version and the app version it runs)."""
+    new_version, version = new
+    record.rules = sync_rules(plan, live).summary()
+    # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+    record.outcome, record.reason = Outcome.SHIFTING, f"moving live from {live.lambda_version} to {new_version}"
+    record_in_ledger(plan.target, plan.bucket, record)
+    record.finished_at = record.reason = None
+    bake_log: dict[str, Any] = {}
+    try:
+        shift_and_verify(plan, new_version, version, live, plan.strategy, bake_log, notifier, progress)
+    finally:
+        record.bake = bake_log or None
 
 
 def outcome_of(live: LiveVersion, after: LiveVersion, progress: dict[str, bool]) -> Outcome:
@@ -548,7 +595,7 @@ def cause(exc: BaseException) -> tuple[str, str | None]:
     return f"{type(exc).__name__}: {exc}", "the traceback is in the run's log (Prefect UI)"
 
 
-def step_failure(subject: str, step: str, exc: BaseException, detail: str = "") -> OpcdError:
+def step_failure(subject: str, step: Stage, exc: BaseException, detail: str = "") -> OpcdError:
     """``exc`` as the one-line error of ``subject`` that failed at ``step`` (bad input stays InputError)."""
     what, hint = cause(exc)
     kind = InputError if isinstance(exc, InputError) else DeployFailed
@@ -577,7 +624,7 @@ class EarlySteps:
         self.git_sha, self.config_path, self.notify = git_sha, config_path, notify
         self.subject = subject or f"{action} {component} {version} to {environment}"  # the error line's
         self.title = subject or f"{component} {version} → {environment}"  # the Slack message's
-        self.step = "plan"
+        self.step = Stage.PLAN
         self.plan: RunPlan | None = None
         self.read_live: Callable[[Record], object] | None = None
 

@@ -21,14 +21,21 @@ from prefect.states import Failed
 
 from opcd.config import load_config
 from opcd.errors import ConfigError, InputError
+from opcd.outcomes import CheckStatus
 from tasks.checks import CheckResult, plan_checks, run_check, scan_tree
 from tasks.git import commit_tree
 from tasks.github import report_to_github
 from tasks.notify import run_url
 
 MARKER = "<!-- opcd:pr-validation -->"
-_ICON = {"passed": "✅", "failed": "❌", "timed-out": "⏱️", "skipped": "⏭️", "error": "💥"}
-_STATE = {"passed": "success", "skipped": "success", "failed": "failure", "timed-out": "failure", "error": "error"}
+_ICON = {
+    CheckStatus.PASSED: "✅", CheckStatus.FAILED: "❌", CheckStatus.TIMED_OUT: "⏱️", CheckStatus.SKIPPED: "⏭️",
+    CheckStatus.ERROR: "💥",
+}  # fmt: skip
+_STATE = {
+    CheckStatus.PASSED: "success", CheckStatus.SKIPPED: "success", CheckStatus.FAILED: "failure",
+    CheckStatus.TIMED_OUT: "failure", CheckStatus.ERROR: "error",
+}  # fmt: skip
 
 
 def report(results: list[CheckResult], head_sha: str | None) -> str:
@@ -44,10 +51,10 @@ def report(results: list[CheckResult], head_sha: str | None) -> str:
         note = "" if r.required else "optional"
         lines.append(f"| {r.title} | {_ICON.get(r.status, '')} {r.status} | {r.seconds:.1f}s | {note} |")
     for r in results:
-        if r.status not in ("passed", "skipped") and r.output:
+        if r.status.is_failure and r.output:
             summary = f"<details><summary>{r.title}: {r.status}</summary>"
             lines += ["", summary, "", "```", r.output, "```", "</details>"]
-    skipped = [r for r in results if r.status == "skipped"]
+    skipped = [r for r in results if r.status is CheckStatus.SKIPPED]
     if skipped:
         lines += [""] + [f"- {r.title}: skipped — {r.output}" for r in skipped]
     return "\n".join(lines) + "\n"
@@ -61,7 +68,7 @@ def table(results: list[CheckResult]) -> str:
         flag = "" if r.required else "  (optional)"
         rows.append(f"{r.name.ljust(width)}  {r.status:9}  {r.seconds:6.1f}s{flag}")
     for r in results:
-        if r.status not in ("passed",) and r.output:
+        if r.status is not CheckStatus.PASSED and r.output:
             rows += ["", f"{r.name}: {r.status}"] + [f"  {line}" for line in r.output.splitlines()]
     return "\n".join(rows)
 
@@ -115,7 +122,7 @@ def pr_validation(
         statuses = [
             (f"opcd/{r.name}", _STATE[r.status], f"{r.status} in {r.seconds:.0f}s")
             for r in results
-            if r.status != "skipped"
+            if r.status is not CheckStatus.SKIPPED
         ]  # a skipped check makes no claim
         report_to_github(repository, pull_request, head_sha, statuses, comment, MARKER, run_url())
     data = [asdict(r) for r in results]

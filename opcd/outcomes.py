@@ -45,3 +45,36 @@ class ReleaseOutcome(StrEnum):
     @property
     def is_failure(self) -> bool:
         return self is not ReleaseOutcome.RELEASED
+
+
+class Stage(StrEnum):
+    """The step a run is at before it changes anything live (a failure there leaves live untouched)."""
+
+    PLAN = "plan"  # the request and the AWS resources it names
+    BUILD = "build"
+    PUSH = "push"  # an image to ECR
+    UPLOAD = "upload"  # a Lambda package to S3
+
+
+class CheckStatus(StrEnum):
+    """How one check of a pull request ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMED_OUT = "timed-out"
+    SKIPPED = "skipped"
+    ERROR = "error"  # the check could not run
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (CheckStatus.FAILED, CheckStatus.TIMED_OUT, CheckStatus.ERROR)
+
+
+class BakeEnd(StrEnum):
+    """How a canary or linear bake ended (the ledger record's ``bake.ended``)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # every step baked under its guards
+    PROMOTED = "promoted"  # someone moved all traffic early (opcd promote)
+    ABORTED = "aborted"  # someone stopped it (opcd abort)
+    GUARD_FAILED = "guard-failed"  # an alarm, the health URL or a smoke check failed

@@ -28,6 +28,7 @@ from prefect.transactions import Transaction, get_transaction
 from opcd.aws import AwsTarget
 from opcd.config import HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
+from opcd.outcomes import BakeEnd
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
@@ -67,7 +68,7 @@ class BakeLog:
     primary: str
     steps: list[dict[str, Any]] = field(default_factory=list)
     ticks: list[Tick] = field(default_factory=list)
-    ended: str = "running"  # completed | promoted | aborted | guard-failed
+    ended: BakeEnd = BakeEnd.RUNNING
     detail: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,17 +163,17 @@ class Bake:
     def __post_init__(self) -> None:
         self.log = BakeLog(self.strategy.name, self.new_version, self.primary)
 
-    def run(self) -> str:
+    def run(self) -> BakeEnd:
         """Every step of the strategy; returns how it ended (``completed`` or ``promoted``)."""
         steps = self.strategy.steps()
         for number, step in enumerate(steps, 1):
             split_traffic(self, step, number, len(steps))
             outcome = bake_step(self, step, number, len(steps))
-            if outcome == "promoted":
-                self.log.ended = "promoted"
-                return "promoted"
-        self.log.ended = "completed"
-        return "completed"
+            if outcome is BakeEnd.PROMOTED:
+                self.log.ended = BakeEnd.PROMOTED
+                return BakeEnd.PROMOTED
+        self.log.ended = BakeEnd.COMPLETED
+        return BakeEnd.COMPLETED
 
     def _report(self, step: Step, number: int, total: int, remaining: float, states: dict[str, str]) -> None:
         guard_text = "; ".join(f"{k} {v}" for k, v in states.items()) or "no guards configured"
@@ -223,14 +224,14 @@ class Bake:
                 by, reason = command.get("by", "someone"), command.get("reason") or "no reason given"
                 self.log.detail = f"{command['action']} by {by}: {reason}"
                 if command["action"] == "abort":
-                    self.log.ended = "aborted"
+                    self.log.ended = BakeEnd.ABORTED
                     raise DeployFailed(f"bake aborted by {by} at {step.percent}% ({reason})")
                 get_run_logger().info("Bake promoted by %s at %d%% (%s): moving all traffic", by, step.percent, reason)
-                return "promoted"
+                return BakeEnd.PROMOTED
             states, failure = check_guards(self.target, self.function, self.new_version, self.guards)
             self.log.ticks.append(Tick(now(), step.percent, states, not failure))
             if failure:
-                self.log.ended, self.log.detail = "guard-failed", failure
+                self.log.ended, self.log.detail = BakeEnd.GUARD_FAILED, failure
                 raise DeployFailed(f"bake guard failed at {step.percent}%: {failure}")
             remaining = deadline - time.monotonic()
             self._report(step, number, total, remaining, states)

@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from opcd.config import Config
 from opcd.errors import ConfigError, OpcdError
+from opcd.outcomes import CheckStatus
 
 OUTPUT_LINES = 15  # lines of a failure's output kept for the report
 
@@ -47,7 +48,7 @@ class Check:
 class CheckResult:
     name: str
     title: str
-    status: str  # passed | failed | timed-out | skipped | error
+    status: CheckStatus
     seconds: float
     required: bool
     output: str = ""  # the last lines, for the report
@@ -56,7 +57,7 @@ class CheckResult:
 
     @property
     def blocking(self) -> bool:
-        return self.required and self.status in ("failed", "timed-out", "error")
+        return self.required and self.status.is_failure
 
 
 def _package_of(handler: str | None) -> str | None:
@@ -253,34 +254,34 @@ def run_check(
     started = time.time()
     begin = time.monotonic()
 
-    def result(status: str, output: str) -> CheckResult:
+    def result(status: CheckStatus, output: str) -> CheckResult:
         output = redact(output, secrets)
         seconds = time.monotonic() - begin
         logger.log(
-            20 if status in ("passed", "skipped") else 30, "%s: %s in %.1fs%s", check.name, status.upper(), seconds,
-            ("\n" + output) if status not in ("passed", "skipped") and output else "",
+            20 if not status.is_failure else 30, "%s: %s in %.1fs%s", check.name, status.upper(), seconds,
+            ("\n" + output) if status.is_failure and output else "",
         )  # fmt: skip
         return CheckResult(check.name, check.title, status, seconds, check.required, output, started, time.time())
 
     if check.kind == "skip":
-        return result("skipped", check.skip_reason or "")
+        return result(CheckStatus.SKIPPED, check.skip_reason or "")
     try:
         if check.kind == "secrets":
             ok, output = judge_secrets(findings, checkout, config.validation.secrets_baseline)
-            return result("passed" if ok else "failed", output)
+            return result(CheckStatus.PASSED if ok else CheckStatus.FAILED, output)
         if check.kind == "build":
             ok, output = build_all(config)
-            return result("passed" if ok else "failed", output)
+            return result(CheckStatus.PASSED if ok else CheckStatus.FAILED, output)
         deadline = begin + check.timeout
         outputs = []
         for cwd, argv in check.commands:
             code, output = run_command(argv, checkout / cwd, deadline)
             outputs.append(output)
             if code is None:
-                return result("timed-out", f"stopped after the {check.timeout:g}s limit\n" + _tail(output))
+                return result(CheckStatus.TIMED_OUT, f"stopped after the {check.timeout:g}s limit\n" + _tail(output))
             if code != 0:
-                return result("failed", f"$ {shlex.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}"
-                                        f" → exit {code}\n" + _tail(output))  # fmt: skip
-        return result("passed", _tail("\n".join(outputs), 3))
+                command = shlex.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))
+                return result(CheckStatus.FAILED, f"$ {command} → exit {code}\n" + _tail(output))
+        return result(CheckStatus.PASSED, _tail("\n".join(outputs), 3))
     except Exception as exc:  # a check that cannot run is an error of that check, not of the run
-        return result("error", f"{type(exc).__name__}: {exc}")
+        return result(CheckStatus.ERROR, f"{type(exc).__name__}: {exc}")

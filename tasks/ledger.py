@@ -23,7 +23,7 @@ from pydantic import ConfigDict, TypeAdapter
 from pydantic.dataclasses import dataclass
 
 from opcd.aws import AwsTarget, error_code
-from opcd.outcomes import Outcome
+from opcd.outcomes import Outcome, Stage
 
 PREFIX = "ledger"
 
@@ -59,7 +59,7 @@ class Record:
     previous_version: str | None = None
     previous_lambda_version: str | None = None
     reason: str | None = None
-    step: str | None = None  # the step a run failed at before it changed anything (plan, build, upload, push)
+    step: Stage | None = None  # the step a run failed at before it changed anything
     git_sha: str | None = None
     sha256: str | None = None
     artifact: str | None = None  # built | reused
