@@ -234,7 +234,7 @@ def test_secrets_stay_out_of_the_ledger_and_output(project: Project, prefect_ser
 def test_a_run_that_died_mid_shift_is_reported_by_the_next(
     project: Project, prefect_server: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    record = {"component": "backend", "environment": "dev", "action": "deploy", "outcome": "shifting",
+    record = {"component": "backend", "environment": "dev", "action": "deploy", "outcome": "shifting", "version": "v0",
               "previous_lambda_version": "1", "lambda_version": "2", "flow_run_name": "killed-run"}  # fmt: skip
     project.client("s3").put_object(
         Bucket="outreachpass-artifacts", Key="ledger/dev/backend/latest.json", Body=json.dumps(record).encode()

@@ -451,15 +451,19 @@ def test_a_failed_deploy_whose_last_record_says_shifting_is_a_failure(project: P
     from flows.release import step_of
     from opcd.aws import resolve_target
     from opcd.config import load_config
+    from opcd.outcomes import Outcome
+    from tasks.ledger import Record
 
     config = load_config(project.config_path)
     target = resolve_target(config.state_dir(), config.project.region)
-    record = {"component": "backend", "environment": "dev", "action": "deploy", "version": "v1",
-              "outcome": "shifting", "reason": "moving live from 1 to 2", "live_lambda_version": "1"}  # fmt: skip
+    record = Record(
+        "backend", "dev", "deploy", Outcome.SHIFTING, "v1", reason="moving live from 1 to 2", live_lambda_version="1"
+    )
     failed: Any = SimpleNamespace(state=Failed(message="ThrottlingException", data=record))
     step = step_of(config, target, "backend", "dev", failed)
     assert step.failed and step.outcome == "error" and "ledger says shifting" in str(step.reason)
-    done: Any = SimpleNamespace(state=Completed(data={**record, "outcome": "deployed"}))
+    deployed = Record("backend", "dev", "deploy", Outcome.DEPLOYED, "v1", live_lambda_version="2")
+    done: Any = SimpleNamespace(state=Completed(data=deployed))
     assert not step_of(config, target, "backend", "dev", done).failed
 
 

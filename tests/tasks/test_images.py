@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from opcd.config import Component
+from opcd.config import AppRunnerComponent
 from opcd.errors import BuildFailed, InputError
 from tasks import images
 from tests.conftest import FRONTEND
 
 HAS_BUILDAH = bool(shutil.which("buildah"))
-COMPONENT = Component(kind="apprunner", source="frontend", repository="r", build_contexts={"tools": "/usr/bin"})
+COMPONENT = AppRunnerComponent(
+    kind="apprunner", source="frontend", repository="r", build_contexts={"tools": "/usr/bin"}
+)
 
 
 def test_no_builder_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
