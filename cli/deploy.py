@@ -10,10 +10,11 @@ from botocore.exceptions import ClientError
 
 from cli.common import print_target, run_flow
 from flows.components import deploy_flow
+from flows.ecs_deploy import dry_run_lines, plan_ecs_deploy, rollback_target
 from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
 from flows.lambda_deploy import plan_lambda_deploy
 from flows.rollback import choose_version, rollback
-from opcd.config import Config, config_path, load_config, refuse_ecs
+from opcd.config import Config, config_path, load_config
 from opcd.errors import DeployFailed, InputError, explain_aws_error
 from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
@@ -31,7 +32,6 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
     """Check the request before Prefect starts: bad input fails fast and changes nothing."""
     config = load_config(args.config)
     comp = config.component(args.component)
-    refuse_ecs(args.component, comp)
     config.environment(args.environment)
     if version is not None:
         check_version(version)
@@ -39,12 +39,11 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
         check_git_sha(args.git_sha)
     target = print_target(config, args.environment)
     accept = getattr(args, "accept_alarms", None)
-    if comp.kind == "apprunner":
+    if comp.kind in ("apprunner", "ecs"):
         if getattr(args, "to_lambda_version", None) is not None:
-            raise InputError(
-                f"{args.component} is an App Runner service: it has no Lambda versions", "use --to VERSION"
-            )
-        plan_apprunner_deploy(
+            what = "an App Runner service" if comp.kind == "apprunner" else "an ECS service"
+            raise InputError(f"{args.component} is {what}: it has no Lambda versions", "use --to VERSION")
+        (plan_ecs_deploy if comp.kind == "ecs" else plan_apprunner_deploy)(
             args.component, args.environment, version, str(config_path(args.config)), accept,
             accept_firing=args.command == "rollback",
         )  # fmt: skip
@@ -58,7 +57,11 @@ def _preflight(args: argparse.Namespace, version: str | None) -> tuple[Config, A
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     config, target = _preflight(args, args.app_version)
-    apprunner = config.component(args.component).kind == "apprunner"
+    apprunner = config.component(args.component).kind in ("apprunner", "ecs")
+    if args.dry_run and config.component(args.component).kind == "ecs":
+        lines, code = dry_run_lines(args.component, args.environment, args.app_version, str(config_path(args.config)))
+        print("\n".join(lines))
+        return code
     if args.dry_run:
         return (_dry_run_apprunner if apprunner else _dry_run_deploy)(args, config, target)
     params: dict[str, Any] = {
@@ -70,7 +73,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
-    if apprunner:
+    if result.live_task_definition:  # ECS
+        runs_on = f"{result.live_task_definition.rpartition('/')[2]} ({result.live_image})"
+    elif apprunner:
         runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
         runs_on = f"live on Lambda version {result.live_lambda_version}"
@@ -163,6 +168,8 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
 def _rollback_target(args: argparse.Namespace, config: Config, target: Any) -> str:
     """Where the rollback would go, checked before any flow runs: '<from> to <to>'; InputError if nowhere."""
     path = str(config_path(args.config))
+    if config.component(args.component).kind == "ecs":
+        return rollback_target(args.component, args.environment, args.to_version, path, args.force)
     if config.component(args.component).kind == "apprunner":
         service_plan = plan_apprunner_deploy(args.component, args.environment, None, path, accept_firing=True)
         service = read_service(target, service_plan.service_arn)

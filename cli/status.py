@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cli.common import print_target
+from flows.ecs_deploy import status_row
 from opcd.aws import resolve_target
 from opcd.config import Config, HealthCheck, load_config
 from opcd.errors import ConfigError, InputError
@@ -45,6 +46,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "rules": describe_rules(target, config.project.name, env_name, config.lambda_component(comp).rules),
             })  # fmt: skip
         rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
+        rows += [status_row(config, target, env_name, comp) for comp in env.ecs]
     return rows
 
 
@@ -72,6 +74,9 @@ def _runs_on(row: dict[str, Any]) -> str:
     """Lambda version number, or the image digest (short) and the service's status when not RUNNING."""
     if row.get("image") is None:
         return str(row["lambda_version"])
+    if row.get("revision"):  # ECS: the task definition revision and its tasks
+        busy = "" if row["service_status"] == "RUNNING" else f", {row['service_status']}"
+        return f"{row['revision']} ({row['running']}/{row['desired']} running{busy})"
     digest = (row["image_digest"] or "-")[:19]
     return digest + ("" if row["service_status"] == "RUNNING" else f" ({row['service_status']})")
 

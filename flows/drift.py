@@ -24,6 +24,7 @@ from tasks.drift import (
     Drift,
     check_alarms_exist,
     check_apprunner_services,
+    check_ecs_services,
     check_event_rules,
     check_lambda_aliases,
     check_retention_rules,
@@ -69,7 +70,13 @@ def drift_check(
     target = resolve_target(config.state_dir(), config.project.region)
     checks: list[tuple[str, PrefectFuture[Any]]] = [("bucket retention", check_retention_rules.submit(config, target))]
     for env in envs:
-        for check in (check_lambda_aliases, check_event_rules, check_apprunner_services, check_alarms_exist):
+        for check in (
+            check_lambda_aliases,
+            check_event_rules,
+            check_apprunner_services,
+            check_ecs_services,
+            check_alarms_exist,
+        ):
             checks.append((f"{env} {check.name}", check.submit(config, target, env)))
     if not terraform:
         terraform_note = "not checked (terraform=false)"

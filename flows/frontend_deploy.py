@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -56,6 +57,23 @@ class ServicePlan:
     @property
     def bucket(self) -> str:
         return self.config.project.artifact_bucket
+
+
+class ImagePlan(Protocol):
+    """What building and pushing a component's image needs of a deploy's plan (App Runner or ECS)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def component(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def target(self) -> AwsTarget: ...
+    @property
+    def repository(self) -> Repository: ...
+    @property
+    def bucket(self) -> str: ...
 
 
 def plan_apprunner_deploy(
@@ -226,7 +244,7 @@ def record_service(plan: ServicePlan, record: Record) -> Service:
 
 
 def build_and_push(
-    plan: ServicePlan, version: str, git_sha: str | None, early: EarlySteps | None = None
+    plan: ImagePlan, version: str, git_sha: str | None, early: EarlySteps | None = None
 ) -> tuple[str, str, str]:
     """The version's image in ECR: (identifier, digest, "reused" | "built"); built and pushed when needed.
 
@@ -238,7 +256,7 @@ def build_and_push(
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = Stage.BUILD
-    comp = plan.config.apprunner_component(plan.component)
+    comp = plan.config.image_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = image_source_hash(comp, source)
     tag = image_tag(version)

@@ -28,10 +28,11 @@ from prefect.states import Failed
 
 from flows.common import EarlySteps, cause, live_text, step_failure
 from flows.components import deploy_flow
+from flows.ecs_deploy import plan_ecs_deploy
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
 from opcd.aws import AwsTarget, resolve_target, target_for
-from opcd.config import AppRunnerComponent, Config, load_config, refuse_ecs
+from opcd.config import AppRunnerComponent, Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
@@ -70,6 +71,11 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
         comp = config.component(component)
+        if comp.kind == "ecs":
+            from flows.ecs_deploy import status_row
+
+            row = status_row(config, target, environment, component)
+            return f"{row['version'] or 'an image opcd did not push'} ({row['revision']}, {row['image']})"
         if isinstance(comp, AppRunnerComponent):
             service = read_service(target, find_service(target, config.service_ref(component, environment)))
             tag = describe_repository(target, comp.repository).tag_of(service.image)
@@ -138,11 +144,11 @@ def check_request(
 def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
     """Every component's resources in every environment exist: bad input changes nothing."""
     config = load_config(config_path)
-    for component in components:
-        refuse_ecs(component, config.component(component))
     for environment in environments:
         for component in components:
-            if config.component(component).kind == "apprunner":
+            if config.component(component).kind == "ecs":
+                plan_ecs_deploy(component, environment, version, config_path, accept_firing=True)
+            elif config.component(component).kind == "apprunner":
                 plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
             else:
                 plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
@@ -167,8 +173,10 @@ def build_component(
     config = load_config(config_path)
     early = EarlySteps("build", component, environment, version, git_sha, config_path)
     try:
-        if config.component(component).kind == "apprunner":
-            plan = plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
+        kind = config.component(component).kind
+        if kind in ("apprunner", "ecs"):
+            plan_image = plan_ecs_deploy if kind == "ecs" else plan_apprunner_deploy
+            plan = plan_image(component, environment, version, config_path, accept_firing=True)
             identifier, digest, how = build_and_push(plan, version, git_sha, early)
             return f"{how} {identifier} ({digest[:19]})"
         lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)

@@ -6,9 +6,10 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.common import EarlySteps, finish
+from flows.ecs_deploy import rollback_ecs
 from flows.frontend_deploy import rollback_apprunner
 from flows.lambda_deploy import Plan, plan_lambda_deploy, record_failure, shift_and_verify
-from opcd.config import load_config, refuse_ecs
+from opcd.config import load_config
 from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome
@@ -87,12 +88,13 @@ def rollback(
     logger = get_run_logger()
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
-    comp = load_config(config_path).component(component)
-    refuse_ecs(component, comp)
-    if comp.kind == "apprunner":
+    kind = load_config(config_path).component(component).kind
+    if kind in ("apprunner", "ecs"):
         if to_lambda_version is not None:
-            raise InputError(f"{component} is an App Runner service: it has no Lambda versions", "use --to VERSION")
-        return rollback_apprunner(component, environment, to_version, config_path, force)
+            what = "an App Runner service" if kind == "apprunner" else "an ECS service"
+            raise InputError(f"{component} is {what}: it has no Lambda versions", "use --to VERSION")
+        rollback_body = rollback_apprunner if kind == "apprunner" else rollback_ecs
+        return rollback_body(component, environment, to_version, config_path, force)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     with EarlySteps.rollback(component, environment, to_version, config_path).reporting():

@@ -521,6 +521,14 @@ class Config(_Model):
         """``name``'s settings when it is an App Runner component; InputError (exit 2) for any other kind."""
         return _of_kind(name, self.component(name), AppRunnerComponent, "an App Runner service")
 
+    def image_component(self, name: str) -> ImageComponent:
+        """``name``'s settings when it is a container image (App Runner, ECS); InputError (exit 2) otherwise."""
+        return _of_kind(name, self.component(name), ImageComponent, "a container image")
+
+    def ecs_component(self, name: str) -> EcsComponent:
+        """``name``'s settings when it is an ECS component; InputError (exit 2) for any other kind."""
+        return _of_kind(name, self.component(name), EcsComponent, "an ECS service")
+
     def environment(self, name: str) -> Environment:
         if name not in self.environments:
             raise UnknownName(
@@ -593,15 +601,6 @@ def _of_kind(name: str, component: Component, kind: type[_K], what: str) -> _K:
     if not isinstance(component, kind):
         raise InputError(f"component {name!r} is a {component.kind} component, not {what}")
     return component
-
-
-def refuse_ecs(name: str, component: Component) -> None:
-    """ECS components are configured, not yet deployed: a ConfigError (exit 2) for one given to a flow."""
-    if isinstance(component, EcsComponent):
-        raise ConfigError(
-            f"component {name!r} is an ecs component, which opcd cannot deploy, roll back or build yet",
-            "deploy it with ECS's own tools for now, or leave it out (--component)",
-        )
 
 
 def _render_path(loc: list[Any], data: Any) -> str:

@@ -336,7 +336,11 @@ class EcsStandIn:
         with self._lock:
             moto_service = self._moto_service(cluster, name)
             tracked = self._tracked(moto_service)
-            before = self._running(tracked) or tracked.live.task_definition
+            latest = self._latest(tracked)  # a failed deployment without rollback left its revision the service's
+            stuck = (
+                latest.target.task_definition if latest and latest.status in ("STOPPED", "ROLLBACK_FAILED") else None
+            )
+            before = self._running(tracked) or stuck or tracked.live.task_definition
             status, answer = self._forward(environ, raw)  # moto validates and keeps the service
             if status != 200:
                 return Response(answer, status, content_type="application/x-amz-json-1.1")

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opcd.aws import new_client
-from opcd.config import Config
+from opcd.config import Config, EcsComponent
 from opcd.iam import access_role, service_name
 from opcd.iam import ecs_services as named_ecs_services
 
@@ -108,6 +108,9 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, client, apprunner_url))
     gateway.update(seed_ecs(client, endpoint_url, ecs_services(config)))
+    for ecs_comp in config.components.values():  # an ECS component's ECR repository, as for App Runner's
+        if isinstance(ecs_comp, EcsComponent):
+            client("ecr").create_repository(repositoryName=ecs_comp.repository, imageTagMutability="MUTABLE")
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway

@@ -6,6 +6,8 @@ One task per system read, each returning findings (no finding: that part matches
   leftover canary/linear weights, and no deploy stopped half-way (``latest.json`` says shifting);
 - EventBridge: each configured rule of a deployed component exists and targets only ``live``;
 - App Runner: the service runs the image the ledger recorded;
+- ECS: the service runs the task definition revision the ledger recorded, no deployment is left
+  half-way, every desired task runs;
 - CloudWatch: every configured alarm exists;
 - S3: the artifact bucket keeps its retention rule for each component.
 
@@ -29,6 +31,7 @@ from opcd.errors import ResourceMissing
 from opcd.outcomes import Outcome
 from tasks.apprunner import find_service, read_service
 from tasks.cloudwatch import describe_alarms
+from tasks.ecs import describe_service
 from tasks.eventbridge import TARGET_ID, aws_rule_name
 from tasks.lambda_functions import ALIAS, read_live
 from tasks.ledger import Record, read_latest
@@ -151,6 +154,40 @@ def check_apprunner_services(config: Config, target: AwsTarget, environment: str
             findings.append(_half_done(environment, f"service {service.name}", component, latest, "moving the service"))
         if service.status != "RUNNING":
             findings.append(Drift(environment, f"service {service.name}", f"is {service.status}", "see App Runner"))
+    return findings
+
+
+@task(name="check-ecs-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
+    """What :func:`check_apprunner_services` compares for App Runner, for each ECS service: its revision."""
+    findings = []
+    for component, settings in config.environment(environment).ecs.items():
+        resource = f"ECS service {settings.cluster}/{settings.service}"
+        try:
+            live = describe_service(
+                target, settings.cluster, settings.service, config.ecs_component(component).container or component
+            )
+        except ResourceMissing as exc:
+            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            continue
+        record = _live_record(config, target, environment, component)
+        if record and record.live_task_definition and record.live_task_definition != live.task_definition:
+            findings.append(Drift(
+                environment, resource,
+                f"runs {live.task_definition.rpartition('/')[2]}; the ledger says"
+                f" {record.live_task_definition.rpartition('/')[2]} ({record.live_version})",
+                f"opcd rollback {component} --env {environment} --to {record.live_version} (or deploy again)",
+            ))  # fmt: skip
+        latest = read_latest(target, config.project.artifact_bucket, environment, component)
+        if latest and latest.outcome is Outcome.SHIFTING:
+            findings.append(_half_done(environment, resource, component, latest, "moving the service"))
+        if live.rollout == "IN_PROGRESS":
+            findings.append(Drift(environment, resource, "is deploying", "see its service deployments in ECS"))
+        elif live.running < live.desired:
+            findings.append(Drift(
+                environment, resource, f"runs {live.running} of {live.desired} desired tasks",
+                "see the service's events in ECS (tasks failing to start or their health checks)",
+            ))  # fmt: skip
     return findings
 
 

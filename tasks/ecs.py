@@ -360,7 +360,15 @@ def deploy(
 
 @task(name="ecs-rollback", task_run_name="roll {service} back to {task_definition}", cache_policy=NO_CACHE)
 def rollback(
-    target: AwsTarget, cluster: str, service: str, task_definition: str, timeout: float, poll_interval: float
+    target: AwsTarget,
+    cluster: str,
+    service: str,
+    task_definition: str,
+    timeout: float,
+    poll_interval: float,
+    strategy: Strategy = "rolling",
 ) -> DeploymentResult:
+    """Back to ``task_definition`` with the service's own strategy (a blue/green service stays blue/green,
+    baking nothing: the revision it goes back to ran before)."""
     logger = get_run_logger()
-    return roll_back(target, cluster, service, task_definition, timeout, poll_interval, say=logger.info)
+    return roll_back(target, cluster, service, task_definition, timeout, poll_interval, strategy, say=logger.info)

@@ -78,6 +78,10 @@ class Record:
     previous_image: str | None = None  # what ran before: the rollback target
     live_image: str | None = None  # what runs at the end of the run
     live_image_digest: str | None = None
+    # ECS components: task definition revisions (ARNs); the images above are the container's, by digest
+    task_definition: str | None = None  # what this run deployed
+    previous_task_definition: str | None = None  # what ran before: the rollback target
+    live_task_definition: str | None = None  # what runs at the end of the run
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     actor: str = field(default_factory=actor)
@@ -168,8 +172,8 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
     return records
 
 
-LiveField = Literal["live_version", "live_lambda_version", "live_image"]
-PreviousField = Literal["previous_version", "previous_lambda_version", "previous_image"]
+LiveField = Literal["live_version", "live_lambda_version", "live_image", "live_task_definition"]
+PreviousField = Literal["previous_version", "previous_lambda_version", "previous_image", "previous_task_definition"]
 
 
 def seen_live(

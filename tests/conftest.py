@@ -352,8 +352,10 @@ def forget_assumed_roles() -> None:
             opcd.aws._identities.pop(target, None)
 
 
-@pytest.fixture
-def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+def fresh_project(
+    root: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch, lay_out: Callable[[Path], None]
+) -> Project:
+    """The sandbox reset, ``lay_out(root)`` writing the project's files (its opcd.toml), the sandbox seeded for it."""
     from opcd.config import load_config
     from sandbox.seed import seed
     from sandbox.server import write_info
@@ -364,12 +366,10 @@ def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
     forget_assumed_roles()
     httpx.delete(f"{sandbox.url}/_opcd/faults", timeout=30).raise_for_status()
-    project = Project(tmp_path, sandbox.url, sandbox.apprunner_url)
-    copy_examples(tmp_path)
-    write_terraform_root(tmp_path / "src" / "terraform")  # nothing to change: no Terraform drift
-    (tmp_path / "opcd.toml").write_text(project_config())
+    project = Project(root, sandbox.url, sandbox.apprunner_url)
+    lay_out(root)
     config = load_config(project.config_path)
-    data = tmp_path / "data"
+    data = root / "data"
     data.mkdir()
     gateway = seed(config, sandbox.url, data, sandbox.apprunner_url)
     write_info(config.state_dir(), {
@@ -383,6 +383,17 @@ def one_line_error(err: str) -> str:
     assert err.startswith("error: "), err
     assert err.count("\n") == 1, f"expected one line, got: {err!r}"
     return err
+
+
+def _lay_out_project(root: Path) -> None:
+    copy_examples(root)
+    write_terraform_root(root / "src" / "terraform")  # nothing to change: no Terraform drift
+    (root / "opcd.toml").write_text(project_config())
+
+
+@pytest.fixture
+def project(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    return fresh_project(tmp_path, sandbox, build_cache, monkeypatch, _lay_out_project)
 
 
 def error_lines(stderr: str) -> list[str]:

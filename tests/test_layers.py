@@ -25,12 +25,17 @@ FLOW_IMPORTS = {
     ("flows.release", "flows.components"),
     ("flows.release", "flows.lambda_deploy"),
     ("flows.release", "flows.frontend_deploy"),
+    ("flows.release", "flows.ecs_deploy"),
     # which flow deploys a component: the registry of the deploy flows
     ("flows.components", "flows.lambda_deploy"),
     ("flows.components", "flows.frontend_deploy"),
+    ("flows.components", "flows.ecs_deploy"),
+    # an ECS deploy builds and pushes its image as the App Runner deploy does
+    ("flows.ecs_deploy", "flows.frontend_deploy"),
     # a rollback is a deploy of an older version: the same plan, shift and checks, in the other direction
     ("flows.rollback", "flows.lambda_deploy"),
     ("flows.rollback", "flows.frontend_deploy"),
+    ("flows.rollback", "flows.ecs_deploy"),
 }
 
 _COMMANDS = "a command's module, its flows and tasks: `opcd --help` costs 1.3 s of CPU without them, 6.9 s with"

@@ -23,7 +23,8 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         names.add(f"{flow.name}/{deployment['name']}")  # as `prefect deployment run` names it
     assert names == {
         "release/release", "deploy-backend/deploy-backend", "deploy-worker/deploy-worker",
-        "deploy-frontend/deploy-frontend", "rollback/rollback", "terraform-plan/terraform-plan",
+        "deploy-frontend/deploy-frontend", "deploy-ecs/deploy-ecs", "rollback/rollback",
+        "terraform-plan/terraform-plan",
         "terraform-plan/terraform-plan-for-apply", "terraform-apply/terraform-apply",
         "pr-validation/pr-validation", "drift-check/drift-check",
     }  # fmt: skip

@@ -149,13 +149,12 @@ def test_an_ecs_component_needs_a_repository_and_a_service_in_every_environment(
     assert "environments.dev.traffic: shop is an ECS service; only Lambda components shift" in problems(data)
 
 
-def test_an_ecs_component_is_refused_by_every_flow_for_now() -> None:
+def test_an_ecs_component_is_deployed_by_the_deploy_ecs_flow() -> None:
     from flows.components import deploy_flow
 
     config = parse_config(ecs_config(), ROOT)
-    with pytest.raises(ConfigError, match="'shop' is an ecs component, which opcd cannot deploy") as info:
-        deploy_flow(config, "shop")
-    assert info.value.exit_code == 2 and info.value.hint
+    flow, extra = deploy_flow(config, "shop")
+    assert (flow.name, extra) == ("deploy-ecs", {"component": "shop"})
 
 
 def test_every_setting_says_what_it_is_for() -> None:
