@@ -28,7 +28,7 @@ from prefect.states import Failed
 
 from flows.common import EarlySteps, cause, live_text, step_failure
 from flows.components import deploy_flow
-from flows.ecs_deploy import plan_ecs_deploy
+from flows.ecs_deploy import plan_ecs_deploy, status_row
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
 from opcd.aws import AwsTarget, resolve_target, target_for
@@ -72,8 +72,6 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
     try:
         comp = config.component(component)
         if comp.kind == "ecs":
-            from flows.ecs_deploy import status_row
-
             row = status_row(config, target, environment, component)
             return f"{row['version'] or 'an image opcd did not push'} ({row['revision']}, {row['image']})"
         if isinstance(comp, AppRunnerComponent):
