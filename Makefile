@@ -95,7 +95,7 @@ demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
 # PYTEST_ARGS picks what runs, e.g. `make test PYTEST_ARGS=tests/test_workflows.py` (no coverage floor then).
-PYTEST_ARGS ?= --cov --cov-report=term
+PYTEST_ARGS ?= --cov --cov-report=term --durations=15
 test: $(STAMP) $(ACTIONLINT_STAMP) tools browser postgres
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 

@@ -13,7 +13,7 @@ def deploy_flow(config: Config, component: str) -> tuple[Any, dict[str, Any]]:
     """(the flow, the extra parameters it needs) for deploying ``component``."""
     named: dict[str, Any]
     if config.component(component).kind == "ecs":
-        return ecs_deploy.deploy_ecs_component, {"component": component}
+        return ecs_deploy.deploy_ecs, {"component": component}
     if config.component(component).kind == "apprunner":
         named, generic = {"frontend": frontend_deploy.deploy_frontend}, frontend_deploy.deploy_apprunner_component
     else:

@@ -292,7 +292,7 @@ def move_and_record(plan: EcsPlan, record: Record, notifier: Notifier, before: L
     return finish(plan, record, notifier)
 
 
-def deploy_ecs(
+def run_ecs_deploy(
     component: str,
     environment: str,
     version: str,
@@ -341,7 +341,7 @@ def deploy_ecs(
 
 
 @flow(name="deploy-ecs", flow_run_name="{component} {version} to {environment}", log_prints=True)
-def deploy_ecs_component(
+def deploy_ecs(
     component: str,
     environment: str,
     version: str,
@@ -353,7 +353,7 @@ def deploy_ecs_component(
     """Deploy an ECS component: a new task definition revision (the image's digest), ECS's rolling or
     blue/green deployment followed to its end, opcd's health and smoke checks, automatic rollback."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_ecs(component, environment, version, git_sha, config_path, accept_alarms, notify)
+        return run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify)
 
 
 def seen_revisions(history: list[Record]) -> dict[str, tuple[str | None, str | None]]:

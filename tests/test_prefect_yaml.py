@@ -21,6 +21,9 @@ def test_every_deployment_points_at_a_flow_with_its_parameters() -> None:
         accepted = inspect.signature(flow.fn).parameters
         assert set(deployment.get("parameters", {})) <= set(accepted)
         names.add(f"{flow.name}/{deployment['name']}")  # as `prefect deployment run` names it
+        # `prefect deploy --name FLOW/DEPLOYMENT` (opcd setup) finds a deployment by its entrypoint's function
+        # name, FLOW with "-" as "_": a flow named otherwise cannot be deployed by name
+        assert flow.name.replace("-", "_") == attr, f"{deployment['name']}: flow {flow.name!r} is defined as {attr}"
     assert names == {
         "release/release", "deploy-backend/deploy-backend", "deploy-worker/deploy-worker",
         "deploy-frontend/deploy-frontend", "deploy-ecs/deploy-ecs", "rollback/rollback",

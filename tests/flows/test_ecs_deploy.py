@@ -218,16 +218,19 @@ def test_rollback_goes_to_the_previous_revision(frontend_v2: Project) -> None:
 def test_drift_knows_the_ecs_service(frontend_v2: Project) -> None:
     from opcd.aws import resolve_target
     from opcd.config import load_config
+    from opcd.iam import acting_as
     from tasks.drift import check_ecs_services
 
     project = frontend_v2
     config = load_config(project.config_path)
     target = resolve_target(config.state_dir(), config.project.region)
-    assert check_ecs_services.fn(config, target, "dev") == []
+    with acting_as("read", str(project.config_path)):  # as the drift-check flow reads: the read role
+        assert check_ecs_services.fn(config, target, "dev") == []
     v1 = project.ledger("dev", "frontend")["previous_task_definition"]
     cluster, name = SERVICES["dev"]
     project.client("ecs").update_service(cluster=cluster, service=name, taskDefinition=v1)  # by hand, not by opcd
-    findings = [f for f in check_ecs_services.fn(config, target, "dev") if "the ledger says" in f.problem]
+    with acting_as("read", str(project.config_path)):
+        findings = [f for f in check_ecs_services.fn(config, target, "dev") if "the ledger says" in f.problem]
     assert len(findings) == 1 and findings[0].resource == f"ECS service {cluster}/{name}"
     assert findings[0].fix.startswith("opcd rollback frontend --env dev --to v2")
 

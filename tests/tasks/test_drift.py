@@ -33,8 +33,11 @@ def account(moto_target: AwsTarget) -> AwsTarget:
 
 
 def record(target: AwsTarget, component: str, name: str, **fields: Any) -> None:
+    """A ledger record as a deploy writes it (``live.json``: one that put its version live)."""
     key = f"ledger/dev/{component}/{name}"
-    target.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps(fields).encode())
+    body = {"component": component, "environment": "dev", "action": "deploy", "outcome": "deployed"}
+    body["version"] = fields.get("live_version")
+    target.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps({**body, **fields}).encode())
 
 
 def test_nothing_deployed_and_nothing_split_is_no_drift(config: Config, account: AwsTarget) -> None:
