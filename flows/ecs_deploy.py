@@ -69,7 +69,7 @@ class EcsPlan:
 
     @property
     def container(self) -> str:
-        return self.config.ecs_component(self.component).container or self.component
+        return self.config.ecs_container(self.component)
 
     @property
     def base_url(self) -> str:
@@ -99,7 +99,7 @@ def plan_ecs_deploy(
             "an ECS service has no URL of its own: give the health URL its load balancer answers",
         )
     target = guarded_target(config, environment)  # the environment's account, asked of STS
-    live = describe_service(target, settings.cluster, settings.service, comp.container or component)
+    live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     if busy(live):
         raise InputError(
             f"ECS service {live.service} is {busy(live)}: nothing was changed",
@@ -448,7 +448,7 @@ def status_row(config: Config, target: AwsTarget, environment: str, component: s
 
     settings = config.ecs_service(component, environment)
     comp = config.ecs_component(component)
-    live = describe_service(target, settings.cluster, settings.service, comp.container or component)
+    live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     version, digest = image_version(target, describe_repository(target, comp.repository), live.image)
     latest = read_latest(target, config.project.artifact_bucket, environment, component)
     deployed = read_latest(target, config.project.artifact_bucket, environment, component, "live.json")

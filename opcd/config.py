@@ -529,6 +529,10 @@ class Config(_Model):
         """``name``'s settings when it is an ECS component; InputError (exit 2) for any other kind."""
         return _of_kind(name, self.component(name), EcsComponent, "an ECS service")
 
+    def ecs_container(self, name: str) -> str:
+        """The container of ECS component ``name`` whose image a deploy changes (default: the component's name)."""
+        return self.ecs_component(name).container or name
+
     def environment(self, name: str) -> Environment:
         if name not in self.environments:
             raise UnknownName(

@@ -195,7 +195,7 @@ def ecs_services(config: Config) -> list[EcsSeed]:
             component,
             cluster,
             service,
-            getattr(config.components[component], "container", None) or component,
+            config.ecs_container(component),
             config.environments[env].health.get(component),
         )  # fmt: skip
         for env, component, cluster, service in named_ecs_services(config)

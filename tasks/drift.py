@@ -164,9 +164,7 @@ def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> l
     for component, settings in config.environment(environment).ecs.items():
         resource = f"ECS service {settings.cluster}/{settings.service}"
         try:
-            live = describe_service(
-                target, settings.cluster, settings.service, config.ecs_component(component).container or component
-            )
+            live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
         except ResourceMissing as exc:
             findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
