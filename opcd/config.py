@@ -488,6 +488,21 @@ class TerraformSettings(_Model):
         return self.var_file.replace("{environment}", environment) if self.var_file else None
 
 
+class ReleaseSettings(_Model):
+    """How a release runs an environment's deploys."""
+
+    on_failure: Literal["rollback-all", "keep"] = Field(
+        default="rollback-all",
+        description=(
+            "When a component's deploy fails in an environment: rollback-all rolls back, verified, every other"
+            " component the release changed there; keep leaves them on the new version."
+        ),
+    )
+    max_parallel: int = Field(
+        default=8, ge=1, le=64, description="At most this many component deploys at once in one environment."
+    )
+
+
 class Config(_Model):
     project: Project = Field(description="The project and where its artifacts live.")
     components: dict[Annotated[str, Field(pattern=_NAME)], Component] = Field(
@@ -501,6 +516,7 @@ class Config(_Model):
     terraform: TerraformSettings | None = Field(
         default=None, description="The Terraform root module of the infrastructure."
     )
+    release: ReleaseSettings = Field(default=ReleaseSettings(), description="How a release runs its deploys.")
 
     # Where the file was read from; relative paths in it are relative to this directory.
     root: Path = Field(default=Path("."), exclude=True, description="Directory opcd.toml was read from (not a key).")
