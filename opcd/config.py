@@ -155,10 +155,64 @@ class OperationWait(_Model):
         return value
 
 
+MAX_LOAD_REQUESTS = 10_000  # a load test's bound: rate × duration
+
+
+class LoadTest(_Model):
+    """A load test a release runs against the first environment after its deploys, before the next
+    environment's approval: GET each endpoint in turn at ``rate`` requests a second for ``duration``,
+    at most ``concurrency`` at once; p50/p95/p99 and the error rate are recorded in the ledger and
+    compared with the last passing result there."""
+
+    endpoints: list[Annotated[str, Field(pattern=r"^/[!-~]*$")]] = Field(
+        default=["/health"], min_length=1, max_length=20,
+        description="Paths requested (GET), in turn, at the origin of the environment's health URL of the component.",
+    )  # fmt: skip
+    rate: float = Field(default=10.0, gt=0, le=200, description="Requests a second.")
+    duration: Duration = Field(default=10.0, description="How long requests are sent (at most 5 minutes).")
+    concurrency: int = Field(default=4, ge=1, le=64, description="At most this many requests at once.")
+    timeout: Duration = Field(default=5.0, description="Time limit of one request (a request over it is an error).")
+    warmup: int = Field(default=4, ge=0, le=100, description="Requests sent first and not measured.")
+    max_p95_regression: float = Field(
+        default=0.2, ge=0, le=10,
+        description="Fail the release when p95 grew by more than this fraction of the last passing p95 (0.2: 20%).",
+    )  # fmt: skip
+    p95_noise: Duration = Field(
+        default=0.01,
+        description="A p95 growth is a regression only when also more than this (a few ms are noise when fast).",
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Fail the release when more than this fraction of requests fail."
+    )
+
+    @field_validator("duration", "timeout")
+    @classmethod
+    def _bounded(cls, value: float) -> float:
+        if not 0 < value <= 300:
+            raise ValueError("must be more than 0 and at most 5 minutes")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded_count(self) -> LoadTest:
+        if self.rate * self.duration > MAX_LOAD_REQUESTS:
+            raise ValueError(
+                f"rate × duration is {self.rate * self.duration:g} requests; at most {MAX_LOAD_REQUESTS} (lower one)"
+            )
+        return self
+
+    @property
+    def requests(self) -> int:
+        """How many measured requests the test sends: rate × duration, at least one."""
+        return max(1, round(self.rate * self.duration))
+
+
 class _ComponentBase(_Model):
     source: str = Field(description="Directory of the component's source, relative to opcd.toml.")
     smoke: list[SmokeCheck] = Field(
         default_factory=list, description="Requests the new version must answer as expected before traffic moves."
+    )
+    load_test: LoadTest | None = Field(
+        default=None, description="A load test a release runs after the first environment's deploys (none: no test)."
     )
 
 
@@ -707,6 +761,11 @@ def _cross_checks(config: Config) -> list[str]:
                 problems.append(
                     f"environments.{ename}.traffic: {cname} is {what} service; only Lambda components"
                     f" shift gradually (leave it out of the table: {how} rolls out on its own)"
+                )
+        for cname, comp in config.components.items():  # the load test runs in the first environment
+            if comp.load_test and ename == next(iter(config.environments)) and cname not in env.health:
+                problems.append(
+                    f"environments.{ename}.health.{cname}: missing (components.{cname}.load_test requests its origin)"
                 )
         migrations = any(isinstance(c, LambdaComponent) and c.migrations for c in config.components.values())
         if migrations and env.database_secret is None:

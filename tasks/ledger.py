@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -170,6 +171,35 @@ def read_history(target: AwsTarget, bucket: str, environment: str, component: st
         except ValidationError as exc:  # one unreadable record leaves the others usable; it counts as not seen
             _log.warning("ledger record s3://%s/%s skipped, it cannot be read: %s", bucket, key, _first_error(exc))
     return records
+
+
+_COPIES = ("/latest.json", "/live.json")
+
+
+def read_documents(target: AwsTarget, bucket: str, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, JSON document) of every ledger document under ``prefix``, newest first, read as they are used.
+
+    Keys name the time a document was written (``…/{time}-{run}.json``), so the newest come first;
+    ``latest.json`` and ``live.json`` (copies) are left out, and so is a document that is not JSON.
+    Every field is kept, also those this version's :class:`Record` does not know.
+    """
+    s3 = target.client("s3")
+    keys: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith(_COPIES)]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            return
+        raise
+    for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):
+        try:
+            document = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ValueError:
+            _log.warning("ledger document s3://%s/%s skipped: not JSON", bucket, key)
+            continue
+        if isinstance(document, dict):
+            yield key, document
 
 
 LiveField = Literal["live_version", "live_lambda_version", "live_image", "live_task_definition"]

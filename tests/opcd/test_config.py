@@ -404,3 +404,28 @@ def test_config_patterns_are_ascii_and_whole(where: str, value: str, expected: s
     else:
         data["environments"]["dev"]["health"]["backend"] = value
     assert expected in problems(data)
+
+
+def test_a_load_test_is_optional_bounded_and_needs_the_first_environments_health_url() -> None:
+    config = parse_config(base(), ROOT)
+    assert config.component("backend").load_test is None  # old files stay valid
+    data = base()
+    data["components"]["backend"]["load_test"] = {"rate": 20, "duration": "30s", "max_p95_regression": 0.2}
+    test = parse_config(data, ROOT).component("backend").load_test
+    assert test is not None and test.requests == 600 and test.endpoints == ["/health"] and test.p95_noise == 0.01
+    for load_test, expected in (
+        ({"rate": 200, "duration": "300s"}, "load_test: rate × duration is 60000 requests; at most 10000"),
+        ({"rate": 0}, "load_test.rate: Input should be greater than 0"),
+        ({"duration": "10m"}, "load_test.duration: must be more than 0 and at most 5 minutes"),
+        ({"endpoints": ["health"]}, "load_test.endpoints[0]: String should match pattern"),
+        ({"endpoints": []}, "load_test.endpoints: List should have at least 1 item"),
+        ({"max_p95_regression": -0.1}, "load_test.max_p95_regression: Input should be greater than or equal to 0"),
+        ({"max_error_rate": 2}, "load_test.max_error_rate: Input should be less than or equal to 1"),
+        ({"concurrency": 0}, "load_test.concurrency: Input should be greater than or equal to 1"),
+        ({"rps": 5}, "load_test.rps: unknown key"),
+    ):
+        data["components"]["backend"]["load_test"] = load_test
+        assert f"components.backend.{expected}" in problems(data), load_test
+    data["components"]["backend"]["load_test"] = {}
+    data["components"]["worker"]["load_test"] = {}  # the worker has no health URL to find its origin
+    assert "environments.dev.health.worker: missing (components.worker.load_test requests its origin)" in problems(data)
