@@ -31,6 +31,7 @@ EPILOG = """examples:
   opcd pending                                 runs waiting for an approval (with their UI links)
   opcd approve RUN --approver alice --reason … resume a waiting release (reject: the same, refusing)
   opcd status --env dev                        what is live where
+  opcd history backend --env prod              its deploys, rollbacks, releases and load tests, newest first
   opcd validate                                the pull request checks on this checkout
   opcd setup                                   prepare the Prefect server: pools, locks, secrets, deployments
   opcd terraform plan --git-sha SHA            plan each environment, keep the plans for apply
@@ -190,6 +191,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--env", dest="environment", help="only this environment")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    history = sub.add_parser(
+        "history", help="every deploy, rollback, release and load test the ledger keeps, newest first",
+        description="Every deploy, rollback, release and load test the ledger keeps, newest first: version, "
+        "outcome, who, when, how long, the run (a link when PREFECT_UI_URL is known), the canary analysis's verdict.",
+    )  # fmt: skip
+    history.add_argument("component", nargs="?", help="only this component (default: all)")
+    history.add_argument("--env", dest="environment", help="only this environment (default: all)")
+    history.add_argument("--limit", type=int, default=20, help="at most this many entries, newest first (default 20)")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
     iam = sub.add_parser("iam", help="the IAM policies opcd's roles need").add_subparsers(dest="action", required=True)
     iam_policy = iam.add_parser(
         "policy", help="print a role's IAM policy (JSON), scoped to the names in opcd.toml",
@@ -210,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _role(args: argparse.Namespace) -> Role:
     """The role a command's AWS calls need: ``read`` for the commands that change nothing."""
-    reads = args.command in ("status", "drift", "validate") or getattr(args, "dry_run", False)
+    reads = args.command in ("status", "drift", "validate", "history") or getattr(args, "dry_run", False)
     shown = args.command == "terraform" and args.action == "plan" and not (args.store and args.pull_request is None)
     return "read" if reads or shown else "deploy"
 
@@ -242,6 +253,10 @@ def _handler(command: str) -> Handler:
         from cli.status import COMMANDS as status_commands
 
         return status_commands[command]
+    if command == "history":
+        from cli.history import COMMANDS as history_commands
+
+        return history_commands[command]
     if command == "validate":
         from cli.validate import COMMANDS as validate_commands
 

@@ -44,6 +44,7 @@ from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
 from tasks.ledger import Record, actor, read_latest, record_release
+from tasks.loadtest import LoadResult, run_load_test
 from tasks.notify import Emailer, Notifier, run_url
 
 # Flow runs whose outcome the body already reported (the state hooks then stay quiet).
@@ -215,6 +216,25 @@ def deploy_component(
     return Failed(message=f"{component} to {environment}: {latest.outcome}: {reason}", data=latest)
 
 
+@task(
+    name="load-test", task_run_name="load test {component} in {environment}", cache_policy=_ONCE_PER_RUN,
+    persist_result=True,
+)  # fmt: skip
+def load_test_component(component: str, environment: str, version: str, config_path: str | None) -> LoadResult:
+    """The component's load test there, judged against the ledger's last passing one and recorded (once per run)."""
+    config = load_config(config_path)
+    return run_load_test(config, target_for(config, environment), component, environment, version)
+
+
+def load_test_lines(results: dict[str, LoadResult | str]) -> dict[str, str]:
+    """Component → its load test in one line (a string: the test could not run, and why)."""
+    return {
+        c: f"{r.verdict.upper()}: {r.line()}" + ("" if r.verdict == "pass" else f"; {r.reason}")
+        if isinstance(r, LoadResult) else f"ERROR: {r}"
+        for c, r in results.items()
+    }  # fmt: skip
+
+
 def _seconds(record: Record) -> float | None:
     try:
         start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
@@ -330,6 +350,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append("")
         identity = f" ({decision['verified']})" if decision.get("verified") else ""
         lines.append(f"Approval for {decision['environment']}: {Decision(**decision).describe()}{identity}")
+    for env, tests in (summary.get("load_tests") or {}).items():
+        lines += ["", f"Load test in {env}:", *(f"- {c}: {text}" for c, text in tests.items())]
     lines += ["", f"Took {_took(summary['seconds'])} (builds {_took(summary['build_seconds'])})."]
     return "\n".join(lines)
 
@@ -352,6 +374,7 @@ class Release:
         self.started = time.monotonic()
         self.build_seconds = 0.0
         self.builds: dict[str, str] = {}
+        self.load_tests: dict[str, dict[str, str]] = {}  # environment → component → its load test in one line
         # Resumed after a suspension: up to the answer at this gate, the run repeats what it did
         # before, and its messages went out then; they are not sent twice.
         self.replaying_until = replayed_gate(environments)
@@ -373,7 +396,7 @@ class Release:
             "seconds": round(time.monotonic() - self.started, 1), "build_seconds": round(self.build_seconds, 1),
             "notify_failures": self.notifier.failures + self.emailer.failures,
             "flow_run_id": str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
-            "flow_run_name": ctx.flow_run.name if ctx and ctx.flow_run else None,
+            "flow_run_name": ctx.flow_run.name if ctx and ctx.flow_run else None, "load_tests": self.load_tests,
         }  # fmt: skip
 
     def finish(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
@@ -443,8 +466,9 @@ class Release:
             self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
             settings.approvers,
         )  # fmt: skip
+        description += self._load_test_text()
         run_id = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
-        how = "Resume the run in the Prefect UI, or `opcd approve RUN --approver NAME --reason …`"
+        how = f"Resume the run in the Prefect UI, or `opcd approve {run_id} --approver NAME --reason …`"
         command = f"Or from a terminal: opcd approve {run_id} --approver NAME --reason '…'"
         if settings.verify == "github":  # the approver is the GitHub reviewer of an approval run, checked
             how = command = (
@@ -457,7 +481,7 @@ class Release:
             f"approval requested for {environment}: {', '.join(self.components)} {self.version}",
             "warn",
             {"Approvers": ", ".join(settings.approvers), "Live now": "\n".join(f"{c}: {v}" for c, v in live.items()),
-             "How": how},
+             "How": how, **self._load_test_facts()},
         )  # fmt: skip
         self.emailer.send(
             f"[opcd] approval needed: release {self.version} to {environment}",
@@ -516,6 +540,52 @@ class Release:
             detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
             self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
+
+    def load_test(self, environment: str) -> None:
+        """After the first environment's deploys: each component's ``load_test``, one after the other (so
+        they do not slow each other down); any failing one ends the release before the next approval."""
+        tested = [c for c in self.components if self.config.component(c).load_test]
+        if not tested or environment != next(iter(self.config.environments)):
+            return
+        start = time.monotonic()
+        results: dict[str, LoadResult | str] = {}
+        for component in tested:
+            future = load_test_component.submit(component, environment, self.version, self.config_path)
+            future.wait()
+            if future.state.is_completed():
+                results[component] = future.state.result()
+            else:
+                error = future.state.result(raise_on_failure=False)
+                results[component] = cause(error)[0] if isinstance(error, BaseException) else str(error)
+        self.load_tests[environment] = lines = load_test_lines(results)
+        failed = [c for c, r in results.items() if not (isinstance(r, LoadResult) and r.verdict == "pass")]
+        took = f"{time.monotonic() - start:.0f} s"
+        text = f"{environment}: load test {'FAILED' if failed else 'passed'} ({', '.join(failed or tested)}) in {took}"
+        self.notifier.send(text, "fail" if failed else "ok", lines)
+        if failed:
+            later = self.environments[self.environments.index(environment) + 1 :]
+            detail = f"{environment} load test failed ({'; '.join(f'{c}: {lines[c]}' for c in failed)})" + (
+                f"; {', '.join(later)} untouched" if later else ""
+            )
+            self.finish(ReleaseOutcome.FAILED, detail)
+            raise DeployFailed(
+                f"release {self.version}: {detail}",
+                f"{environment} keeps {self.version} (`opcd rollback COMPONENT --env {environment}` goes back);"
+                " fix the regression and release again",
+            )
+
+    def _load_test_text(self) -> str:
+        """The load tests' numbers for the approval form (markdown), or nothing."""
+        return "".join(
+            f"\n\nLoad test in {env}:\n" + "\n".join(f"- **{c}**: {text}" for c, text in tests.items())
+            for env, tests in self.load_tests.items()
+        )
+
+    def _load_test_facts(self) -> dict[str, str]:
+        return {
+            f"Load test ({env})": "\n".join(f"{c}: {text}" for c, text in tests.items())[:1900]
+            for env, tests in self.load_tests.items()
+        }
 
 
 def _forget(flow: Any, flow_run: Any, state: Any) -> None:
@@ -595,5 +665,6 @@ def _release(
     for environment in envs:
         run.approve(environment)
         run.deploy(environment)
+        run.load_test(environment)
     where = ", ".join(envs)
     return run.finish(ReleaseOutcome.RELEASED, f"{', '.join(run.components)} {version} live in {where}")

@@ -70,21 +70,27 @@ def _secret(block: str | None) -> str | None:
     return str(value) if value else None
 
 
+def flow_run_url(flow_run_id: str) -> str | None:
+    """A flow run's page in the Prefect UI, when the UI's URL (``PREFECT_UI_URL``) is known."""
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
+
+
 def run_url() -> str | None:
     """The current flow run's page in the Prefect UI, when the UI's URL is known."""
 
     ctx = FlowRunContext.get()
-    ui = PREFECT_UI_URL.value()
-    if not (ctx and ctx.flow_run and ui):
-        return None
-    return f"{ui.rstrip('/')}/runs/flow-run/{ctx.flow_run.id}"
+    return flow_run_url(str(ctx.flow_run.id)) if ctx and ctx.flow_run else None
 
 
-def run_link() -> str | None:
-    """Slack link to the current flow run in the Prefect UI, when the UI's URL is known."""
+def run_button() -> dict[str, Any] | None:
+    """A Slack button that opens the current flow run in the Prefect UI, when the UI's URL is known."""
 
     url, ctx = run_url(), FlowRunContext.get()
-    return f"<{url}|{ctx.flow_run.name}>" if url and ctx and ctx.flow_run else None
+    if not (url and ctx and ctx.flow_run):
+        return None
+    text = {"type": "plain_text", "text": f"Prefect run {ctx.flow_run.name}"[:75]}  # Slack's limit for a button
+    return {"type": "button", "text": text, "url": url, "action_id": "open-prefect-run"}
 
 
 class Notifier:
@@ -131,9 +137,9 @@ class Notifier:
                 "type": "section",
                 "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(facts.items())[:10]],
             })  # fmt: skip
-        link = run_link()
-        if link:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Prefect run {link}"}]})
+        button = run_button()
+        if button:
+            blocks.append({"type": "actions", "elements": [button]})
         return blocks
 
     def send(self, text: str, level: str = "info", facts: dict[str, str] | None = None) -> bool:

@@ -46,6 +46,7 @@ LAZY = {
     ("cli/main.py", "cli.release"): _COMMANDS,
     ("cli/main.py", "cli.status"): _COMMANDS,
     ("cli/main.py", "cli.validate"): _COMMANDS,
+    ("cli/main.py", "cli.history"): _COMMANDS,
     ("cli/main.py", "cli.infra"): _COMMANDS,
     ("opcd/iam.py", "prefect"): "every command imports opcd.iam: Prefect adds 3.5 s of CPU to `opcd --help`",
     ("tasks/checks.py", "detect_secrets"): "the validate extra: the secret scan says how to install it if missing",
