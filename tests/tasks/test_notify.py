@@ -81,3 +81,34 @@ def test_without_slack_messages_stay_in_the_log(sink: SlackSink) -> None:
     notifier = Notifier(SlackSettings(channel="#deploys"), "backend v2 → dev")
     assert notifier.send("deploy started") and sink.requests == 0
     assert notifier.destination == "the run log only (Slack not configured)"
+
+
+def test_a_message_sent_in_a_run_has_a_button_to_the_run(sink: SlackSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from slack_sdk.models.blocks import Block
+
+    import tasks.notify
+
+    run = SimpleNamespace(id=uuid4(), name="release v2-" + "x" * 80)  # a name longer than a button may say
+    monkeypatch.setattr(tasks.notify.FlowRunContext, "get", staticmethod(lambda: SimpleNamespace(flow_run=run)))
+    monkeypatch.setenv("OPCD_SLACK_WEBHOOK_URL", sink.webhook_url)
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.example/"}):
+        assert Notifier(SlackSettings(), "release v2").send("approval requested for prod", "warn")
+
+    [message] = sink.messages
+    actions = message["blocks"][-1]
+    [button] = actions["elements"]
+    assert button["url"] == f"http://prefect.example/runs/flow-run/{run.id}"
+    assert button["text"]["text"] == f"Prefect run {run.name}"[:75]
+    parsed = Block.parse(actions)  # Slack's Block Kit model (slack_sdk): an actions block with a link button
+    assert parsed is not None and parsed.type == "actions"
+    parsed.validate_json()  # raises on what Slack refuses (a button's text over 75 characters, say)
+
+
+def test_outside_a_run_there_is_no_button(sink: SlackSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPCD_SLACK_WEBHOOK_URL", sink.webhook_url)
+    assert Notifier(SlackSettings(), "backend v2 → dev").send("done", "ok")
+    assert [b["type"] for b in sink.messages[0]["blocks"]] == ["section"]
