@@ -55,6 +55,9 @@ def _dry_run_release(
         print(f"{env} ({gate}):")
         for component in components:
             print(f"  {component}: live now {live_now(config, target, env, component)} → {version}")
+        tested = [c for c in components if config.component(c).load_test and env == next(iter(config.environments))]
+        if tested:
+            print(f"  then a load test of {', '.join(tested)}, judged against its last passing result")
     return 0
 
 

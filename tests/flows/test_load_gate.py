@@ -125,3 +125,13 @@ def test_an_equal_version_passes_and_its_numbers_reach_the_approval_and_the_hist
     header, row = out.splitlines()
     assert header.split() == HEADER
     assert " release " in row and " rejected " in row and row.endswith(waiting["url"])
+
+
+def test_the_dry_run_says_which_components_are_load_tested(project: Project) -> None:
+    with_load_test(project)
+    code, out, err = project.cli("release", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    dev, prod = lines.index("dev (no approval):"), lines.index("prod (approval by alice or bob first):")
+    assert lines[dev + 4] == "  then a load test of backend, judged against its last passing result"
+    assert prod == dev + 5 and not [line for line in lines[prod:] if "load test" in line]
