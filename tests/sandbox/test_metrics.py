@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sandbox.server import lambda_metrics, percentile
-from tests.conftest import Project
+from tests.conftest import Project, one_line_error
 from tests.sandbox.shapes import problems
 from tests.sandbox.test_invoke_shim import zipped
 
@@ -158,3 +158,32 @@ def test_which_dimension_sets_an_invocation_adds() -> None:
     assert sets("$LATEST") == [["FunctionName"]]
     throttled = lambda_metrics("f", "live", "2", None, False, throttled=True)
     assert {m["MetricName"] for m in throttled} == {"Throttles"}
+
+
+def test_traffic_drives_the_gateway_and_lambdas_metrics_count_it(project: Project) -> None:
+    code, out, err = project.cli(
+        "sandbox", "traffic", "https://api.dev.outreachpass.example/health", "--rps", "20", "--for", "1s"
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("sending 20 GET https://api.dev.outreachpass.example/health (http://127.0.0.1:")
+    assert lines[1].startswith("20 requests in ") and "answers 200: 20;" in lines[1]
+    assert lines[1].endswith("Lambda versions v1: 20")
+    alias = dims(FunctionName="outreachpass-api-dev", Resource="outreachpass-api-dev:live", ExecutedVersion="1")
+    assert sum(metric_data(project, [query("n", "Invocations", "Sum", alias)])["n"]) == 20
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["https://example.org/", "--for", "1s"], "error: https://example.org/ is not served by the sandbox: the"
+         " traffic generator sends to loopback only — give a URL the sandbox's gateway maps ("),
+        (["http://127.0.0.1:9/", "--rps", "1000"], "error: --rps 1000 is out of bounds — give 0 < rps <= 200"),
+        (["http://127.0.0.1:9/", "--for", "1h"], "error: --for 1h is out of bounds — give more than 0 and at most"),
+        (["http://127.0.0.1:9/", "--for", "soon"], "error: --for soon: expected a duration such as"),
+    ],
+)  # fmt: skip
+def test_traffic_is_bounded_and_loopback_only(project: Project, args: list[str], error: str) -> None:
+    code, out, err = project.cli("sandbox", "traffic", *args)
+    assert code == 2 and out == ""
+    assert one_line_error(err).startswith(error)
