@@ -154,7 +154,7 @@ def fire_rule(config_path: Path, name: str, environment: str) -> int:
 
 MAX_RPS = 200.0  # the traffic generator's bounds: it drives the sandbox, it is no load-testing tool
 MAX_SECONDS = 600.0
-WORKERS = 16  # requests in flight at once at most
+WORKERS = 4  # requests in flight at once at most: a slow sandbox slows the rate, it does not pile up
 
 
 def loopback(url: str) -> bool:
@@ -191,10 +191,10 @@ class TrafficReport:
             return f"{ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)]:.0f}ms" if ordered else "-"
 
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
-        versions = ", ".join(f"v{k}: {v}" for k, v in sorted(self.versions.items())) or "not said"
+        versions = ", ".join(f"version {k}: {v}" for k, v in sorted(self.versions.items())) or "not said"
         return (
             f"{self.sent} requests in {elapsed:.1f}s ({self.sent / max(elapsed, 0.001):.1f}/s); answers {statuses};"
-            f" latency p50 {pct(50)}, p95 {pct(95)}, p99 {pct(99)}; Lambda versions {versions}"
+            f" latency p50 {pct(50)}, p95 {pct(95)}, p99 {pct(99)}; served by Lambda {versions}"
         )
 
 
@@ -224,6 +224,8 @@ def traffic(config_path: Path, url: str, rps: float, duration: str) -> int:
     print(f"sending {total} GET {url} ({local}) at {rps:g}/s for {seconds:g}s", flush=True)
     report = TrafficReport()
 
+    slots = threading.BoundedSemaphore(WORKERS)
+
     def one(client: httpx.Client) -> None:
         began = time.perf_counter()
         try:
@@ -231,6 +233,8 @@ def traffic(config_path: Path, url: str, rps: float, duration: str) -> int:
             status, version = str(answer.status_code), answer.headers.get("x-sandbox-executed-version")
         except httpx.HTTPError as exc:
             status, version = type(exc).__name__, None
+        finally:
+            slots.release()
         report.add(status, version, time.perf_counter() - began)
 
     started = time.monotonic()
@@ -244,6 +248,8 @@ def traffic(config_path: Path, url: str, rps: float, duration: str) -> int:
                     break
                 if due > now:
                     time.sleep(due - now)
+                if not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    break  # every slot busy until the end: the sandbox is slower than the rate asked
                 pool.submit(one, client)
                 report.sent += 1
     print(report.summary(time.monotonic() - started))

@@ -141,7 +141,8 @@ class Analysis:
 
     def rows(self) -> list[list[str]]:
         """The comparison table: a header, the invocations, then one row per metric judged."""
-        header = ["metric", f"old (v{self.old.version})", f"new (v{self.new.version})", "change", "p-value", "verdict"]
+        old, new = f"old (version {self.old.version})", f"new (version {self.new.version})"
+        header = ["metric", old, new, "change", "p-value", "verdict"]
         rows = [header, ["invocations", str(self.old.invocations), str(self.new.invocations), "", "", ""]]
         for r in self.results:
             p_value = "" if r.p_value is None else f"{r.p_value:.4f}"
@@ -210,7 +211,7 @@ def judge(settings: CanaryAnalysis, old: Series, new: Series) -> Analysis:
     """Every configured metric judged, once both versions served ``min_samples`` invocations."""
     short = [s for s in (old, new) if s.invocations < settings.min_samples]
     if short:
-        waiting = ", ".join(f"v{s.version} {s.invocations}/{settings.min_samples}" for s in short)
+        waiting = ", ".join(f"version {s.version} {s.invocations}/{settings.min_samples}" for s in short)
         return Analysis("inconclusive", f"too few invocations to judge ({waiting})", old, new)
     results = [
         judge_latency(m, settings, old, new) if m in LATENCY else judge_rate(m, settings, old, new)
@@ -220,12 +221,16 @@ def judge(settings: CanaryAnalysis, old: Series, new: Series) -> Analysis:
     unsure = [r for r in results if r.verdict == "inconclusive"]
     if failed:
         words = "; ".join(f"{r.metric} {r.old} → {r.new} ({r.change}, p={r.p_value:.4f})" for r in failed)
-        return Analysis("fail", f"v{new.version} is worse than v{old.version}: {words}", old, new, results)
+        return Analysis(
+            "fail", f"version {new.version} is worse than version {old.version}: {words}", old, new, results
+        )
     if unsure:
         words = ", ".join(f"{r.metric} {r.change or 'no data'}" for r in unsure)
         return Analysis("inconclusive", f"not significant yet: {words}", old, new, results)
     names = ", ".join(r.metric for r in results)
-    return Analysis("pass", f"v{new.version} is no worse than v{old.version} ({names})", old, new, results)
+    return Analysis(
+        "pass", f"version {new.version} is no worse than version {old.version} ({names})", old, new, results
+    )
 
 
 def _query(qid: str, function: str, version: str, metric: str, stat: str, period: int) -> MetricDataQueryTypeDef:

@@ -292,10 +292,9 @@ class Bake:
         """A new verdict: its table in the run log and, once judged, in Slack."""
         self._verdict = result.verdict
         text = f"canary analysis {after:.0f}s into the bake: {result.summary()}"
-        get_run_logger().log(
-            logging.WARNING if result.verdict == "fail" else logging.INFO, "%s\n%s", text[0].upper() + text[1:],
-            result.table(),
-        )  # fmt: skip
+        table = f"\n{result.table()}" if result.results else ""  # no table before anything is judged
+        level = logging.WARNING if result.verdict == "fail" else logging.INFO
+        get_run_logger().log(level, "%s%s", text[0].upper() + text[1:], table)
         if self.notifier and result.results:
             self.notifier.send(f"{text}\n```{result.table()}```", "fail" if result.verdict == "fail" else "info")
 

@@ -67,16 +67,21 @@ def test_a_slower_version_fails_on_latency_and_the_reason_has_the_numbers() -> N
     assert result.verdict == "fail"
     verdicts = {r.metric: r.verdict for r in result.results}
     assert verdicts == {"errors": "pass", "throttles": "pass", "p50 ms": "fail", "p99 ms": "fail"}
-    assert result.reason.startswith("v2 is worse than v1: p50 ms 99.0 (30 periods) → 128.7 (30 periods) (+30%, p=")
-    assert result.rows()[0] == ["metric", "old (v1)", "new (v2)", "change", "p-value", "verdict"]
-    assert "FAIL" in result.table() and result.markdown().startswith("| metric | old (v1) |")
+    assert result.reason.startswith(
+        "version 2 is worse than version 1: p50 ms 99.0 (30 periods) → 128.7 (30 periods) (+30%, p="
+    )
+    assert result.rows()[0] == ["metric", "old (version 1)", "new (version 2)", "change", "p-value", "verdict"]
+    assert "FAIL" in result.table() and result.markdown().startswith("| metric | old (version 1) |")
 
 
 def test_an_equal_version_passes() -> None:
     old = Series("1", invocations=900, errors=3, p50=latencies(30), p99=latencies(30, 2.0))
     new = Series("2", invocations=100, errors=0, p50=latencies(30, shift=3), p99=latencies(30, 2.0, shift=5))
     result = judge(SETTINGS, old, new)
-    assert result.verdict == "pass" and result.reason == "v2 is no worse than v1 (errors, throttles, p50 ms, p99 ms)"
+    assert (
+        result.verdict == "pass"
+        and result.reason == "version 2 is no worse than version 1 (errors, throttles, p50 ms, p99 ms)"
+    )
 
 
 def test_more_errors_fail_once_significant_and_beyond_the_allowed_increase() -> None:
@@ -92,7 +97,7 @@ def test_more_errors_fail_once_significant_and_beyond_the_allowed_increase() -> 
 def test_too_few_invocations_is_inconclusive_and_says_how_many() -> None:
     result = judge(SETTINGS, Series("1", invocations=400), Series("2", invocations=12, p50=[500.0]))
     assert result.verdict == "inconclusive" and result.results == []
-    assert result.reason == "too few invocations to judge (v2 12/50)"
+    assert result.reason == "too few invocations to judge (version 2 12/50)"
 
 
 # --- a bake judged on the sandbox's CloudWatch --------------------------------------------------------------
@@ -153,7 +158,9 @@ def test_a_version_30_percent_slower_fails_the_bake_while_the_alarms_are_ok(
 
     assert "canary analysis failed" in str(caught.value) and "p50 ms" in str(caught.value)
     [tick] = bake.log.ticks
-    assert tick.guards["alarms"] == "OK" and tick.guards["analysis"].startswith("fail: v2 is worse than v1")
+    assert tick.guards["alarms"] == "OK" and tick.guards["analysis"].startswith(
+        "fail: version 2 is worse than version 1"
+    )
     analysis = bake.log.analysis
     assert analysis is not None and analysis["verdict"] == "fail"
     assert analysis["old"]["invocations"] == 360 and analysis["new"]["invocations"] == 80
@@ -162,8 +169,8 @@ def test_a_version_30_percent_slower_fails_the_bake_while_the_alarms_are_ok(
     assert bake.log.ended == "guard-failed"
     [warning] = logged(run_log, logging.WARNING)
     lines = warning.splitlines()  # the verdict, then the table
-    assert lines[0].startswith("Canary analysis ") and lines[1].split() == ["metric", "old", "(v1)", "new", "(v2)",
-        "change", "p-value", "verdict"]  # fmt: skip
+    assert lines[0].startswith("Canary analysis ") and lines[1].split() == ["metric", "old", "(version", "1)", "new",
+        "(version", "2)", "change", "p-value", "verdict"]  # fmt: skip
     assert any(line.startswith("p50 ms") and line.endswith("FAIL") for line in lines[2:])
 
 
@@ -194,12 +201,12 @@ def test_too_few_samples_is_inconclusive_and_the_end_of_the_bake_follows_the_set
             bake.bake(Step(10, 0.0), 1, 1)
         assert str(caught.value) == (
             "bake guard failed at 10%: canary analysis inconclusive at the end of the bake (too few invocations"
-            " to judge (v2 10/50)) and analysis.on_inconclusive is fail"
+            " to judge (version 2 10/50)) and analysis.on_inconclusive is fail"
         )
     else:
         assert bake.bake(Step(10, 0.0), 1, 1) == "baked"
         assert logged(run_log, logging.WARNING) == [
-            "Canary analysis inconclusive at the end of the bake (too few invocations to judge (v2 10/50)):"
+            "Canary analysis inconclusive at the end of the bake (too few invocations to judge (version 2 10/50)):"
             " passing, as analysis.on_inconclusive says"
         ]
     assert bake.log.analysis is not None and bake.log.analysis["verdict"] == "inconclusive"
@@ -209,7 +216,7 @@ def test_too_few_samples_is_inconclusive_and_the_end_of_the_bake_follows_the_set
 def test_inconclusive_mid_bake_goes_on(prod: AwsTarget) -> None:
     bake = canary(prod, SETTINGS.model_copy(update={"on_inconclusive": "fail"}), last_minute())
     state, failure = bake.analyse(final=False)
-    assert failure == "" and state == "inconclusive: too few invocations to judge (v1 0/50, v2 0/50)"
+    assert failure == "" and state == "inconclusive: too few invocations to judge (version 1 0/50, version 2 0/50)"
 
 
 def test_reading_asks_for_each_version_under_lambdas_dimensions(prod: AwsTarget) -> None:
