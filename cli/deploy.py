@@ -146,6 +146,7 @@ def _dry_run_deploy(args: argparse.Namespace, config: Config, target: Any) -> in
     if strategy.gradual:
         guards = ["alarms"] * bool(env.alarms) + ["health"] * (args.component in env.health)
         guards += ["smoke on the new version"] * bool(env.bake.smoke and comp.smoke)
+        guards += ["canary analysis (new vs old version on CloudWatch)"] * bool(env.bake.analysis)
         steps.append(
             f"shift live by {strategy.describe()}; every {env.bake.poll_interval:g}s check"
             f" {', '.join(guards) or 'nothing (no guards configured)'}"

@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     fire = sandbox_sub.add_parser("fire-rule", help="deliver an EventBridge rule's event to its Lambda targets")
     fire.add_argument("rule", help="rule name from opcd.toml (nightly-digest) or its full AWS name")
     fire.add_argument("--env", dest="environment", default="dev", help="environment (default dev)")
+    traffic = sandbox_sub.add_parser("traffic", help="send GET requests to a URL the sandbox serves, at a steady rate")
+    traffic.add_argument("url", help="a public URL the gateway maps (https://api.outreachpass.example/health)")
+    traffic.add_argument("--rps", type=float, default=10.0, help="requests per second (default 10, at most 200)")
+    traffic.add_argument("--for", dest="duration", default="30s", help="how long (default 30s, at most 10m)")
 
     deploy = sub.add_parser("deploy", help="deploy one component to one environment")
     deploy.add_argument("component", help="a component of opcd.toml, e.g. backend")

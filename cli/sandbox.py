@@ -35,6 +35,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         result = commands.down(path)
     elif args.action == "fire-rule":
         result = commands.fire_rule(path, args.rule, args.environment)
+    elif args.action == "traffic":
+        result = commands.traffic(path, args.url, args.rps, args.duration)
     else:
         result = commands.env(path)
     return result

@@ -180,7 +180,7 @@ def make_bake(
     comp = plan.config.lambda_component(plan.component)
     guards = Guards(
         plan.alarms, plan.target.resolve_url(public) if public else None, public, env.health_check,
-        comp.smoke if env.bake.smoke else [],
+        comp.smoke if env.bake.smoke else [], analysis=env.bake.analysis,
     )  # fmt: skip
     ctx = FlowRunContext.get()
     return Bake(

@@ -356,11 +356,62 @@ class HealthCheck(_Model):
     timeout: Duration = Field(default=5.0, description="Time limit of one request.")
 
 
+AnalysisMetric = Literal["errors", "throttles", "p50", "p99"]
+
+
+class CanaryAnalysis(_Model):
+    """Canary analysis: the new and the old Lambda version compared on CloudWatch's metrics while they share
+    ``live`` (``ExecutedVersion``), every poll of a canary or linear bake. A failing metric rolls back."""
+
+    metrics: list[AnalysisMetric] = Field(
+        default=["errors", "throttles", "p50", "p99"], min_length=1,
+        description="What is judged: errors and throttles (rates, two-proportion test), p50 and p99 of Duration"
+        " (Mann-Whitney U on per-period values, plus max_latency_increase).",
+    )  # fmt: skip
+    min_samples: int = Field(
+        default=50, ge=1, description="Invocations each version needs before anything is judged (else inconclusive)."
+    )
+    period: Duration = Field(
+        default=60.0, description="CloudWatch period of the values read (1, 5, 10, 30 s or a multiple of 60 s)."
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="How sure a difference must be to fail a metric (1 - p-value)."
+    )
+    max_error_increase: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Error or throttle rate the new version may have above the old one (0.01: one point).",
+    )  # fmt: skip
+    max_latency_increase: float = Field(
+        default=0.2, ge=0.0, description="Relative latency increase tolerated (0.2: the new version 20% slower)."
+    )
+    on_inconclusive: Literal["pass", "fail"] = Field(
+        default="pass",
+        description="What an inconclusive verdict at the end of the bake does (too little traffic to judge).",
+    )
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: float) -> float:
+        if value not in (1, 5, 10, 30) and (value < 60 or value % 60):
+            raise ValueError(f"period must be 1s, 5s, 10s, 30s or a multiple of 60s (CloudWatch's), got {value:g}s")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"metrics lists a metric twice: {value}")
+        return value
+
+
 class BakeSettings(_Model):
     """The guards watched while a canary or linear shift bakes."""
 
     poll_interval: Duration = Field(default=10.0, description="Seconds between guard checks (alarms, health).")
     smoke: bool = Field(default=False, description="Also invoke the new version with the smoke checks each poll.")
+    analysis: CanaryAnalysis | None = Field(
+        default=None, description="Canary analysis of Lambda bakes (new vs old version on CloudWatch); none: off."
+    )
 
     @field_validator("poll_interval")
     @classmethod

@@ -140,6 +140,9 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     ]
     if alarms:
         statements.append(_statement("Alarms", ["cloudwatch:DescribeAlarms"], alarms))
+    if not read and functions and any(env.bake.analysis for env in config.environments.values()):
+        # canary analysis reads each version's metrics (GetMetricData has no resource-level scope)
+        statements.append(_statement("CanaryAnalysis", ["cloudwatch:GetMetricData"], ["*"]))
 
     if containers:
         repositories = [

@@ -56,11 +56,14 @@ def _init(handler_spec: str) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _invoke(func: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The handler's outcome and its run in milliseconds (Lambda's Duration: init not included)."""
+    began = time.perf_counter()
     try:
         result = func(request["event"], LambdaContext(request["context"]))
     except Exception as exc:
-        return {"ok": False, "error": _error(type(exc).__name__, str(exc), exc.__traceback__)}
-    return {"ok": True, "result": result}
+        error = _error(type(exc).__name__, str(exc), exc.__traceback__)
+        return {"ok": False, "error": error, "duration_ms": (time.perf_counter() - began) * 1000}
+    return {"ok": True, "result": result, "duration_ms": (time.perf_counter() - began) * 1000}
 
 
 def main() -> None:

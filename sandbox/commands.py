@@ -1,19 +1,27 @@
-"""``opcd sandbox up|down|env``."""
+"""``opcd sandbox up|down|env|fire-rule|traffic``."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import math
 import os
 import shutil
 import signal
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
 
 from opcd.aws import SANDBOX_FILE, AwsTarget
-from opcd.config import load_config
+from opcd.config import load_config, parse_duration
+from opcd.errors import InputError
 from sandbox.seed import ecs_services, seed
 from sandbox.server import (
     SandboxServer,
@@ -142,3 +150,107 @@ def fire_rule(config_path: Path, name: str, environment: str) -> int:
         print(f"fired {full} → {rule_target['Arn']} (version {result.get('ExecutedVersion')}): {state}")
         print(f"  {body}")
     return 1 if failed else 0
+
+
+MAX_RPS = 200.0  # the traffic generator's bounds: it drives the sandbox, it is no load-testing tool
+MAX_SECONDS = 600.0
+WORKERS = 4  # requests in flight at once at most: a slow sandbox slows the rate, it does not pile up
+
+
+def loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class TrafficReport:
+    """What the traffic generator saw: answers by status, latencies, versions that served them."""
+
+    sent: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status: str, version: str | None, seconds: float) -> None:
+        with self.lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if version:
+                self.versions[version] = self.versions.get(version, 0) + 1
+            self.latencies.append(seconds * 1000)
+
+    def summary(self, elapsed: float) -> str:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> str:
+            return f"{ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)]:.0f}ms" if ordered else "-"
+
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        versions = ", ".join(f"version {k}: {v}" for k, v in sorted(self.versions.items())) or "not said"
+        return (
+            f"{self.sent} requests in {elapsed:.1f}s ({self.sent / max(elapsed, 0.001):.1f}/s); answers {statuses};"
+            f" latency p50 {pct(50)}, p95 {pct(95)}, p99 {pct(99)}; served by Lambda {versions}"
+        )
+
+
+def traffic(config_path: Path, url: str, rps: float, duration: str) -> int:
+    """``opcd sandbox traffic URL --rps R --for D``: GET ``url`` ``rps`` times a second for ``duration``
+    through the sandbox's gateway (a public URL is mapped onto it); loopback only, bounded in rate and time."""
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise InputError(f"--for {duration}: {exc}", "e.g. --for 30s or --for 2m") from None
+    if not 0 < rps <= MAX_RPS:
+        raise InputError(f"--rps {rps:g} is out of bounds", f"give 0 < rps <= {MAX_RPS:g}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise InputError(f"--for {duration} is out of bounds", f"give more than 0 and at most {MAX_SECONDS:g}s")
+    config = load_config(config_path)
+    info = read_info(config.state_dir())
+    gateway = (info or {}).get("gateway") or {}
+    target = AwsTarget("sandbox", config.project.region, gateway=gateway)
+    local = target.resolve_url(url)
+    if not loopback(local):
+        known = ", ".join(gateway) or "none: is the sandbox up (`opcd sandbox up --detach`)?"
+        raise InputError(
+            f"{url} is not served by the sandbox: the traffic generator sends to loopback only",
+            f"give a URL the sandbox's gateway maps ({known}) or an http://127.0.0.1 one",
+        )
+    total = max(1, round(rps * seconds))
+    print(f"sending {total} GET {url} ({local}) at {rps:g}/s for {seconds:g}s", flush=True)
+    report = TrafficReport()
+
+    slots = threading.BoundedSemaphore(WORKERS)
+
+    def one(client: httpx.Client) -> None:
+        began = time.perf_counter()
+        try:
+            answer = client.get(local)
+            status, version = str(answer.status_code), answer.headers.get("x-sandbox-executed-version")
+        except httpx.HTTPError as exc:
+            status, version = type(exc).__name__, None
+        finally:
+            slots.release()
+        report.add(status, version, time.perf_counter() - began)
+
+    started = time.monotonic()
+    deadline = started + seconds
+    with httpx.Client(timeout=10.0, headers={"user-agent": "opcd-sandbox-traffic"}) as client:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for number in range(total):
+                due = started + number / rps
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if due > now:
+                    time.sleep(due - now)
+                if not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    break  # every slot busy until the end: the sandbox is slower than the rate asked
+                pool.submit(one, client)
+                report.sent += 1
+    print(report.summary(time.monotonic() - started))
+    return 0 if any(k.startswith("2") for k in report.statuses) else 1

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class Invocation:
     executed_version: str
     function_error: str | None
     log_tail: str
+    duration_ms: float | None = None  # the handler's run, as Lambda's Duration metric
 
 
 class Worker:
@@ -97,6 +99,8 @@ class LambdaRunner:
         self._pool_lock = threading.Lock()
         self._idle: list[Worker] = []
         self._busy = 0
+        # called after each invocation that ran (its metrics); (function, qualifier, result, region)
+        self.on_invoked: Callable[[Any, str, Invocation, str], None] | None = None
 
     def _code_dir(self, code: bytes) -> Path:
         digest = hashlib.sha256(code).hexdigest()
@@ -202,12 +206,24 @@ class LambdaRunner:
         }
         worker = self._checkout(fn, region)
         start = worker.log_path.stat().st_size if worker.log_path.exists() else 0
+        began = time.perf_counter()
         try:
             outcome = worker.call({"event": json.loads(event or b"null"), "context": context}, float(fn.timeout))
             if outcome and not outcome["ok"] and outcome["error"]["errorType"] in INIT_ERRORS:
                 worker.kill()  # it exits after an init error; the next invocation initialises again
         finally:
             self._checkin(worker)
+        result = self._result(outcome, worker, request_id, fn, start)
+        # the handler's own run, as Lambda measures it (init excluded); a timeout or crash: the time waited
+        ran = outcome.get("duration_ms") if outcome else None
+        result.duration_ms = round(ran if ran is not None else (time.perf_counter() - began) * 1000, 3)
+        if self.on_invoked is not None:
+            self.on_invoked(fn, qualifier, result, region)
+        return result
+
+    def _result(
+        self, outcome: dict[str, Any] | None, worker: Worker, request_id: str, fn: Any, start: int
+    ) -> Invocation:
         with worker.log_path.open("rb") as log:
             log.seek(start)
             tail = log.read().decode("utf-8", "replace")

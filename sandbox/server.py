@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -23,7 +24,7 @@ import httpx
 # `fire-rule` load this module and run without them.
 from opcd.aws import SANDBOX_FILE
 from opcd.errors import InputError
-from sandbox.lambda_runtime import LambdaRunner, log_result_header
+from sandbox.lambda_runtime import Invocation, LambdaRunner, log_result_header
 
 ACCOUNT_ID = "123456789012"
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
@@ -41,6 +42,7 @@ def _configure_moto() -> None:
 
     default_user_config.setdefault("lambda", {})["use_docker"] = False
     _composite_alarms_as_aws()
+    _metric_data_as_aws()
 
 
 def _composite_alarms_as_aws() -> None:
@@ -71,6 +73,107 @@ def _composite_alarms_as_aws() -> None:
     CloudWatchResponse._opcd_composite = True  # type: ignore[attr-defined]
 
 
+_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
+
+
+def percentile(values: list[float], stat: str) -> float | None:
+    """CloudWatch's ``pNN`` of raw values (nearest rank); None when there are none."""
+    match = _PERCENTILE.match(stat)
+    if not match or not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-float(match[1]) * len(ordered) // 100))  # ceil(p/100 * n), at least the first
+    return ordered[int(rank) - 1]
+
+
+def _metric_data_as_aws() -> None:
+    """GetMetricData as AWS serves it for a metric's statistics (stands in where moto 5.2.5 falls short).
+
+    moto answers a percentile statistic (``p50``, ``p99``) with a 500, and compares every data point with
+    every period (seconds per poll once an invoke records its metrics): here each query's points are
+    picked once, by namespace, name, exact dimensions and unit, then grouped by period. Queries with
+    an ``Expression`` still go to moto.
+    """
+    from moto.cloudwatch.models import CloudWatchBackend, Statistics
+
+    if getattr(CloudWatchBackend, "_opcd_metric_data", False):
+        return
+    original = CloudWatchBackend.get_metric_data
+    statistic = Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self: Any, stat: str) -> Any:
+        if _PERCENTILE.match(stat):
+            return percentile(self.metric_single_values_list, stat)
+        return statistic(self, stat)
+
+    def get_metric_data(
+        self: Any, queries: list[dict[str, Any]], start_time: Any, end_time: Any, scan_by: str = "TimestampAscending"
+    ) -> list[dict[str, Any]]:
+        if any("MetricStat" not in q for q in queries):
+            return original(self, queries, start_time, end_time, scan_by)
+        original(self, [], start_time, end_time, scan_by)  # its checks of the window
+        start, end = start_time.replace(microsecond=0), end_time.replace(microsecond=0)
+        points = [md for md in self.get_all_metrics() if start <= md.timestamp < end]
+        results = []
+        for query in queries:
+            stat_of = query["MetricStat"]
+            metric, stat, period = stat_of["Metric"], stat_of["Stat"], int(stat_of["Period"])
+            dimensions = sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", []))
+            buckets: dict[int, list[Any]] = {}
+            for md in points:
+                if md.namespace != metric["Namespace"] or md.name != metric["MetricName"]:
+                    continue
+                if sorted((d.name, d.value) for d in md.dimensions) != dimensions:
+                    continue
+                if stat_of.get("Unit") and md.unit != stat_of["Unit"]:
+                    continue
+                buckets.setdefault(int((md.timestamp - start).total_seconds()) // period, []).append(md)
+            timestamps, values = [], []
+            for index in sorted(buckets, reverse=scan_by == "TimestampDescending"):
+                stats = Statistics([stat], start + timedelta(seconds=index * period))
+                stats.metric_data = buckets[index]
+                value = stats.get_statistics_for_type(stat)
+                if value is not None:  # AWS leaves out a period without the statistic (no raw values)
+                    timestamps.append(stats.timestamp)
+                    values.append(value)
+            if query.get("ReturnData", True):
+                results.append({
+                    "id": query["Id"], "label": query.get("Label") or f"{metric['MetricName']} {stat}",
+                    "values": values, "timestamps": timestamps, "status_code": "Complete",
+                })  # fmt: skip
+        return results
+
+    Statistics.get_statistics_for_type = get_statistics_for_type  # type: ignore[method-assign]
+    CloudWatchBackend.get_metric_data = get_metric_data  # type: ignore[method-assign]
+    CloudWatchBackend._opcd_metric_data = True  # type: ignore[attr-defined]
+
+
+def lambda_metrics(
+    function: str, qualifier: str, version: str, duration_ms: float | None, error: bool, throttled: bool = False
+) -> list[dict[str, Any]]:
+    """The ``AWS/Lambda`` data points one invocation adds, as Lambda publishes them.
+
+    Each goes under ``FunctionName``; an invocation of a version or alias also under ``Resource``
+    (``function:qualifier``); of an alias also under ``ExecutedVersion``, the version that ran. A
+    throttled request adds ``Throttles`` alone; any other ``Invocations``, ``Errors`` (0 or 1) and
+    ``Duration`` (milliseconds).
+    """
+    sets = [[{"Name": "FunctionName", "Value": function}]]
+    if qualifier != "$LATEST":
+        sets.append([*sets[0], {"Name": "Resource", "Value": f"{function}:{qualifier}"}])
+        if not qualifier.isdigit():
+            sets.append([*sets[1], {"Name": "ExecutedVersion", "Value": version}])
+    values: list[tuple[str, float, str]] = [("Throttles", 1.0, "Count")]
+    if not throttled:
+        values = [("Invocations", 1.0, "Count"), ("Errors", float(error), "Count")]
+        values += [("Duration", float(duration_ms), "Milliseconds")] if duration_ms is not None else []
+    return [
+        {"MetricName": name, "Value": value, "Unit": unit, "Dimensions": dims}
+        for dims in sets
+        for name, value, unit in values
+    ]
+
+
 class SandboxApp:
     """WSGI app: ``/_opcd/*`` control, Lambda invoke shim, API gateway, else moto."""
 
@@ -81,6 +184,7 @@ class SandboxApp:
         self.region = region
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.runner = LambdaRunner(work_dir, endpoint_url="")
+        self.runner.on_invoked = self.record_invocation
         self._fault_lock = threading.Lock()
         self._faults_list: list[dict[str, Any]] = []
         self.registry_host = ""  # host:port of the ECR registry stand-in; ECR's answers name it
@@ -92,6 +196,35 @@ class SandboxApp:
 
         return get_backend(ACCOUNT_ID, region)
 
+    def put_lambda_metrics(self, region: str, data: list[dict[str, Any]]) -> None:
+        """Into the sandbox's CloudWatch as PutMetricData puts them (moto's backend, in this process)."""
+        from moto.cloudwatch.models import cloudwatch_backends
+        from moto.core.utils import utcnow
+
+        stamp = utcnow()
+        cloudwatch_backends[ACCOUNT_ID][region].put_metric_data("AWS/Lambda", [{**d, "Timestamp": stamp} for d in data])
+
+    def record_invocation(self, fn: Any, qualifier: str, result: Invocation, region: str) -> None:
+        """What Lambda's metrics say of one invocation (the runner calls it after each, async ones too)."""
+        error = result.function_error is not None
+        self.put_lambda_metrics(region, lambda_metrics(
+            fn.function_name, qualifier, result.executed_version, result.duration_ms, error,
+        ))  # fmt: skip
+
+    def record_throttle(self, environ: dict[str, Any], path: str) -> None:
+        """An injected 429 on an invoke (or the gateway's invoke of ``live``): Lambda's ``Throttles``."""
+        invoke, gateway = _INVOKE.match(path), _GATEWAY.match(path)
+        name = unquote(invoke["name"]) if invoke else gateway["function"] if gateway else None
+        if not name:
+            return
+        qualifier = parse_qs(environ.get("QUERY_STRING", "")).get("Qualifier", [None])[0] if invoke else "live"
+        try:
+            fn, qualifier = self.runner.resolve(self.lambda_backend(self.region), name, qualifier)
+        except Exception:  # no such function: nothing was throttled, the fault answers anyway
+            return
+        data = lambda_metrics(fn.function_name, qualifier, str(fn.version), None, False, throttled=True)
+        self.put_lambda_metrics(self.region, data)
+
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -100,6 +233,8 @@ class SandboxApp:
         if path == "/_opcd/faults":
             return self._faults(environ, start_response)
         if fault := self._take_fault(method, path):
+            if fault["code"] == "TooManyRequestsException":
+                self.record_throttle(environ, path)
             answer = _s3_error if _service(environ) == "s3" else _aws_error
             return answer(start_response, int(fault["status"]), str(fault["code"]), "injected by the sandbox")
         if path == "/moto-api/reset":

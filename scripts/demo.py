@@ -5,11 +5,13 @@ then releases v1 of the backend, the worker and the frontend: built in parallel,
 in parallel, an approval before prod, deployed to prod in parallel (the backend by canary). At
 the approval it says how to approve: in the Prefect UI, or with `opcd approve`. Without a
 terminal (or with DEMO_AUTO_APPROVE=1) it approves as alice after a short wait (DEMO_APPROVE_AFTER
-seconds, default 5). Then it releases v2, whose backend fails its health check once it takes
-traffic: dev rolls the backend back by itself and the release stops before prod. It ends with
-`opcd status`. Slack messages go to a local stand-in that prints them; SES keeps the emails.
-Everything lives under .opcd/demo/ and is stopped at the end; DEMO_KEEP=1 leaves the Prefect UI
-and the sandbox running to look around.
+seconds, default 5). Then it releases v2, whose backend is 80 ms slower and never fails: dev takes
+it, and in prod's canary, under traffic from `opcd sandbox traffic`, the canary analysis finds it
+slower than v1 on Lambda's metrics while the alarms stay OK, and rolls prod back. Then v3, whose
+backend fails its health check once it takes traffic: dev rolls it back by itself and the release
+stops before prod. It ends with `opcd status`. Slack messages go to a local stand-in that prints
+them; SES keeps the emails. Everything lives under .opcd/demo/ and is stopped at the end;
+DEMO_KEEP=1 leaves the Prefect UI and the sandbox running to look around.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 
 from sandbox.slack import SlackSink
@@ -34,7 +37,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".opcd" / "demo"
 BIN = Path(sys.executable).parent
 SOURCE = ROOT / "examples" / "outreachpass" / "backend"
+CANARY = "30s"  # prod's canary in the demo: long enough for the analysis to see both versions
+TRAFFIC_RPS = "15"  # requests a second to prod's API while it bakes: 10% of them reach the new version
 
+
+# Appended to the backend for v2: every request 80 ms slower (a query gone slow, say); nothing fails.
+SLOWER_EVERYWHERE = """
+
+import time as _time
+
+_fast_handler = handler
+
+
+def handler(event, context):
+    _time.sleep(0.08)
+    return _fast_handler(event, context)
+"""
 
 # Appended to the backend for v3: /health fails only when called through the live alias.
 BROKEN_UNDER_TRAFFIC = """
@@ -129,13 +147,25 @@ def approve_when_asked(run: subprocess.Popen[bytes]) -> None:
     opcd("approve", run_id, "--approver", "alice", "--reason", "demo: dev looks good")
 
 
-def release(*args: str, expect: int = 0, approval: bool = True) -> None:
-    """``opcd release ARGS`` in the background, answering its approval; check its exit code."""
+def release(*args: str, expect: int = 0, approval: bool = True, traffic: str | None = None) -> None:
+    """``opcd release ARGS`` in the background, answering its approval; check its exit code.
+
+    ``traffic``: a URL that ``opcd sandbox traffic`` sends requests to from the approval on (prod's canary
+    is judged on the metrics they make), stopped when the release ends.
+    """
     print(f"$ opcd release {' '.join(args)}", flush=True)
     run = subprocess.Popen([str(BIN / "opcd"), "release", *args], cwd=DEMO)
     if approval:
         approve_when_asked(run)
+    sender = None
+    if traffic:
+        command = ["sandbox", "traffic", traffic, "--rps", TRAFFIC_RPS, "--for", "3m"]
+        print(f"$ opcd {' '.join(command)} &", flush=True)
+        sender = subprocess.Popen([str(BIN / "opcd"), *command], cwd=DEMO)
     code = run.wait()
+    if sender is not None:
+        sender.terminate()
+        sender.wait(timeout=30)
     if code != expect:
         sys.exit(f"demo: `opcd release {' '.join(args)}` exited {code}, expected {expect}")
 
@@ -149,13 +179,31 @@ def commit(message: str) -> str:
     return sha.stdout.strip()
 
 
-def write_version(source: Path, broken: bool = False) -> None:
-    """Make the demo's copy of the backend; ``broken`` fails /health once it takes traffic."""
+def write_version(source: Path, broken: bool = False, slower: bool = False) -> None:
+    """Make the demo's copy of the backend; ``broken`` fails /health once it takes traffic, ``slower``
+    answers every request 80 ms later."""
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(SOURCE, source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
-    if broken:
-        with (source / "app" / "__init__.py").open("a") as init:
-            init.write(BROKEN_UNDER_TRAFFIC)
+    with (source / "app" / "__init__.py").open("a") as init:
+        init.write(BROKEN_UNDER_TRAFFIC if broken else "")
+        init.write(SLOWER_EVERYWHERE if slower else "")
+
+
+def show_analysis(info: dict[str, Any]) -> None:
+    """What prod's canary analysis found, from the ledger record of the backend's last deploy there."""
+    s3 = boto3.client(
+        "s3", endpoint_url=info["aws_endpoint_url"], region_name=info["region"],
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    body = s3.get_object(Bucket="outreachpass-artifacts", Key="ledger/prod/backend/latest.json")["Body"].read()
+    record = json.loads(body)
+    analysis = (record.get("bake") or {}).get("analysis") or {}
+    alarms = {t["guards"].get("alarms") for t in (record.get("bake") or {}).get("ticks", [])}
+    print(f"  prod backend: {record['outcome']}, live on {record.get('live_version')}; alarms during the bake: "
+          f"{', '.join(sorted(a for a in alarms if a)) or 'none'}")  # fmt: skip
+    print(f"  canary analysis {analysis.get('after_seconds')} s into the canary: {analysis.get('verdict')}")
+    for row in analysis.get("table") or []:
+        print("    " + "  ".join(f"{cell:<22}" for cell in row).rstrip())
 
 
 def main() -> int:
@@ -164,10 +212,12 @@ def main() -> int:
     DEMO.mkdir(parents=True)
     config = (ROOT / "opcd.toml").read_text()
     config = config.replace("examples/outreachpass/", "src/")
-    # prod's canary and linear bakes take minutes; the demo's take 6 s, guards polled every 2 s
-    config = config.replace('backend = "canary10-5m"', 'backend = "canary10-6s"')
+    # prod's canary and linear bakes take minutes; the demo's take 30 s and 6 s, guards polled every 2 s
+    config = config.replace('backend = "canary10-5m"', f'backend = "canary10-{CANARY}"')
     config = config.replace('worker = "linear50-2m"', 'worker = "linear50-6s"')
     config = config.replace('bake = { poll_interval = "15s"', 'bake = { poll_interval = "2s"')
+    # prod's canary analysis: one value a second per version, judged from 10 invocations of each
+    config = config.replace("analysis = { min_samples = 50,", 'analysis = { min_samples = 10, period = "1s",')
     # App Runner deploys take minutes; the sandbox's take about 3 s, followed every second
     config = config.replace('poll_interval = "10s" }', 'poll_interval = "1s" }')
     # an answer to the approval is noticed within a second (prod polls every 5 s by default)
@@ -202,20 +252,32 @@ def main() -> int:
         say("Fire the worker's nightly rule in prod as EventBridge would (moto never delivers to Lambda)")
         opcd("sandbox", "fire-rule", "nightly-digest", "--env", "prod")
 
-        say("Release v2, whose backend fails /health once it takes traffic: rolled back in dev, prod untouched")
-        write_version(DEMO / "src" / "backend", broken=True)
+        say(
+            "Release v2, whose backend answers 80 ms slower and never fails: dev takes it (no canary there);"
+            " in prod's canary the analysis compares v2 with v1 on Lambda's metrics and rolls back, alarms OK"
+        )
+        write_version(DEMO / "src" / "backend", slower=True)
         (DEMO / "src" / "frontend" / "site" / "version.txt").write_text("v2\n")
         # the worker did not change since the commit live in prod: the release leaves it out by itself
-        release("--version", "v2", "--git-sha", commit("v2: backend and frontend"), expect=1, approval=False)
-        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
+        release("--version", "v2", "--git-sha", commit("v2: backend and frontend"), expect=1,
+                traffic="https://api.outreachpass.example/health")  # fmt: skip
+        show_analysis(info)
+        opcd("health", "https://api.outreachpass.example/health", "--successes", "2", "--expect-version", "v1")
+
+        say("Release v3, whose backend fails /health once it takes traffic: rolled back in dev, prod untouched")
+        write_version(DEMO / "src" / "backend", broken=True)
+        release("--version", "v3", "--git-sha", commit("v3: backend"), expect=1, approval=False)
+        opcd("health", "https://api.dev.outreachpass.example/health", "--successes", "2", "--expect-version", "v2")
 
         say("What is live where")
         opcd("status")
         print(
             "\ndemo finished: v1 of all three is live in prod (approved by alice; the backend went by canary)."
-            " v2 changed the backend and the frontend only, so the release took those two. In dev the"
-            " frontend runs v2; the backend's v2 failed its health check under traffic and was rolled back"
-            " to v1 by itself, so v2 never reached prod."
+            " v2 changed the backend and the frontend only, so the release took those two. The backend's v2"
+            " was 80 ms slower but healthy: dev took it; in prod's canary the analysis found it slower than v1"
+            " on Lambda's own metrics while every alarm stayed OK, and rolled prod back to v1. v3's backend"
+            " failed its health check under traffic in dev and was rolled back to v2 by itself, so it never"
+            " reached prod."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")

@@ -11,9 +11,11 @@ split tasks that completed before it, which move all traffic back to the primary
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,10 +28,11 @@ from prefect.logging import get_run_logger
 from prefect.transactions import Transaction, get_transaction
 
 from opcd.aws import AwsTarget
-from opcd.config import HealthCheck, SmokeCheck
+from opcd.config import CanaryAnalysis, HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
 from opcd.outcomes import BakeEnd
 from opcd.traffic import Step, Strategy, human_duration
+from tasks.analysis import Analysis, analyse
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
 from tasks.lambda_functions import ALIAS, invoke_smoke_checks, move_alias, read_weights
@@ -49,6 +52,7 @@ class Guards:
     health_public: str | None = None
     health: HealthCheck = field(default_factory=HealthCheck)
     smoke: list[SmokeCheck] = field(default_factory=list)
+    analysis: CanaryAnalysis | None = None  # the new version against the old one on CloudWatch's metrics
 
 
 @dataclass
@@ -70,6 +74,7 @@ class BakeLog:
     ticks: list[Tick] = field(default_factory=list)
     ended: BakeEnd = BakeEnd.RUNNING
     detail: str | None = None
+    analysis: dict[str, Any] | None = None  # the last canary analysis: verdict, reason, comparison table
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,9 +161,12 @@ class Bake:
     artifact_key: str | None = None
     notifier: Notifier | None = None
     sleep: Callable[[float], None] = time.sleep
+    started: datetime | None = None  # when traffic first reached the new version: the analysis reads from there
     log: BakeLog = field(init=False)
     _progress: UUID | None = field(default=None, init=False)
     _elapsed: float = field(default=0.0, init=False)
+    _verdict: str | None = field(default=None, init=False)
+    _table: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.log = BakeLog(self.strategy.name, self.new_version, self.primary)
@@ -185,6 +193,7 @@ class Bake:
         if self.artifact_key:
             done = min(100.0, 100.0 * self._elapsed / max(self.strategy.total_bake, 0.001))
             description = f"{self.strategy.describe()} — step {number}/{total} at {step.percent}%: {guard_text}"
+            description += f"\n\n{self._table}" if self._table else ""
             try:
                 if self._progress is None:
                     created = create_progress_artifact(done, key=self.artifact_key, description=description)
@@ -196,11 +205,12 @@ class Bake:
 
     def guard_names(self) -> list[str]:
         names = ["alarms"] * bool(self.guards.alarms.names) + ["health"] * bool(self.guards.health_url)
-        return names + ["smoke"] * bool(self.guards.smoke)
+        return names + ["smoke"] * bool(self.guards.smoke) + ["canary analysis"] * bool(self.guards.analysis)
 
     def split(self, step: Step, number: int, total: int) -> dict[str, float]:
         """Put ``step.percent`` of ``live`` on the new version; say so in the log and Slack."""
         weights = set_split(self.target, self.function, self.primary, self.new_version, step.percent)
+        self.started = self.started or datetime.now(UTC)
         self.log.steps.append({"percent": step.percent, "at": now(), "observed": weights})
         get_run_logger().info(
             "Traffic: %s:%s now %d%% on version %s, %d%% on %s (read back: %s)",
@@ -229,17 +239,64 @@ class Bake:
                 get_run_logger().info("Bake promoted by %s at %d%% (%s): moving all traffic", by, step.percent, reason)
                 return BakeEnd.PROMOTED
             states, failure = check_guards(self.target, self.function, self.new_version, self.guards)
+            remaining = deadline - time.monotonic()
+            if self.guards.analysis is not None:
+                states["analysis"], judged = self.analyse(final=remaining <= 0 and number == total)
+                failure = "; ".join(f for f in (failure, judged) if f)
             self.log.ticks.append(Tick(now(), step.percent, states, not failure))
             if failure:
                 self.log.ended, self.log.detail = BakeEnd.GUARD_FAILED, failure
                 raise DeployFailed(f"bake guard failed at {step.percent}%: {failure}")
-            remaining = deadline - time.monotonic()
             self._report(step, number, total, remaining, states)
             if remaining <= 0:
                 return "baked"
             pause = min(self.poll_interval, remaining)
             self.sleep(pause)
             self._elapsed += time.monotonic() - started
+
+    def analyse(self, final: bool) -> tuple[str, str]:
+        """One canary analysis: ``(state, failure or "")``. A failing verdict fails the bake; an inconclusive
+        one at the end follows ``on_inconclusive``; CloudWatch unreadable this poll is inconclusive."""
+        settings = self.guards.analysis
+        assert settings is not None
+        self.started = self.started or datetime.now(UTC)
+        try:
+            result = analyse(self.target, self.function, self.primary, self.new_version, settings, self.started)
+        except Exception as exc:  # a CloudWatch hiccup judges nothing; the next poll reads again
+            get_run_logger().warning("Canary analysis could not read CloudWatch this poll: %s", exc)
+            if final and settings.on_inconclusive == "fail":
+                return "unreadable", f"canary analysis: CloudWatch unreadable at the end of the bake ({exc})"
+            return "unreadable", ""
+        after = (datetime.now(UTC) - self.started).total_seconds()
+        self.log.analysis = {**result.as_dict(), "after_seconds": round(after, 1), "at": now()}
+        self._table = result.markdown() if result.results else ""
+        if result.verdict != self._verdict:
+            self.said(result, after)
+        if result.verdict == "fail":
+            return result.summary(), f"canary analysis failed {after:.0f}s into the bake: {result.reason}"
+        if final and result.verdict == "inconclusive":
+            self.log.analysis["on_inconclusive"] = settings.on_inconclusive
+            if settings.on_inconclusive == "fail":
+                return (
+                    result.summary(),
+                    f"canary analysis inconclusive at the end of the bake ({result.reason})"
+                    " and analysis.on_inconclusive is fail",
+                )
+            get_run_logger().warning(
+                "Canary analysis inconclusive at the end of the bake (%s): passing, as analysis.on_inconclusive says",
+                result.reason,
+            )
+        return result.summary(), ""
+
+    def said(self, result: Analysis, after: float) -> None:
+        """A new verdict: its table in the run log and, once judged, in Slack."""
+        self._verdict = result.verdict
+        text = f"canary analysis {after:.0f}s into the bake: {result.summary()}"
+        table = f"\n{result.table()}" if result.results else ""  # no table before anything is judged
+        level = logging.WARNING if result.verdict == "fail" else logging.INFO
+        get_run_logger().log(level, "%s%s", text[0].upper() + text[1:], table)
+        if self.notifier and result.results:
+            self.notifier.send(f"{text}\n```{result.table()}```", "fail" if result.verdict == "fail" else "info")
 
 
 @task(name="split-traffic", task_run_name="split {step.percent}%", cache_policy=NO_CACHE)

@@ -27,6 +27,7 @@ from pydantic.dataclasses import dataclass
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import ConfigError
 from opcd.outcomes import Outcome, Stage
+from tasks.analysis import markdown_table
 
 PREFIX = "ledger"
 
@@ -250,7 +251,18 @@ def markdown(record: Record) -> str:
     table = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
     return (
         f"## {record.action} {record.component} → {record.environment}: {record.outcome}\n\n| | |\n|---|---|\n{table}\n"
+        + _analysis_table(record.bake)
     )
+
+
+def _analysis_table(bake: dict[str, Any] | None) -> str:
+    """The bake's last canary analysis: its verdict and the comparison table (tasks.analysis)."""
+    analysis = (bake or {}).get("analysis")
+    if not analysis:
+        return ""
+    rows = analysis.get("table") or []
+    lines = [f"\n### Canary analysis: {analysis.get('verdict')}\n\n{analysis.get('reason', '')}\n"]
+    return "\n".join(lines + [markdown_table(rows)] * bool(rows)) + "\n"
 
 
 @task(name="publish-run-artifact", cache_policy=NO_CACHE)

@@ -187,6 +187,7 @@ OPERATIONS: dict[tuple[str, str], Mapper] = {
     ("events", "ListTagsForResource"): _rule("ListTagsForResource", "ResourceARN"),
     ("events", "ListRules"): _everything("events:ListRules"),
     ("cloudwatch", "DescribeAlarms"): _alarms,
+    ("cloudwatch", "GetMetricData"): _everything("cloudwatch:GetMetricData"),
     ("secretsmanager", "GetSecretValue"): _secret,
     ("ses", "SendEmail"): _send_email,
     ("ecr", "DescribeRepositories"): _repositories("DescribeRepositories", "repositoryNames"),

@@ -69,7 +69,10 @@ def test_deploy_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> 
     code, out, err = project.cli("deploy", "backend", "--env", "prod", "--version", "v1", "--dry-run")
     assert code == 0, err
     assert "1. repair: live is split {'2': 0.3}; move all traffic back to 1" in out
-    assert "shift live by canary10-0.2s: 10% → 100%, 0.2s per step; every 0.1s check alarms, health, smoke" in out
+    assert (
+        "shift live by canary10-0.2s: 10% → 100%, 0.2s per step; every 0.1s check alarms, health, smoke on the new"
+        " version, canary analysis (new vs old version on CloudWatch)" in out
+    )
     assert lam.get_alias(FunctionName="outreachpass-api-prod", Name="live")["RoutingConfig"] == {
         "AdditionalVersionWeights": {"2": 0.3}
     }

@@ -429,3 +429,25 @@ def test_a_load_test_is_optional_bounded_and_needs_the_first_environments_health
     data["components"]["backend"]["load_test"] = {}
     data["components"]["worker"]["load_test"] = {}  # the worker has no health URL to find its origin
     assert "environments.dev.health.worker: missing (components.worker.load_test requests its origin)" in problems(data)
+
+
+def test_canary_analysis_settings_are_checked_at_load() -> None:
+    analysis = load_config(ROOT / "opcd.toml").environment("prod").bake.analysis
+    assert analysis is not None and analysis.min_samples == 50 and analysis.on_inconclusive == "pass"
+    assert analysis.metrics == ["errors", "throttles", "p50", "p99"] and analysis.period == 60.0
+    assert load_config(ROOT / "opcd.toml").environment("dev").bake.analysis is None  # off unless configured
+    for wrong, message in (
+        ({"period": "7s"}, "environments.prod.bake.analysis.period: period must be 1s, 5s, 10s, 30s or a multiple"),
+        ({"on_inconclusive": "maybe"}, "environments.prod.bake.analysis.on_inconclusive: "),
+        (
+            {"metrics": ["p95"]},
+            "environments.prod.bake.analysis.metrics[0]: Input should be 'errors', 'throttles', 'p50' or 'p99'",
+        ),
+        ({"metrics": ["p50", "p50"]}, "metrics lists a metric twice"),
+        ({"min_samples": 0}, "environments.prod.bake.analysis.min_samples: "),
+        ({"confidence": 1.5}, "environments.prod.bake.analysis.confidence: "),
+        ({"thresholds": 1}, "environments.prod.bake.analysis.thresholds: unknown key"),
+    ):
+        data = base()
+        data["environments"]["prod"]["bake"]["analysis"] = wrong
+        assert message in problems(data), wrong

@@ -71,6 +71,7 @@ def every_granted_call() -> list[dict[str, Any]]:
         call("s3", "PutObject", Bucket="outreachpass-artifacts", Key="terraform/plans/abc/dev/plan.tfplan"),
         call("s3", "GetObject", Bucket="outreachpass-artifacts", Key="backend/v2/metadata.json"),
         call("cloudwatch", "DescribeAlarms", AlarmNames=["outreachpass-api-prod-errors"]),
+        call("cloudwatch", "GetMetricData", MetricDataQueries=[]),
         call("secretsmanager", "GetSecretValue", SecretId="outreachpass/prod/database"),  # pragma: allowlist secret
         call("ses", "SendEmail", Source="deploys@outreachpass.example"),
         call("ecr", "GetAuthorizationToken"),
@@ -132,6 +133,17 @@ def test_a_granted_action_nothing_called_fails() -> None:
     assert check(calls, POLICIES) == [
         "the deploy policy grants apprunner:StartDeployment, which no call needed: remove it from opcd/iam.py"
     ]
+
+
+def test_metric_data_is_granted_to_deploy_only_where_a_canary_analysis_reads_it() -> None:
+    metrics = Request("cloudwatch:GetMetricData", "*")
+    assert allows(POLICIES["deploy"], metrics) and not allows(POLICIES["read"], metrics)
+    environments = {
+        name: env.model_copy(update={"bake": env.bake.model_copy(update={"analysis": None})})
+        for name, env in CONFIG.environments.items()
+    }
+    without = CONFIG.model_copy(update={"environments": environments})
+    assert not allows(policy(without, "deploy"), metrics)
 
 
 def test_another_projects_function_is_not_allowed() -> None:
