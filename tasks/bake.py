@@ -29,10 +29,11 @@ from opcd.aws import AwsTarget
 from opcd.config import HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
 from opcd.outcomes import BakeEnd
+from opcd.progress import report
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
-from tasks.lambda_functions import ALIAS, invoke_smoke_checks, move_alias, read_weights
+from tasks.lambda_functions import ALIAS, move_alias, read_weights, run_smoke_checks
 from tasks.ledger import now
 from tasks.notify import Notifier
 
@@ -128,7 +129,7 @@ def check_guards(target: AwsTarget, function: str, new_version: str, guards: Gua
             failures.append(f"health {guards.health_public}: {result.detail}")
     if guards.smoke:
         try:
-            invoke_smoke_checks.fn(target, function, new_version, guards.smoke)
+            run_smoke_checks(target, function, new_version, guards.smoke)
             states["smoke"] = "ok"
         except DeployFailed as exc:
             states["smoke"] = "FAILED"
@@ -177,6 +178,10 @@ class Bake:
 
     def _report(self, step: Step, number: int, total: int, remaining: float, states: dict[str, str]) -> None:
         guard_text = "; ".join(f"{k} {v}" for k, v in states.items()) or "no guards configured"
+        report(
+            f"bake {number}/{total}",
+            f"{step.percent}% on version {self.new_version}, {_left(remaining)} left; {guard_text}",
+        )
         get_run_logger().info(
             "Bake step %d/%d: %d%% of %s:%s on version %s (primary %s), %s left in step; %s",
             number, total, step.percent, self.function, ALIAS, self.new_version, self.primary,
@@ -200,6 +205,7 @@ class Bake:
 
     def split(self, step: Step, number: int, total: int) -> dict[str, float]:
         """Put ``step.percent`` of ``live`` on the new version; say so in the log and Slack."""
+        report(f"shift {step.percent}%", f"{self.function}:{ALIAS}: {step.percent}% on version {self.new_version}")
         weights = set_split(self.target, self.function, self.primary, self.new_version, step.percent)
         self.log.steps.append({"percent": step.percent, "at": now(), "observed": weights})
         get_run_logger().info(
