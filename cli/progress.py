@@ -133,7 +133,7 @@ class Display:
         return (
             max(len(r.component) for r in rows),
             max(len(r.environment) for r in rows),
-            max([12, *(len(r.step) for r in rows)]),
+            max([14, *(len(r.step) for r in rows)]),
         )
 
     def _plain(self, row: Row, at: float) -> str:

@@ -53,8 +53,8 @@ def what_will_run(config: Config, version: str, components: list[str], why: str,
     gates = []
     for env in envs:
         approval = config.environment(env).approval
-        gates.append(f"{env} (after an approval by {' or '.join(approval.approvers)})" if approval else env)
-    return f"release {version}: build {', '.join(components)} ({why}), then deploy to {', then '.join(gates)}"
+        gates.append(f"{env} (approval by {' or '.join(approval.approvers)} first)" if approval else env)
+    return f"release {version}: {', '.join(components)} → {' → '.join(gates)}\n  components: {why}"
 
 
 def release_rows(config: Config, components: list[str], envs: list[str]) -> list[tuple[str, str]]:

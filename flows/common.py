@@ -180,9 +180,11 @@ class EarlySteps:
         """The run is at ``stage`` now: a release's build shows each stage on its ``build`` row; a
         deploy its plan (its own build and upload show as the tasks that do them: a reused artifact has none)."""
         self._step = stage
-        if self.action == "build" or stage is Stage.PLAN:
-            row = "build" if self.action == "build" else self.environment
-            report(str(stage), f"{self.action} {self.version or ''}".rstrip(), State.RUNNING, self.component, row)
+        if self.action == "build":
+            report(str(stage), "", State.RUNNING, self.component, "build")
+        elif stage is Stage.PLAN:
+            what = f"{self.action} {self.version or ''}".rstrip()
+            report(str(stage), what, State.RUNNING, self.component, self.environment)
 
     @classmethod
     def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:

@@ -6,7 +6,8 @@ in parallel, an approval before prod, deployed to prod in parallel (the backend 
 the approval it says how to approve: in the Prefect UI, or with `opcd approve`. Without a
 terminal (or with DEMO_AUTO_APPROVE=1) it approves as alice after a short wait (DEMO_APPROVE_AFTER
 seconds, default 5). Then it releases v2, whose backend fails its health check once it takes
-traffic: dev rolls the backend back by itself and the release stops before prod. It ends with
+traffic: dev rolls the backend back by itself, the release rolls the frontend's v2 back with it
+(release.on_failure = rollback-all) and stops before prod. It ends with
 `opcd status`. Slack messages go to a local stand-in that prints them; SES keeps the emails.
 Everything lives under .opcd/demo/ and is stopped at the end; DEMO_KEEP=1 leaves the Prefect UI
 and the sandbox running to look around.
@@ -202,7 +203,7 @@ def main() -> int:
         say("Fire the worker's nightly rule in prod as EventBridge would (moto never delivers to Lambda)")
         opcd("sandbox", "fire-rule", "nightly-digest", "--env", "prod")
 
-        say("Release v2, whose backend fails /health once it takes traffic: rolled back in dev, prod untouched")
+        say("Release v2, whose backend fails /health once it takes traffic: dev back on v1, prod untouched")
         write_version(DEMO / "src" / "backend", broken=True)
         (DEMO / "src" / "frontend" / "site" / "version.txt").write_text("v2\n")
         # the worker did not change since the commit live in prod: the release leaves it out by itself
@@ -214,8 +215,9 @@ def main() -> int:
         print(
             "\ndemo finished: v1 of all three is live in prod (approved by alice; the backend went by canary)."
             " v2 changed the backend and the frontend only, so the release took those two. In dev the"
-            " frontend runs v2; the backend's v2 failed its health check under traffic and was rolled back"
-            " to v1 by itself, so v2 never reached prod."
+            " backend's v2 failed its health check under traffic and was rolled back to v1 by itself; the"
+            " release then rolled the frontend's v2 back to v1 too (release.on_failure = rollback-all: dev"
+            " is never left half-released), and v2 never reached prod."
         )
         if os.environ.get("DEMO_KEEP"):
             print(f"DEMO_KEEP is set: the sandbox and Prefect ({env.get('PREFECT_API_URL')}) keep running.")

@@ -294,7 +294,7 @@ def move_alias_reversibly(target: AwsTarget, function: str, version: str, previo
         txn.set("target", target)
         txn.set("function", function)
         txn.set("previous", previous)
-    report("shift", f"{function}:{ALIAS} → version {version} (from {previous}), all at once")
+    report("shift", f"{function}:{ALIAS} → version {version} (from {previous})")
     move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s (was %s)", function, ALIAS, version, previous)
     return version
