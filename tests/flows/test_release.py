@@ -364,7 +364,11 @@ def test_a_failure_in_dev_lets_the_others_finish_and_stops_before_prod(
     message = str(state.message)
     assert "dev failed (backend: failed" in message and "prod untouched" in message
     assert project.ledger("dev", "backend")["outcome"] == "failed"
-    assert project.ledger("dev", "worker")["outcome"] == "deployed"
+    # rollback-all then takes the worker back to Lambda version 1, the sandbox's placeholder, which fails the
+    # worker's sample event: a rollback never leaves a version that fails its checks live, so v1 stays (verified)
+    worker = project.ledger("dev", "worker")
+    assert (worker["action"], worker["outcome"], worker["live_version"]) == ("rollback", "rolled-back", "v1")
+    assert "rolled back with it: worker (ROLLBACK FAILED, live v1 (Lambda version 2))" in message
     assert project.live("outreachpass-api-dev") == "1"  # live untouched: the smoke check ran before traffic
     for function in ("outreachpass-api-prod", "outreachpass-worker-prod"):
         assert project.live(function) == "1"
