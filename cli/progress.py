@@ -100,6 +100,9 @@ class Display:
             if row.started is None or row.ended is not None and step.state not in _ENDED:
                 row.started = step.at  # a row that ended and starts again (a rollback after a deploy)
             row.ended = step.at if step.state in _ENDED else None
+            if self.live and changed and step.state is State.WAITING:  # how to answer: not cut to the screen's width
+                self._clear()
+                self._write(f"{row.component} {row.environment}: {row.step}: {row.detail}\n")
             if self.live:
                 self._draw()
             elif changed:

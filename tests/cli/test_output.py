@@ -54,13 +54,16 @@ def test_a_terminal_gets_a_table_redrawn_in_place(monkeypatch: pytest.MonkeyPatc
     display.step(step("backend", "dev", "publish"))
     display.step(step("frontend", "dev", "push"))
     display.note("backend dev: warning: smoke failed")
+    how = "alice or bob: opcd approve 51333531-bf76-457c-ac4b-f030ca66a128 --approver NAME --reason '…'" * 3
+    display.step(step("approval", "prod", "waiting", how, State.WAITING))  # in full, not cut to the screen
     display.step(step("backend", "dev", "ROLLED BACK", "live: v1", State.FAILED))
     display.close()
     drawn = screen.getvalue()
-    assert drawn.count("\x1b[2F") >= 3  # each change moves up over the two rows and draws them again
+    assert drawn.count("\x1b[2F") >= 2  # each change moves up over the rows and draws them again
     assert "\x1b[31m" in drawn and "summary:" not in drawn  # the last table, in colour, is the summary
     last = drawn.split("\x1b[2F")[-1]
     assert "ROLLED BACK" in last and "push" in last and "smoke failed" in drawn
+    assert f"approval prod: waiting: {how}\n" in drawn
 
 
 @pytest.mark.parametrize("env", [{"CI": "true"}, {"TERM": "dumb"}])
