@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cli.common import print_target, run_flow
+from cli.progress import showing_progress
 from flows.components import deploy_flow
 from flows.ecs_deploy import dry_run_lines, plan_ecs_deploy, rollback_target
 from flows.frontend_deploy import choose_image, describe_image, plan_apprunner_deploy
@@ -69,7 +70,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
     }  # fmt: skip
     flow, extra = deploy_flow(config, args.component)
-    result = run_flow(flow, **params, **extra)
+    # The place for the deploy's plan, rendered: it is what then runs.
+    print(f"deploy {args.component} {args.app_version} to {args.environment}", flush=True)
+    with showing_progress(config, "deploy", [(args.component, args.environment)], args.verbose):
+        result = run_flow(flow, **params, **extra)
     if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
         return 0
@@ -192,11 +196,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"dry run: would move {where_to}")
         print("no changes made (dry run)")
         return 0
-    result = run_flow(
-        rollback, component=args.component, environment=args.environment, to_version=args.to_version,
-        to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
-        force=args.force,
-    )  # fmt: skip
+    print(f"rollback: move {where_to}", flush=True)
+    with showing_progress(config, "rollback", [(args.component, args.environment)], args.verbose):
+        result = run_flow(
+            rollback, component=args.component, environment=args.environment, to_version=args.to_version,
+            to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
+            force=args.force,
+        )  # fmt: skip
     where = f"{args.component} in {args.environment}"
     if result.outcome is Outcome.NOOP:
         print(f"{where} is already on {result.version or 'that version'}: nothing changed")

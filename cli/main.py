@@ -41,6 +41,13 @@ EPILOG = """examples:
 """
 
 
+def _verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show Prefect's full log on the console too (it always goes to the log file named at the start)",
+    )  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opcd",
@@ -81,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy although this alarm fires (name each one; recorded). Without it a firing alarm refuses",
     )  # fmt: skip
     deploy.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+    _verbose(deploy)
 
     rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
     rollback.add_argument("component")
@@ -93,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true",
         help="go to a version the ledger never saw live (its deploy failed or was rolled back); recorded",
     )  # fmt: skip
+    _verbose(rollback)
 
     for action, text in (
         ("promote", "end a running canary/linear bake now: all traffic to the new version"),
@@ -123,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         help="an environment (repeat; default: all); they always go in opcd.toml's order, dev before prod",
     )  # fmt: skip
     release.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+    _verbose(release)
 
     pending = sub.add_parser("pending", help="list the runs waiting for an approval, with their UI links")
     pending.add_argument("--json", action="store_true", help="machine-readable output")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.common import print_target, run_flow
+from cli.progress import showing_progress
 from flows.release import check_request, choose_components, live_now, preflight, release
 from opcd.aws import target_for
 from opcd.config import Config, config_path, load_config
@@ -37,11 +38,32 @@ def cmd_release(args: argparse.Namespace) -> int:
     if not components:
         print(f"nothing to release: {why}")
         return 0
-    summary = run_flow(release, **params)
+    print(what_will_run(config, args.app_version, components, why, envs), flush=True)
+    with showing_progress(config, "release", release_rows(config, components, envs), args.verbose):
+        summary = run_flow(release, **params)
     print(f"released {', '.join(summary['components'])} {args.app_version} to {', '.join(envs)}")
     for decision in summary["approvals"]:
         print(f"  {decision['environment']}: approved by {decision['approver']}: {decision['reason'] or '-'}")
     return 0
+
+
+def what_will_run(config: Config, version: str, components: list[str], why: str, envs: list[str]) -> str:
+    """What the release will do, said before it starts."""
+    # The place for the release's plan, rendered: it is what then runs.
+    gates = []
+    for env in envs:
+        approval = config.environment(env).approval
+        gates.append(f"{env} (approval by {' or '.join(approval.approvers)} first)" if approval else env)
+    return f"release {version}: {', '.join(components)} → {' → '.join(gates)}\n  components: {why}"
+
+
+def release_rows(config: Config, components: list[str], envs: list[str]) -> list[tuple[str, str]]:
+    """The progress table's rows: each build, then per environment its approval and its deploys."""
+    rows = [(c, "build") for c in components]
+    for env in envs:
+        rows += [("approval", env)] if config.environment(env).approval else []
+        rows += [(c, env) for c in components]
+    return rows
 
 
 def _dry_run_release(

@@ -19,9 +19,13 @@ from opcd.aws import AwsTarget, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock, limit_name
+from opcd.logs import drop_empty_tracebacks
 from opcd.outcomes import Outcome, Stage
+from opcd.progress import State, report
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
+
+drop_empty_tracebacks()  # in every process that runs a flow: the CLI's, a worker's
 
 _LEVELS = {
     Outcome.DEPLOYED: "ok", Outcome.NOOP: "info", Outcome.FAILED: "fail", Outcome.ROLLED_BACK: "warn",
@@ -78,7 +82,25 @@ def notify_outcome(notifier: Notifier, record: Record) -> None:
     notifier.send(text, level, facts)
 
 
+# How a run's outcome shows as its row's last step: (step, state).
+_SHOWN = {
+    Outcome.DEPLOYED: ("deployed", State.OK), Outcome.NOOP: ("already live", State.OK),
+    Outcome.FAILED: ("FAILED", State.FAILED), Outcome.ROLLED_BACK: ("ROLLED BACK", State.FAILED),
+    Outcome.ROLLBACK_FAILED: ("ROLLBACK FAILED", State.FAILED),
+}  # fmt: skip
+
+
+def report_outcome(record: Record) -> None:
+    """The run's outcome as its row's last step (a rollback that went where asked: ``rolled back``)."""
+    name, state = _SHOWN.get(record.outcome, (str(record.outcome), State.FAILED))
+    if record.action == "rollback" and record.outcome is Outcome.DEPLOYED:
+        name, state = "rolled back", State.WARN
+    reason = f"; {record.reason}" if record.reason and record.outcome.is_failure else ""
+    report(name, f"live: {live_text(record)}{reason}", state, record.component, record.environment)
+
+
 def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> Record:
+    report_outcome(record)
     if notifier is not None:
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)
@@ -149,6 +171,21 @@ class EarlySteps:
         self.plan: RunPlan | None = None
         self.read_live: Callable[[Record], object] | None = None
 
+    @property
+    def step(self) -> Stage:
+        return self._step
+
+    @step.setter
+    def step(self, stage: Stage) -> None:
+        """The run is at ``stage`` now: a release's build shows each stage on its ``build`` row; a
+        deploy its plan (its own build and upload show as the tasks that do them: a reused artifact has none)."""
+        self._step = stage
+        if self.action == "build":
+            report(str(stage), "", State.RUNNING, self.component, "build")
+        elif stage is Stage.PLAN:
+            what = f"{self.action} {self.version or ''}".rstrip()
+            report(str(stage), what, State.RUNNING, self.component, self.environment)
+
     @classmethod
     def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:
         subject = f"rollback {component} in {environment}"
@@ -170,6 +207,8 @@ class EarlySteps:
         """Report a failure of the current step (Slack, ledger, the run's artifact); the error to raise."""
         what = cause(exc)[0]
         get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
+        row = "build" if self.action == "build" else self.environment
+        report(f"FAILED at {self.step}", what, State.FAILED, self.component, row)
         record = Record(
             self.component, self.environment, self.action, Outcome.FAILED, self.version, git_sha=self.git_sha,
             step=self.step, reason=f"failed at {self.step}: {what}",

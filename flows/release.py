@@ -31,11 +31,13 @@ from flows.components import deploy_flow
 from flows.ecs_deploy import plan_ecs_deploy, status_row
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
+from flows.rollback import rollback
 from opcd.aws import AwsTarget, resolve_target, target_for
 from opcd.config import AppRunnerComponent, Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
+from opcd.progress import State, report
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import find_service, read_service
@@ -62,10 +64,13 @@ class DeployResult:
     reason: str | None = None
     seconds: float | None = None
     flow_run_name: str | None = None
+    # Deployed, then rolled back by the release because these components failed beside it (on_failure).
+    rolled_back_because: str | None = None
 
     @property
     def failed(self) -> bool:
-        return self.outcome.is_failure
+        """Its own deploy failed (not: it deployed and the release rolled it back with a failed sibling)."""
+        return self.outcome.is_failure and self.rolled_back_because is None
 
 
 def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
@@ -177,12 +182,16 @@ def build_component(
             plan_image = plan_ecs_deploy if kind == "ecs" else plan_apprunner_deploy
             plan = plan_image(component, environment, version, config_path, accept_firing=True)
             identifier, digest, how = build_and_push(plan, version, git_sha, early)
+            report(how, f"{identifier} ({digest[:19]})", State.OK, component, "build")
             return f"{how} {identifier} ({digest[:19]})"
         lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
         artifact = ensure_artifact(lambda_plan, version, git_sha, early)
     except Exception as exc:
+        report(f"FAILED at {early.step}", cause(exc)[0], State.FAILED, component, "build")
         raise step_failure(component, early.step, exc) from exc
     how = "reused" if artifact.reused else "built"
+    report(how, f"s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})", State.OK, component,
+           "build")  # fmt: skip
     return f"{how} s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})"
 
 
@@ -235,6 +244,40 @@ def load_test_lines(results: dict[str, LoadResult | str]) -> dict[str, str]:
     }  # fmt: skip
 
 
+@task(
+    name="rollback", task_run_name="roll {component} back in {environment}", cache_policy=_ONCE_PER_RUN,
+    persist_result=True,
+)  # fmt: skip
+def rollback_component(component: str, environment: str, config_path: str | None) -> Any:
+    """The ``rollback`` flow as a child run: ``component`` back to what was live before the release's deploy.
+
+    Returns the child's ledger record (its outcome ``deployed``: the rollback went where it was
+    asked and proved healthy); when the child failed, a Failed state carrying its last record.
+    """
+    state = rollback(component=component, environment=environment, config_path=config_path, return_state=True)
+    if state.is_completed():
+        return state.result()
+    error = state.result(raise_on_failure=False)
+    reason = str(error) if isinstance(error, BaseException) else str(state.message)
+    config = load_config(config_path)
+    latest = read_latest(target_for(config, environment), config.project.artifact_bucket, environment, component)
+    if latest is None or latest.flow_run_id != str(state.state_details.flow_run_id):
+        latest = Record(component, environment, "rollback", Outcome.ERROR, None, reason=reason)
+    return Failed(message=f"rollback {component} in {environment}: {latest.outcome}: {reason}", data=latest)
+
+
+def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
+    """``; rolled back with it: frontend (live v1 …)``: what the release took back beside a failure."""
+    undone = [s for s in steps.values() if s.rolled_back_because]
+    if not undone:
+        return ""
+    went = "; ".join(
+        f"{s.component} ({'live' if s.outcome is Outcome.ROLLED_BACK else 'ROLLBACK FAILED, live'} {s.live})"
+        for s in undone
+    )
+    return f"; rolled back with it: {went}"
+
+
 def _seconds(record: Record) -> float | None:
     try:
         start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
@@ -282,6 +325,9 @@ def _step_text(step: DeployResult) -> str:
         Outcome.ROLLBACK_FAILED: "FAILED and the ROLLBACK FAILED: act now",
         Outcome.ERROR: "FAILED",
     }.get(step.outcome, step.outcome)
+    if step.rolled_back_because:
+        text = ("deployed, then ROLLED BACK" if step.outcome is Outcome.ROLLED_BACK
+                else "deployed, then its ROLLBACK FAILED: act now")  # fmt: skip
     return f"{text}; live: {step.live}" + (f"\n_{step.reason[:300]}_" if step.reason else "")
 
 
@@ -518,6 +564,7 @@ class Release:
                 future.wait()  # every deploy ends before any result is read (or the lock released)
             target = self.target_of(environment)
             steps = {c: step_of(self.config, target, c, environment, f) for c, f in futures.items()}
+            self.roll_back_the_others(environment, steps)
         self.steps[environment] = steps
         failed = [s for s in steps.values() if s.failed]
         if failed:
@@ -537,7 +584,8 @@ class Release:
         if failed:
             later = self.environments[self.environments.index(environment) + 1 :]
             where = "; ".join(f"{s.component}: {s.outcome}, live {s.live}" for s in failed)
-            detail = f"{environment} failed ({where})" + (f"; {', '.join(later)} untouched" if later else "")
+            detail = f"{environment} failed ({where})" + _rolled_back_text(steps)
+            detail += f"; {', '.join(later)} untouched" if later else ""
             self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
 
@@ -586,6 +634,42 @@ class Release:
             f"Load test ({env})": "\n".join(f"{c}: {text}" for c, text in tests.items())[:1900]
             for env, tests in self.load_tests.items()
         }
+
+    def roll_back_the_others(self, environment: str, steps: dict[str, DeployResult]) -> None:
+        """An environment is never left half-released: when a deploy failed there, every other component
+        this release changed there (outcome ``deployed``) goes back to what was live before it, through
+        the ``rollback`` flow (health-checked, recorded in the ledger), in parallel. ``release.on_failure
+        = "keep"`` leaves them on the new version. ``steps`` then says how each ended.
+        """
+        for step in steps.values():
+            if step.outcome is Outcome.ERROR:  # a run that recorded no outcome of its own: shown here
+                report("FAILED", step.reason or "", State.FAILED, step.component, environment)
+        failed = [s.component for s in steps.values() if s.failed]
+        changed = [s.component for s in steps.values() if s.outcome is Outcome.DEPLOYED]
+        if not failed or not changed or self.config.release.on_failure != "rollback-all":
+            return
+        because = ", ".join(failed)
+        get_run_logger().warning(
+            "%s failed in %s: rolling back %s too (release.on_failure = rollback-all)",
+            because, environment, ", ".join(changed),
+        )  # fmt: skip
+        futures = {}
+        for component in changed:
+            report("roll back", f"{because} failed beside it (release.on_failure = rollback-all)", State.WARN,
+                   component, environment)  # fmt: skip
+            futures[component] = rollback_component.submit(component, environment, self.config_path)
+        for future in futures.values():
+            future.wait()
+        target = self.target_of(environment)
+        for component, future in futures.items():
+            back = step_of(self.config, target, component, environment, future)
+            went_back = back.outcome in (Outcome.DEPLOYED, Outcome.NOOP)
+            why = f"rolled back by the release: {because} failed in {environment} (release.on_failure = rollback-all)"
+            steps[component] = DeployResult(
+                component, environment, Outcome.ROLLED_BACK if went_back else Outcome.ROLLBACK_FAILED, back.live,
+                why if went_back else f"{why}; the rollback FAILED: {back.reason}", steps[component].seconds,
+                back.flow_run_name or steps[component].flow_run_name, rolled_back_because=because,
+            )  # fmt: skip
 
 
 def _forget(flow: Any, flow_run: Any, state: Any) -> None:

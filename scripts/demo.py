@@ -7,7 +7,8 @@ the approval it says how to approve: in the Prefect UI, or with `opcd approve`. 
 terminal (or with DEMO_AUTO_APPROVE=1) it approves as alice after a short wait (DEMO_APPROVE_AFTER
 seconds, default 5). Then it releases v2, whose backend is 80 ms slower and never fails: dev takes
 it, and in prod's canary, under traffic from `opcd sandbox traffic`, the canary analysis finds it
-slower than v1 on Lambda's metrics while the alarms stay OK, and rolls prod back. Then v3, whose
+slower than v1 on Lambda's metrics while the alarms stay OK, and rolls prod back (the frontend's v2 with it:
+release.on_failure = rollback-all). Then v3, whose
 backend fails its health check once it takes traffic: dev rolls it back by itself and the release
 stops before prod. It ends with `opcd status`. Slack messages go to a local stand-in that prints
 them; SES keeps the emails. Everything lives under .opcd/demo/ and is stopped at the end;
@@ -275,7 +276,8 @@ def main() -> int:
             "\ndemo finished: v1 of all three is live in prod (approved by alice; the backend went by canary)."
             " v2 changed the backend and the frontend only, so the release took those two. The backend's v2"
             " was 80 ms slower but healthy: dev took it; in prod's canary the analysis found it slower than v1"
-            " on Lambda's own metrics while every alarm stayed OK, and rolled prod back to v1. v3's backend"
+            " on Lambda's own metrics while every alarm stayed OK, and rolled prod back to v1, the frontend"
+            " with it (release.on_failure = rollback-all: an environment is never left half-released). v3's backend"
             " failed its health check under traffic in dev and was rolled back to v2 by itself, so it never"
             " reached prod."
         )

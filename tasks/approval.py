@@ -48,6 +48,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from opcd.config import Approval as ApprovalSettings
 from opcd.errors import InputError
+from opcd.progress import State, report
 from tasks.github import SECRET_BLOCK, GitHub, github_token
 
 KEY_PREFIX = "approval"  # pause keys: approval-{environment}-{attempt}
@@ -298,6 +299,10 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
             " or ".join(settings.approvers),
         )  # fmt: skip
         key, timeout = f"{KEY_PREFIX}-{environment}-{attempt}", max(1, math.ceil(remaining))
+        ctx = FlowRunContext.get()
+        how = f"opcd approve {ctx.flow_run.id} --approver NAME --reason '…'" if ctx and ctx.flow_run else "opcd pending"
+        report("waiting", f"{' or '.join(settings.approvers)}: {how}, or Resume in the Prefect UI", State.WAITING,
+               "approval", environment)  # fmt: skip
         try:
             if started_from_deployment():  # the process ends here until someone answers
                 answer: Any = suspend_flow_run(
@@ -334,11 +339,14 @@ def wait_for_approval(environment: str, settings: ApprovalSettings, description:
             decision.reason, decision.verified = str(answer.reason or "").strip(), "self-declared"
         decision.waited_seconds = time.monotonic() - started
         logger.info("%s %s", environment, decision.describe())
+        shown_as = State.OK if decision.approved else State.FAILED
+        report("approved" if decision.approved else "rejected", decision.describe(), shown_as, "approval", environment)
         return decision
     decision.timed_out, decision.waited_seconds = True, time.monotonic() - started
     if not _leave_paused_state(f"{environment}: {decision.describe()}"):
         decision.timed_out, decision.reason = False, "the run was cancelled (or ended) while it waited"
     logger.warning("%s: %s", environment, decision.describe())
+    report("no answer", decision.describe(), State.FAILED, "approval", environment)
     return decision
 
 

@@ -22,6 +22,7 @@ from prefect.transactions import Transaction, get_transaction
 
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import DeployFailed, InputError, ResourceMissing
+from opcd.progress import report
 from opcd.traffic import human_duration
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def update_service(target: AwsTarget, service: Service, identifier: str, timeout
         txn.set("previous", service)
         txn.set("timeout", timeout)
         txn.set("poll_interval", poll_interval)
+    report("update service", f"{service.name} → {identifier}")
     operation_id = start_update(target, service, identifier)
     if txn is not None:
         txn.set("operation_id", operation_id)
@@ -184,6 +186,7 @@ def wait_for_operation(
     target: AwsTarget, arn: str, operation_id: str, what: str, timeout: float, poll_interval: float
 ) -> str:
     logger = get_run_logger()
+    report("follow", what)
     return follow_operation(target, arn, operation_id, what, timeout, poll_interval, logger.info)
 
 

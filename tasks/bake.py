@@ -31,11 +31,12 @@ from opcd.aws import AwsTarget
 from opcd.config import CanaryAnalysis, HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
 from opcd.outcomes import BakeEnd
+from opcd.progress import report
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.analysis import Analysis, analyse
 from tasks.cloudwatch import AlarmGuard
 from tasks.health import probe
-from tasks.lambda_functions import ALIAS, invoke_smoke_checks, move_alias, read_weights
+from tasks.lambda_functions import ALIAS, move_alias, read_weights, run_smoke_checks
 from tasks.ledger import now
 from tasks.notify import Notifier
 
@@ -133,7 +134,7 @@ def check_guards(target: AwsTarget, function: str, new_version: str, guards: Gua
             failures.append(f"health {guards.health_public}: {result.detail}")
     if guards.smoke:
         try:
-            invoke_smoke_checks.fn(target, function, new_version, guards.smoke)
+            run_smoke_checks(target, function, new_version, guards.smoke)
             states["smoke"] = "ok"
         except DeployFailed as exc:
             states["smoke"] = "FAILED"
@@ -185,6 +186,10 @@ class Bake:
 
     def _report(self, step: Step, number: int, total: int, remaining: float, states: dict[str, str]) -> None:
         guard_text = "; ".join(f"{k} {v}" for k, v in states.items()) or "no guards configured"
+        report(
+            f"bake {number}/{total}",
+            f"{step.percent}% on version {self.new_version}, {_left(remaining)} left; {guard_text}",
+        )
         get_run_logger().info(
             "Bake step %d/%d: %d%% of %s:%s on version %s (primary %s), %s left in step; %s",
             number, total, step.percent, self.function, ALIAS, self.new_version, self.primary,
@@ -209,6 +214,7 @@ class Bake:
 
     def split(self, step: Step, number: int, total: int) -> dict[str, float]:
         """Put ``step.percent`` of ``live`` on the new version; say so in the log and Slack."""
+        report(f"shift {step.percent}%", f"{self.function}:{ALIAS}: {step.percent}% on version {self.new_version}")
         weights = set_split(self.target, self.function, self.primary, self.new_version, step.percent)
         self.started = self.started or datetime.now(UTC)
         self.log.steps.append({"percent": step.percent, "at": now(), "observed": weights})

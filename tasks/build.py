@@ -31,6 +31,7 @@ from prefect.logging import get_run_logger
 from opcd.config import LambdaComponent
 from opcd.errors import BuildFailed
 from opcd.logs import run_logger
+from opcd.progress import report
 from opcd.pythons import find_python
 
 _EXCLUDED_DIRS = {"__pycache__", "tests", "node_modules", ".pytest_cache", ".mypy_cache", ".venv"}
@@ -303,6 +304,7 @@ def build_lambda_package(
 ) -> Package:
     logger = get_run_logger()
     logger.info("Building %s %s from %s", name, version, source)
+    report("build", f"{name} {version}: lambda.zip from {source.name}/")
     package = build_zip(name, version, component, source, out_dir, cache_dir)
     how = "Reused from the build cache (same source, lockfile and version)" if package.cached else "Built"
     logger.info("%s %s: %d bytes, sha256 %s", how, package.path.name, package.size, package.sha256_hex)

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget
 from opcd.errors import AlarmFiring, DeployFailed, InputError, ResourceMissing
+from opcd.progress import report
 
 if TYPE_CHECKING:
     from types_boto3_cloudwatch.type_defs import CompositeAlarmTypeDef, MetricAlarmTypeDef
@@ -117,6 +118,7 @@ def check_alarms(target: AwsTarget, guard: AlarmGuard) -> list[str]:
     No ``retries=``: it runs inside the shift's transaction, which a failed attempt rolls back;
     a retry that then passed would let the run go on as deployed with ``live`` rolled back.
     """
+    report("alarms", ", ".join(guard.names) or "none configured")
     firing = guard.firing(target)
     if firing:
         raise DeployFailed(f"alarm firing: {_describe(firing)}")

@@ -24,6 +24,7 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import DeployFailed, InputError, ResourceMissing, VersionConflict
+from opcd.progress import report
 from tasks.images import Image
 
 LATEST = "latest"
@@ -138,6 +139,7 @@ def push_image(target: AwsTarget, image: Image, repository: Repository) -> bool:
         logger.info("%s is already in ECR as %s: not pushed again", repository.identifier(image.tag), image.digest)
         return False
     logger.info("Pushing %s (%s, %d bytes)", repository.identifier(image.tag), image.digest, image.size)
+    report("push", f"{repository.identifier(image.tag)} ({image.size} bytes)")
     copy_image(target, image, repository, [image.tag])
     verify_tag(target, repository, image.tag, image.digest)
     logger.info("Moving %s to %s", repository.identifier(LATEST), image.digest)

@@ -25,6 +25,7 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import DeployFailed, InputError, ResourceMissing
+from opcd.progress import State, report
 from opcd.traffic import human_duration
 
 if TYPE_CHECKING:
@@ -352,6 +353,7 @@ def deploy(
     poll_interval: float,
 ) -> tuple[LiveService, DeploymentResult]:
     logger = get_run_logger()
+    report("update service", f"{service} → {image} ({strategy})")
     return deploy_image(
         target, cluster, service, container, image, strategy, bake_seconds, alarms, timeout, poll_interval,
         logger.info,
@@ -371,4 +373,5 @@ def rollback(
     """Back to ``task_definition`` with the service's own strategy (a blue/green service stays blue/green,
     baking nothing: the revision it goes back to ran before)."""
     logger = get_run_logger()
+    report("roll back", f"{service} → {task_definition}", State.WARN)
     return roll_back(target, cluster, service, task_definition, timeout, poll_interval, strategy, say=logger.info)

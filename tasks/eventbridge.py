@@ -17,6 +17,7 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.config import EventRule
+from opcd.progress import report
 
 if TYPE_CHECKING:
     from types_boto3_events.type_defs import TargetTypeDef
@@ -125,6 +126,7 @@ def sync_event_rules(
 ) -> RuleChanges:  # fmt: skip
     """Make EventBridge match ``rules`` for this component; report what changed."""
     logger = get_run_logger()
+    report("rules", f"EventBridge: {', '.join(r.name for r in rules) or 'none configured'}")
     events, lam = target.client("events"), target.client("lambda")
     tags = _tags(project, environment, component)
     statements = _policy_statements(lam, function)

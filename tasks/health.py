@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from opcd import progress
 from opcd.config import HealthCheck, SmokeCheck
 from opcd.errors import DeployFailed
 
@@ -96,6 +97,7 @@ def wait_healthy(
 def check_health(url: str, public_url: str, settings: HealthCheck, expect_version: str | None = None) -> HealthReport:
     """Post-traffic health check of ``public_url`` (requested at ``url``); raise when unhealthy."""
     logger = get_run_logger()
+    progress.report("health", f"{public_url} ({settings.successes} consecutive)")
     report = wait_healthy(
         url, settings, expect_version, on_probe=lambda p: logger.info("Health %s: %s", public_url, p.detail)
     )
@@ -129,6 +131,7 @@ def run_http_smoke(base_url: str, public_base: str, checks: list[SmokeCheck], ti
 def http_smoke_checks(base_url: str, public_base: str, checks: list[SmokeCheck], timeout: float = 5.0) -> None:
     """The component's smoke checks against its service URL; raise when one fails."""
     logger = get_run_logger()
+    progress.report("smoke", ", ".join(f"{c.method} {public_base}{c.path}" for c in checks))
     failures = run_http_smoke(base_url, public_base, checks, timeout)
     if failures:
         raise DeployFailed("smoke check failed: " + "; ".join(failures))

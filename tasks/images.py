@@ -25,6 +25,7 @@ from prefect.logging import get_run_logger
 
 from opcd.config import ImageComponent
 from opcd.errors import BuildFailed, InputError
+from opcd.progress import report
 from opcd.versions import check_version, version_or_none
 
 BUILDERS = ("docker", "buildah", "podman")
@@ -187,6 +188,7 @@ def build_image(
 ) -> Image:
     logger = get_run_logger()
     logger.info("Building the %s image %s from %s/%s", component, version, source, comp.dockerfile)
+    report("build", f"the {component} image {version} from {source.name}/{comp.dockerfile}")
     image = build(component, version, comp, source, root, out_dir, cache_dir)
     logger.info("Built %s:%s with %s: %s, %d bytes", component, image.tag, image.builder, image.digest, image.size)
     return image

@@ -17,6 +17,7 @@ from prefect.transactions import Transaction, get_transaction
 from opcd.aws import AwsTarget, error_code
 from opcd.config import SmokeCheck
 from opcd.errors import DeployFailed, ResourceMissing
+from opcd.progress import report
 from opcd.versions import version_or_none
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def update_function_code(target: AwsTarget, function: str, bucket: str, key: str
     Only ``$LATEST`` changes here; traffic does not (it follows the ``live`` alias).
     """
     logger = get_run_logger()
+    report("update code", f"{function} $LATEST from s3://{bucket}/{key}")
     lam = target.client("lambda")
     lam.update_function_code(FunctionName=function, S3Bucket=bucket, S3Key=key)
     conf = wait_until_updated(target, function)
@@ -155,6 +157,7 @@ def update_function_code(target: AwsTarget, function: str, bucket: str, key: str
 @task(name="publish-version", cache_policy=NO_CACHE)
 def publish_version(target: AwsTarget, function: str, description: str, code_sha256: str) -> str:
     """Publish ``$LATEST`` as an immutable version; AWS refuses if its code is not ``code_sha256``."""
+    report("publish", f"{function} $LATEST as a new version")
     lam = target.client("lambda")
     result = lam.publish_version(FunctionName=function, CodeSha256=code_sha256, Description=description)
     if result.get("CodeSha256") != code_sha256:
@@ -217,6 +220,12 @@ def judge_smoke(check: SmokeCheck, function_error: str | None, payload: bytes) -
 
 @task(name="invoke-smoke-checks", cache_policy=NO_CACHE)
 def invoke_smoke_checks(target: AwsTarget, function: str, qualifier: str, checks: list[SmokeCheck]) -> list[str]:
+    """The smoke checks as the deploy's step (:func:`run_smoke_checks`)."""
+    report("smoke", f"{', '.join(f'{c.method} {c.path}' for c in checks)} on version {qualifier}")
+    return run_smoke_checks(target, function, qualifier, checks)
+
+
+def run_smoke_checks(target: AwsTarget, function: str, qualifier: str, checks: list[SmokeCheck]) -> list[str]:
     """Invoke ``function:qualifier`` once per check; raise DeployFailed listing what failed."""
     logger = get_run_logger()
     lam = target.client("lambda")
@@ -254,6 +263,7 @@ def invoke_sample_event(
     target: AwsTarget, function: str, qualifier: str, event: dict[str, Any], expect: dict[str, Any] | None
 ) -> str:
     """Invoke ``function:qualifier`` with the sample event; raise DeployFailed when it fails."""
+    report("sample event", f"on {function}:{qualifier}")
     lam = target.client("lambda")
     result = lam.invoke(FunctionName=function, Qualifier=qualifier, Payload=json.dumps(event).encode())
     payload = result["Payload"].read()
@@ -284,6 +294,7 @@ def move_alias_reversibly(target: AwsTarget, function: str, version: str, previo
         txn.set("target", target)
         txn.set("function", function)
         txn.set("previous", previous)
+    report("shift", f"{function}:{ALIAS} → version {version} (from {previous})")
     move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s (was %s)", function, ALIAS, version, previous)
     return version
@@ -305,6 +316,7 @@ def _restore_alias(txn: Transaction) -> None:
 @task(name="move-alias", cache_policy=NO_CACHE)
 def move_alias_task(target: AwsTarget, function: str, version: str) -> str:
     """Move ``live`` to ``version`` outside a transaction (explicit rollbacks)."""
+    report("shift", f"{function}:{ALIAS} → version {version}")
     move_alias(target, function, version)
     get_run_logger().info("Traffic: %s:%s now on version %s", function, ALIAS, version)
     return version

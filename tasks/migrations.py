@@ -21,6 +21,7 @@ from prefect.logging import get_run_logger
 from pydantic import SecretStr
 
 from opcd.errors import DeployFailed
+from opcd.progress import report
 from opcd.pythons import find_python
 from tasks.build import publish
 
@@ -49,6 +50,7 @@ def run_migrations(
     work = unpack(package, cache_dir)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(work), "DATABASE_URL": secret}
     logger.info("Running migrations: %s", command)
+    report("migrations", command)
     try:
         proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:

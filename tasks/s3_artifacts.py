@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
 from opcd.errors import InputError, ResourceMissing
+from opcd.progress import report
 from tasks.build import Package
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def upload_artifact(target: AwsTarget, bucket: str, package: Package, metadata: 
     logger = get_run_logger()
     s3 = target.client("s3")
     key = artifact_key(package.component, package.version)
+    report("upload", f"s3://{bucket}/{key} ({package.size} bytes)")
     try:
         s3.put_object(
             Bucket=bucket,

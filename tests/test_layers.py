@@ -26,6 +26,8 @@ FLOW_IMPORTS = {
     ("flows.release", "flows.lambda_deploy"),
     ("flows.release", "flows.frontend_deploy"),
     ("flows.release", "flows.ecs_deploy"),
+    # with release.on_failure = rollback-all it rolls an environment's other components back on a failure
+    ("flows.release", "flows.rollback"),
     # which flow deploys a component: the registry of the deploy flows
     ("flows.components", "flows.lambda_deploy"),
     ("flows.components", "flows.frontend_deploy"),

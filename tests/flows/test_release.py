@@ -12,12 +12,20 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from moto.backends import get_backend
 
 from sandbox.slack import SlackSink
 from tests.commits import committed
-from tests.conftest import RAISES_ON_IMPORT, Project, error_lines, start_in_thread, wait_for_pending
+from tests.conftest import (
+    RAISES_ON_IMPORT,
+    UNHEALTHY_UNDER_TRAFFIC,
+    Project,
+    error_lines,
+    start_in_thread,
+    wait_for_pending,
+)
 from tests.github_stub import GitHubStub, serving
 
 pytestmark = pytest.mark.skipif(
@@ -356,7 +364,11 @@ def test_a_failure_in_dev_lets_the_others_finish_and_stops_before_prod(
     message = str(state.message)
     assert "dev failed (backend: failed" in message and "prod untouched" in message
     assert project.ledger("dev", "backend")["outcome"] == "failed"
-    assert project.ledger("dev", "worker")["outcome"] == "deployed"
+    # rollback-all then takes the worker back to Lambda version 1, the sandbox's placeholder, which fails the
+    # worker's sample event: a rollback never leaves a version that fails its checks live, so v1 stays (verified)
+    worker = project.ledger("dev", "worker")
+    assert (worker["action"], worker["outcome"], worker["live_version"]) == ("rollback", "rolled-back", "v1")
+    assert "rolled back with it: worker (ROLLBACK FAILED, live v1 (Lambda version 2))" in message
     assert project.live("outreachpass-api-dev") == "1"  # live untouched: the smoke check ran before traffic
     for function in ("outreachpass-api-prod", "outreachpass-worker-prod"):
         assert project.live(function) == "1"
@@ -365,9 +377,11 @@ def test_a_failure_in_dev_lets_the_others_finish_and_stops_before_prod(
     assert [m.subject for m in sent_email()] == ["[opcd] release v1 failed"]
 
 
-def test_a_failure_in_prod_rolls_that_component_back_and_keeps_the_others(
+def test_a_failure_in_prod_rolls_that_component_back_and_with_keep_leaves_the_others(
     project: Project, prefect_server: None, sink: SlackSink
 ) -> None:
+    with project.config_path.open("a") as toml:
+        toml.write('\n[release]\non_failure = "keep"\n')
     project.write_source(UNHEALTHY_IN_PROD)
     release = start_release(project, "v1", components=["backend", "worker"])
     waiting = wait_for_pending(release)
@@ -391,6 +405,50 @@ def test_a_failure_in_prod_rolls_that_component_back_and_keeps_the_others(
     assert final["text"].startswith("release v1: failed: prod failed")
     fields = {f["text"].split("\n", 1)[0]: f["text"] for f in final["blocks"][1]["fields"]}
     assert "prod: deployed, live v1" in fields["*worker*"] and "prod: rolled-back" in fields["*backend*"]
+
+
+def served_page(project: Project, path: str, env: str = "dev") -> str:
+    """What the App Runner service of ``env`` serves at ``path`` (through the sandbox's stand-in)."""
+    return httpx.get(f"{project.apprunner}/_services/outreachpass-web-{env}{path}", timeout=30).text.strip()
+
+
+def test_a_failed_deploy_rolls_back_the_others_the_release_changed_in_that_environment(
+    project: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    """release.on_failure = rollback-all (the default): dev is never left half-released."""
+    site = project.root / "src" / "frontend" / "site" / "version.txt"
+    site.write_text("v1\n")
+    code, out, err = project.cli("deploy", "frontend", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    project.write_source(UNHEALTHY_UNDER_TRAFFIC)  # the backend's v2 fails /health once it takes traffic
+    site.write_text("v2\n")
+
+    state = start_release(project, "v2", components=["backend", "frontend"], environments=["dev"]).result(timeout=300)
+
+    assert state.is_failed()
+    assert served_page(project, "/version.txt") == "v1"  # what AWS serves: the frontend is back on v1
+    assert project.live("outreachpass-api-dev") == "1"  # the backend rolled itself back
+    frontend = project.ledger("dev", "frontend")
+    assert (frontend["action"], frontend["outcome"], frontend["live_version"]) == ("rollback", "deployed", "v1")
+    s3 = project.client("s3")
+    listed = s3.list_objects_v2(Bucket="outreachpass-artifacts", Prefix="ledger/dev/frontend/")["Contents"]
+    keys = sorted(o["Key"] for o in listed if not o["Key"].endswith(("/latest.json", "/live.json")))
+    records = [json.loads(s3.get_object(Bucket="outreachpass-artifacts", Key=k)["Body"].read()) for k in keys]
+    assert [(r["action"], r["outcome"], r["version"]) for r in records][-2:] == [
+        ("deploy", "deployed", "v2"), ("rollback", "deployed", "v1"),
+    ]  # fmt: skip
+    message = str(state.message)
+    assert "dev failed (backend: rolled-back" in message and "rolled back with it: frontend (live v1 (" in message
+    (key,) = [o["Key"] for o in project.client("s3").list_objects_v2(
+        Bucket="outreachpass-artifacts", Prefix="ledger/releases/v2/")["Contents"]]  # fmt: skip
+    summary = json.loads(project.client("s3").get_object(Bucket="outreachpass-artifacts", Key=key)["Body"].read())
+    step = summary["steps"]["dev"]["frontend"]
+    assert (step["outcome"], step["rolled_back_because"]) == ("rolled-back", "backend")
+    assert step["live"].startswith("v1 (") and "rollback-all" in step["reason"]
+    assert any(t.startswith("release v2: dev: 1 of 2 FAILED (backend)") for t in sink.texts())
+    said = [t for t in sink.texts() if "frontend in dev was ROLLED BACK: live now v1" in t]
+    assert said, sink.texts()
+    assert "rolled back with it: frontend" in sink.texts()[-1]
 
 
 def test_slack_failures_are_retried_and_never_fail_a_release(
