@@ -31,6 +31,7 @@ from opcd.errors import DeployFailed
 from opcd.outcomes import BakeEnd
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.cloudwatch import AlarmGuard
+from tasks.events import BAKE_STEP, emit
 from tasks.health import probe
 from tasks.lambda_functions import ALIAS, invoke_smoke_checks, move_alias, read_weights
 from tasks.ledger import now
@@ -155,6 +156,7 @@ class Bake:
     flow_run_id: UUID | None = None
     artifact_key: str | None = None
     notifier: Notifier | None = None
+    subject: tuple[str, str, str | None] | None = None  # component, environment, version: its events'
     sleep: Callable[[float], None] = time.sleep
     log: BakeLog = field(init=False)
     _progress: UUID | None = field(default=None, init=False)
@@ -206,6 +208,8 @@ class Bake:
             "Traffic: %s:%s now %d%% on version %s, %d%% on %s (read back: %s)",
             self.function, ALIAS, step.percent, self.new_version, 100 - step.percent, self.primary, weights,
         )  # fmt: skip
+        if self.subject:
+            emit(BAKE_STEP, *self.subject, step=number, steps=total, percent=step.percent, on=self.new_version)
         if self.notifier:
             watched = ", ".join(self.guard_names()) or "no guards"
             self.notifier.send(
