@@ -95,3 +95,26 @@ def test_setup_dry_run_saves_no_block(project: Project, no_block_left: None) -> 
     assert change.action == "created"
     with pytest.raises(ValueError):
         S3Bucket.load(BLOCK)
+
+
+@flow(persist_result=True)  # as the release: what runs inside persists its results unless told not to
+def reads_a_secret(config_path: str) -> int:
+    from opcd.aws import target_for
+    from tasks.secrets import read_secret
+
+    config = load_config(config_path)
+    with shared_results(config_path):
+        value = read_secret(target_for(config, "dev"), str(config.environment("dev").database_secret))
+        return len(value.get_secret_value())
+
+
+def test_a_secret_read_in_a_release_never_reaches_the_result_storage(project: Project, no_block_left: None) -> None:
+    # read_secret has no cache key (NO_CACHE): Prefect writes a result only under a key, even in a persisting run
+    path = str(project.config_path)
+    config = load_config(path)
+    ensure_result_storage(config, dry_run=False)
+    secret = project.client("secretsmanager").get_secret_value(SecretId=config.environment("dev").database_secret)
+    assert reads_a_secret(path) == len(secret["SecretString"]) > 0
+    s3 = project.client("s3")
+    stored = [s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in result_keys(project)]
+    assert not [body for body in stored if secret["SecretString"].encode() in body]
