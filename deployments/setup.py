@@ -11,9 +11,15 @@ In order, each step creating what is missing and updating what differs, and sayi
 3. the Prefect Secret blocks that ``opcd.toml`` names (Slack's webhook or token): the value comes
    from the environment variable ``OPCD_SECRET_<BLOCK>`` (the block name in capitals, ``-`` as
    ``_``); a block that exists and has no such variable is kept; values are never printed;
-4. the deployments of ``prefect.yaml``: each one the server lacks, or holds differently (entrypoint,
+4. the shared result storage: a prefect-aws ``S3Bucket`` block, ``opcd-results``, on the artifact
+   bucket under ``prefect-results/`` (bucket and prefix only, no credentials): a release or a
+   terraform-apply resumed on another worker finds its builds and deploys there (``tasks/results.py``);
+5. the deployments of ``prefect.yaml``: each one the server lacks, or holds differently (entrypoint,
    parameters and their schema, pool, pull steps, schedules, concurrency, tags, description), is
-   deployed with ``prefect deploy``; the others are left alone.
+   deployed with ``prefect deploy``; the others are left alone;
+6. the example automation, ``opcd-prod-rolled-back``: when a prod deploy is rolled back (the event
+   ``opcd.deploy.rolled-back``, ``tasks/events.py``), it starts a ``drift-check`` run, which compares
+   what is live with the ledger and says so on Slack (:func:`automation`).
 
 Running it twice changes nothing the second time.
 """
@@ -25,8 +31,10 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml
 from prefect.blocks.system import Secret
@@ -37,14 +45,19 @@ from prefect.client.schemas.actions import (
     WorkPoolCreate,
     WorkPoolUpdate,
 )
+from prefect.events.actions import RunDeployment
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 from prefect.workers.process import ProcessWorker
+from prefect_aws.s3 import S3Bucket
 
 from opcd.config import Config
 from opcd.errors import ConfigError, InputError
 from opcd.locks import limit_name, release_limit_name
+from tasks.events import DEPLOY_ROLLED_BACK
+from tasks.results import BLOCK, PREFIX, block_for
 
 POOL_TYPE = "process"
 WORKER_VARIABLES = ("OPCD_REPOSITORY", "OPCD_REF")  # what the pull step reads on the worker
@@ -53,7 +66,7 @@ FIXED = ("env", "command", "working_dir")  # job variables a run may not set on 
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # work pool | concurrency limit | secret block | deployment
+    kind: str  # work pool | concurrency limit | secret block | result storage | deployment | automation
     name: str
     action: str  # created | updated | unchanged | missing
     detail: str = ""
@@ -174,6 +187,66 @@ def ensure_secret(name: str, dry_run: bool) -> Change:
     return Change("secret block", name, "created" if current is None else "updated", f"from {variable}")
 
 
+def ensure_result_storage(config: Config, dry_run: bool) -> Change:
+    """The S3Bucket block of the release's task results: the artifact bucket, ``prefect-results/``."""
+    wanted = block_for(config.project.artifact_bucket)
+    name, where = f"s3-bucket/{BLOCK}", f"s3://{wanted.bucket_name}/{PREFIX}/"
+    try:
+        current: Any = S3Bucket.load(BLOCK)
+    except ValueError:  # Prefect's "Unable to find block document named …"
+        current = None
+    if current is not None and (current.bucket_name, current.bucket_folder) == (wanted.bucket_name, PREFIX):
+        return Change("result storage", name, "unchanged")
+    if not dry_run:
+        wanted.save(BLOCK, overwrite=True)
+    was = f"; was s3://{current.bucket_name}/{current.bucket_folder}/" if current is not None else ""
+    return Change("result storage", name, "created" if current is None else "updated", where + was)
+
+
+AUTOMATION = "opcd-prod-rolled-back"
+
+
+def automation(drift_check: UUID) -> AutomationCore:
+    """The example automation: a prod deploy rolled back starts a drift check (docs/operating.md shows others)."""
+    return AutomationCore(
+        name=AUTOMATION,
+        description="A deploy to prod was rolled back: compare what is live with the ledger (drift-check).",
+        enabled=True,
+        trigger=EventTrigger(
+            expect={DEPLOY_ROLLED_BACK}, match={"prefect.resource.id": "opcd.deploy.*", "opcd.environment": "prod"},
+            posture=Posture.Reactive, threshold=1, within=timedelta(0),
+        ),
+        actions=[RunDeployment(source="selected", deployment_id=drift_check, parameters={}, job_variables={})],
+    )  # fmt: skip
+
+
+def _automation_fields(automation: Any) -> dict[str, Any]:
+    """What an automation does, to compare: its trigger's id is made anew by each model."""
+    fields: dict[str, Any] = automation.model_dump(
+        mode="json", include={"name", "description", "enabled", "trigger", "actions"}
+    )
+    fields["trigger"].pop("id", None)
+    return fields
+
+
+def ensure_automation(client: Any, dry_run: bool) -> Change:
+    """:func:`automation`, created or put back as it should be; ``missing`` until drift-check is deployed."""
+    try:
+        drift_check = client.read_deployment_by_name("drift-check/drift-check").id
+    except ObjectNotFound:
+        return Change("automation", AUTOMATION, "missing", "deploy drift-check/drift-check first")
+    wanted = automation(drift_check)
+    found = client.read_automations_by_name(AUTOMATION)
+    if found and _automation_fields(found[0]) == _automation_fields(wanted):
+        return Change("automation", AUTOMATION, "unchanged")
+    if not dry_run:
+        if found:
+            client.update_automation(found[0].id, wanted)
+        else:
+            client.create_automation(wanted)
+    return Change("automation", AUTOMATION, "updated" if found else "created", "prod rolled back → drift-check")
+
+
 def _schedules(spec: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
     return sorted((s.get("cron"), s.get("interval"), s.get("timezone"), s.get("active", True)) for s in spec or [])
 
@@ -286,10 +359,13 @@ def setup(config: Config, prefect_yaml: Path, dry_run: bool = False, say: Any = 
             note(ensure_lock(client, name, dry_run))
         for name in secret_blocks(config):
             note(ensure_secret(name, dry_run))
+        note(ensure_result_storage(config, dry_run))
         planned = plan_deployments(client, spec, root)
     todo = [c.name for c in planned if c.action != "unchanged"]
     if todo and not dry_run:
         deploy(prefect_yaml, todo)
     for change in planned:
         note(change)
+    with get_client(sync_client=True) as client:
+        note(ensure_automation(client, dry_run))
     return changes

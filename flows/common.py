@@ -22,6 +22,7 @@ from opcd.locks import environment_lock, limit_name
 from opcd.logs import drop_empty_tracebacks
 from opcd.outcomes import Outcome, Stage
 from opcd.progress import State, report
+from tasks.events import emit, outcome_event
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
 
@@ -106,7 +107,17 @@ def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -
         record.notify_failures = list(notifier.failures)
     record_in_ledger(plan.target, plan.bucket, record)
     publish_run_artifact(record)
+    emit_outcome(record)
     return record
+
+
+def emit_outcome(record: Record) -> None:
+    """The event of how a deploy or rollback ended (``tasks/events.py``), from its ledger record."""
+    emit(
+        outcome_event(record.action, record.outcome), record.component, record.environment, record.version,
+        action=record.action, outcome=record.outcome, step=record.step, live_version=record.live_version,
+        reason=record.reason,
+    )  # fmt: skip
 
 
 class RunPlan(LedgerPlan, Protocol):
@@ -222,6 +233,8 @@ class EarlySteps:
         detail = "; nothing changed, live untouched" + (f" on {live}" if live else "")
         if (unrecorded := self._record(config, record)) is not None:
             detail += f"; the ledger record could not be written either ({unrecorded})"
+        if self.action != "build":  # a release's build is no deploy: the release reports it
+            emit_outcome(record)
         return step_failure(self.subject, self.step, exc, detail)
 
     def _live(self, record: Record) -> str | None:

@@ -41,6 +41,7 @@ from tasks.ecs import (
     start_deployment,
 )
 from tasks.ecs import rollback as put_back
+from tasks.events import DEPLOY_STARTED, emit
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
 from tasks.images import choose_builder, image_tag, version_of
@@ -304,6 +305,7 @@ def run_ecs_deploy(
     """The body of the ECS deploy flow."""
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
         plan = plan_ecs_deploy(component, environment, version, config_path, accept_alarms)
         early.planned(plan, partial(record_service, plan))

@@ -33,6 +33,7 @@ from opcd.versions import check_version
 from tasks.apprunner import Service, find_service, operation, read_service, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.ecr import Repository, describe_repository, push_image, tag_digest
+from tasks.events import DEPLOY_STARTED, emit
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_source_hash, image_tag, version_of
@@ -300,6 +301,7 @@ def deploy_apprunner(
     """The body of the App Runner deploy flows (the frontend)."""
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
         plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
         early.planned(plan, partial(record_service, plan))

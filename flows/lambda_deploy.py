@@ -32,6 +32,7 @@ from tasks.bake import Bake, Guards
 from tasks.build import PLATFORMS, Package, build_lambda_package, lambda_source_hash
 from tasks.cloudwatch import AlarmGuard, check_alarms
 from tasks.eventbridge import RuleChanges, sync_event_rules
+from tasks.events import DEPLOY_STARTED, emit
 from tasks.git import commit_config
 from tasks.health import check_health
 from tasks.lambda_functions import (
@@ -187,6 +188,7 @@ def make_bake(
         plan.target, plan.function, live.lambda_version, new_version, strategy, guards, env.bake.poll_interval,
         flow_run_id=ctx.flow_run.id if ctx and ctx.flow_run else None,
         artifact_key=f"bake-{plan.component}-{plan.environment}", notifier=notifier,
+        subject=(plan.component, plan.environment, plan.version),
     )  # fmt: skip
 
 
@@ -356,6 +358,7 @@ def deploy_lambda(
     a failure is one line), then under the environment's lock: read live, publish the new version, check
     it before traffic, move traffic and verify; a failure after that is recorded with what is live."""
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     plan, artifact = plan_and_build(early, version, accept_alarms)
     record = deploy_record(plan, artifact, git_sha)
     notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)

@@ -42,12 +42,14 @@ from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import find_service, read_service
 from tasks.ecr import describe_repository
+from tasks.events import APPROVAL_ANSWERED, APPROVAL_REQUESTED, emit
 from tasks.git import changed_paths, commit_config, touches
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
 from tasks.ledger import Record, actor, read_latest, record_release
 from tasks.loadtest import LoadResult, run_load_test
 from tasks.notify import Emailer, Notifier, run_url
+from tasks.results import shared_results
 
 # Flow runs whose outcome the body already reported (the state hooks then stay quiet).
 _REPORTED: set[UUID] = set()
@@ -533,10 +535,15 @@ class Release:
             f"[opcd] approval needed: release {self.version} to {environment}",
             description + self._link() + f"\n{command}\n",
         )
+        if self.replaying_until is None:  # a gate replayed after a suspension was announced before it
+            emit(APPROVAL_REQUESTED, self.components, environment, self.version, approvers=",".join(settings.approvers))
         decision = wait_for_approval(environment, settings, description)
         if environment == self.replaying_until:  # the answer that resumed the run: news from here on
             self.notifier.muted = self.emailer.muted = False
             self.replaying_until = None
+        if self.replaying_until is None:
+            answer = {k: getattr(decision, k) for k in ("approved", "approver", "reason", "timed_out", "verified")}
+            emit(APPROVAL_ANSWERED, self.components, environment, self.version, **answer)
         self.approvals.append(decision)
         identity = {"Identity": decision.verified} if decision.verified else None
         if decision.approved:
@@ -720,7 +727,8 @@ def release(
         config_path: opcd.toml to use.
     """
     with commit_config(config_path, git_sha) as (config_path, git_sha):  # given a commit: its tree, fetched
-        return _release(version, git_sha, components, environments, config_path)
+        with shared_results(config_path):  # on `opcd setup`'s server: any worker resumes it (tasks/results.py)
+            return _release(version, git_sha, components, environments, config_path)
 
 
 def _release(

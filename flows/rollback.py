@@ -14,6 +14,7 @@ from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome
 from opcd.versions import check_version
+from tasks.events import DEPLOY_STARTED, emit
 from tasks.lambda_functions import LiveVersion, app_version_of, list_versions, read_live_alias
 from tasks.ledger import Record, read_history, seen_live
 from tasks.notify import Notifier
@@ -86,6 +87,7 @@ def rollback(
     A named version must be one the ledger saw live; ``force`` goes to any (recorded).
     """
     logger = get_run_logger()
+    emit(DEPLOY_STARTED, component, environment, to_version, action="rollback", force=force)
     if to_version is not None and to_lambda_version is not None:
         raise InputError("give --to or --to-lambda-version, not both")
     kind = load_config(config_path).component(component).kind

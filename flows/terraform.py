@@ -38,6 +38,7 @@ from tasks.approval import replayed_gate, wait_for_approval
 from tasks.git import commit_config
 from tasks.github import report_to_github
 from tasks.notify import Notifier, run_url
+from tasks.results import shared_results
 from tasks.s3_artifacts import load_plan, store_plan
 from tasks.terraform import PlanSummary, apply_terraform, comment_body, plan_terraform
 
@@ -159,7 +160,11 @@ def terraform_apply(
     replaying_until = replayed_gate(envs)  # resumed after a suspension: said before, not said again
     notifier.muted = replaying_until is not None
     results: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="opcd-apply-") as work, commit_config(config_path, git_sha) as (path, _):
+    with (
+        tempfile.TemporaryDirectory(prefix="opcd-apply-") as work,
+        commit_config(config_path, git_sha) as (path, _),
+        shared_results(path),  # on `opcd setup`'s server, a resumed run finds what it applied on any worker
+    ):
         config = _config(path)  # the trusted opcd.toml; that commit's module (its backends, its lock file)
         reviewed = {env: load_plan(target, bucket, plan_id, env, work) for env in envs}  # all present, first
         notifier.send(f"started: {' → '.join(envs)}", "info")

@@ -39,6 +39,7 @@ READ_FLOWS = frozenset({"terraform-plan", "drift-check", "pr-validation"})
 RECORD_ENV = "OPCD_RECORD_AWS_CALLS"
 PLANS_PREFIX = "terraform/plans"  # tasks.s3_artifacts keeps saved plans there
 LEDGER_PREFIX = "ledger"
+RESULTS_PREFIX = "prefect-results"  # tasks.results: a release's persisted task results, shared by the workers
 
 # (role, opcd.toml, the flow run that declared it: None outside one)
 _acting_as: ContextVar[tuple[Role, str | None, Any] | None] = ContextVar("opcd_iam_role", default=None)
@@ -113,10 +114,11 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         if not read:  # finding the rules a component no longer has (ListRules has no resource-level scope)
             statements.append(_statement("ListEventRules", ["events:ListRules"], ["*"]))
 
-    # The artifact bucket: each component's artifacts, the ledger, saved Terraform plans.
+    # The artifact bucket: each component's artifacts, the ledger, saved Terraform plans, the release's results.
     objects = [f"arn:aws:s3:::{bucket}/{name}/*" for name in config.components]
     ledger = f"arn:aws:s3:::{bucket}/{LEDGER_PREFIX}/*"
     plans = f"arn:aws:s3:::{bucket}/{PLANS_PREFIX}/*"
+    results = f"arn:aws:s3:::{bucket}/{RESULTS_PREFIX}/*"
     statements.append(
         _statement("ArtifactBucket", ["s3:GetLifecycleConfiguration", "s3:ListBucket"], [f"arn:aws:s3:::{bucket}"])
     )
@@ -124,7 +126,9 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         statements.append(_statement("ReadArtifactsAndLedger", ["s3:GetObject"], [*objects, ledger]))
     else:
         statements.append(
-            _statement("ArtifactsLedgerPlans", ["s3:GetObject", "s3:PutObject"], [*objects, ledger, plans])
+            _statement(
+                "ArtifactsLedgerPlansResults", ["s3:GetObject", "s3:PutObject"], [*objects, ledger, plans, results]
+            )
         )
     # Belt and braces against a broader policy beside this one: the ledger is never deleted or expired.
     statements.append({

@@ -35,6 +35,7 @@ from opcd.progress import report
 from opcd.traffic import Step, Strategy, human_duration
 from tasks.analysis import Analysis, analyse
 from tasks.cloudwatch import AlarmGuard
+from tasks.events import BAKE_STEP, emit
 from tasks.health import probe
 from tasks.lambda_functions import ALIAS, move_alias, read_weights, run_smoke_checks
 from tasks.ledger import now
@@ -161,6 +162,7 @@ class Bake:
     flow_run_id: UUID | None = None
     artifact_key: str | None = None
     notifier: Notifier | None = None
+    subject: tuple[str, str, str | None] | None = None  # component, environment, version: its events'
     sleep: Callable[[float], None] = time.sleep
     started: datetime | None = None  # when traffic first reached the new version: the analysis reads from there
     log: BakeLog = field(init=False)
@@ -222,6 +224,8 @@ class Bake:
             "Traffic: %s:%s now %d%% on version %s, %d%% on %s (read back: %s)",
             self.function, ALIAS, step.percent, self.new_version, 100 - step.percent, self.primary, weights,
         )  # fmt: skip
+        if self.subject:
+            emit(BAKE_STEP, *self.subject, step=number, steps=total, percent=step.percent, on=self.new_version)
         if self.notifier:
             watched = ", ".join(self.guard_names()) or "no guards"
             self.notifier.send(

@@ -46,7 +46,11 @@ def api(tmp_path_factory: pytest.TempPathFactory, prefect_database: Callable[[st
     # a queued run tries again for its slot after 1 s (30 s by default): the test waits less, nothing else changes
     home = tmp_path_factory.mktemp("prefect-deployments")
     database = prefect_database("deployments")
-    with prefect_server(home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1", **database) as url:
+    # the events are kept and automations act on them here, as on a team's server (tests/conftest.py turns both off)
+    services = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "true" for name in ("EVENT_PERSISTER", "TRIGGERS")}
+    with prefect_server(
+        home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1", **services, **database
+    ) as url:
         env = {**os.environ, "PREFECT_API_URL": url}
         env.pop("OPCD_CONFIG", None)
         first = run([str(BIN / "opcd"), "setup"], env)
@@ -55,8 +59,11 @@ def api(tmp_path_factory: pytest.TempPathFactory, prefect_database: Callable[[st
         for line in (f"created    work pool          opcd-deploy  {fixed}",
                      f"created    work pool          opcd-checks  {fixed}",
                      "created    concurrency limit  opcd-release-prod  (1 slot)",
+                     "created    result storage     s3-bucket/opcd-results  (s3://outreachpass-artifacts/prefect-results/)",
                      "created    deployment         release/release",
-                     "created    deployment         drift-check/drift-check"):  # fmt: skip
+                     "created    deployment         drift-check/drift-check",
+                     "created    automation         opcd-prod-rolled-back  "
+                     "(prod rolled back → drift-check)"):  # fmt: skip
             assert line in first.stdout, first.stdout
         yield url
 
@@ -289,3 +296,145 @@ def test_a_worker_one_commit_behind_releases_the_commit_it_is_given(
     assert [(r["outcome"], r["git_sha"]) for r in ledger(project, "dev", "worker")] == [("deployed", second)]
     assert git(checkout, "rev-parse", "HEAD") == first  # the worker's checkout untouched, no worktree left
     assert not list((checkout / ".opcd" / "commits").iterdir())
+
+
+# The worker's handler fails a call through its live alias (the sample event a deploy sends there).
+FAILS_THROUGH_LIVE = """
+
+_handler = handler
+
+
+def handler(event, context):
+    if context.invoked_function_arn.endswith(":live"):
+        raise RuntimeError("digest query failed")
+    return _handler(event, context)
+"""
+
+
+def aws_calls(directory: Path) -> list[dict[str, Any]]:
+    """The AWS calls the flow runs of one worker made (opcd's factory records them: opcd/iam.py)."""
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def changes_to(calls: list[dict[str, Any]], function: str) -> list[str]:
+    """The calls that changed a Lambda function (its code, its versions, its alias)."""
+    changing = {"UpdateFunctionCode", "PublishVersion", "UpdateAlias"}
+    return [c["operation"] for c in calls if c["operation"] in changing and c["params"]["FunctionName"] == function]
+
+
+def s3_keys(calls: list[dict[str, Any]], operation: str) -> list[str]:
+    return [c["params"]["Key"] for c in calls if c["service"] == "s3" and c["operation"] == operation]
+
+
+def opcd_events(api: str, since: str, expected: set[str]) -> list[dict[str, Any]]:
+    """The opcd.* events the server kept since ``since``, once all of ``expected`` are there (kept in batches)."""
+    body = {"filter": {"event": {"prefix": ["opcd."]}, "occurred": {"since": since}, "order": "ASC"}, "limit": 50}
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    while True:
+        events: list[dict[str, Any]] = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()["events"]
+        if expected <= {e["event"] for e in events} or time.monotonic() > deadline:
+            return events
+        time.sleep(1)
+
+
+def related(event: dict[str, Any], role: str) -> list[str]:
+    return [r["prefect.resource.id"] for r in event["related"] if r.get("prefect.resource.role") == role]
+
+
+def test_two_workers_one_release_resumed_on_the_other_worker_redoes_nothing_and_every_step_is_an_event(
+    api: str, project: Project, code: Path, tmp_path: Path
+) -> None:
+    from opcd.config import load_config
+    from opcd.iam import RECORD_ENV
+    from tasks.events import NAMES
+
+    started_at = time.monotonic()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))  # the server shares this clock
+    project.set_config('timeout = "120s"', 'timeout = "1h"')  # the approval waits as long as the machine is slow
+    config = load_config(project.config_path)
+    sha = committed(project)
+    calls = {name: tmp_path / f"aws-calls-{name}" for name in ("a", "b")}  # each worker's flow runs' AWS calls
+    env = {}
+    for name, directory in calls.items():
+        directory.mkdir()
+        # each worker its own disk, as on two machines: Prefect's local results are not shared
+        env[name] = environ(api, project, code, OPCD_BUILD_CACHE=os.environ["OPCD_BUILD_CACHE"],
+                            OPCD_RECORD_AWS_CALLS=str(directory),
+                            PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / f"results-{name}"))  # fmt: skip
+    release_log = tmp_path / "release.log"
+
+    # given: worker a takes the release; it builds, deploys dev and suspends at prod's gate; then a stops
+    with worker(env["a"], tmp_path / "worker-a.log", limit=1):
+        release = start(workflow_command("main.yml", "release/release"), push(api, ["worker"], sha=sha), env["a"],
+                        release_log)  # fmt: skip
+        run_id = pending(api, env["a"], release, release_log)["flow_run_id"]
+    assert flow_run(api, run_id)["state"]["name"] == "Suspended"
+
+    # when: the approval comes while only worker b runs: b resumes the release and finishes prod
+    with worker(env["b"], tmp_path / "worker-b.log", limit=1):
+        approve = run([str(BIN / "opcd"), "approve", run_id, "--approver", "alice", "--reason", "e2e"], env["b"])
+        assert approve.returncode == 0, approve.stderr
+        assert release.wait(timeout=600) == 0, release_log.read_text()[-3000:]
+        b = aws_calls(calls["b"])  # the resumed release's (b runs more below)
+        # and then: a worker that fails its sample event through live, deployed to prod (rolled back by
+        # itself), and a deploy that fails before anything changes
+        project.write_worker(FAILS_THROUGH_LIVE)
+        rolled = run([str(BIN / "prefect"), "deployment", "run", "deploy-worker/deploy-worker", "--param",
+                      'version="v-bad"', "--param", 'environment="prod"', "--watch"], env["b"])  # fmt: skip
+        assert rolled.returncode == 1, rolled.stdout[-3000:] + rolled.stderr[-2000:]
+        failing = run([str(BIN / "prefect"), "deployment", "run", "deploy-worker/deploy-worker", "--param",
+                       'version="v1"', "--param", 'environment="staging"', "--watch"], env["b"])  # fmt: skip
+        assert failing.returncode == 1, failing.stdout[-2000:] + failing.stderr[-2000:]
+
+    # then: a built and deployed dev, b did neither: the ledger and each worker's AWS calls say so
+    dev, prod = config.function_name("worker", "dev"), config.function_name("worker", "prod")
+    assert [(r["outcome"], r["version"]) for r in ledger(project, "dev", "worker")] == [("deployed", sha[:12])]
+    assert [(r["outcome"], r["version"]) for r in ledger(project, "prod", "worker")] == [
+        ("deployed", sha[:12]), ("rolled-back", "v-bad"),
+    ]  # fmt: skip
+    a = aws_calls(calls["a"])
+    assert "PublishVersion" in changes_to(a, dev) and changes_to(a, prod) == []
+    assert changes_to(b, dev) == [] and "PublishVersion" in changes_to(b, prod)
+    artifacts = [key for key in s3_keys(a, "PutObject") if key.startswith("worker/")]
+    assert artifacts and not [key for key in s3_keys(b, "PutObject") if key.startswith("worker/")]
+    # the results a wrote in the artifact bucket are what b read back
+    written = {key for key in s3_keys(a, "PutObject") if key.startswith("prefect-results/")}
+    read = {key for op in ("GetObject", "HeadObject") for key in s3_keys(b, op) if key.startswith("prefect-results/")}
+    assert written and written & read, (written, read)
+    cached = {t["name"] for t in task_runs(api, run_id) if t["state"]["name"] == "Cached"}
+    assert cached >= {f"build worker {sha[:12]}", "deploy worker to dev"}, cached
+
+    # every opcd event, read back from the server; the gate's once each, though the release ran twice
+    events = opcd_events(api, since, set(NAMES))
+    seen = [(e["event"], e["resource"]["opcd.environment"]) for e in events]
+    assert set(NAMES) <= {name for name, _ in seen}, seen
+    assert seen.count(("opcd.approval.requested", "prod")) == seen.count(("opcd.approval.answered", "prod")) == 1
+    assert seen.count(("opcd.deploy.started", "dev")) == seen.count(("opcd.deploy.succeeded", "dev")) == 1, seen
+    assert ("opcd.deploy.rolled-back", "prod") in seen and ("opcd.deploy.failed", "staging") in seen
+    for event in events:
+        assert related(event, "flow-run") and related(event, "environment"), event
+        assert event["resource"]["opcd.component"] in ("worker",), event
+    answered = next(e for e in events if e["event"] == "opcd.approval.answered")
+    assert (answered["payload"]["approved"], answered["payload"]["approver"]) == (True, "alice")
+    assert related(answered, "flow-run") == [f"prefect.flow-run.{run_id}"]
+    assert related(answered, "version") == [f"opcd.version.{sha[:12]}"]
+    bake = [e for e in events if e["event"] == "opcd.bake.step"]
+    assert bake and {e["resource"]["opcd.environment"] for e in bake} == {"prod"}
+    assert "testing" not in json.dumps(events)  # no credential: the sandbox's keys are testing/testing
+    print(json.dumps(answered, indent=2))
+
+    # the automation opcd setup installed: the rolled-back prod deploy started a drift check
+    (drift,) = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["drift-check"]}}},
+                          timeout=30).json()  # fmt: skip
+    body = {"flow_runs": {"deployment_id": {"any_": [drift["id"]]}}}
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    while not (runs := httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).json()):
+        assert time.monotonic() < deadline, "the automation started no drift-check run"
+        time.sleep(1)
+    assert len(runs) == 1, runs
+
+    # the proof of the IAM policies covers what the workers did (the shared results' calls too)
+    if record := os.environ.get(RECORD_ENV):
+        with (Path(record) / f"calls-e2e-two-workers-{os.getpid()}.jsonl").open("a") as out:
+            out.writelines(json.dumps(call) + "\n" for call in a + b)
+    print(f"two workers, one release: {time.monotonic() - started_at:.0f} s")
