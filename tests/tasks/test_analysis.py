@@ -135,10 +135,24 @@ def prod(project: Project) -> AwsTarget:
     return target_of(project)
 
 
-def canary(target: AwsTarget, settings: CanaryAnalysis, started: datetime) -> Bake:
+class Slack:
+    """Stands in for the deploy's Notifier: keeps what would be posted."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, text: str, level: str = "info", facts: dict[str, str] | None = None) -> bool:
+        self.sent.append((text, level))
+        return True
+
+
+def canary(target: AwsTarget, settings: CanaryAnalysis, started: datetime, slack: Slack | None = None) -> Bake:
     strategy = Strategy("canary10-0s", "canary", 10, 0.0)
     guards = Guards(AlarmGuard([ALARM]), analysis=settings)
-    return Bake(target, FUNCTION, "1", "2", strategy, guards, 0.01, sleep=lambda _: None, started=started)
+    return Bake(
+        target, FUNCTION, "1", "2", strategy, guards, 0.01, sleep=lambda _: None, started=started,
+        notifier=slack,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def last_minute() -> datetime:
@@ -151,7 +165,8 @@ def test_a_version_30_percent_slower_fails_the_bake_while_the_alarms_are_ok(
     started = last_minute()
     publish(prod, started, "1", 9, latencies(40))
     publish(prod, started, "2", 2, latencies(40, 1.3))
-    bake = canary(prod, SETTINGS, started)
+    slack = Slack()
+    bake = canary(prod, SETTINGS, started, slack)
 
     with pytest.raises(DeployFailed) as caught:
         bake.bake(Step(10, 0.0), 1, 1)
@@ -172,6 +187,8 @@ def test_a_version_30_percent_slower_fails_the_bake_while_the_alarms_are_ok(
     assert lines[0].startswith("Canary analysis ") and lines[1].split() == ["metric", "old", "(version", "1)", "new",
         "(version", "2)", "change", "p-value", "verdict"]  # fmt: skip
     assert any(line.startswith("p50 ms") and line.endswith("FAIL") for line in lines[2:])
+    [(text, level)] = slack.sent  # Slack gets the verdict with the table in a code block
+    assert level == "fail" and text.startswith("canary analysis ") and "\n```metric " in text and "FAIL" in text
 
 
 def test_an_equal_version_passes_the_bake(prod: AwsTarget) -> None:

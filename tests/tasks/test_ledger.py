@@ -76,3 +76,22 @@ def test_a_record_this_opcd_cannot_read_is_refused_as_latest_and_skipped_in_hist
     with caplog.at_level("WARNING", logger="opcd.ledger"):
         assert [r.version for r in read_history(moto_target, "ledger-test", "dev", "backend")] == ["v1"]
     assert "20260102T000000Z-b.json skipped" in caplog.text
+
+
+def test_the_runs_artifact_carries_the_canary_analysis_table() -> None:
+    from opcd.config import CanaryAnalysis
+    from opcd.outcomes import Outcome
+    from tasks.analysis import Series, judge
+    from tasks.ledger import Record, markdown
+
+    analysis = judge(
+        CanaryAnalysis(metrics=["errors"], min_samples=10),
+        Series("2", invocations=100, errors=1),
+        Series("3", invocations=20, errors=12),
+    )
+    bake = {"steps": [], "analysis": {**analysis.as_dict(), "after_seconds": 12.4}}
+    text = markdown(Record("backend", "prod", "deploy", Outcome.ROLLED_BACK, "v2", bake=bake))
+    assert "\n### Canary analysis: fail\n\nversion 3 is worse than version 2: errors 1.00% (1/100) → 60.00%" in text
+    assert "| metric | old (version 2) | new (version 3) | change | p-value | verdict |" in text
+    assert "| errors | 1.00% (1/100) | 60.00% (12/20) | +59.00 pts | 0.0000 | FAIL |" in text
+    assert "Canary analysis" not in markdown(Record("backend", "prod", "deploy", Outcome.DEPLOYED, "v2"))
