@@ -126,12 +126,15 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-# Each prints its table; release.py and flowcost.py on Prefect with PostgreSQL and with SQLite.
+# Each prints its table: release.py the issue's five figures (Prefect on PostgreSQL and on SQLite),
+# scale.py how a release grows with its components. BENCH_ARGS=--quick leaves out the slow App Runner
+# figure (about 15 minutes less); BENCH_ARGS="--rounds 5" measures more rounds.
+BENCH_ARGS ?=
 bench: $(STAMP) tools postgres
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/bake.py
-	$(BIN)/python bench/release.py
-	$(BIN)/python bench/flowcost.py
+	$(BIN)/python bench/release.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale.py $(filter --rounds%,$(BENCH_ARGS))
 
 clean:
 	rm -rf .opcd .pytest_cache .mypy_cache .ruff_cache .coverage

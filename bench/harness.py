@@ -38,14 +38,16 @@ DATABASES = ("postgres", "sqlite")
 def bench_main(
     doc: str | None,
     script: Path,
-    measure: Callable[[int], dict[str, list[float]]],
+    measure: Callable[[argparse.Namespace], dict[str, list[float]]],
     report: Callable[[dict[str, dict[str, Any]]], str],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
     """A benchmark's command line: the parent runs a child per database and prints ``report`` of their
-    figures; a child (``--json``) prints ``measure(rounds)``'s figures."""
-    args = arguments(doc, rounds=3)
+    figures; a child (``--json``) prints ``measure(args)``'s figures (``args.rounds`` rounds).
+    ``options`` adds the benchmark's own options; the child gets them as given (``forward``)."""
+    args = arguments(doc, rounds=3, options=options)
     if args.json:
-        print(json.dumps(measure(args.rounds)))
+        print(json.dumps(measure(args)))
         return 0
     results = run_children(script, args)
     print(report(results))
@@ -55,13 +57,28 @@ def bench_main(
     return 0
 
 
-def arguments(doc: str | None, rounds: int) -> argparse.Namespace:
-    """``--rounds N``; ``--database`` and ``--json``: one database, its raw figures as JSON (the child's side)."""
+def arguments(
+    doc: str | None, rounds: int, options: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """``--rounds N``; ``--database`` and ``--json``: one database, its raw figures as JSON (the child's side);
+    ``forward``: the arguments a child gets besides those three."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds per database (default {rounds})")
     parser.add_argument("--database", choices=DATABASES, help="only this database (default: each in turn)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON (one database)")
-    return parser.parse_args()
+    if options:
+        options(parser)
+    args = parser.parse_args()
+    args.forward, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == "--json" or arg.startswith(("--database=", "--rounds=")):
+            skip = False
+            continue
+        if arg in ("--database", "--rounds"):
+            skip = True
+            continue
+        args.forward.append(arg)
+    return args
 
 
 def postgres_unavailable() -> str | None:
@@ -151,6 +168,17 @@ def child_calls(directory: Path) -> int:
     return count
 
 
+def child_environment(changes: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment with ``changes`` (``None``: unset), for a benchmark's child process."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
 def run_children(script: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``script`` once per database (or only ``args.database``) in a child process: its JSON, per database."""
     results: dict[str, dict[str, Any]] = {}
@@ -163,15 +191,11 @@ def run_children(script: Path, args: argparse.Namespace) -> dict[str, dict[str, 
         print(f"{script.name}: {args.rounds} rounds on {database} ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix=f"opcd-bench-{database}-") as tmp, tempfile.TemporaryFile("w+") as out:
             with prefect_backend(database, Path(tmp)) as (changes, server):
-                env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-                for name, value in changes.items():
-                    if value is None:
-                        env.pop(name, None)
-                    else:
-                        env[name] = value
+                env = child_environment(changes)
                 with (Path(tmp) / "log").open("w+") as log:  # Prefect's and the sandbox's warnings
                     proc = subprocess.run(
-                        [sys.executable, str(script), "--database", database, "--rounds", str(args.rounds), "--json"],
+                        [sys.executable, str(script), *args.forward, "--database", database,
+                         "--rounds", str(args.rounds), "--json"],
                         stdout=out, stderr=log, check=False, cwd=ROOT, env=env,
                     )  # fmt: skip
                     log.seek(0)

@@ -1,30 +1,35 @@
-"""Release benchmark: the release flow next to a plain sequential boto3 script doing the same deploys.
+"""The release benchmark: the issue's five figures in one table, each the median of the rounds with its spread.
 
-    python bench/release.py [--rounds N] [--database postgres|sqlite]
+    python bench/release.py [--rounds N] [--database postgres|sqlite] [--apprunner-seconds S] [--quick]
 
 Against an in-process sandbox (moto, the App Runner stand-in, the ECR registry), with Prefect on
 PostgreSQL and on the embedded SQLite default (``bench/harness.py``: one process each), per round:
 
-1. ``release`` of v1 (backend, worker, frontend to dev then prod; prod's approval and canary
-   switched off: neither is machine time), every AWS API call it makes counted (botocore's
-   ``before-call`` event in this process; calls of child processes recorded by opcd.aws and
-   counted too), its flow and task runs counted on the server;
+1. ``release`` of v1 (the example project's backend, worker and frontend to dev then prod; prod's
+   approval and canary switched off: neither is machine time), every AWS API call it makes counted
+   (botocore's ``before-call`` event in this process; calls of child processes recorded by opcd.aws
+   and counted too), its flow and task runs counted on the server; then the plain script (below) on
+   the sandbox reset and seeded again: figures 1 (wall time) and 2 (AWS calls);
 2. ``opcd deploy backend --env prod --version v2 --dry-run``, then the same without
    ``--dry-run`` (v2's artifact built and deployed to dev first, not measured): wall time and AWS
-   calls of each, through the CLI in this process;
-3. the plain script, after the sandbox is reset and seeded again: the same deploys as 1. one after
-   another with plain boto3 and httpx — update, wait, publish, smoke-invoke, move the alias,
-   health-check, the worker's rule, UpdateService followed to SUCCEEDED, health and smoke —
-   from the artifacts the release built (it builds nothing), counting its AWS calls too.
+   calls of each, through the CLI in this process: figure 5;
+3. on PostgreSQL only (the figure is about the graph, not the database), the release and the script
+   again with App Runner's deployment made realistically slow: the stand-in's operation lasting
+   ``--apprunner-seconds`` (default 60; 0 or ``--quick`` leaves it out) IN_PROGRESS: figure 3.
 
-The sandbox is reset and seeded before each release. Printed: the release's wall time without its
-build phase over the plain script's (the ratio), the AWS calls of each and their ratio, the
-release's flow and task runs, and the dry run against the deploy; each the median of the rounds
-with its spread.
+After the rounds, ``bench/flowcost.py``'s loops in the same process: what one component's deploy
+costs in orchestration as the release runs it, against an empty Python call (figure 4).
+
+The plain script does the same deploys one after another with plain boto3 and httpx — update, wait,
+publish, smoke-invoke, move the alias, health-check, the worker's rule, UpdateService followed to
+SUCCEEDED, health and smoke — from the artifacts the release built (it builds nothing). The
+release's wall time is taken without its build phase (the builds run first, in parallel; the script
+builds nothing).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -44,6 +49,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import httpx  # noqa: E402
 
+from bench.flowcost import unit_costs  # noqa: E402
 from bench.harness import AwsCalls, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
 from opcd.aws import AwsTarget, resolve_target  # noqa: E402
 from opcd.config import Config, load_config  # noqa: E402
@@ -164,10 +170,72 @@ def run_counts() -> tuple[int, int]:
         return client.count_flow_runs(), int(client.request("POST", "/task_runs/count", json={}).json())
 
 
-def rounds_of(rounds: int) -> dict[str, list[float]]:
-    """The figures of ``rounds`` rounds, against a sandbox of this process and the Prefect server of its environment."""
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--apprunner-seconds",
+        type=float,
+        default=60.0,
+        help="how long App Runner's deployment lasts in figure 3 (default 60; 0: leave figure 3 out)",
+    )
+    parser.add_argument("--quick", action="store_true", help="leave figure 3 (the slow App Runner) out")  # fmt: skip
+
+
+def measured_release(config_file: Path, counter: AwsCalls) -> tuple[float, float, int, int, int]:
+    """Release v1 of every component: (wall time, its builds' time, AWS calls in this process, flow runs, task runs)."""
     from flows.release import release
 
+    flows_before, tasks_before = run_counts()
+    with counter.counting() as calls:
+        start = time.perf_counter()
+        state = release(version="v1", config_path=str(config_file), return_state=True)
+        wall = time.perf_counter() - start
+    if not state.is_completed():
+        raise RuntimeError(f"the release did not complete: {state.message}")
+    flows_after, tasks_after = run_counts()
+    return wall, state.result()["build_seconds"], len(calls), flows_after - flows_before, tasks_after - tasks_before
+
+
+def release_round(
+    server: SandboxServer,
+    config: Config,
+    config_file: Path,
+    work: Path,
+    counter: AwsCalls,
+    children: Path,
+    add: Any,
+    slow: float = 0.0,
+) -> None:
+    """One release of v1 and the plain script doing the same deploys, each on a fresh sandbox; ``slow``:
+    App Runner's deployments last that long (not its seeding)."""
+    prefix = "slow " if slow else ""
+
+    def seeded() -> None:
+        if slow:  # services created at the default pace: seeding waits for them
+            apprunner_timings(server, deploy=2.0)
+        fresh_sandbox(server, config, work)
+        if slow:
+            apprunner_timings(server, deploy=slow)
+
+    seeded()
+    wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+    add(f"{prefix}release s", wall - builds), add(f"{prefix}builds s", builds)
+    add(f"{prefix}release calls", calls), add(f"{prefix}release child-process calls", child_calls(children))
+    add(f"{prefix}flow runs", flow_runs), add(f"{prefix}task runs", task_runs)
+    seeded()
+    target = resolve_target(config.state_dir(), config.project.region)
+    with counter.counting() as calls:
+        add(f"{prefix}script s", plain_release(config, target, "v1", config.state_dir()))
+    add(f"{prefix}script calls", len(calls) + child_calls(children))
+
+
+def apprunner_timings(server: SandboxServer, **timings: float) -> None:
+    """The stand-in's App Runner durations (``deploy``: seconds IN_PROGRESS) for the operations started next."""
+    httpx.post(f"{server.apprunner_url}/_opcd/apprunner/timings", json=timings, timeout=30).raise_for_status()
+
+
+def rounds_of(args: argparse.Namespace) -> dict[str, list[float]]:
+    """The figures of ``args.rounds`` rounds, against a sandbox of this process and the Prefect server of its
+    environment."""
     counter = AwsCalls()  # before any client is made
     work = Path(tempfile.mkdtemp(prefix="opcd-bench-release-"))
     children = record_child_calls(work)
@@ -176,26 +244,15 @@ def rounds_of(rounds: int) -> dict[str, list[float]]:
     config = load_config(config_file)
     os.environ["OPCD_BUILD_CACHE"] = str(work / "cache")
     server = SandboxServer(work / "sandbox", config.project.region, 0).start()
+    slow = 0.0 if args.quick or args.database != "postgres" else args.apprunner_seconds
     figures: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(value)
 
     try:
-        for _ in range(rounds):
-            fresh_sandbox(server, config, work)
-            flows_before, tasks_before = run_counts()
-            with counter.counting() as calls:
-                start = time.perf_counter()
-                state = release(version="v1", config_path=str(config_file), return_state=True)
-                wall = time.perf_counter() - start
-            if not state.is_completed():
-                raise RuntimeError(f"the release did not complete: {state.message}")
-            flows_after, tasks_after = run_counts()
-            builds = state.result()["build_seconds"]
-            add("release s", wall - builds), add("builds s", builds), add("release calls", len(calls))
-            add("release child-process calls", child_calls(children))
-            add("flow runs", flows_after - flows_before), add("task runs", tasks_after - tasks_before)
+        for _ in range(args.rounds):
+            release_round(server, config, config_file, work, counter, children, add)
 
             cli("deploy", "backend", "--env", "dev", "--version", "v2")  # builds v2's artifact: not measured
             child_calls(children)
@@ -206,14 +263,18 @@ def rounds_of(rounds: int) -> dict[str, list[float]]:
                     add(f"{name} s", time.perf_counter() - start)
                 add(f"{name} calls", len(calls) + child_calls(children))
 
-            fresh_sandbox(server, config, work)
-            target = resolve_target(config.state_dir(), config.project.region)
-            with counter.counting() as calls:
-                add("script s", plain_release(config, target, "v1", config.state_dir()))
-            add("script calls", len(calls) + child_calls(children))
+            if slow:
+                try:
+                    release_round(server, config, config_file, work, counter, children, add, slow)
+                finally:
+                    apprunner_timings(server, deploy=2.0)
+        for kind, values in unit_costs(args.rounds).items():
+            figures[f"cost {kind}"] = values
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if slow:
+        figures["apprunner seconds"] = [slow]
     return figures
 
 
@@ -221,31 +282,62 @@ def ratios(figures: dict[str, list[float]], top: str, bottom: str) -> list[float
     return [a / b for a, b in zip(figures[top], figures[bottom], strict=True)]
 
 
+def median(values: list[float], fmt: str = "{:.0f}") -> str:
+    return fmt.format(statistics.median(values)) if values else "-"
+
+
 def report(results: dict[str, dict[str, Any]]) -> str:
-    rows = []
-    for database, f in results.items():
-        calls = [a + b for a, b in zip(f["release calls"], f["release child-process calls"], strict=True)]
-        rows += [
-            [database, "release deploys / plain script, wall time", spread(ratios(f, "release s", "script s"))],
-            [database, "release deploys, s (builds excluded)", spread(f["release s"], "{:.1f}")],
-            [database, "release builds, s (in parallel, not in the ratio)", spread(f["builds s"], "{:.1f}")],
-            [database, "plain sequential script, s", spread(f["script s"], "{:.1f}")],
-            [database, "AWS calls: release / script", spread([a / b for a, b in zip(calls, f["script calls"],
-                                                                                     strict=True)])],
-            [database, "AWS calls of the release (of which in child processes)",
-             f"{statistics.median(calls):.0f} ({statistics.median(f['release child-process calls']):.0f})"],
-            [database, "AWS calls of the script", f"{statistics.median(f['script calls']):.0f}"],
-            [database, "flow runs / task runs of one release",
-             f"{statistics.median(f['flow runs']):.0f} / {statistics.median(f['task runs']):.0f}"],
-            [database, "deploy --dry-run of one component, s", spread(f["dry run s"], "{:.1f}")],
-            [database, "its real deploy, s", spread(f["deploy s"], "{:.1f}")],
-            [database, "dry run / deploy, wall time", spread(ratios(f, "dry run s", "deploy s"))],
-            [database, "AWS calls: dry run / deploy",
-             f"{statistics.median(f['dry run calls']):.0f} / {statistics.median(f['deploy calls']):.0f}"],
-        ]  # fmt: skip
-    return table("Release v1 (3 components, dev then prod) against a plain sequential boto3 script; "
-                 "median (min–max) of the rounds", ["Prefect", "figure", "value"], rows)  # fmt: skip
+    """One table: a row per figure, a column per database."""
+    databases = list(results)
+
+    def row(figure: str, bound: str, cell: Any) -> list[str]:
+        return [figure, bound, *(cell(results[d]) if results[d] else "-" for d in databases)]
+
+    def calls(f: dict[str, list[float]], prefix: str = "") -> list[float]:
+        own, other = f[f"{prefix}release calls"], f[f"{prefix}release child-process calls"]
+        return [a + b for a, b in zip(own, other, strict=True)]
+
+    def per_component(f: dict[str, list[float]], kind: str) -> list[float]:
+        return [a - b for a, b in zip(f[f"cost {kind}"], f["cost call"], strict=True)]
+
+    def slow(cell: Any) -> Any:
+        return lambda f: cell(f) if "slow release s" in f else "-"
+
+    seconds = next((f["apprunner seconds"][0] for f in results.values() if "apprunner seconds" in f), None)
+    rows = [
+        row("1. release deploys / plain sequential script, wall time", "≤ 0.7 pg, ≤ 1.3 sqlite",
+            lambda f: spread(ratios(f, "release s", "script s"))),
+        row("   release deploys, s (builds excluded)", "", lambda f: spread(f["release s"], "{:.1f}")),
+        row("   release builds, s (in parallel, not in the ratio)", "", lambda f: spread(f["builds s"], "{:.1f}")),
+        row("   plain sequential script, s", "", lambda f: spread(f["script s"], "{:.1f}")),
+        row("2. AWS calls: release / script", "≤ 1.5",
+            lambda f: spread([a / b for a, b in zip(calls(f), f["script calls"], strict=True)])),
+        row("   AWS calls: release (in child processes) / script", "",
+            lambda f: f"{median(calls(f))} ({median(f['release child-process calls'])}) / {median(f['script calls'])}"),
+        row("   flow runs / task runs of one release", "",
+            lambda f: f"{median(f['flow runs'])} / {median(f['task runs'])}"),
+        row(f"3. App Runner deploy {seconds or '-'} s: release / script, wall time", "≤ 0.5",
+            slow(lambda f: spread(ratios(f, "slow release s", "slow script s")))),
+        row("   release deploys, s / script, s", "",
+            slow(lambda f: f"{median(f['slow release s'], '{:.1f}')} / {median(f['slow script s'], '{:.1f}')}")),
+        row("4. orchestration of one component's deploy, s (over an empty call)", "≤ 0.25",
+            lambda f: spread(per_component(f, "component deploy"), "{:.3f}")),
+        row("   one that bakes a split (its own child flow run, as all did before)", "",
+            lambda f: spread(per_component(f, "component deploy, child run"), "{:.3f}")),
+        row("   a child flow run / a task run, s", "",
+            lambda f: f"{median(f['cost child flow'], '{:.3f}')} / {median(f['cost task'], '{:.3f}')}"),
+        row("   an empty Python call, µs", "", lambda f: spread([c * 1e6 for c in f["cost call"]], "{:.2f}")),
+        row("5. deploy --dry-run of one component, s", "", lambda f: spread(f["dry run s"], "{:.1f}")),
+        row("   its real deploy, s", "", lambda f: spread(f["deploy s"], "{:.1f}")),
+        row("   AWS calls: dry run / deploy", "",
+            lambda f: f"{median(f['dry run calls'])} / {median(f['deploy calls'])}"),
+    ]  # fmt: skip
+    return table(
+        "Release of the example project (backend, worker, frontend; dev then prod) against a plain sequential"
+        " boto3 script; median (min–max, n=rounds)",
+        ["figure", "bound", *databases], rows,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    sys.exit(bench_main(__doc__, Path(__file__), rounds_of, report))
+    sys.exit(bench_main(__doc__, Path(__file__), rounds_of, report, options))

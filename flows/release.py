@@ -4,15 +4,18 @@ Steps: choose the components (those asked for; else those whose source changed s
 live in the last environment; else all); check every environment's resources before anything
 changes; build every component in parallel; then, environment by environment in order (``dev``,
 ``prod``): wait for an approval where ``opcd.toml`` asks for one, deploy every component there in
-parallel (each one its own ``deploy-*`` flow run, with its own lock, blue/green and automatic
-rollback), and stop before the next environment when anything failed. One Slack thread (and SES
+parallel (each one its ``deploy-*`` flow's body, with its own lock, blue/green and automatic
+rollback; at most ``release.max_parallel`` at once), and stop before the next environment when
+anything failed. One Slack thread (and SES
 email for approvals and failures) follows it; the summary goes to the ledger, an artifact, Slack.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +30,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from flows.common import EarlySteps, cause, live_text, step_failure
-from flows.components import deploy_flow
+from flows.components import bakes, deploy_body, deploy_flow
 from flows.ecs_deploy import plan_ecs_deploy, status_row
 from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
 from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
@@ -37,7 +40,7 @@ from opcd.config import AppRunnerComponent, Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
-from opcd.progress import State, report
+from opcd.progress import State, about, report
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import find_service, read_service
@@ -204,12 +207,33 @@ def build_component(
 def deploy_component(
     component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
 ) -> Any:
-    """The component's own deploy flow, as a child run (quiet on Slack: the release reports).
+    """The component's deploy (quiet on Slack: the release reports): its deploy flow's body in this task,
+    or that flow as a child run of its own when it bakes a traffic split.
 
-    Returns the child's ledger record; when the child failed, a Failed state carrying that record
-    (so the task shows failed in the UI and the release still knows what is live).
+    Returns the deploy's ledger record; when it failed, a Failed state carrying that record (so the
+    task shows failed in the UI and the release still knows what is live).
+
+    Decided from the numbers (``bench/flowcost.py``, ``bench/README.md``): a child flow run costs
+    1.1-2.7 s of orchestration (its run, its tracking task run, its states: synchronous API calls;
+    and Prefect joining its heartbeat thread, which sleeps in 1 s steps), a task run 12-144 ms. The
+    body is the same either way — the component's lock, the ledger before and after the shift, the
+    checks, the automatic rollback — and the ledger, the lock and the Slack links name the release's
+    run instead. A child run pays for itself where something addresses the deploy by its own run:
+    ``opcd promote|abort`` send their command to the run that bakes (one run per bake: two
+    components baking in one release must not read each other's command); those minutes-long bakes
+    also keep their own page and heartbeat.
     """
     config = load_config(config_path)
+    if not bakes(config, component, environment):
+        ctx = FlowRunContext.get()
+        run = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+        try:
+            with about(component, environment):  # its progress lines name it, not the release's run
+                return deploy_body(config, component)(
+                    component, environment, version, git_sha, config_path, notify=False
+                )
+        except Exception as exc:
+            return _failed(config, component, environment, version, str(exc), run)
     deploy, extra = deploy_flow(config, component)
     state = deploy(
         environment=environment, version=version, git_sha=git_sha, config_path=config_path, notify=False,
@@ -219,10 +243,14 @@ def deploy_component(
         return state.result()
     error = state.result(raise_on_failure=False)
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
-    child = str(state.state_details.flow_run_id)
+    return _failed(config, component, environment, version, reason, str(state.state_details.flow_run_id))
+
+
+def _failed(config: Config, component: str, environment: str, version: str, reason: str, run: str | None) -> Any:
+    """A Failed state carrying the failed deploy's last ledger record (written by ``run``), else an error record."""
     target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
     latest = read_latest(target, config.project.artifact_bucket, environment, component)
-    if latest is None or latest.flow_run_id != child:
+    if latest is None or run is None or latest.flow_run_id != run:
         latest = Record(component, environment, "deploy", Outcome.ERROR, version, reason=reason)
     return Failed(message=f"{component} to {environment}: {latest.outcome}: {reason}", data=latest)
 
@@ -278,6 +306,17 @@ def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
         for s in undone
     )
     return f"; rolled back with it: {went}"
+
+
+def bounded(start: Callable[[str], PrefectFuture[Any]], names: list[str], limit: int) -> dict[str, PrefectFuture[Any]]:
+    """``start(name)`` for each name, at most ``limit`` of them unfinished at once (the next starts when one ends)."""
+    slots = threading.BoundedSemaphore(limit)
+    futures: dict[str, PrefectFuture[Any]] = {}
+    for name in names:
+        slots.acquire()
+        futures[name] = future = start(name)
+        future.add_done_callback(lambda _: slots.release())
+    return futures
 
 
 def _seconds(record: Record) -> float | None:
@@ -483,10 +522,10 @@ class Release:
     def build(self) -> None:
         logger = get_run_logger()
         start = time.monotonic()
-        futures = {
-            c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.environments[0])
-            for c in self.components
-        }
+        futures = bounded(
+            lambda c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.environments[0]),
+            self.components, self.config.release.max_parallel,
+        )  # fmt: skip
         errors: list[str] = []
         hints: list[str] = []
         for component, future in futures.items():
@@ -563,10 +602,10 @@ class Release:
         logger = get_run_logger()
         with release_lock(environment):
             logger.info("Deploying %s %s to %s in parallel", ", ".join(self.components), self.version, environment)
-            futures = {
-                c: deploy_component.submit(c, environment, self.version, self.git_sha, self.config_path)
-                for c in self.components
-            }
+            futures = bounded(  # release.max_parallel at once; the next starts as one ends
+                lambda c: deploy_component.submit(c, environment, self.version, self.git_sha, self.config_path),
+                self.components, self.config.release.max_parallel,
+            )  # fmt: skip
             for future in futures.values():
                 future.wait()  # every deploy ends before any result is read (or the lock released)
             target = self.target_of(environment)

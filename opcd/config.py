@@ -604,7 +604,14 @@ class ReleaseSettings(_Model):
         ),
     )
     max_parallel: int = Field(
-        default=8, ge=1, le=64, description="At most this many component deploys at once in one environment."
+        default=8,
+        ge=1,
+        le=64,
+        description=(
+            "At most this many component deploys at once in one environment (and builds at once); the next"
+            " starts as one ends. Each deploy is a thread and a few Prefect API calls at a time in the release's"
+            " process: raise it for many small components, lower it on a small worker or a busy Prefect server."
+        ),
     )
 
 

@@ -5,9 +5,10 @@ Flows and tasks say which step of which component in which environment runs now 
 line per step (``cli/progress.py``). Nobody listens on a worker: there ``report`` costs one check,
 and the run's Prefect log is what tells its story.
 
-A report names its component and environment, or takes them from the flow run it is made in: its
-``environment`` parameter, and its ``component`` parameter or, for the flows named after their
-component (``deploy-backend``), that name.
+A report names its component and environment, or takes them from where it is made: a block run
+``about(component, environment)`` (a deploy's body run inside a release's task), else the flow run
+it is made in: its ``environment`` parameter, and its ``component`` parameter or, for the flows
+named after their component (``deploy-backend``), that name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,8 +64,24 @@ def listening(listener: Listener) -> Iterator[None]:
             _listeners.remove(listener)
 
 
+# Set by ``about``; Prefect copies the context into the tasks a block submits, so they see it too.
+_about: ContextVar[tuple[str, str] | None] = ContextVar("opcd_progress_about", default=None)
+
+
+@contextmanager
+def about(component: str, environment: str) -> Iterator[None]:
+    """Reports made in the block (and the tasks it submits) are about ``component`` in ``environment``."""
+    token = _about.set((component, environment))
+    try:
+        yield
+    finally:
+        _about.reset(token)
+
+
 def subject() -> tuple[str, str] | None:
-    """(component, environment) of the flow run this code runs in, when it names them."""
+    """(component, environment) the code runs for: ``about``'s, else its flow run's when it names them."""
+    if (given := _about.get()) is not None:
+        return given
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
     if run is None:

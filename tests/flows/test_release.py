@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -122,6 +124,12 @@ def test_release_goes_to_dev_then_prod_after_an_approval(
         assert image(project, env).endswith("outreachpass-frontend:v1")
     # built once: every deploy reused the build
     assert {project.ledger(env, "backend")["artifact"] for env in ("dev", "prod")} == {"reused"}
+    # prod's canary and linear bakes ran as child flow runs of their own (opcd promote|abort address
+    # them); every other deploy ran in the release's `deploy` task
+    runs = {(env, c): project.ledger(env, c)["flow_run_name"] for env in ("dev", "prod") for c in ("backend", "worker")}
+    assert runs == {("dev", "backend"): "release v1", ("dev", "worker"): "release v1",
+                    ("prod", "backend"): "backend v1 to prod", ("prod", "worker"): "worker v1 to prod"}  # fmt: skip
+    assert project.ledger("prod", "frontend")["flow_run_name"] == "release v1"
 
     texts = sink.texts()
     expected = [
@@ -545,3 +553,42 @@ def test_a_build_that_fails_ends_the_release_with_a_record_a_message_and_one_lin
     assert summary["outcome"] == "failed" and "backend failed at upload" in summary["detail"]
     assert sink.texts()[-1].startswith("release v9: failed: build failed, nothing deployed: backend failed at upload")
     assert project.live() == "1"
+
+
+def test_max_parallel_1_deploys_one_component_at_a_time(project: Project, prefect_server: None) -> None:
+    """`release.max_parallel = 1`: no two deploys in an environment overlap (their ledger records' times)."""
+    project.config_path.write_text(project.config_path.read_text() + "\n[release]\nmax_parallel = 1\n")
+    state = start_release(project, "v1", components=["backend", "worker"], environments=["dev"]).result(timeout=300)
+
+    assert state.is_completed(), state.message
+    records = [project.ledger("dev", "backend"), project.ledger("dev", "worker")]
+    spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in records)
+    assert spans[0][1] <= spans[1][0], f"the deploys overlapped: {spans}"
+    # neither bakes in dev: each ran in the release's `deploy` task, not as a child flow run of its own
+    assert {r["flow_run_name"] for r in records} == {"release v1"}
+
+
+def test_bounded_starts_the_next_only_when_one_ends() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.futures import PrefectConcurrentFuture
+
+    from flows.release import bounded
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = bounded(lambda _: PrefectConcurrentFuture(uuid4(), pool.submit(work)), list("abcdefg"), 2)
+        for future in futures.values():
+            future.wait()
+    assert list(futures) == list("abcdefg") and most == 2
