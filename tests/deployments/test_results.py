@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from prefect import flow, task
@@ -22,10 +23,11 @@ from tests.conftest import Project
 
 BUCKET = "outreachpass-artifacts"
 RAN: list[int] = []
+SESSION = uuid4().hex  # in the cache key: results an earlier test session left on this machine never match
 
 
 @task(cache_policy=INPUTS, persist_result=True)
-def remembered(n: int) -> str:
+def remembered(n: int, session: str) -> str:
     RAN.append(n)
     return f"built {n}"
 
@@ -33,7 +35,7 @@ def remembered(n: int) -> str:
 @flow
 def uses_shared_results(config_path: str, n: int) -> tuple[str | None, State[Any]]:
     with shared_results(config_path) as where:
-        return where, remembered(n, return_state=True)
+        return where, remembered(n, SESSION, return_state=True)
 
 
 @pytest.fixture
