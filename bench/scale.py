@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def one_size(n: int, max_parallel: int | None, rounds: int) -> dict[str, Any]:
 def report(results: list[dict[str, Any]], server: str) -> str:
     single = next((r for r in results if r["n"] == 1 and r["max_parallel"] is None), None)
     rows = []
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["max_parallel"] is not None, r["n"], r["max_parallel"] or 0)):
         f = r["figures"]
         if single:
             base = statistics.median(single["figures"]["wall"])
@@ -164,6 +165,7 @@ def main() -> int:
     if database == "sqlite" and not args.database:
         print(f"scale.py: PostgreSQL skipped ({postgres_unavailable()}): SQLite instead", file=sys.stderr)
     results = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the servers and remove their data
     with (
         tempfile.TemporaryDirectory(prefix="opcd-bench-scale-") as tmp,
         prefect_backend(database, Path(tmp)) as (
@@ -185,6 +187,7 @@ def main() -> int:
                 raise SystemExit(f"scale.py: {n} components failed (exit {proc.returncode}): {errors[-3000:]}")
             figures = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append({"n": n, "max_parallel": max_parallel, "figures": figures})
+            print(f"scale.py: {json.dumps(results[-1])}", file=sys.stderr, flush=True)  # kept if a later size fails
     print(report(results, server))
     print(load_note())
     return 0
