@@ -86,6 +86,7 @@ class Plan:
     function: str
     target: AwsTarget
     alarms: AlarmGuard
+    live: LiveVersion | None = None  # what ``live`` pointed at when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -94,6 +95,55 @@ class Plan:
     @property
     def strategy(self) -> Strategy:
         return self.config.environment(self.environment).strategy(self.component)
+
+
+@dataclass(frozen=True)
+class EnvironmentChecks:
+    """What every change to one environment checks first: its account, its alarms, the artifact bucket."""
+
+    target: AwsTarget
+    alarms: AlarmGuard
+
+
+def check_environment(
+    config: Config, environment: str, accept_alarms: list[str] | None = None, accept_firing: bool = False
+) -> EnvironmentChecks:
+    """The environment's target (account asked of STS), its alarm guard, and the bucket's existence."""
+    env = config.environment(environment)
+    target = guarded_target(config, environment)  # the environment's account, asked of STS
+    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
+    check_bucket(target, config.project.artifact_bucket)
+    return EnvironmentChecks(target, alarms)
+
+
+_KINDS = {"lambda": "a Lambda", "apprunner": "an App Runner service"}
+
+
+def check_kind(config: Config, component: str, kind: str, environment: str, version: str | None) -> None:
+    """InputError unless ``component`` is of ``kind``, ``environment`` is defined and ``version`` is a version."""
+    comp = config.component(component)
+    if comp.kind != kind:
+        raise InputError(f"component {component!r} is a {comp.kind} component, not {_KINDS[kind]}")
+    config.environment(environment)
+    if version is not None:
+        check_version(version)
+
+
+def check_lambda_deploy(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
+) -> Plan:
+    """:func:`plan_lambda_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    check_kind(config, component, "lambda", environment, version)
+    function = config.function_name(component, environment)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    live = read_live(checked.target, function)  # the function and its alias exist
+    return Plan(config, component, environment, version, function, checked.target, checked.alarms, live)
 
 
 def plan_lambda_deploy(
@@ -109,19 +159,15 @@ def plan_lambda_deploy(
     An alarm of the environment that fires now refuses the deploy unless ``accept_alarms`` names
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
-    config = load_config(config_path)
-    comp = config.component(component)
-    if comp.kind != "lambda":
-        raise InputError(f"component {component!r} is a {comp.kind} component, not a Lambda")
-    env = config.environment(environment)
-    if version is not None:
-        check_version(version)
-    function = config.function_name(component, environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    read_live(target, function)  # the function and its alias exist
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return Plan(config, component, environment, version, function, target, alarms)
+    return check_lambda_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
+
+
+def artifact_conflict(plan: Plan, version: str) -> VersionConflict:
+    """The refusal of a version whose stored artifact was built from other source."""
+    return VersionConflict(
+        f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
+        "a version names one build: pick a new version for changed source",
+    )
 
 
 def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlySteps | None = None) -> Artifact:
@@ -136,10 +182,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     key = artifact_key(plan.component, version)
     if stored is not None:
         if stored.get("source_hash") != hashed:
-            raise VersionConflict(
-                f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
-                "a version names one build: pick a new version for changed source",
-            )
+            raise artifact_conflict(plan, version)
         logger.info(
             "Reusing %s %s from s3://%s/%s (same source, not rebuilt)", plan.component, version, plan.bucket, key
         )
