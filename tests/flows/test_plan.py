@@ -47,21 +47,23 @@ def config(project: Project) -> Config:
 
 
 @pytest.fixture
-def aws_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every AWS operation the product's clients make from here on (botocore's before-call event)."""
+def aws_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Every AWS operation the product's clients make from here on, with its parameters (botocore's hook)."""
     import opcd.aws
 
-    calls: list[str] = []
+    requests: list[tuple[str, dict[str, Any]]] = []
     made = opcd.aws.new_client
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
         client = made(*args, **kwargs)
-        client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+        client.meta.events.register(
+            "before-parameter-build", lambda params, model, **_: requests.append((model.name, dict(params)))
+        )
         return client
 
     monkeypatch.setattr(opcd.aws, "_clients", {})  # no client made before escapes the hook
     monkeypatch.setattr(opcd.aws, "new_client", hooked)
-    yield calls
+    yield requests
 
 
 def test_the_backend_plan_in_dev_holds_every_step_of_the_lambda_deploy(config: Config) -> None:
@@ -122,7 +124,7 @@ def test_prod_shifts_by_its_strategy_with_its_increments_and_guards(config: Conf
 def test_the_frontend_plan_in_dev_holds_every_step_of_the_app_runner_deploy(config: Config) -> None:
     plan = build_deploy_plan(config, "frontend", "dev", "v1")
 
-    assert plan.actions() == FRONTEND_DEV[: 1 if plan.artifact.build else 0] + FRONTEND_DEV[1:]
+    assert plan.actions() == FRONTEND_DEV and plan.artifact.build and plan.artifact.reason == "not in ECR"
     assert plan.kind == "apprunner" and plan.resource == "outreachpass-web-dev"
     assert plan.resource_id.startswith("arn:aws:apprunner:")
     assert plan.live.image and plan.live.status == "RUNNING" and plan.artifact.location.endswith(":v1")
@@ -187,9 +189,12 @@ def test_the_text_numbers_every_step_of_the_plan_in_order(config: Config) -> Non
     assert "  artifact: build s3://outreachpass-artifacts/backend/v1/lambda.zip (not built yet)" in lines
 
 
-def test_building_plans_only_reads_aws(config: Config, project: Project, aws_calls: list[str]) -> None:
+Requests = list[tuple[str, dict[str, Any]]]
+
+
+def test_building_plans_only_reads_aws(config: Config, project: Project, aws_requests: Requests) -> None:
     build_release_plan(config, "v1", components=["backend", "worker", "frontend"])
-    release = list(aws_calls)
+    release = [name for name, _ in aws_requests]
     build_deploy_plan(config, "backend", "dev", "v1", ["outreachpass-api-dev-errors"])
     build_deploy_plan(config, "frontend", "prod", "v1")
     with pytest.raises(InputError):  # the ledger knows no previous version yet: the rollback has no target
@@ -197,8 +202,9 @@ def test_building_plans_only_reads_aws(config: Config, project: Project, aws_cal
     with pytest.raises(InputError, match="not in ECR"):  # an App Runner rollback reads ECR and the ledger
         build_rollback_plan(config, "frontend", "dev", to_version="v9")
 
-    assert release and len(aws_calls) > len(release)
-    assert [c for c in aws_calls if not c.startswith(READ_ONLY)] == []
+    names = [name for name, _ in aws_requests]
+    assert release and len(names) > len(release)
+    assert [name for name in names if not name.startswith(READ_ONLY)] == []
     # one release reads each environment's alarms and bucket once, for all its components
     assert release.count("HeadBucket") == 2 and release.count("DescribeAlarms") == 2
 
@@ -248,3 +254,49 @@ def test_a_deployed_version_plans_a_noop_and_a_rollback_to_the_previous(deployed
     deployed.write_source("\n# a change\n")
     with pytest.raises(VersionConflict, match="built from other source"):
         build_deploy_plan(config, "backend", "dev", "v2")
+
+
+def observed_action(name: str, params: dict[str, Any], shifted: bool) -> str | None:
+    """The plan's action an AWS request of a deploy belongs to; None for reads that any step makes.
+
+    ``shifted``: the alias has moved already (a ledger write before it is the "shifting" record, and
+    DescribeAlarms after it is the guard, not the preflight).
+    """
+    if name == "PutObject" and str(params.get("Key", "")).startswith("ledger/"):
+        return "record" if shifted else "record-shifting"
+    if name == "Invoke":
+        payload = params.get("Payload", b"")
+        payload = payload.encode() if isinstance(payload, str) else payload
+        return "smoke" if isinstance(payload, bytes) and b"opcd-smoke" in payload else "sample-event"
+    if name == "DescribeAlarms":
+        return "alarms" if shifted else None
+    return {
+        "GetBucketLifecycleConfiguration": "upload", "PutObject": "upload", "UpdateFunctionCode": "update-code",
+        "PublishVersion": "publish", "PutRule": "rules", "PutTargets": "rules", "AddPermission": "rules",
+        "UpdateAlias": "shift",
+    }.get(name)  # fmt: skip
+
+
+def test_a_real_deploy_makes_the_planned_steps_in_the_planned_order(
+    project: Project, prefect_server: None, aws_requests: Requests
+) -> None:
+    config = load_config(project.config_path)
+    plan = build_deploy_plan(config, "worker", "dev", "v1")
+    aws_requests.clear()
+
+    code, out, err = project.cli("deploy", "worker", "--env", "dev", "--version", "v1")
+
+    assert code == 0, err
+    observed: list[str] = []
+    for name, params in aws_requests:
+        action = observed_action(name, params, "shift" in observed)
+        if action and (not observed or observed[-1] != action):
+            observed.append(action)
+    # what AWS sees of each step: the build, the lock and the reads run locally or as reads
+    seen_by_aws = {"upload", "update-code", "publish", "smoke", "sample-event", "rules", "record-shifting", "shift",
+                   "alarms", "record"}  # fmt: skip
+    assert observed == [a for a in plan.actions() if a in seen_by_aws], [n for n, _ in aws_requests]
+    assert observed == [
+        "upload", "update-code", "publish", "sample-event", "rules", "record-shifting", "shift", "sample-event",
+        "alarms", "record",
+    ]  # fmt: skip
