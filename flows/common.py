@@ -9,24 +9,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from prefect.logging import get_run_logger
 
-from opcd.aws import AwsTarget, target_for
+from opcd.aws import AwsTarget, guarded_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock, limit_name
 from opcd.outcomes import Outcome, Stage
+from tasks.cloudwatch import AlarmGuard
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
+from tasks.s3_artifacts import check_bucket
 
 _LEVELS = {
     Outcome.DEPLOYED: "ok", Outcome.NOOP: "info", Outcome.FAILED: "fail", Outcome.ROLLED_BACK: "warn",
     Outcome.ROLLBACK_FAILED: "fail",
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EnvironmentChecks:
+    """What every change to one environment checks first: its account, its alarms, the artifact bucket."""
+
+    target: AwsTarget
+    alarms: AlarmGuard
+
+
+def check_environment(
+    config: Config, environment: str, accept_alarms: list[str] | None = None, accept_firing: bool = False
+) -> EnvironmentChecks:
+    """The environment's target (account asked of STS), its alarm guard, and the bucket's existence.
+
+    An alarm of the environment that fires now refuses the change unless ``accept_alarms`` names it;
+    ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
+    """
+    env = config.environment(environment)
+    target = guarded_target(config, environment)  # the environment's account, asked of STS
+    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
+    check_bucket(target, config.project.artifact_bucket)
+    return EnvironmentChecks(target, alarms)
 
 
 class LedgerPlan(Protocol):

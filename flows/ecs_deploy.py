@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import EarlySteps, finish
+from flows.common import EarlySteps, EnvironmentChecks, check_environment, finish
 from flows.frontend_deploy import build_and_push
-from opcd.aws import AwsTarget, guarded_target
+from opcd.aws import AwsTarget
 from opcd.config import Config, EcsService, load_config
 from opcd.errors import ConfigError, DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
@@ -46,7 +46,6 @@ from tasks.health import check_health, http_smoke_checks
 from tasks.images import choose_builder, image_tag, version_of
 from tasks.ledger import Record, read_history, read_latest, record_in_ledger
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,7 @@ class EcsPlan:
     alarms: AlarmGuard
     repository: Repository
     health: str  # the public health URL; its origin is where the service answers (the load balancer)
+    live: LiveService | None = None  # the service as it was when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -77,16 +77,16 @@ class EcsPlan:
         return f"{parts.scheme}://{parts.netloc}"
 
 
-def plan_ecs_deploy(
+def check_ecs_deploy(
+    config: Config,
     component: str,
     environment: str,
     version: str | None,
-    config_path: str | None,
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
 ) -> EcsPlan:
-    """Validate the request and the AWS resources it names; raise InputError before any change."""
-    config = load_config(config_path)
+    """:func:`plan_ecs_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
     comp = config.ecs_component(component)
     env = config.environment(environment)
     if version is not None:
@@ -98,7 +98,8 @@ def plan_ecs_deploy(
             f"environments.{environment}.health.{component}: missing",
             "an ECS service has no URL of its own: give the health URL its load balancer answers",
         )
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    target = checked.target
     live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     if busy(live):
         raise InputError(
@@ -106,9 +107,19 @@ def plan_ecs_deploy(
             "wait for its deployment to end (opcd status) and deploy again",
         )
     repository = describe_repository(target, comp.repository)
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return EcsPlan(config, component, environment, version, settings, target, alarms, repository, health)
+    return EcsPlan(config, component, environment, version, settings, target, checked.alarms, repository, health, live)
+
+
+def plan_ecs_deploy(
+    component: str,
+    environment: str,
+    version: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+) -> EcsPlan:
+    """Validate the request and the AWS resources it names; raise InputError before any change."""
+    return check_ecs_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
 
 
 def busy(live: LiveService) -> str | None:

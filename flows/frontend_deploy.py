@@ -23,8 +23,8 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.common import EarlySteps, finish
-from opcd.aws import AwsTarget, guarded_target
+from flows.common import EarlySteps, EnvironmentChecks, check_environment, finish
+from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
@@ -38,7 +38,7 @@ from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_source_hash, image_tag, version_of
 from tasks.ledger import Record, actor, now, read_history, record_in_ledger, seen_live
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
+from tasks.s3_artifacts import read_artifact_metadata, write_artifact_metadata
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ServicePlan:
     target: AwsTarget
     alarms: AlarmGuard
     repository: Repository
+    service: Service | None = None  # the service as it was when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -76,6 +77,34 @@ class ImagePlan(Protocol):
     def bucket(self) -> str: ...
 
 
+def check_apprunner_deploy(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
+) -> ServicePlan:
+    """:func:`plan_apprunner_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    comp = config.apprunner_component(component)
+    config.environment(environment)
+    if version is not None:
+        check_version(version)
+    ref = config.service_ref(component, environment)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    target = checked.target
+    arn = find_service(target, ref)
+    service = read_service(target, arn)
+    if service.status != "RUNNING":
+        raise InputError(
+            f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
+            "wait for its operation to end (opcd status) and deploy again",
+        )
+    repository = describe_repository(target, comp.repository)
+    return ServicePlan(config, component, environment, version, arn, target, checked.alarms, repository, service)
+
+
 def plan_apprunner_deploy(
     component: str,
     environment: str,
@@ -85,24 +114,9 @@ def plan_apprunner_deploy(
     accept_firing: bool = False,
 ) -> ServicePlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
-    config = load_config(config_path)
-    comp = config.apprunner_component(component)
-    env = config.environment(environment)
-    if version is not None:
-        check_version(version)
-    ref = config.service_ref(component, environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    arn = find_service(target, ref)
-    service = read_service(target, arn)
-    if service.status != "RUNNING":
-        raise InputError(
-            f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
-            "wait for its operation to end (opcd status) and deploy again",
-        )
-    repository = describe_repository(target, comp.repository)
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return ServicePlan(config, component, environment, version, arn, target, alarms, repository)
+    return check_apprunner_deploy(
+        load_config(config_path), component, environment, version, accept_alarms, accept_firing
+    )
 
 
 def live_of(plan: ServicePlan, service: Service) -> tuple[str | None, str | None]:

@@ -20,8 +20,8 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.common import EarlySteps, finish
-from opcd.aws import AwsTarget, guarded_target
+from flows.common import EarlySteps, EnvironmentChecks, check_environment, finish
+from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
@@ -51,7 +51,6 @@ from tasks.migrations import run_migrations
 from tasks.notify import Notifier
 from tasks.s3_artifacts import (
     artifact_key,
-    check_bucket,
     check_retention_rule,
     download_artifact,
     read_artifact_metadata,
@@ -84,6 +83,7 @@ class Plan:
     function: str
     target: AwsTarget
     alarms: AlarmGuard
+    live: LiveVersion | None = None  # what ``live`` pointed at when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -92,6 +92,26 @@ class Plan:
     @property
     def strategy(self) -> Strategy:
         return self.config.environment(self.environment).strategy(self.component)
+
+
+def check_lambda_deploy(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
+) -> Plan:
+    """:func:`plan_lambda_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    config.lambda_component(component)  # InputError for a component of another kind
+    config.environment(environment)
+    if version is not None:
+        check_version(version)
+    function = config.function_name(component, environment)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    live = read_live(checked.target, function)  # the function and its alias exist
+    return Plan(config, component, environment, version, function, checked.target, checked.alarms, live)
 
 
 def plan_lambda_deploy(
@@ -107,17 +127,15 @@ def plan_lambda_deploy(
     An alarm of the environment that fires now refuses the deploy unless ``accept_alarms`` names
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
-    config = load_config(config_path)
-    config.lambda_component(component)  # InputError for a component of another kind
-    env = config.environment(environment)
-    if version is not None:
-        check_version(version)
-    function = config.function_name(component, environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    read_live(target, function)  # the function and its alias exist
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return Plan(config, component, environment, version, function, target, alarms)
+    return check_lambda_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
+
+
+def artifact_conflict(plan: Plan, version: str) -> VersionConflict:
+    """The refusal of a version whose stored artifact was built from other source."""
+    return VersionConflict(
+        f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
+        "a version names one build: pick a new version for changed source",
+    )
 
 
 def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlySteps | None = None) -> Artifact:
@@ -132,10 +150,7 @@ def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlyS
     key = artifact_key(plan.component, version)
     if stored is not None:
         if stored.get("source_hash") != hashed:
-            raise VersionConflict(
-                f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
-                "a version names one build: pick a new version for changed source",
-            )
+            raise artifact_conflict(plan, version)
         logger.info(
             "Reusing %s %s from s3://%s/%s (same source, not rebuilt)", plan.component, version, plan.bucket, key
         )
