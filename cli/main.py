@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy although this alarm fires (name each one; recorded). Without it a firing alarm refuses",
     )  # fmt: skip
     deploy.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+    deploy.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
     rollback.add_argument("component")
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
     rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+    rollback.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     rollback.add_argument(
         "--force", action="store_true",
         help="go to a version the ledger never saw live (its deploy failed or was rolled back); recorded",
@@ -118,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         help="an environment (repeat; default: all); they always go in opcd.toml's order, dev before prod",
     )  # fmt: skip
     release.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+    release.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     pending = sub.add_parser("pending", help="list the runs waiting for an approval, with their UI links")
     pending.add_argument("--json", action="store_true", help="machine-readable output")

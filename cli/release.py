@@ -1,60 +1,45 @@
-"""``opcd release`` (and its dry run), ``pending``, ``approve`` and ``reject``."""
+"""``opcd release`` (its plan: ``--dry-run`` shows it, ``--json`` as JSON), ``pending``, ``approve`` and ``reject``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
 
 from cli.common import print_target, run_flow
-from flows.release import check_request, choose_components, live_now, preflight, release
-from opcd.aws import target_for
-from opcd.config import Config, config_path, load_config
-from opcd.versions import check_git_sha, check_version
+from flows.plan.build import build_release_plan
+from flows.plan.render import render_json, render_text
+from flows.release import release
+from opcd.config import config_path, load_config
+from opcd.errors import InputError
 from tasks.approval import answer, find_waiting, pending
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    """Build the release's plan once (components, environments, every deploy checked), show it or run it."""
+    if args.json and not args.dry_run:
+        raise InputError("--json prints the plan of a dry run", "add --dry-run")
     config = load_config(args.config)
-    check_version(args.app_version)
-    if args.git_sha is not None:
-        check_git_sha(args.git_sha)
-    envs = config.ordered_environments(args.environments)
-    target = print_target(config)
-    last = target_for(config, envs[-1])  # the ledger as that environment's role reads it
-    components, why = choose_components(config, last, args.components, args.git_sha, envs[-1])
-    envs = check_request(config, args.app_version, args.git_sha, components, envs)
-    path = str(config_path(args.config).resolve())
-    if components:
-        preflight(path, components, envs, args.app_version)
+    if not args.json:
+        print_target(config)
+    plan = build_release_plan(
+        config, args.app_version, args.git_sha, args.components, args.environments, config.release.on_failure
+    )
     if args.dry_run:
-        return _dry_run_release(config, target, args.app_version, components, why, envs)
-    params = {
-        "version": args.app_version, "git_sha": args.git_sha, "components": components or None,
-        "environments": envs, "config_path": path,
-    }  # fmt: skip
-    if not components:
-        print(f"nothing to release: {why}")
+        print(render_json(plan) if args.json else render_text(plan))
         return 0
+    if not plan.components:
+        print(f"nothing to release: {plan.why}")
+        return 0
+    envs = [stage.environment for stage in plan.stages]
+    params = {
+        "version": args.app_version, "git_sha": args.git_sha, "components": list(plan.components),
+        "environments": envs, "config_path": str(config_path(args.config).resolve()), "plan": plan,
+    }  # fmt: skip
     summary = run_flow(release, **params)
     print(f"released {', '.join(summary['components'])} {args.app_version} to {', '.join(envs)}")
     for decision in summary["approvals"]:
         print(f"  {decision['environment']}: approved by {decision['approver']}: {decision['reason'] or '-'}")
-    return 0
-
-
-def _dry_run_release(
-    config: Config, target: Any, version: str, components: list[str], why: str, envs: list[str]
-) -> int:
-    print(f"dry run: release {version} — nothing will be changed")
-    print(f"components: {', '.join(components) or 'none'} ({why})")
-    for env in envs:
-        approval = config.environment(env).approval
-        gate = f"approval by {' or '.join(approval.approvers)} first" if approval else "no approval"
-        print(f"{env} ({gate}):")
-        for component in components:
-            print(f"  {component}: live now {live_now(config, target, env, component)} → {version}")
     return 0
 
 

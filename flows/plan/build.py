@@ -1,11 +1,13 @@
 """Builders: a deploy, rollback or release plan from a loaded ``Config`` and AWS, read once, changed never.
 
-Every check is the flows' own: :func:`flows.lambda_deploy.check_environment` (account, alarms,
-bucket: once per environment), :func:`~flows.lambda_deploy.check_lambda_deploy` and
-:func:`~flows.frontend_deploy.check_apprunner_deploy` (the resource and what runs on it),
+Every check is the flows' own: :func:`flows.common.check_environment` (account, alarms, bucket:
+once per environment), :func:`~flows.lambda_deploy.check_lambda_deploy`,
+:func:`~flows.frontend_deploy.check_apprunner_deploy` and :func:`~flows.ecs_deploy.check_ecs_deploy`
+(the resource and what runs on it), :func:`~flows.ecs_deploy.choose_revision`,
 :func:`~flows.rollback.choose_version` / :func:`~flows.frontend_deploy.choose_image` (a rollback's
-target) and the release's :func:`~flows.release.choose_components` / ``check_request``. A builder
-only makes Get/List/Describe/Head calls (and STS GetCallerIdentity); tests hold it to that.
+target) and the release's :func:`choose_components` / :func:`check_request` (kept here: the release
+imports the builder). A builder only makes Get/List/Describe/Head calls (and STS GetCallerIdentity):
+tests hold it to that.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from flows.plan.models import (
     Step,
     TargetRef,
 )
-from flows.release import check_request, choose_components
 from flows.rollback import choose_version
 from opcd.aws import AwsTarget, target_for
 from opcd.config import Config
@@ -57,8 +58,10 @@ from tasks.build import lambda_source_hash
 from tasks.ecr import tag_digest
 from tasks.ecs import LiveService
 from tasks.eventbridge import aws_rule_name
+from tasks.git import changed_paths, touches
 from tasks.images import choose_builder, image_source_hash, image_tag
 from tasks.lambda_functions import LiveVersion, version_description
+from tasks.ledger import read_latest
 from tasks.s3_artifacts import artifact_key, read_artifact_metadata
 
 _BUILD_ACTIONS = ("build", "reuse", "upload", "push")
@@ -172,6 +175,7 @@ def _lambda_artifact(plan: Plan, version: str, release_build: ArtifactPlan | Non
         artifact = ArtifactPlan(
             location=location, build=False, reason="built from the same source: reused, not rebuilt",
             source_hash=hashed, sha256=stored.get("sha256"), code_sha256=stored.get("code_sha256"),
+            size=stored.get("size"),
         )  # fmt: skip
         text = f"reuse {location} (same source, not rebuilt)"
         return artifact, [Step(action="reuse", text=text, inputs={"bucket": plan.bucket, "key": key})]
@@ -657,6 +661,61 @@ def _from_release(plan: DeployPlan) -> DeployPlan:
     return plan.model_copy(update={"steps": steps, "artifact": artifact})
 
 
+def choose_components(
+    config: Config, target: AwsTarget, requested: list[str] | None, git_sha: str | None, last_env: str
+) -> tuple[list[str], str]:
+    """(components, why): those asked for; else those changed since ``last_env``'s live commit."""
+    if requested:
+        for name in requested:
+            config.component(name)
+        return list(dict.fromkeys(requested)), "as asked"
+    everything = list(config.components)
+    if not git_sha:
+        return everything, "all components: no commit given to compare"
+    chosen, notes = [], []
+    for name in everything:
+        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json")
+        base = live.git_sha if live else None
+        paths = changed_paths(config.root, str(base), git_sha) if base else None
+        if paths is None:
+            chosen.append(name)
+            notes.append(f"{name}: live commit in {last_env} unknown")
+        elif touches(paths, config.source_dir(name)):
+            chosen.append(name)
+            notes.append(f"{name}: changed since {str(base)[:12]}")
+        else:
+            notes.append(f"{name}: unchanged since {str(base)[:12]}, skipped")
+    return chosen, "; ".join(notes)
+
+
+def check_request(
+    config: Config, version: str, git_sha: str | None, components: list[str], requested: list[str]
+) -> list[str]:
+    """The environments to release to, in opcd.toml's order; InputError for a request that skips a step.
+
+    Leaving out an earlier environment (``--env prod`` alone) promotes what it already runs: each
+    component's ``version`` must be live there (its ledger read as that environment's role), or the
+    release is refused.
+    """
+    check_version(version)
+    if git_sha is not None:
+        check_git_sha(git_sha)
+    everything = list(config.environments)
+    chosen = config.ordered_environments(requested)
+    for skipped in everything[: everything.index(chosen[-1])]:
+        if skipped in chosen:
+            continue
+        target = target_for(config, skipped)
+        for component in components:
+            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json")
+            if live is None or live.version != version:
+                raise InputError(
+                    f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
+                    f"release to {skipped} too (leave out --env), or deploy it there first",
+                )
+    return chosen
+
+
 def build_release_plan(
     config: Config,
     version: str,
@@ -689,6 +748,9 @@ def build_release_plan(
                 config, component, environment, version, accept_firing=True, checked=checked,
                 release_build=made.artifact if made else None,
             )  # fmt: skip
+            # Accepted here only to plan past an alarm that may clear before its environment's turn: the
+            # deploy reads the alarms again when it starts, and refuses then (no alarm accepted by name).
+            plan = plan.model_copy(update={"accepted_alarms": ()})
             if made is None:  # the first environment: the release builds there, once
                 steps = tuple(s for s in plan.steps if s.action in _BUILD_ACTIONS)
                 builds[component] = ComponentBuild(component=component, artifact=plan.artifact, steps=steps)

@@ -105,6 +105,7 @@ class ArtifactPlan(_Frozen):
     source_hash: str | None = None
     sha256: str | None = None  # the zip's (Lambda), known when already built
     code_sha256: str | None = None  # Lambda's CodeSha256 of the zip, known when already built
+    size: int | None = None  # the zip's bytes (Lambda), known when already built
     digest: str | None = None  # the image's, known when already in ECR
 
 

@@ -30,8 +30,8 @@ def render_text(plan: DeployPlan | RollbackPlan | ReleasePlan, dry_run: bool = T
 
 def _deploy(plan: DeployPlan, prefix: str) -> list[str]:
     return [
+        plan.target.description,
         f"{prefix}deploy {plan.component} {plan.version} to {plan.environment} ({plan.resource})",
-        f"  {plan.target.description}",
         *_deploy_body(plan, "  ", plan.checks),
     ]
 
@@ -53,9 +53,9 @@ def _deploy_body(plan: DeployPlan, indent: str, checks: tuple[Check, ...] = ()) 
 def _rollback(plan: RollbackPlan, prefix: str) -> list[str]:
     where = f"{plan.resource}:live" if plan.kind == "lambda" else plan.resource
     lines = [
+        plan.target.description,
         f"{prefix}rollback {plan.component} in {plan.environment}: would move {where}"
         f" from {plan.live.describe()} to {plan.to.describe()}",
-        f"  {plan.target.description}",
     ]
     if plan.force:
         lines.append("  --force: a target the ledger never saw live (recorded)")

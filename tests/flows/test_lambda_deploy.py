@@ -149,7 +149,8 @@ def test_rollback_dry_run_changes_nothing(deployed: Project) -> None:
     before = deployed.live()
     code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v1", "--dry-run")
     assert code == 0, err
-    assert "would move outreachpass-api-dev:live from Lambda version" in out and "no changes made" in out
+    assert "would move outreachpass-api-dev:live from v2 (Lambda version" in out and "no changes made" in out
+    assert " to v1 (Lambda version" in out
     assert deployed.live() == before
     # someone moves the alias by hand: status says the ledger disagrees
     deployed.client("lambda").update_alias(FunctionName="outreachpass-api-dev", Name="live", FunctionVersion="1")

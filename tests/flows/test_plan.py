@@ -184,7 +184,8 @@ def test_the_text_numbers_every_step_of_the_plan_in_order(config: Config) -> Non
 
     numbered = [line.strip() for line in lines if line.strip()[:1].isdigit()]
     assert numbered == [f"{n}. {s.text}" for n, s in enumerate(plan.steps, 1)]
-    assert lines[0] == "dry run: deploy backend v1 to dev (outreachpass-api-dev)"
+    assert lines[0] == plan.target.description and lines[0].startswith("AWS target: embedded sandbox")
+    assert lines[1] == "dry run: deploy backend v1 to dev (outreachpass-api-dev)"
     assert lines[-1] == "no changes made (dry run)"
     assert "  live now: a version opcd did not deploy (Lambda version 1)" in lines
     assert "  artifact: build s3://outreachpass-artifacts/backend/v1/lambda.zip (not built yet)" in lines
@@ -220,7 +221,7 @@ def test_a_firing_alarm_refuses_a_deploy_plan_unless_accepted(config: Config, pr
     plan = build_deploy_plan(config, "backend", "dev", "v1", ["outreachpass-api-dev-errors"])
     assert plan.accepted_alarms == ("outreachpass-api-dev-errors",)
     release = build_release_plan(config, "v1", components=["backend"])  # each deploy checks again when it starts
-    assert release.deploy("backend", "dev").accepted_alarms == ("outreachpass-api-dev-errors",)
+    assert release.deploy("backend", "dev").accepted_alarms == ()  # the deploy refuses it unless it clears
 
 
 def test_bad_requests_are_refused_before_anything(config: Config) -> None:
@@ -278,25 +279,39 @@ def observed_action(name: str, params: dict[str, Any], shifted: bool) -> str | N
     }.get(name)  # fmt: skip
 
 
-def test_a_real_deploy_makes_the_planned_steps_in_the_planned_order(
+def test_a_real_deploy_runs_the_dry_runs_plan_step_by_step_in_its_order(
     project: Project, prefect_server: None, aws_requests: Requests
 ) -> None:
-    config = load_config(project.config_path)
-    plan = build_deploy_plan(config, "worker", "dev", "v1")
+    code, out, err = project.cli("deploy", "worker", "--env", "dev", "--version", "v1", "--dry-run", "--json")
+    assert code == 0, err
+    plan = parse_plan(out)
+    assert isinstance(plan, DeployPlan) and plan.actions() == WORKER_DEV
     aws_requests.clear()
 
     code, out, err = project.cli("deploy", "worker", "--env", "dev", "--version", "v1")
 
     assert code == 0, err
+    # the run reports each step it runs (the ledger's "steps"): the plan's, in its order ("on-failure" is the
+    # failure path's, not run when nothing fails)
+    assert project.ledger("dev", "worker")["steps"] == [a for a in plan.actions() if a != "on-failure"]
+    requests = list(aws_requests)  # the deploy's, as AWS saw them (checked below)
+    # the dry run made right after shows what a second run would do: nothing but its rules and the record
+    code, out, err = project.cli("deploy", "worker", "--env", "dev", "--version", "v1", "--dry-run", "--json")
+    again = parse_plan(out)
+    assert isinstance(again, DeployPlan) and again.noop and again.actions() == ["reuse", "lock", "read-live", "rules",
+                                                                                "record"]  # fmt: skip
+    code, out, err = project.cli("deploy", "worker", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    assert project.ledger("dev", "worker")["steps"] == again.actions()
     observed: list[str] = []
-    for name, params in aws_requests:
+    for name, params in requests:
         action = observed_action(name, params, "shift" in observed)
         if action and (not observed or observed[-1] != action):
             observed.append(action)
     # what AWS sees of each step: the build, the lock and the reads run locally or as reads
     seen_by_aws = {"upload", "update-code", "publish", "smoke", "sample-event", "rules", "record-shifting", "shift",
                    "alarms", "record"}  # fmt: skip
-    assert observed == [a for a in plan.actions() if a in seen_by_aws], [n for n, _ in aws_requests]
+    assert observed == [a for a in plan.actions() if a in seen_by_aws], [n for n, _ in requests]
     assert observed == [
         "upload", "update-code", "publish", "sample-event", "rules", "record-shifting", "shift", "sample-event",
         "alarms", "record",
@@ -346,3 +361,24 @@ def test_an_ecs_plan_holds_every_step_of_the_ecs_deploy_and_its_rollback(ecs: Pr
         build_rollback_plan(config, "frontend", "dev")
     with pytest.raises(InputError, match="no Lambda versions"):
         build_rollback_plan(config, "frontend", "dev", to_lambda_version="3")
+
+
+def test_a_failed_deploy_runs_the_plan_up_to_its_failure_then_its_failure_path(
+    project: Project, prefect_server: None
+) -> None:
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run", "--json")
+    assert code == 0, err
+    plan = parse_plan(out)
+    assert isinstance(plan, DeployPlan)
+    project.set_config(
+        'health = { backend = "https://api.dev.outreachpass.example/health"',
+        'health = { backend = "https://api.dev.outreachpass.example/nowhere"',
+    )  # the new version goes live, then fails its health check: rolled back
+
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+
+    assert code == 1
+    record = project.ledger("dev", "backend")
+    assert record["outcome"] == "rolled-back"
+    ran = plan.actions()[: plan.actions().index("health") + 1]
+    assert record["steps"] == [*ran, "on-failure", "record"]
