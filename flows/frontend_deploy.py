@@ -302,9 +302,12 @@ def build_and_push(
     comp = plan.config.image_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = image_source_hash(comp, source)
-    # Read although a plan may have: it found no image from this source, and another run may have pushed it since.
-    stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
-    in_ecr = tag_digest(plan.target, plan.repository.name, tag)
+    # A plan that found no image from this source is not read again: the build follows, and the push refuses a
+    # tag that names another digest by then (another run's push); without a plan, what ECR and the bucket keep decide.
+    stored = in_ecr = None
+    if planned is None or not planned.build:
+        stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
+        in_ecr = tag_digest(plan.target, plan.repository.name, tag)
     if stored and stored.get("source_hash") == hashed and in_ecr and stored.get("image_digest") == in_ecr:
         ran("reuse")
         logger.info(

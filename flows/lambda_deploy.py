@@ -166,8 +166,10 @@ def ensure_artifact(
     comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = lambda_source_hash(comp, source)
-    # Read although a plan may have: it found none, and another run may have built it since.
-    stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
+    # A plan that found none is not read again: the build follows (the metadata goes up last, once the zip is
+    # there); without a plan (a build of its own), what the bucket keeps decides.
+    built = planned is not None and planned.build
+    stored = None if built else read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     if stored is not None:
         if stored.get("source_hash") != hashed:
             raise artifact_conflict(plan, version)

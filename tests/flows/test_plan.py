@@ -382,3 +382,32 @@ def test_a_failed_deploy_runs_the_plan_up_to_its_failure_then_its_failure_path(
     assert record["outcome"] == "rolled-back"
     ran = plan.actions()[: plan.actions().index("health") + 1]
     assert record["steps"] == [*ran, "on-failure", "record"]
+
+
+def test_a_release_runs_its_plan_each_deploy_step_by_step(project: Project, prefect_server: None) -> None:
+    args = ("release", "--version", "v1", "--component", "worker", "--component", "backend", "--env", "dev")
+    code, out, err = project.cli(*args, "--dry-run", "--json")
+    assert code == 0, err
+    plan = parse_plan(out)
+    assert isinstance(plan, ReleasePlan) and [s.environment for s in plan.stages] == ["dev"]
+    assert [b.steps[0].action for b in plan.builds] == ["build", "build"]
+
+    code, out, err = project.cli(*args)
+
+    assert code == 0, err
+    for component in ("worker", "backend"):  # built once by the release: each deploy reuses its build
+        planned = plan.deploy(component, "dev").actions()
+        assert planned[0] == "reuse"
+        assert project.ledger("dev", component)["steps"] == [a for a in planned if a != "on-failure"]
+
+
+def test_a_run_executes_the_plan_of_its_own_deploy_only(config: Config) -> None:
+    from flows.common import the_plan
+
+    plan = build_deploy_plan(config, "backend", "dev", "v1")
+
+    assert the_plan(config, "lambda", ("backend", "dev", "v1"), None, plan) is plan
+    with pytest.raises(InputError, match="the plan given deploys backend v1 to dev .lambda., not backend v1 to prod"):
+        the_plan(config, "lambda", ("backend", "prod", "v1"), None, plan)
+    made = the_plan(config, "lambda", ("backend", "prod", "v1"))  # a run given none makes its own
+    assert made.environment == "prod" and made.actions()[0] == "build"
