@@ -14,17 +14,24 @@ from flows.plan.build import build_deploy_plan, build_rollback_plan
 from flows.plan.models import DeployPlan, ReleasePlan, RollbackPlan
 from flows.plan.render import render_json, render_text
 from flows.rollback import rollback
-from opcd.config import config_path, load_config
+from opcd.config import Config, config_path, load_config
 from opcd.errors import DeployFailed, InputError, explain_aws_error
 from opcd.outcomes import Outcome
-from opcd.versions import check_git_sha
+from opcd.versions import check_git_sha, check_version
 from tasks.bake_control import find_running_bake, send_bake_command, wait_for_alias
 from tasks.ledger import actor
 
 
-def _json_needs_dry_run(args: argparse.Namespace) -> None:
+def _check_request(args: argparse.Namespace, config: Config, version: str | None) -> None:
+    """What opcd.toml and the arguments alone say is wrong, refused before any AWS target is resolved."""
     if args.json and not args.dry_run:
         raise InputError("--json prints the plan of a dry run", "add --dry-run")
+    config.component(args.component)
+    config.environment(args.environment)
+    if version is not None:
+        check_version(version)
+    if getattr(args, "git_sha", None) is not None:
+        check_git_sha(args.git_sha)
 
 
 def print_plan(plan: DeployPlan | RollbackPlan | ReleasePlan, as_json: bool) -> int:
@@ -35,10 +42,8 @@ def print_plan(plan: DeployPlan | RollbackPlan | ReleasePlan, as_json: bool) -> 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Build the deploy's plan once (every check before anything changes), show it or run it."""
-    _json_needs_dry_run(args)
     config = load_config(args.config)
-    if args.git_sha is not None:
-        check_git_sha(args.git_sha)
+    _check_request(args, config, args.app_version)
     if not args.dry_run:
         print_target(config, args.environment)
     plan = build_deploy_plan(config, args.component, args.environment, args.app_version, args.accept_alarms or None)
@@ -66,8 +71,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Build the rollback's plan once (where live goes, checked), show it or run it."""
-    _json_needs_dry_run(args)
     config = load_config(args.config)
+    _check_request(args, config, args.to_version)
     if not args.dry_run:
         print_target(config, args.environment)
     plan = build_rollback_plan(

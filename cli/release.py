@@ -12,6 +12,7 @@ from flows.plan.render import render_json, render_text
 from flows.release import release
 from opcd.config import config_path, load_config
 from opcd.errors import InputError
+from opcd.versions import check_git_sha, check_version
 from tasks.approval import answer, find_waiting, pending
 
 
@@ -20,6 +21,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     if args.json and not args.dry_run:
         raise InputError("--json prints the plan of a dry run", "add --dry-run")
     config = load_config(args.config)
+    check_version(args.app_version)  # what the arguments alone say is wrong: before any AWS target
+    if args.git_sha is not None:
+        check_git_sha(args.git_sha)
+    for component in args.components or []:
+        config.component(component)
+    config.ordered_environments(args.environments)
     if not args.json:
         print_target(config)
     plan = build_release_plan(
