@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     deploy.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
     _verbose(deploy)
+    deploy.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
     rollback.add_argument("component")
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
     rollback.add_argument("--dry-run", action="store_true", help="show what would be live; change nothing")
+    rollback.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     rollback.add_argument(
         "--force", action="store_true",
         help="go to a version the ledger never saw live (its deploy failed or was rolled back); recorded",
@@ -133,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     release.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
     _verbose(release)
+    release.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     pending = sub.add_parser("pending", help="list the runs waiting for an approval, with their UI links")
     pending.add_argument("--json", action="store_true", help="machine-readable output")

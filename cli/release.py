@@ -1,45 +1,52 @@
-"""``opcd release`` (and its dry run), ``pending``, ``approve`` and ``reject``."""
+"""``opcd release`` (its plan: ``--dry-run`` shows it, ``--json`` as JSON), ``pending``, ``approve`` and ``reject``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
 
 from cli.common import print_target, run_flow
 from cli.progress import showing_progress
-from flows.release import check_request, choose_components, live_now, preflight, release
-from opcd.aws import target_for
+from flows.plan.build import build_release_plan
+from flows.plan.models import ReleasePlan
+from flows.plan.render import render_json, render_text
+from flows.release import release
 from opcd.config import Config, config_path, load_config
+from opcd.errors import InputError
 from opcd.versions import check_git_sha, check_version
 from tasks.approval import answer, find_waiting, pending
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    """Build the release's plan once (components, environments, every deploy checked), show it or run it."""
+    if args.json and not args.dry_run:
+        raise InputError("--json prints the plan of a dry run", "add --dry-run")
     config = load_config(args.config)
-    check_version(args.app_version)
+    check_version(args.app_version)  # what the arguments alone say is wrong: before any AWS target
     if args.git_sha is not None:
         check_git_sha(args.git_sha)
-    envs = config.ordered_environments(args.environments)
-    target = print_target(config)
-    last = target_for(config, envs[-1])  # the ledger as that environment's role reads it
-    components, why = choose_components(config, last, args.components, args.git_sha, envs[-1])
-    envs = check_request(config, args.app_version, args.git_sha, components, envs)
-    path = str(config_path(args.config).resolve())
-    if components:
-        preflight(path, components, envs, args.app_version)
+    for component in args.components or []:
+        config.component(component)
+    config.ordered_environments(args.environments)
+    if not args.json:
+        print_target(config)
+    plan = build_release_plan(
+        config, args.app_version, args.git_sha, args.components, args.environments, config.release.on_failure
+    )
     if args.dry_run:
-        return _dry_run_release(config, target, args.app_version, components, why, envs)
-    params = {
-        "version": args.app_version, "git_sha": args.git_sha, "components": components or None,
-        "environments": envs, "config_path": path,
-    }  # fmt: skip
-    if not components:
-        print(f"nothing to release: {why}")
+        print(render_json(plan) if args.json else render_text(plan))
         return 0
-    print(what_will_run(config, args.app_version, components, why, envs), flush=True)
-    with showing_progress(config, "release", release_rows(config, components, envs), args.verbose):
+    if not plan.components:
+        print(f"nothing to release: {plan.why}")
+        return 0
+    envs = [stage.environment for stage in plan.stages]
+    params = {
+        "version": args.app_version, "git_sha": args.git_sha, "components": list(plan.components),
+        "environments": envs, "config_path": str(config_path(args.config).resolve()), "plan": plan,
+    }  # fmt: skip
+    print(what_will_run(plan), flush=True)
+    with showing_progress(config, "release", release_rows(config, list(plan.components), envs), args.verbose):
         summary = run_flow(release, **params)
     print(f"released {', '.join(summary['components'])} {args.app_version} to {', '.join(envs)}")
     for decision in summary["approvals"]:
@@ -47,14 +54,9 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def what_will_run(config: Config, version: str, components: list[str], why: str, envs: list[str]) -> str:
-    """What the release will do, said before it starts."""
-    # The place for the release's plan, rendered: it is what then runs.
-    gates = []
-    for env in envs:
-        approval = config.environment(env).approval
-        gates.append(f"{env} (approval by {' or '.join(approval.approvers)} first)" if approval else env)
-    return f"release {version}: {', '.join(components)} → {' → '.join(gates)}\n  components: {why}"
+def what_will_run(plan: ReleasePlan) -> str:
+    """What the release will do, said before it starts: its plan (the target line is already printed)."""
+    return "\n".join(render_text(plan, dry_run=False).splitlines()[1:])
 
 
 def release_rows(config: Config, components: list[str], envs: list[str]) -> list[tuple[str, str]]:
@@ -64,23 +66,6 @@ def release_rows(config: Config, components: list[str], envs: list[str]) -> list
         rows += [("approval", env)] if config.environment(env).approval else []
         rows += [(c, env) for c in components]
     return rows
-
-
-def _dry_run_release(
-    config: Config, target: Any, version: str, components: list[str], why: str, envs: list[str]
-) -> int:
-    print(f"dry run: release {version} — nothing will be changed")
-    print(f"components: {', '.join(components) or 'none'} ({why})")
-    for env in envs:
-        approval = config.environment(env).approval
-        gate = f"approval by {' or '.join(approval.approvers)} first" if approval else "no approval"
-        print(f"{env} ({gate}):")
-        for component in components:
-            print(f"  {component}: live now {live_now(config, target, env, component)} → {version}")
-        tested = [c for c in components if config.component(c).load_test and env == next(iter(config.environments))]
-        if tested:
-            print(f"  then a load test of {', '.join(tested)}, judged against its last passing result")
-    return 0
 
 
 def cmd_pending(args: argparse.Namespace) -> int:

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from prefect.logging import get_run_logger
 
-from opcd.aws import AwsTarget, target_for
+from flows.plan.models import DeployPlan, RollbackPlan
+from opcd.aws import AwsTarget, guarded_target, target_for
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock, limit_name
 from opcd.logs import drop_empty_tracebacks
 from opcd.outcomes import Outcome, Stage
 from opcd.progress import State, report
+from tasks.cloudwatch import AlarmGuard
 from tasks.events import emit, outcome_event
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
+from tasks.s3_artifacts import check_bucket
 
 drop_empty_tracebacks()  # in every process that runs a flow: the CLI's, a worker's
 
@@ -32,6 +37,64 @@ _LEVELS = {
     Outcome.DEPLOYED: "ok", Outcome.NOOP: "info", Outcome.FAILED: "fail", Outcome.ROLLED_BACK: "warn",
     Outcome.ROLLBACK_FAILED: "fail",
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EnvironmentChecks:
+    """What every change to one environment checks first: its account, its alarms, the artifact bucket."""
+
+    target: AwsTarget
+    alarms: AlarmGuard
+
+
+def check_environment(
+    config: Config, environment: str, accept_alarms: list[str] | None = None, accept_firing: bool = False
+) -> EnvironmentChecks:
+    """The environment's target (account asked of STS), its alarm guard, and the bucket's existence.
+
+    An alarm of the environment that fires now refuses the change unless ``accept_alarms`` names it;
+    ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
+    """
+    env = config.environment(environment)
+    target = guarded_target(config, environment)  # the environment's account, asked of STS
+    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
+    check_bucket(target, config.project.artifact_bucket)
+    return EnvironmentChecks(target, alarms)
+
+
+def the_plan(
+    config: Config,
+    kind: str,
+    request: tuple[str, str, str],
+    accept_alarms: list[str] | None = None,
+    planned: DeployPlan | None = None,
+) -> DeployPlan:
+    """The deploy plan a run executes: the one it was given (for that component, environment and version),
+    or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it."""
+    component, environment, version = request
+    if planned is None:
+        from flows.plan.build import build_deploy_plan
+
+        return build_deploy_plan(config, component, environment, version, accept_alarms)
+    if (planned.kind, planned.component, planned.environment, planned.version) != (kind, *request):
+        raise InputError(
+            f"the plan given deploys {planned.component} {planned.version} to {planned.environment}"
+            f" ({planned.kind}), not {component} {version} to {environment}",
+            "pass the plan of this deploy, or none (the run then makes it)",
+        )
+    return planned
+
+
+def checks_of(config: Config, planned: DeployPlan | RollbackPlan) -> EnvironmentChecks:
+    """The environment's target and alarm guard for a run of ``planned``: what the plan checked is not read again
+    (the resource, the bucket, the artifact), except the account (asked of STS once per process and target) and
+    the alarms: their states change over time, and a deploy refuses one firing when it starts unless the request
+    accepted it by name (a rollback accepts what fires: it is how an incident is fixed)."""
+    env = config.environment(planned.environment)
+    target = guarded_target(config, planned.environment)
+    accepted = list(planned.accepted_alarms) if isinstance(planned, DeployPlan) else []
+    firing_ok = isinstance(planned, RollbackPlan)
+    return EnvironmentChecks(target, AlarmGuard.preflight(target, env.alarms, accepted, planned.environment, firing_ok))
 
 
 class LedgerPlan(Protocol):
@@ -100,8 +163,32 @@ def report_outcome(record: Record) -> None:
     report(name, f"live: {live_text(record)}{reason}", state, record.component, record.environment)
 
 
+# The plan's steps (flows.plan.models.Action) a run has run so far, in order: its record's ``steps``.
+_RAN: ContextVar[list[str] | None] = ContextVar("opcd_steps_ran", default=None)
+
+
+@contextmanager
+def running_steps() -> Iterator[list[str]]:
+    """Keep, for the block (one deploy or rollback run), each step :func:`ran` reports."""
+    steps: list[str] = []
+    token = _RAN.set(steps)
+    try:
+        yield steps
+    finally:
+        _RAN.reset(token)
+
+
+def ran(action: str) -> None:
+    """The run executes the plan's step ``action`` now (a ``Step.action``); its record lists it in ``steps``."""
+    steps = _RAN.get()
+    if steps is not None:
+        steps.append(action)
+
+
 def finish(plan: LedgerPlan, record: Record, notifier: Notifier | None = None) -> Record:
+    ran("record")
     report_outcome(record)
+    record.steps = list(_RAN.get() or [])
     if notifier is not None:
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)

@@ -28,7 +28,7 @@ def deploy_flow(config: Config, component: str) -> tuple[Any, dict[str, Any]]:
 
 def deploy_body(config: Config, component: str) -> Callable[..., Record]:
     """What ``component``'s deploy flow runs: ``body(component, environment, version, git_sha, config_path,
-    accept_alarms=None, notify=True)``, its lock, ledger records, checks and rollback included."""
+    accept_alarms=None, notify=True, planned=None)``, its lock, ledger records, checks and rollback included."""
     kind = config.component(component).kind
     if kind == "ecs":
         return ecs_deploy.run_ecs_deploy

@@ -22,9 +22,19 @@ from urllib.parse import urlsplit
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import EarlySteps, finish
+from flows.common import (
+    EarlySteps,
+    EnvironmentChecks,
+    check_environment,
+    checks_of,
+    finish,
+    ran,
+    running_steps,
+    the_plan,
+)
 from flows.frontend_deploy import build_and_push
-from opcd.aws import AwsTarget, guarded_target
+from flows.plan.models import DeployPlan
+from opcd.aws import AwsTarget
 from opcd.config import Config, EcsService, load_config
 from opcd.errors import ConfigError, DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
@@ -44,10 +54,9 @@ from tasks.ecs import rollback as put_back
 from tasks.events import DEPLOY_STARTED, emit
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
-from tasks.images import choose_builder, image_tag, version_of
+from tasks.images import image_tag, version_of
 from tasks.ledger import Record, read_history, read_latest, record_in_ledger
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class EcsPlan:
     alarms: AlarmGuard
     repository: Repository
     health: str  # the public health URL; its origin is where the service answers (the load balancer)
+    live: LiveService | None = None  # the service as it was when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -78,16 +88,16 @@ class EcsPlan:
         return f"{parts.scheme}://{parts.netloc}"
 
 
-def plan_ecs_deploy(
+def check_ecs_deploy(
+    config: Config,
     component: str,
     environment: str,
     version: str | None,
-    config_path: str | None,
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
 ) -> EcsPlan:
-    """Validate the request and the AWS resources it names; raise InputError before any change."""
-    config = load_config(config_path)
+    """:func:`plan_ecs_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
     comp = config.ecs_component(component)
     env = config.environment(environment)
     if version is not None:
@@ -99,7 +109,8 @@ def plan_ecs_deploy(
             f"environments.{environment}.health.{component}: missing",
             "an ECS service has no URL of its own: give the health URL its load balancer answers",
         )
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    target = checked.target
     live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     if busy(live):
         raise InputError(
@@ -107,9 +118,19 @@ def plan_ecs_deploy(
             "wait for its deployment to end (opcd status) and deploy again",
         )
     repository = describe_repository(target, comp.repository)
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return EcsPlan(config, component, environment, version, settings, target, alarms, repository, health)
+    return EcsPlan(config, component, environment, version, settings, target, checked.alarms, repository, health, live)
+
+
+def plan_ecs_deploy(
+    component: str,
+    environment: str,
+    version: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+) -> EcsPlan:
+    """Validate the request and the AWS resources it names; raise InputError before any change."""
+    return check_ecs_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
 
 
 def busy(live: LiveService) -> str | None:
@@ -169,6 +190,7 @@ def record_live(plan: EcsPlan, record: Record, live: LiveService) -> None:
 
 def record_service(plan: EcsPlan, record: Record) -> LiveService:
     """The service as it runs now, before the run changes it: the rollback target, and what is live."""
+    ran("read-live")
     before = read_live(plan)
     record_live(plan, record, before)
     record.previous_task_definition, record.previous_image = before.task_definition, before.image
@@ -179,10 +201,14 @@ def record_service(plan: EcsPlan, record: Record) -> LiveService:
 def check_service(plan: EcsPlan) -> None:
     """Post-deploy checks of the service as it answers now: health URL, smoke checks, alarms."""
     env = plan.config.environment(plan.environment)
+    ran("health")
     check_health(plan.target.resolve_url(plan.health), plan.health, env.health_check)
     smoke = plan.config.component(plan.component).smoke
     if smoke:
+        ran("smoke")
         http_smoke_checks(plan.target.resolve_url(plan.base_url), plan.base_url, smoke, env.health_check.timeout)
+    if plan.alarms.names:
+        ran("alarms")
     check_alarms(plan.target, plan.alarms)
 
 
@@ -226,23 +252,27 @@ def move_service(
     progress["moved"] = False
     alarms = watched_alarms(plan.settings, plan.config.environment(plan.environment).alarms)
     try:
+        ran("update-service")
         arn = start_deployment(
             plan.target, cluster, service, revision, plan.settings.strategy, plan.settings.bake, alarms
         )
         logger.info("UpdateService %s → %s (%s): service deployment %s", service, name_of(revision),
                     plan.settings.strategy, arn.rpartition("/")[2])  # fmt: skip
+        ran("follow-operation")
         result = follow_deployment(plan.target, cluster, service, arn, timeout, poll, logger.info)
         if result.outcome is DeployOutcome.ROLLED_BACK:
             raise DeployFailed(f"ECS could not deploy it and rolled the service back itself: {result.reason}")
         progress["moved"] = True  # anything but ECS's own rollback: the new revision may serve
         if not result.ok:
             raise DeployFailed(f"ECS's service deployment ended {result.status}: {result.reason or 'no reason given'}")
+        ran("verify-revision")
         after = read_live(plan)
         if after.task_definition != revision:
             raise DeployFailed(f"{service} runs {name_of(after.task_definition)} after the deployment, expected"
                                f" {name_of(revision)}")  # fmt: skip
         check_service(plan)
     except Exception as exc:
+        ran("on-failure")
         reason = failure_text(exc)
         undo(plan, before, progress, timeout, poll)
         where = "after it went live" if progress["moved"] else "before it served"
@@ -301,16 +331,47 @@ def run_ecs_deploy(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    planned: DeployPlan | None = None,
 ) -> Record:
-    """The body of the ECS deploy flow."""
+    """The body of the ECS deploy flow: the plan's steps (``planned``, or made now) in its order, each one run
+    listed in the record's ``steps``."""
+    with running_steps():
+        return _run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify, planned)
+
+
+def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | None = None) -> EcsPlan:
+    """The run's :class:`EcsPlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
+    checked = checked or checks_of(config, planned)
+    comp = config.ecs_component(planned.component)
+    repository = Repository(comp.repository, planned.artifact.location.rpartition(":")[0])  # uri:tag
+    health = config.environment(planned.environment).health[planned.component]  # the plan's check found it
+    settings = config.ecs_service(planned.component, planned.environment)
+    return EcsPlan(
+        config, planned.component, planned.environment, planned.version, settings, checked.target, checked.alarms,
+        repository, health,
+    )  # fmt: skip
+
+
+def _run_ecs_deploy(
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None,
+    notify: bool,
+    planned: DeployPlan | None,
+) -> Record:
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
-        plan = plan_ecs_deploy(component, environment, version, config_path, accept_alarms)
+        config = load_config(config_path)
+        planned = the_plan(config, "ecs", (component, environment, version), accept_alarms, planned)
+        plan = executing(config, planned)
         early.planned(plan, partial(record_service, plan))
         logger.info(plan.target.describe())
-        identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
+        identifier, digest, artifact = build_and_push(plan, version, git_sha, early, planned.artifact)
     image = f"{plan.repository.uri}@{digest}"  # the digest, never the tag: what was tested is what runs
     how = plan.settings.strategy + (
         f", bake {plan.settings.bake_minutes} min" if plan.settings.strategy == "blue-green" else ""
@@ -322,6 +383,7 @@ def run_ecs_deploy(
     record.attach_flow_run()
     notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
     with environment_lock(environment, component):
+        ran("lock")
         before = record_service(plan, record)
         notifier.send(f"deploy started by {record.actor}: {before.service} runs {describe_live(plan, before)}")
         if busy(before):
@@ -332,9 +394,11 @@ def run_ecs_deploy(
             logger.info("%s %s already runs on %s: nothing to do", component, version, before.service)
             record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
+        ran("register-revision")
         revision = record.task_definition = register_revision(plan.target, before, image)
         logger.info("Registered %s: %s → %s (%s)", name_of(revision), plan.container, image, identifier)
         # A killed process leaves no rollback behind: the rollback target goes to the ledger first.
+        ran("record-shifting")
         record.outcome = Outcome.SHIFTING
         record.reason = f"moving {before.service} from {name_of(before.task_definition)} to {name_of(revision)}"
         record_in_ledger(plan.target, plan.bucket, record)
@@ -351,11 +415,12 @@ def deploy_ecs(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy an ECS component: a new task definition revision (the image's digest), ECS's rolling or
     blue/green deployment followed to its end, opcd's health and smoke checks, automatic rollback."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify)
+        return run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify, plan)
 
 
 def seen_revisions(history: list[Record]) -> dict[str, tuple[str | None, str | None]]:
@@ -466,53 +531,3 @@ def status_row(config: Config, target: AwsTarget, environment: str, component: s
         "last_outcome": latest.outcome if latest else None, "last_run": latest.flow_run_name if latest else None,
         "drift": bool(recorded and recorded != live.task_definition), "rules": [],
     }  # fmt: skip
-
-
-def rollback_target(component: str, environment: str, to_version: str | None, config_path: str, force: bool) -> str:
-    """Where ``opcd rollback`` would take the service, checked before any flow runs: '<from> to <to>'."""
-    plan = plan_ecs_deploy(component, environment, None, config_path, accept_firing=True)
-    before = read_live(plan)
-    revision, image, _version = choose_revision(plan, before, to_version, force, register=False)
-    to = describe_revision(plan, revision, image) if revision else f"a new revision running {image}"
-    return f"{before.service} from {describe_live(plan, before)} to {to}"
-
-
-def dry_run_lines(component: str, environment: str, version: str, config_path: str) -> tuple[list[str], int]:
-    """What ``opcd deploy --dry-run`` prints for an ECS component, and its exit code; nothing is changed."""
-
-    plan = plan_ecs_deploy(component, environment, version, config_path)
-    comp = plan.config.ecs_component(component)
-    env = plan.config.environment(environment)
-    live = read_live(plan)
-    tag = image_tag(version)
-    existing = tag_digest(plan.target, plan.repository.name, tag)
-    lines = [
-        f"dry run: deploy {component} {version} to {environment} ({plan.settings.cluster}/{live.service})",
-        f"  live now: {describe_live(plan, live)}, {live.running}/{live.desired} tasks running",
-    ]
-    if existing and live.image == f"{plan.repository.uri}@{existing}":
-        return [*lines, "  nothing to do: that version is already live"], 0
-    if plan.settings.strategy == "blue-green":
-        how = f"blue-green (ECS's native blue/green, bake {plan.settings.bake_minutes} min)"
-    else:
-        ecs_alarms = watched_alarms(plan.settings, env.alarms)
-        watched = f", alarms {', '.join(ecs_alarms)}" if ecs_alarms else ""
-        how = f"rolling (the deployment circuit breaker{watched}, rollback on)"
-    steps = [
-        f"build {comp.source}/{comp.dockerfile} with {choose_builder(comp.builder)} (reproducible: same source,"
-        " same digest)",
-        f"{plan.repository.identifier(tag)} is in ECR as {existing}: reuse it when pushed from this source"
-        if existing
-        else f"push {plan.repository.identifier(tag)} and move :latest",
-        f"register a revision of {name_of(live.task_definition)} with container {plan.container} on"
-        f" {plan.repository.uri}@<digest>",
-        f"UpdateService {live.service}: {how}; follow the service deployment (every"
-        f" {comp.operation.poll_interval:g}s, at most {comp.operation.timeout:g}s)",
-        f"health: {plan.health} ({env.health_check.successes} consecutive)",
-    ]
-    steps += [f"smoke: {s.method} {s.path} → {s.expect_status}" for s in comp.smoke]
-    if env.alarms:
-        steps.append(f"alarms: {', '.join(env.alarms)}")
-    steps.append(f"on failure after it went live: back to {name_of(live.task_definition)}")
-    lines += [f"  {number}. {step}" for number, step in enumerate(steps, 1)]
-    return [*lines, "no changes made (dry run)"], 0

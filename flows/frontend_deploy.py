@@ -23,8 +23,18 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.common import EarlySteps, finish
-from opcd.aws import AwsTarget, guarded_target
+from flows.common import (
+    EarlySteps,
+    EnvironmentChecks,
+    check_environment,
+    checks_of,
+    finish,
+    ran,
+    running_steps,
+    the_plan,
+)
+from flows.plan.models import ArtifactPlan, DeployPlan
+from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
@@ -39,7 +49,7 @@ from tasks.health import check_health, http_smoke_checks
 from tasks.images import build_image, image_source_hash, image_tag, version_of
 from tasks.ledger import Record, actor, now, read_history, record_in_ledger, seen_live
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket, read_artifact_metadata, write_artifact_metadata
+from tasks.s3_artifacts import read_artifact_metadata, write_artifact_metadata
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class ServicePlan:
     target: AwsTarget
     alarms: AlarmGuard
     repository: Repository
+    service: Service | None = None  # the service as it was when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -77,6 +88,34 @@ class ImagePlan(Protocol):
     def bucket(self) -> str: ...
 
 
+def check_apprunner_deploy(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
+) -> ServicePlan:
+    """:func:`plan_apprunner_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    comp = config.apprunner_component(component)
+    config.environment(environment)
+    if version is not None:
+        check_version(version)
+    ref = config.service_ref(component, environment)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    target = checked.target
+    arn = find_service(target, ref)
+    service = read_service(target, arn)
+    if service.status != "RUNNING":
+        raise InputError(
+            f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
+            "wait for its operation to end (opcd status) and deploy again",
+        )
+    repository = describe_repository(target, comp.repository)
+    return ServicePlan(config, component, environment, version, arn, target, checked.alarms, repository, service)
+
+
 def plan_apprunner_deploy(
     component: str,
     environment: str,
@@ -86,24 +125,9 @@ def plan_apprunner_deploy(
     accept_firing: bool = False,
 ) -> ServicePlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
-    config = load_config(config_path)
-    comp = config.apprunner_component(component)
-    env = config.environment(environment)
-    if version is not None:
-        check_version(version)
-    ref = config.service_ref(component, environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    arn = find_service(target, ref)
-    service = read_service(target, arn)
-    if service.status != "RUNNING":
-        raise InputError(
-            f"App Runner service {service.name} is {service.status}, not RUNNING: nothing was changed",
-            "wait for its operation to end (opcd status) and deploy again",
-        )
-    repository = describe_repository(target, comp.repository)
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return ServicePlan(config, component, environment, version, arn, target, alarms, repository)
+    return check_apprunner_deploy(
+        load_config(config_path), component, environment, version, accept_alarms, accept_firing
+    )
 
 
 def live_of(plan: ServicePlan, service: Service) -> tuple[str | None, str | None]:
@@ -125,12 +149,16 @@ def check_service(plan: ServicePlan, service: Service) -> None:
     """Post-deploy checks of the service as it runs now: health URL, smoke checks, alarms."""
     env = plan.config.environment(plan.environment)
     public = env.health.get(plan.component) or f"{service.https_url}/"
+    ran("health")
     check_health(plan.target.resolve_url(public), public, env.health_check)
     smoke = plan.config.apprunner_component(plan.component).smoke
     if smoke:
+        ran("smoke")
         http_smoke_checks(
             plan.target.resolve_url(service.https_url), service.https_url, smoke, env.health_check.timeout
         )
+    if plan.alarms.names:
+        ran("alarms")
     check_alarms(plan.target, plan.alarms)
 
 
@@ -170,7 +198,9 @@ def move_service(
     operation_id: str | None = None
     try:
         with transaction():
+            ran("update-service")
             operation_id = update_service(plan.target, before, identifier, timeout, poll)
+            ran("follow-operation")
             status = wait_for_operation(
                 plan.target, plan.service_arn, operation_id, f"deployment of {identifier}", timeout, poll
             )
@@ -182,11 +212,13 @@ def move_service(
             if status != "SUCCEEDED":
                 raise DeployFailed(f"App Runner's operation ended {status}")
             moved = progress["moved"] = True
+            ran("verify-image")
             after = read_service(plan.target, plan.service_arn)
             if after.image != identifier:
                 raise DeployFailed(f"{after.name} reports {after.image} after the deployment, expected {identifier}")
             check_service(plan, after)
     except Exception as exc:
+        ran("on-failure")
         reason = failure_text(exc)
         if not moved and operation_id is not None:  # our wait ended first: what did the operation do?
             moved = progress["moved"] = served(plan, operation_id)
@@ -237,6 +269,7 @@ def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
 
 def record_service(plan: ServicePlan, record: Record) -> Service:
     """The service as it runs now, before the run changes it: the rollback target, and what is live."""
+    ran("read-live")
     before = read_service(plan.target, plan.service_arn)
     record.previous_image = before.image
     record.previous_version = version_of(plan.repository.tag_of(before.image))
@@ -245,25 +278,39 @@ def record_service(plan: ServicePlan, record: Record) -> Service:
 
 
 def build_and_push(
-    plan: ImagePlan, version: str, git_sha: str | None, early: EarlySteps | None = None
+    plan: ImagePlan,
+    version: str,
+    git_sha: str | None,
+    early: EarlySteps | None = None,
+    planned: ArtifactPlan | None = None,
 ) -> tuple[str, str, str]:
     """The version's image in ECR: (identifier, digest, "reused" | "built"); built and pushed when needed.
 
     An image already pushed from the same source (its metadata in the artifact bucket says so, and
     ECR still has that digest under the tag) is reused without a build: promoting a version to the
     next environment deploys the very image that was tested. Otherwise it is built; the push then
-    refuses a tag that already names another digest.
+    refuses a tag that already names another digest. ``planned``: the plan's image; one the plan found
+    in ECR (or the release pushed) is used as it says, not read again.
     """
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = Stage.BUILD
+    tag = image_tag(version)
+    if planned is not None and not planned.build and planned.digest:
+        ran("reuse")
+        logger.info("Using %s (%s): %s", planned.location, planned.digest, planned.reason)
+        return planned.location, planned.digest, "reused"
     comp = plan.config.image_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = image_source_hash(comp, source)
-    tag = image_tag(version)
-    stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
-    in_ecr = tag_digest(plan.target, plan.repository.name, tag)
+    # A plan that found no image from this source is not read again: the build follows, and the push refuses a
+    # tag that names another digest by then (another run's push); without a plan, what ECR and the bucket keep decide.
+    stored = in_ecr = None
+    if planned is None or not planned.build:
+        stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
+        in_ecr = tag_digest(plan.target, plan.repository.name, tag)
     if stored and stored.get("source_hash") == hashed and in_ecr and stored.get("image_digest") == in_ecr:
+        ran("reuse")
         logger.info(
             "Reusing %s (%s): pushed from the same source, not rebuilt", plan.repository.identifier(tag), in_ecr
         )
@@ -271,11 +318,13 @@ def build_and_push(
     work = plan.config.state_dir() / "build" / plan.component
     work.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"{tag}-"))  # one per run: runs may overlap
+    ran("build")
     try:
         image = build_image(
             plan.component, version, comp, source, plan.config.root, out_dir, plan.config.build_cache_dir()
         )
         early.step = Stage.PUSH
+        ran("push")
         pushed = push_image(plan.target, image, plan.repository)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -297,16 +346,45 @@ def deploy_apprunner(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    planned: DeployPlan | None = None,
 ) -> Record:
-    """The body of the App Runner deploy flows (the frontend)."""
+    """The body of the App Runner deploy flows (the frontend): the plan's steps (``planned``, or made now) in
+    its order, each one run listed in the record's ``steps``."""
+    with running_steps():
+        return _deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify, planned)
+
+
+def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | None = None) -> ServicePlan:
+    """The run's :class:`ServicePlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
+    checked = checked or checks_of(config, planned)
+    name = config.apprunner_component(planned.component).repository
+    repository = Repository(name, planned.artifact.location.rpartition(":")[0])  # uri:tag
+    return ServicePlan(
+        config, planned.component, planned.environment, planned.version, planned.resource_id, checked.target,
+        checked.alarms, repository,
+    )  # fmt: skip
+
+
+def _deploy_apprunner(
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None,
+    config_path: str | None,
+    accept_alarms: list[str] | None,
+    notify: bool,
+    planned: DeployPlan | None,
+) -> Record:
     logger = get_run_logger()
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
-        plan = plan_apprunner_deploy(component, environment, version, config_path, accept_alarms)
+        config = load_config(config_path)
+        planned = the_plan(config, "apprunner", (component, environment, version), accept_alarms, planned)
+        plan = executing(config, planned)
         early.planned(plan, partial(record_service, plan))
         logger.info(plan.target.describe())
-        identifier, digest, artifact = build_and_push(plan, version, git_sha, early)
+        identifier, digest, artifact = build_and_push(plan, version, git_sha, early, planned.artifact)
     record = Record(
         component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, image=identifier,
         image_digest=digest, artifact=artifact, traffic="App Runner deployment",
@@ -315,6 +393,7 @@ def deploy_apprunner(
     record.attach_flow_run()
     notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
     with environment_lock(environment, component):
+        ran("lock")
         before = record_service(plan, record)
         notifier.send(f"deploy started by {record.actor}: {before.name} runs {describe_image(plan, before.image)}")
         if before.status != "RUNNING":
@@ -326,6 +405,7 @@ def deploy_apprunner(
             record.outcome, record.reason = Outcome.NOOP, "already live"
             return finish(plan, record, notifier)
         # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+        ran("record-shifting")
         record.outcome, record.reason = Outcome.SHIFTING, f"moving {before.name} from {before.image} to {identifier}"
         record_in_ledger(plan.target, plan.bucket, record)
         record.finished_at = record.reason = None
@@ -340,10 +420,11 @@ def deploy_frontend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy the frontend image to its App Runner service (rolling, health-checked, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify)
+        return deploy_apprunner("frontend", environment, version, git_sha, config_path, accept_alarms, notify, plan)
 
 
 @flow(name="deploy-apprunner", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -355,10 +436,11 @@ def deploy_apprunner_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy any App Runner component of opcd.toml (for components not named frontend)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify)
+        return deploy_apprunner(component, environment, version, git_sha, config_path, accept_alarms, notify, plan)
 
 
 def choose_image(

@@ -20,8 +20,18 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 
-from flows.common import EarlySteps, finish
-from opcd.aws import AwsTarget, guarded_target
+from flows.common import (
+    EarlySteps,
+    EnvironmentChecks,
+    check_environment,
+    checks_of,
+    finish,
+    ran,
+    running_steps,
+    the_plan,
+)
+from flows.plan.models import ArtifactPlan, DeployPlan
+from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
 from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
@@ -52,7 +62,6 @@ from tasks.migrations import run_migrations
 from tasks.notify import Notifier
 from tasks.s3_artifacts import (
     artifact_key,
-    check_bucket,
     check_retention_rule,
     download_artifact,
     read_artifact_metadata,
@@ -85,6 +94,7 @@ class Plan:
     function: str
     target: AwsTarget
     alarms: AlarmGuard
+    live: LiveVersion | None = None  # what ``live`` pointed at when the request was checked
 
     @property
     def bucket(self) -> str:
@@ -93,6 +103,26 @@ class Plan:
     @property
     def strategy(self) -> Strategy:
         return self.config.environment(self.environment).strategy(self.component)
+
+
+def check_lambda_deploy(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    checked: EnvironmentChecks | None = None,
+) -> Plan:
+    """:func:`plan_lambda_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    config.lambda_component(component)  # InputError for a component of another kind
+    config.environment(environment)
+    if version is not None:
+        check_version(version)
+    function = config.function_name(component, environment)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    live = read_live(checked.target, function)  # the function and its alias exist
+    return Plan(config, component, environment, version, function, checked.target, checked.alarms, live)
 
 
 def plan_lambda_deploy(
@@ -108,45 +138,55 @@ def plan_lambda_deploy(
     An alarm of the environment that fires now refuses the deploy unless ``accept_alarms`` names
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
-    config = load_config(config_path)
-    config.lambda_component(component)  # InputError for a component of another kind
-    env = config.environment(environment)
-    if version is not None:
-        check_version(version)
-    function = config.function_name(component, environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    read_live(target, function)  # the function and its alias exist
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return Plan(config, component, environment, version, function, target, alarms)
+    return check_lambda_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
 
 
-def ensure_artifact(plan: Plan, version: str, git_sha: str | None, early: EarlySteps | None = None) -> Artifact:
-    """Reuse the version's artifact when it was built from the same source; build it otherwise."""
+def artifact_conflict(plan: Plan, version: str) -> VersionConflict:
+    """The refusal of a version whose stored artifact was built from other source."""
+    return VersionConflict(
+        f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
+        "a version names one build: pick a new version for changed source",
+    )
+
+
+def ensure_artifact(
+    plan: Plan, version: str, git_sha: str | None, early: EarlySteps | None = None, planned: ArtifactPlan | None = None
+) -> Artifact:
+    """Reuse the version's artifact when it was built from the same source; build it otherwise.
+
+    ``planned``: the plan's artifact; one the plan found (or the release built) is used as it says, not read again.
+    """
     logger = get_run_logger()
     early = early or EarlySteps("deploy", plan.component, plan.environment, version)
     early.step = Stage.BUILD
+    key = artifact_key(plan.component, version)
+    if planned is not None and not planned.build and planned.sha256 and planned.code_sha256 and planned.size:
+        ran("reuse")
+        logger.info("Using s3://%s/%s: %s", plan.bucket, key, planned.reason)
+        return Artifact(plan.component, version, key, planned.sha256, planned.code_sha256, planned.size, True)
     comp = plan.config.lambda_component(plan.component)
     source = plan.config.source_dir(plan.component)
     hashed = lambda_source_hash(comp, source)
-    stored = read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
-    key = artifact_key(plan.component, version)
+    # A plan that found none is not read again: the build follows (the metadata goes up last, once the zip is
+    # there); without a plan (a build of its own), what the bucket keeps decides.
+    built = planned is not None and planned.build
+    stored = None if built else read_artifact_metadata(plan.target, plan.bucket, plan.component, version)
     if stored is not None:
         if stored.get("source_hash") != hashed:
-            raise VersionConflict(
-                f"{plan.component} {version} already exists in s3://{plan.bucket} built from other source",
-                "a version names one build: pick a new version for changed source",
-            )
+            raise artifact_conflict(plan, version)
+        ran("reuse")
         logger.info(
             "Reusing %s %s from s3://%s/%s (same source, not rebuilt)", plan.component, version, plan.bucket, key
         )
         return Artifact(plan.component, version, key, stored["sha256"], stored["code_sha256"], stored["size"], True)
+    ran("build")
     state = plan.config.state_dir()
     package: Package = build_lambda_package(
         plan.component, version, comp, source,
         out_dir=state / "build" / plan.component / version, cache_dir=plan.config.build_cache_dir(),
     )  # fmt: skip
     early.step = Stage.UPLOAD
+    ran("upload")
     check_retention_rule(plan.target, plan.bucket, plan.component, plan.config.project.artifact_retention_days)
     metadata = {
         "component": plan.component, "version": version, "git_sha": git_sha,
@@ -217,6 +257,7 @@ def shift_and_verify(
     bake = make_bake(plan, new_version, live, strategy, notifier) if strategy.gradual else None
     progress = {} if progress is None else progress
     progress["moved"] = False
+    ran("shift")
     try:
         with transaction():
             if bake is not None:
@@ -230,12 +271,17 @@ def shift_and_verify(
             move_alias_reversibly(plan.target, plan.function, new_version, previous=live.lambda_version)
             progress["moved"] = True
             if public:
+                ran("health")
                 check_health(plan.target.resolve_url(public), public, env.health_check, expect_version=app_version)
             comp = plan.config.lambda_component(plan.component)
             if comp.sample_event:
+                ran("sample-event")
                 invoke_sample_event(plan.target, plan.function, "live", sample_event(plan), comp.sample_expect)
+            if plan.alarms.names:
+                ran("alarms")
             check_alarms(plan.target, plan.alarms)
     except Exception as exc:
+        ran("on-failure")
         reason = failure_text(exc)
         try:  # reading the alias back may fail too (throttled): the failure is still reported
             if not progress["moved"]:
@@ -334,6 +380,7 @@ def repair_split(plan: Plan, live: LiveVersion) -> tuple[LiveVersion, str | None
         f"live was split: {split}, the rest on version {live.lambda_version}; "
         f"moved all traffic back to the primary version {live.lambda_version} before deploying"
     )
+    ran("repair-split")
     get_run_logger().warning("Repairing %s: %s", plan.function, note)
     move_alias_task(plan.target, plan.function, live.lambda_version)
     repaired = read_live(plan.target, plan.function)
@@ -353,38 +400,59 @@ def deploy_lambda(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    planned: DeployPlan | None = None,
 ) -> Record:
-    """The shared body of the Lambda deploy flows (backend, worker): plan and build (nothing live changes,
-    a failure is one line), then under the environment's lock: read live, publish the new version, check
-    it before traffic, move traffic and verify; a failure after that is recorded with what is live."""
+    """The shared body of the Lambda deploy flows (backend, worker): the plan's steps in its order.
+
+    Plan (``planned``, or made now) and build (nothing live changes, a failure is one line), then under the
+    environment's lock: read live, publish the new version, check it before traffic, move traffic and verify;
+    a failure after that is recorded with what is live. Each step run is listed in the record's ``steps``.
+    """
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
-    plan, artifact = plan_and_build(early, version, accept_alarms)
-    record = deploy_record(plan, artifact, git_sha)
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
-    with environment_lock(environment, component):
-        live = take_live(plan, record, notifier)
-        progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
-        try:
-            if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
-                return already_live(plan, record, live, notifier)
-            new_version = publish_new_version(plan, artifact, record)
-            check_before_traffic(plan, artifact, live, new_version)
-            move_traffic(plan, record, live, (new_version, version), notifier, progress)
-        except Exception as exc:
-            record_failure(plan, record, live, progress, exc)
-            finish(plan, record, notifier)
-            raise
-        record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
-        get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, environment, new_version)
-        return finish(plan, record, notifier)
+    with running_steps():
+        plan, artifact = plan_and_build(early, version, accept_alarms, planned)
+        record = deploy_record(plan, artifact, git_sha)
+        notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
+        with environment_lock(environment, component):
+            ran("lock")
+            live = take_live(plan, record, notifier)
+            progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
+            try:
+                if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
+                    return already_live(plan, record, live, notifier)
+                new_version = publish_new_version(plan, artifact, record)
+                check_before_traffic(plan, artifact, live, new_version)
+                move_traffic(plan, record, live, (new_version, version), notifier, progress)
+            except Exception as exc:
+                record_failure(plan, record, live, progress, exc)
+                finish(plan, record, notifier)
+                raise
+            record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
+            get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, environment,
+                                  new_version)  # fmt: skip
+            return finish(plan, record, notifier)
 
 
-def plan_and_build(early: EarlySteps, version: str, accept_alarms: list[str] | None) -> tuple[Plan, Artifact]:
+def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | None = None) -> Plan:
+    """The run's :class:`Plan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
+    checked = checked or checks_of(config, planned)
+    return Plan(
+        config, planned.component, planned.environment, planned.version, planned.resource, checked.target,
+        checked.alarms,
+    )  # fmt: skip
+
+
+def plan_and_build(
+    early: EarlySteps, version: str, accept_alarms: list[str] | None, planned: DeployPlan | None = None
+) -> tuple[Plan, Artifact]:
     """Stages plan, build and upload: a failure is reported by ``early`` (live untouched)."""
     logger = get_run_logger()
     with early.reporting():
-        plan = plan_lambda_deploy(early.component, early.environment, version, early.config_path, accept_alarms)
+        config = load_config(early.config_path)
+        request = (early.component, early.environment, version)
+        planned = the_plan(config, "lambda", request, accept_alarms, planned)
+        plan = executing(config, planned)
         early.planned(plan, partial(record_live_lambda, plan))
         logger.info(plan.target.describe())
         if plan.alarms.accepted:
@@ -392,7 +460,7 @@ def plan_and_build(early: EarlySteps, version: str, accept_alarms: list[str] | N
                 "Deploying although %s fire(s): accepted by name (--accept-alarm); recorded in the ledger",
                 ", ".join(sorted(plan.alarms.accepted)),
             )
-        artifact = ensure_artifact(plan, version, early.git_sha, early)
+        artifact = ensure_artifact(plan, version, early.git_sha, early, planned.artifact)
     return plan, artifact
 
 
@@ -409,6 +477,7 @@ def deploy_record(plan: Plan, artifact: Artifact, git_sha: str | None) -> Record
 
 def take_live(plan: Plan, record: Record, notifier: Notifier) -> LiveVersion:
     """What ``live`` points at (a split repaired first): the previous version and the rollback target."""
+    ran("read-live")
     live = read_live_alias(plan.target, plan.function)
     notifier.send(
         f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
@@ -428,13 +497,16 @@ def already_live(plan: Plan, record: Record, live: LiveVersion, notifier: Notifi
         plan.component, record.version, plan.environment, live.lambda_version,
     )  # fmt: skip
     record.outcome, record.lambda_version, record.reason = Outcome.NOOP, live.lambda_version, "already live"
+    ran("rules")
     record.rules = sync_rules(plan, live).summary()
     return finish(plan, record, notifier)
 
 
 def publish_new_version(plan: Plan, artifact: Artifact, record: Record) -> str:
     """``$LATEST`` from the artifact (its sha checked), published as a new version; its number."""
+    ran("update-code")
     update_function_code(plan.target, plan.function, plan.bucket, artifact.key, artifact.code_sha256)
+    ran("publish")
     new_version = publish_version(
         plan.target,
         plan.function,
@@ -449,6 +521,7 @@ def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_
     """Migrations, then the smoke checks and the sample event on the new version; live untouched on failure."""
     comp = plan.config.lambda_component(plan.component)
     if comp.migrations:
+        ran("migrations")
         secret_name = plan.config.database_secret(plan.environment)
         run_migrations(
             download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
@@ -457,8 +530,10 @@ def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_
         )  # fmt: skip
     try:
         if comp.smoke:
+            ran("smoke")
             invoke_smoke_checks(plan.target, plan.function, new_version, comp.smoke)
         if comp.sample_event:
+            ran("sample-event")
             event = sample_event(plan)
             invoke_sample_event(plan.target, plan.function, new_version, event, comp.sample_expect)
     except DeployFailed as exc:
@@ -479,8 +554,10 @@ def move_traffic(
     """Rules onto the new version, the rollback target in the ledger, then :func:`shift_and_verify`
     (``new``: the Lambda version and the app version it runs)."""
     new_version, version = new
+    ran("rules")
     record.rules = sync_rules(plan, live).summary()
     # A killed process runs no rollback hook: leave the rollback target in the ledger first.
+    ran("record-shifting")
     record.outcome, record.reason = Outcome.SHIFTING, f"moving live from {live.lambda_version} to {new_version}"
     record_in_ledger(plan.target, plan.bucket, record)
     record.finished_at = record.reason = None
@@ -517,10 +594,11 @@ def deploy_backend(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy the backend API to one environment (blue/green behind ``live``, automatic rollback)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify)
+        return deploy_lambda("backend", environment, version, git_sha, config_path, accept_alarms, notify, plan)
 
 
 @flow(name="deploy-worker", flow_run_name="worker {version} to {environment}", log_prints=True)
@@ -531,10 +609,11 @@ def deploy_worker(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy the worker to one environment: the backend's path plus EventBridge rules and a sample event."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify)
+        return deploy_lambda("worker", environment, version, git_sha, config_path, accept_alarms, notify, plan)
 
 
 @flow(name="deploy-lambda", flow_run_name="{component} {version} to {environment}", log_prints=True)
@@ -546,7 +625,8 @@ def deploy_lambda_component(
     config_path: str | None = None,
     accept_alarms: list[str] | None = None,
     notify: bool = True,
+    plan: DeployPlan | None = None,
 ) -> Record:
     """Deploy any Lambda component of opcd.toml (for components not named backend or worker)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify)
+        return deploy_lambda(component, environment, version, git_sha, config_path, accept_alarms, notify, plan)

@@ -29,24 +29,29 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from flows.common import EarlySteps, cause, live_text, step_failure
+from flows.common import EarlySteps, EnvironmentChecks, cause, live_text, step_failure
 from flows.components import bakes, deploy_body, deploy_flow
-from flows.ecs_deploy import plan_ecs_deploy, status_row
-from flows.frontend_deploy import build_and_push, plan_apprunner_deploy
-from flows.lambda_deploy import ensure_artifact, plan_lambda_deploy
+from flows.ecs_deploy import executing as ecs_build_plan
+from flows.ecs_deploy import status_row
+from flows.frontend_deploy import build_and_push
+from flows.frontend_deploy import executing as image_build_plan
+from flows.lambda_deploy import ensure_artifact
+from flows.lambda_deploy import executing as lambda_build_plan
+from flows.plan.build import build_release_plan
+from flows.plan.models import ArtifactPlan, DeployPlan, ReleasePlan
 from flows.rollback import rollback
-from opcd.aws import AwsTarget, resolve_target, target_for
+from opcd.aws import AwsTarget, guarded_target, resolve_target, target_for
 from opcd.config import AppRunnerComponent, Config, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
 from opcd.progress import State, about, report
-from opcd.versions import check_git_sha, check_version
 from tasks.approval import Decision, duration_text, replayed_gate, wait_for_approval
 from tasks.apprunner import find_service, read_service
+from tasks.cloudwatch import AlarmGuard
 from tasks.ecr import describe_repository
 from tasks.events import APPROVAL_ANSWERED, APPROVAL_REQUESTED, emit
-from tasks.git import changed_paths, commit_config, touches
+from tasks.git import commit_config
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
 from tasks.ledger import Record, actor, read_latest, record_release
@@ -95,109 +100,52 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
     return f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
 
 
-def choose_components(
-    config: Config, target: AwsTarget, requested: list[str] | None, git_sha: str | None, last_env: str
-) -> tuple[list[str], str]:
-    """(components, why): those asked for; else those changed since ``last_env``'s live commit."""
-    if requested:
-        for name in requested:
-            config.component(name)
-        return list(dict.fromkeys(requested)), "as asked"
-    everything = list(config.components)
-    if not git_sha:
-        return everything, "all components: no commit given to compare"
-    chosen, notes = [], []
-    for name in everything:
-        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json")
-        base = live.git_sha if live else None
-        paths = changed_paths(config.root, str(base), git_sha) if base else None
-        if paths is None:
-            chosen.append(name)
-            notes.append(f"{name}: live commit in {last_env} unknown")
-        elif touches(paths, config.source_dir(name)):
-            chosen.append(name)
-            notes.append(f"{name}: changed since {str(base)[:12]}")
-        else:
-            notes.append(f"{name}: unchanged since {str(base)[:12]}, skipped")
-    return chosen, "; ".join(notes)
-
-
-def check_request(
-    config: Config, version: str, git_sha: str | None, components: list[str], requested: list[str]
-) -> list[str]:
-    """The environments to release to, in opcd.toml's order; InputError for a request that skips a step.
-
-    Leaving out an earlier environment (``--env prod`` alone) promotes what it already runs: each
-    component's ``version`` must be live there (its ledger read as that environment's role), or the
-    release is refused.
-    """
-    check_version(version)
-    if git_sha is not None:
-        check_git_sha(git_sha)
-    everything = list(config.environments)
-    chosen = config.ordered_environments(requested)
-    for skipped in everything[: everything.index(chosen[-1])]:
-        if skipped in chosen:
-            continue
-        target = target_for(config, skipped)
-        for component in components:
-            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json")
-            if live is None or live.version != version:
-                raise InputError(
-                    f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
-                    f"release to {skipped} too (leave out --env), or deploy it there first",
-                )
-    return chosen
-
-
-def preflight(config_path: str | None, components: list[str], environments: list[str], version: str) -> None:
-    """Every component's resources in every environment exist: bad input changes nothing."""
-    config = load_config(config_path)
-    for environment in environments:
-        for component in components:
-            if config.component(component).kind == "ecs":
-                plan_ecs_deploy(component, environment, version, config_path, accept_firing=True)
-            elif config.component(component).kind == "apprunner":
-                plan_apprunner_deploy(component, environment, version, config_path, accept_firing=True)
-            else:
-                plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
-
-
 # A release started from a deployment is suspended at its approval gate and, once answered, runs
 # again from the top: the builds and deploys it finished come back from their persisted results
 # (keyed by the run and the inputs) instead of running twice. The task's source too: a build and a
 # deploy take the same inputs. Not config_path: given a git_sha, it names opcd.toml in the run's
 # worktree of that commit, made again (maybe elsewhere) where the run resumes.
-_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "config_path")
+# Not plan either: a run given none makes it again when it resumes, and one version of one component
+# is built, and deployed to one environment, once per run.
+_ONCE_PER_RUN = RUN_ID + TASK_SOURCE + (INPUTS - "config_path" - "plan")
 
 
 @task(name="build", task_run_name="build {component} {version}", cache_policy=_ONCE_PER_RUN, persist_result=True)
 def build_component(
-    component: str, version: str, git_sha: str | None, config_path: str | None, environment: str
-) -> str:
+    component: str, version: str, git_sha: str | None, config_path: str | None, plan: DeployPlan
+) -> dict[str, Any]:
     """Build the version once (or find it built from the same source) and keep it: S3 or ECR.
 
-    A failure names the step (plan, build, push, upload); the release reports it.
+    ``plan``: the release plan's deploy to its first environment, carrying the build's artifact: where it goes and
+    what was found there. Nothing checked again but the account. Returns ``{"text", "artifact"}``: the artifact as
+    the deploys then use it (an ``ArtifactPlan``, as JSON). A failure names the step (build, push, upload).
     """
     config = load_config(config_path)
-    early = EarlySteps("build", component, environment, version, git_sha, config_path)
+    early = EarlySteps("build", component, plan.environment, version, git_sha, config_path)
+    # A build reads and writes the artifact bucket and ECR only: no alarm guards it.
+    checked = EnvironmentChecks(guarded_target(config, plan.environment), AlarmGuard([]))
+    made = "made once by the release, before its first environment"
     try:
-        kind = config.component(component).kind
-        if kind in ("apprunner", "ecs"):
-            plan_image = plan_ecs_deploy if kind == "ecs" else plan_apprunner_deploy
-            plan = plan_image(component, environment, version, config_path, accept_firing=True)
-            identifier, digest, how = build_and_push(plan, version, git_sha, early)
+        if plan.kind in ("apprunner", "ecs"):
+            image_plan = (ecs_build_plan if plan.kind == "ecs" else image_build_plan)(config, plan, checked)
+            identifier, digest, how = build_and_push(image_plan, version, git_sha, early, plan.artifact)
+            artifact = plan.artifact.model_copy(update={"location": identifier, "build": False, "reason": made,
+                                                        "digest": digest})  # fmt: skip
             report(how, f"{identifier} ({digest[:19]})", State.OK, component, "build")
-            return f"{how} {identifier} ({digest[:19]})"
-        lambda_plan = plan_lambda_deploy(component, environment, version, config_path, accept_firing=True)
-        artifact = ensure_artifact(lambda_plan, version, git_sha, early)
+            return {"text": f"{how} {identifier} ({digest[:19]})", "artifact": artifact.model_dump(mode="json")}
+        lambda_plan = lambda_build_plan(config, plan, checked)
+        built = ensure_artifact(lambda_plan, version, git_sha, early, plan.artifact)
     except Exception as exc:
         report(f"FAILED at {early.step}", cause(exc)[0], State.FAILED, component, "build")
         raise step_failure(component, early.step, exc) from exc
-    how = "reused" if artifact.reused else "built"
-    report(how, f"s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})", State.OK, component,
-           "build")  # fmt: skip
-    return f"{how} s3://{lambda_plan.bucket}/{artifact.key} (sha256 {artifact.sha256_hex[:12]})"
+    how = "reused" if built.reused else "built"
+    artifact = plan.artifact.model_copy(update={
+        "build": False, "reason": made, "sha256": built.sha256_hex, "code_sha256": built.code_sha256,
+        "size": built.size,
+    })  # fmt: skip
+    text = f"{how} s3://{lambda_plan.bucket}/{built.key} (sha256 {built.sha256_hex[:12]})"
+    report(how, text.split(" ", 1)[1], State.OK, component, "build")
+    return {"text": text, "artifact": artifact.model_dump(mode="json")}
 
 
 @task(
@@ -205,7 +153,12 @@ def build_component(
     persist_result=True,
 )  # fmt: skip
 def deploy_component(
-    component: str, environment: str, version: str, git_sha: str | None, config_path: str | None
+    component: str,
+    environment: str,
+    version: str,
+    git_sha: str | None,
+    config_path: str | None,
+    plan: DeployPlan | None = None,
 ) -> Any:
     """The component's deploy (quiet on Slack: the release reports): its deploy flow's body in this task,
     or that flow as a child run of its own when it bakes a traffic split.
@@ -230,14 +183,14 @@ def deploy_component(
         try:
             with about(component, environment):  # its progress lines name it, not the release's run
                 return deploy_body(config, component)(
-                    component, environment, version, git_sha, config_path, notify=False
+                    component, environment, version, git_sha, config_path, notify=False, planned=plan
                 )
         except Exception as exc:
             return _failed(config, component, environment, version, str(exc), run)
     deploy, extra = deploy_flow(config, component)
     state = deploy(
         environment=environment, version=version, git_sha=git_sha, config_path=config_path, notify=False,
-        return_state=True, **extra,
+        plan=plan, return_state=True, **extra,
     )  # fmt: skip
     if state.is_completed():
         return state.result()
@@ -462,6 +415,8 @@ class Release:
         self.build_seconds = 0.0
         self.builds: dict[str, str] = {}
         self.load_tests: dict[str, dict[str, str]] = {}  # environment → component → its load test in one line
+        self.plan: ReleasePlan | None = None  # built once, before anything changes
+        self.artifacts: dict[str, ArtifactPlan] = {}  # what each component's build made, as its deploys use it
         # Resumed after a suspension: up to the answer at this gate, the run repeats what it did
         # before, and its messages went out then; they are not sent twice.
         self.replaying_until = replayed_gate(environments)
@@ -519,11 +474,24 @@ class Release:
         url = run_url()
         return f"\n\nThe run in the Prefect UI: {url}\n" if url else ""
 
+    def deploy_plan(self, component: str, environment: str) -> DeployPlan:
+        """The release plan's deploy of ``component`` to ``environment``, with the artifact its build made."""
+        assert self.plan is not None
+        plan = self.plan.deploy(component, environment)
+        made = self.artifacts.get(component)
+        return plan.model_copy(update={"artifact": made}) if made else plan
+
+    def build_plan(self, component: str) -> DeployPlan:
+        """The first environment's deploy, carrying what the build of ``component`` makes (or found made)."""
+        assert self.plan is not None
+        build = next(b for b in self.plan.builds if b.component == component)
+        return self.plan.deploy(component, self.environments[0]).model_copy(update={"artifact": build.artifact})
+
     def build(self) -> None:
         logger = get_run_logger()
         start = time.monotonic()
         futures = bounded(
-            lambda c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.environments[0]),
+            lambda c: build_component.submit(c, self.version, self.git_sha, self.config_path, self.build_plan(c)),
             self.components, self.config.release.max_parallel,
         )  # fmt: skip
         errors: list[str] = []
@@ -531,7 +499,9 @@ class Release:
         for component, future in futures.items():
             future.wait()
             if future.state.is_completed():
-                self.builds[component] = future.state.result()
+                built = future.state.result()
+                self.builds[component] = built["text"]
+                self.artifacts[component] = ArtifactPlan.model_validate(built["artifact"])
                 logger.info("%s: %s", component, self.builds[component])
             else:
                 error = future.state.result(raise_on_failure=False)
@@ -603,7 +573,9 @@ class Release:
         with release_lock(environment):
             logger.info("Deploying %s %s to %s in parallel", ", ".join(self.components), self.version, environment)
             futures = bounded(  # release.max_parallel at once; the next starts as one ends
-                lambda c: deploy_component.submit(c, environment, self.version, self.git_sha, self.config_path),
+                lambda c: deploy_component.submit(
+                    c, environment, self.version, self.git_sha, self.config_path, self.deploy_plan(c, environment)
+                ),
                 self.components, self.config.release.max_parallel,
             )  # fmt: skip
             for future in futures.values():
@@ -753,6 +725,7 @@ def release(
     components: list[str] | None = None,
     environments: list[str] | None = None,
     config_path: str | None = None,
+    plan: ReleasePlan | None = None,
 ) -> dict[str, Any]:
     """Release a version: build in parallel, deploy to each environment in parallel, approval where asked.
 
@@ -764,10 +737,12 @@ def release(
         environments: where to (default: all); always in opcd.toml's order (dev before prod). Leaving
             out an earlier one promotes the version it runs, which must then be live there.
         config_path: opcd.toml to use.
+        plan: the release's plan (``opcd release`` makes it; ``--dry-run --json`` shows it), for this version;
+            without one the run makes it first, as ``opcd release`` does. Each build and deploy gets its part.
     """
     with commit_config(config_path, git_sha) as (config_path, git_sha):  # given a commit: its tree, fetched
         with shared_results(config_path):  # on `opcd setup`'s server: any worker resumes it (tasks/results.py)
-            return _release(version, git_sha, components, environments, config_path)
+            return _release(version, git_sha, components, environments, config_path, plan)
 
 
 def _release(
@@ -776,18 +751,23 @@ def _release(
     components: list[str] | None,
     environments: list[str] | None,
     config_path: str | None,
+    plan: ReleasePlan | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     config = load_config(config_path)
-    check_version(version)
-    envs = config.ordered_environments(environments)
+    if plan is None:  # every check before anything changes: components, environments, each deploy's resources
+        plan = build_release_plan(config, version, git_sha, components, environments, config.release.on_failure)
+    elif (plan.version, plan.git_sha) != (version, git_sha):
+        raise InputError(
+            f"the plan given releases {plan.version} ({plan.git_sha or 'no commit'}), not {version}"
+            f" ({git_sha or 'no commit'})", "pass the plan of this release, or none (the run then makes it)",
+        )  # fmt: skip
+    envs = [stage.environment for stage in plan.stages] or config.ordered_environments(environments)
     run = Release(config, config_path, version, git_sha, envs)
-    run.components, why = choose_components(config, run.target_of(envs[-1]), components, git_sha, envs[-1])
-    run.environments = envs = check_request(config, version, git_sha, run.components, envs)
+    run.plan, run.components, why = plan, list(plan.components), plan.why
     logger.info("Components: %s (%s)", ", ".join(run.components) or "none", why)
     if not run.components:
         return run.finish(ReleaseOutcome.RELEASED, f"nothing to release: {why}")
-    preflight(config_path, run.components, envs, version)
     run.notifier.send(
         f"started by {actor()}: {', '.join(run.components)} → {' → '.join(envs)}", "info",
         {"Commit": git_sha or "-", "Why these": why},

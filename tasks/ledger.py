@@ -74,6 +74,7 @@ class Record:
     repaired: str | None = None  # a split alias found at the start and moved back to its primary
     force: bool = False  # a rollback told to go to a version the ledger never saw live (--force)
     notify_failures: list[str] = field(default_factory=list)  # Slack messages that could not be delivered
+    steps: list[str] = field(default_factory=list)  # the plan's steps the run ran, in order (its Step.action)
     # App Runner components: image identifiers (repository URI:tag) and the digests ECR gives them
     image: str | None = None  # what this run deployed
     image_digest: str | None = None

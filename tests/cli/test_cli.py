@@ -52,13 +52,13 @@ def test_deploy_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> 
     code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run")
     assert code == 0, err
     assert out.splitlines()[0].startswith("AWS target: embedded sandbox at http://127.0.0.1:")
-    assert "live now: not deployed by opcd (Lambda version 1)" in out
-    assert "smoke: GET /health → 200" in out and "roll live back automatically" in out
-    assert "no changes made (dry run)" in out
+    assert "live now: a version opcd did not deploy (Lambda version 1)" in out
+    assert "smoke the new version: GET /health → 200" in out and "roll live back to" in out
+    assert out.splitlines()[-1] == "no changes made (dry run)"
     assert project.live() == "1"
     listed = project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts")
     assert listed.get("KeyCount", 0) == 0
-    assert "shift live → new version (all at once)" in out
+    assert "shift live → the new version (all at once)" in out
 
     # prod bakes a canary (shrunk for tests); a split alias would be repaired first
     lam = project.client("lambda")
@@ -68,7 +68,7 @@ def test_deploy_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> 
     )
     code, out, err = project.cli("deploy", "backend", "--env", "prod", "--version", "v1", "--dry-run")
     assert code == 0, err
-    assert "1. repair: live is split {'2': 0.3}; move all traffic back to 1" in out
+    assert "5. repair: live is split (30% on version 2); move all traffic back to Lambda version 1 first" in out
     assert (
         "shift live by canary10-0.2s: 10% → 100%, 0.2s per step; every 0.1s check alarms, health, smoke on the new"
         " version, canary analysis (new vs old version on CloudWatch)" in out

@@ -240,7 +240,7 @@ def test_bad_input_is_refused_before_anything_changes(ecs: Project) -> None:
     assert code == 2 and "'v1..x' is not a version" in err
     code, out, err = deploy(ecs, "v1", "--dry-run")
     assert code == 0, err
-    assert "register a revision of" in out and "no changes made" in out and tags(ecs) == {}
+    assert "register a new revision of" in out and "no changes made" in out and tags(ecs) == {}
 
 
 def start_release(project: Project, version: str, **params: Any) -> Any:

@@ -158,7 +158,7 @@ def test_rollback_goes_to_the_previous_image_and_dry_run_changes_nothing(fronten
     # a second rollback goes further back, to what ran before v1 (AWS's sample image), never forward
     # to v2; the sample image fails the smoke check (no "OutreachPass"), so v1 is put back
     code, out, err = project.cli("rollback", "frontend", "--env", "dev", "--dry-run")
-    assert "to public.ecr.aws/aws-containers/hello-app-runner:latest (not an image opcd pushed)" in out
+    assert "to an image opcd did not push (public.ecr.aws/aws-containers/hello-app-runner:latest)" in out
     code, out, err = project.cli("rollback", "frontend", "--env", "dev")
     assert code == 1
     assert err.startswith("error: public.ecr.aws/aws-containers/hello-app-runner:latest failed after it went live")
@@ -182,7 +182,7 @@ def test_a_busy_service_refuses_before_anything_is_built_or_pushed(project: Proj
 def test_dry_run_names_the_plan_and_pushes_nothing(project: Project) -> None:
     code, out, err = deploy(project, "v1", "--dry-run")
     assert code == 0, err
-    assert "live now: public.ecr.aws/aws-containers/hello-app-runner:latest (not an image opcd pushed)" in out
+    assert "live now: an image opcd did not push (public.ecr.aws/aws-containers/hello-app-runner:latest)" in out
     assert "with buildah" in out and "push " in out and "no changes made" in out
     assert tags(project) == {}
 

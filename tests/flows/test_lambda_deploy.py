@@ -149,7 +149,8 @@ def test_rollback_dry_run_changes_nothing(deployed: Project) -> None:
     before = deployed.live()
     code, out, err = deployed.cli("rollback", "backend", "--env", "dev", "--to", "v1", "--dry-run")
     assert code == 0, err
-    assert "would move outreachpass-api-dev:live from Lambda version" in out and "no changes made" in out
+    assert "would move outreachpass-api-dev:live from v2 (Lambda version" in out and "no changes made" in out
+    assert " to v1 (Lambda version" in out
     assert deployed.live() == before
     # someone moves the alias by hand: status says the ledger disagrees
     deployed.client("lambda").update_alias(FunctionName="outreachpass-api-dev", Name="live", FunctionVersion="1")
@@ -402,13 +403,17 @@ def test_s3_unavailable_on_upload_is_retried_a_bounded_time_and_said_in_one_line
 def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
     project: Project, prefect_server: None, sandbox: Any, sink: SlackSink
 ) -> None:
-    """AWS stops answering once the build has begun: connections refused, as by a sandbox that stopped."""
+    """AWS stops answering once the build has begun: connections refused, as by a sandbox that stopped.
+
+    The build's first AWS call: the bucket's retention rule, read before the upload (the plan, made before,
+    found the version not built).
+    """
     import socket
 
     from sandbox.server import _Thread, read_info, write_info
 
     def stops_at_the_build(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ["PATH_INFO"].endswith("/backend/v9/metadata.json"):  # the build step's first call
+        if "lifecycle" in environ.get("QUERY_STRING", ""):  # the build's first call, before its upload
             server.stop()
             environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("the sandbox stopped")
@@ -423,7 +428,7 @@ def test_the_sandbox_stopping_mid_build_is_one_line_naming_the_step(
 
     assert code == 1, err
     (line,) = error_lines(err)
-    assert line.startswith("error: deploy backend v9 to dev failed at build: AWS did not answer: Could not connect")
+    assert line.startswith("error: deploy backend v9 to dev failed at upload: AWS did not answer: Could not connect")
     assert "nothing changed, live untouched" in line and "the ledger record could not be written either" in line
     assert line.endswith(" — is the sandbox (`opcd sandbox up`) or the network up? try again then")
     (message,) = sink.texts()  # Slack does not depend on AWS

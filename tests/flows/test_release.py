@@ -502,8 +502,11 @@ def test_dry_run_shows_the_plan_and_changes_nothing(project: Project) -> None:
     code, out, err = project.cli("release", "--version", "v1", "--dry-run")
     assert code == 0, err
     assert "components: backend, worker, frontend (all components: no commit given to compare)" in out
-    assert "dev (no approval):" in out and "prod (approval by alice or bob first):" in out
-    assert "  backend: live now a version opcd did not deploy (Lambda version 1) → v1" in out
+    assert "dev (no approval), in parallel:" in out
+    assert "prod (approval by alice or bob first, waits at most 2m), in parallel:" in out
+    assert (
+        "  backend → v1 (outreachpass-api-dev):\n    live now: a version opcd did not deploy (Lambda version 1)" in out
+    )
     assert project.live("outreachpass-api-dev") == "1"
     assert project.client("s3").list_objects_v2(Bucket="outreachpass-artifacts")["KeyCount"] == 0
 

@@ -20,7 +20,7 @@ def live_at(project: Project, component: str, sha: str | None) -> None:
 
 
 def test_only_changed_components_are_released(project: Project) -> None:
-    from flows.release import choose_components
+    from flows.plan.build import choose_components
     from opcd.aws import resolve_target
     from opcd.config import load_config
     from tasks.git import changed_paths
