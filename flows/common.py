@@ -19,17 +19,20 @@ from prefect.logging import get_run_logger
 
 from flows.plan.models import DeployPlan, RollbackPlan
 from opcd.aws import AwsTarget, guarded_target, target_for
-from opcd.config import Config, load_config
+from opcd.config import Config, LambdaComponent, load_config
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import environment_lock, limit_name
 from opcd.logs import drop_empty_tracebacks
 from opcd.outcomes import Outcome, Stage
 from opcd.progress import State, report
+from tasks.build import lambda_source_hash
 from tasks.cloudwatch import AlarmGuard
+from tasks.ecr import Repository
 from tasks.events import emit, outcome_event
+from tasks.images import image_source_hash, image_tag
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
 from tasks.notify import Notifier
-from tasks.s3_artifacts import check_bucket
+from tasks.s3_artifacts import artifact_key, check_bucket
 
 drop_empty_tracebacks()  # in every process that runs a flow: the CLI's, a worker's
 
@@ -70,19 +73,91 @@ def the_plan(
     planned: DeployPlan | None = None,
 ) -> DeployPlan:
     """The deploy plan a run executes: the one it was given (for that component, environment and version),
-    or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it."""
+    or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it.
+
+    A plan given is a run's parameter, which whoever may start a run can write: it is checked against
+    opcd.toml (:func:`check_given_plan`) and refused when it names anything else. One made from another
+    source tree than the run's (``opcd deploy --git-sha`` plans in the local checkout; the run builds the
+    commit) is made again here, in the run's tree."""
     component, environment, version = request
+    if planned is not None:
+        if (planned.kind, planned.component, planned.environment, planned.version) != (kind, *request):
+            raise InputError(
+                f"the plan given deploys {planned.component} {planned.version} to {planned.environment}"
+                f" ({planned.kind}), not {component} {version} to {environment}",
+                "pass the plan of this deploy, or none (the run then makes it)",
+            )
+        check_given_plan(config, planned, accept_alarms)
+        if made_from_another_tree(config, planned):
+            get_run_logger().warning(
+                "The plan given was made from another source tree than this run's: %s planned again here", component
+            )
+            planned = None
     if planned is None:
         from flows.plan.build import build_deploy_plan
 
         return build_deploy_plan(config, component, environment, version, accept_alarms)
-    if (planned.kind, planned.component, planned.environment, planned.version) != (kind, *request):
-        raise InputError(
-            f"the plan given deploys {planned.component} {planned.version} to {planned.environment}"
-            f" ({planned.kind}), not {component} {version} to {environment}",
-            "pass the plan of this deploy, or none (the run then makes it)",
-        )
     return planned
+
+
+def check_given_plan(config: Config, planned: DeployPlan, accept_alarms: list[str] | None) -> None:
+    """InputError unless the plan changes only what opcd.toml names: its function or service, its artifact's
+    place (the bucket's key, the configured repository and the version's tag; the registry is checked where
+    the run reads the repository), and alarms accepted only when the request named them."""
+    component, environment, version = planned.component, planned.environment, planned.version
+    wrong: list[str] = []
+    if planned.kind == "lambda":
+        function = config.function_name(component, environment)
+        if {planned.resource, planned.resource_id} != {function}:
+            wrong.append(f"function {planned.resource_id}, not {function}")
+        location = f"s3://{config.project.artifact_bucket}/{artifact_key(component, version)}"
+        if planned.artifact.location != location:
+            wrong.append(f"artifact {planned.artifact.location}, not {location}")
+    else:
+        if planned.kind == "apprunner":
+            ref = config.service_ref(component, environment)
+            named = (
+                planned.resource_id == ref
+                if ref.startswith("arn:")
+                else planned.resource == ref and f":service/{ref}/" in planned.resource_id
+            )
+            if not named:
+                wrong.append(f"service {planned.resource_id}, not {ref}")
+        elif planned.resource != config.ecs_service(component, environment).service:
+            wrong.append(f"service {planned.resource}, not {config.ecs_service(component, environment).service}")
+        uri, _, tag = planned.artifact.location.rpartition(":")
+        repository = config.image_component(component).repository
+        if not uri.endswith("/" + repository) or tag != image_tag(version):
+            wrong.append(f"image {planned.artifact.location}, not {repository}:{image_tag(version)}")
+    extra = sorted(set(planned.accepted_alarms) - set(accept_alarms or []))
+    if extra:
+        wrong.append(f"alarms accepted that the request does not accept: {', '.join(extra)}")
+    if wrong:
+        raise InputError(
+            f"the plan given for {component} in {environment} does not match opcd.toml: {'; '.join(wrong)}",
+            "pass the plan `opcd deploy` makes, or none (the run then makes it)",
+        )
+
+
+def made_from_another_tree(config: Config, planned: DeployPlan) -> bool:
+    """Whether the plan's artifact decision was made from other source than this run's tree holds."""
+    if planned.artifact.source_hash is None:
+        return False
+    comp = config.component(planned.component)
+    source = config.source_dir(planned.component)
+    hashed = lambda_source_hash(comp, source) if isinstance(comp, LambdaComponent) else image_source_hash(comp, source)
+    return hashed != planned.artifact.source_hash
+
+
+def check_given_image(planned: DeployPlan, repository: Repository) -> None:
+    """InputError unless the plan's image is the version's tag in ``repository`` as ECR reports it (its registry
+    too: a plan is a run's parameter, and an image from elsewhere would run unreviewed code)."""
+    expected = repository.identifier(image_tag(planned.version))
+    if planned.artifact.location != expected:
+        raise InputError(
+            f"the plan given deploys the image {planned.artifact.location}, not {expected}",
+            "pass the plan `opcd deploy` makes, or none (the run then makes it)",
+        )
 
 
 def checks_of(config: Config, planned: DeployPlan | RollbackPlan) -> EnvironmentChecks:

@@ -26,6 +26,7 @@ from flows.common import (
     EarlySteps,
     EnvironmentChecks,
     check_environment,
+    check_given_image,
     checks_of,
     finish,
     ran,
@@ -343,7 +344,8 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     """The run's :class:`EcsPlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
     checked = checked or checks_of(config, planned)
     comp = config.ecs_component(planned.component)
-    repository = Repository(comp.repository, planned.artifact.location.rpartition(":")[0])  # uri:tag
+    repository = describe_repository(checked.target, comp.repository)  # its registry as ECR says
+    check_given_image(planned, repository)
     health = config.environment(planned.environment).health[planned.component]  # the plan's check found it
     settings = config.ecs_service(planned.component, planned.environment)
     return EcsPlan(

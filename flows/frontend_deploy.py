@@ -27,6 +27,7 @@ from flows.common import (
     EarlySteps,
     EnvironmentChecks,
     check_environment,
+    check_given_image,
     checks_of,
     finish,
     ran,
@@ -358,7 +359,8 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     """The run's :class:`ServicePlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
     checked = checked or checks_of(config, planned)
     name = config.apprunner_component(planned.component).repository
-    repository = Repository(name, planned.artifact.location.rpartition(":")[0])  # uri:tag
+    repository = describe_repository(checked.target, name)  # its registry as ECR says
+    check_given_image(planned, repository)
     return ServicePlan(
         config, planned.component, planned.environment, planned.version, planned.resource_id, checked.target,
         checked.alarms, repository,

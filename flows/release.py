@@ -29,7 +29,15 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from flows.common import EarlySteps, EnvironmentChecks, cause, live_text, step_failure
+from flows.common import (
+    EarlySteps,
+    EnvironmentChecks,
+    cause,
+    check_given_plan,
+    live_text,
+    made_from_another_tree,
+    step_failure,
+)
 from flows.components import bakes, deploy_body, deploy_flow
 from flows.ecs_deploy import executing as ecs_build_plan
 from flows.ecs_deploy import status_row
@@ -37,7 +45,7 @@ from flows.frontend_deploy import build_and_push
 from flows.frontend_deploy import executing as image_build_plan
 from flows.lambda_deploy import ensure_artifact
 from flows.lambda_deploy import executing as lambda_build_plan
-from flows.plan.build import build_release_plan
+from flows.plan.build import build_release_plan, check_request
 from flows.plan.models import ArtifactPlan, DeployPlan, ReleasePlan
 from flows.rollback import rollback
 from opcd.aws import AwsTarget, guarded_target, resolve_target, target_for
@@ -262,13 +270,22 @@ def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
 
 
 def bounded(start: Callable[[str], PrefectFuture[Any]], names: list[str], limit: int) -> dict[str, PrefectFuture[Any]]:
-    """``start(name)`` for each name, at most ``limit`` of them unfinished at once (the next starts when one ends)."""
+    """``start(name)`` for each name, at most ``limit`` of them unfinished at once (the next starts when one ends).
+
+    When a start raises, every one already started is waited for before the error goes on: the caller holds
+    the environment's lock, which must not be let go while a deploy still runs.
+    """
     slots = threading.BoundedSemaphore(limit)
     futures: dict[str, PrefectFuture[Any]] = {}
-    for name in names:
-        slots.acquire()
-        futures[name] = future = start(name)
-        future.add_done_callback(lambda _: slots.release())
+    try:
+        for name in names:
+            slots.acquire()
+            futures[name] = future = start(name)
+            future.add_done_callback(lambda _: slots.release())
+    except BaseException:
+        for future in futures.values():
+            future.wait()
+        raise
     return futures
 
 
@@ -610,8 +627,9 @@ class Release:
     def load_test(self, environment: str) -> None:
         """After the first environment's deploys: each component's ``load_test``, one after the other (so
         they do not slow each other down); any failing one ends the release before the next approval."""
-        tested = [c for c in self.components if self.config.component(c).load_test]
-        if not tested or environment != next(iter(self.config.environments)):
+        stage = next((st for st in self.plan.stages if st.environment == environment), None) if self.plan else None
+        tested = list(stage.load_tests) if stage else []  # the plan's: what the dry run showed is what runs
+        if not tested:
             return
         start = time.monotonic()
         results: dict[str, LoadResult | str] = {}
@@ -664,7 +682,8 @@ class Release:
                 report("FAILED", step.reason or "", State.FAILED, step.component, environment)
         failed = [s.component for s in steps.values() if s.failed]
         changed = [s.component for s in steps.values() if s.outcome is Outcome.DEPLOYED]
-        if not failed or not changed or self.config.release.on_failure != "rollback-all":
+        on_failure = self.plan.on_failure if self.plan else self.config.release.on_failure
+        if not failed or not changed or on_failure != "rollback-all":
             return
         because = ", ".join(failed)
         get_run_logger().warning(
@@ -745,6 +764,37 @@ def release(
             return _release(version, git_sha, components, environments, config_path, plan)
 
 
+def checked_release_plan(
+    config: Config, plan: ReleasePlan, components: list[str] | None, environments: list[str] | None
+) -> ReleasePlan:
+    """A release plan given as the run's parameter, checked as the run would have made it: the components and
+    environments the parameters name, the promotion rule (``check_request``: a version skipping an earlier
+    environment must be live there), every deploy against opcd.toml (``check_given_plan``). Made again in the
+    run's tree when it was made from another one (``opcd release --git-sha`` plans in the local checkout)."""
+    envs = [stage.environment for stage in plan.stages]
+    wrong = []
+    if components and list(plan.components) != list(dict.fromkeys(components)):
+        wrong.append(f"components {', '.join(plan.components)}, not {', '.join(components)}")
+    if environments and envs != config.ordered_environments(environments):
+        wrong.append(f"environments {', '.join(envs)}, not {', '.join(environments)}")
+    if wrong:
+        raise InputError(
+            f"the plan given does not match the run's parameters: {'; '.join(wrong)}",
+            "pass the plan `opcd release` makes, or none (the run then makes it)",
+        )
+    if plan.components:
+        check_request(config, plan.version, plan.git_sha, list(plan.components), envs)
+    deploys = [deploy for stage in plan.stages for deploy in stage.deploys]
+    for deploy in deploys:
+        check_given_plan(config, deploy, None)
+    if any(made_from_another_tree(config, deploy) for deploy in deploys):
+        get_run_logger().warning("The plan given was made from another source tree than this run's: planned again")
+        return build_release_plan(
+            config, plan.version, plan.git_sha, list(plan.components) or None, envs or None, plan.on_failure
+        )
+    return plan
+
+
 def _release(
     version: str,
     git_sha: str | None,
@@ -762,6 +812,8 @@ def _release(
             f"the plan given releases {plan.version} ({plan.git_sha or 'no commit'}), not {version}"
             f" ({git_sha or 'no commit'})", "pass the plan of this release, or none (the run then makes it)",
         )  # fmt: skip
+    else:
+        plan = checked_release_plan(config, plan, components, environments)
     envs = [stage.environment for stage in plan.stages] or config.ordered_environments(environments)
     run = Release(config, config_path, version, git_sha, envs)
     run.plan, run.components, why = plan, list(plan.components), plan.why

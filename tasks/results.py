@@ -4,9 +4,9 @@ A release started from a deployment is suspended at its approval gate and, once 
 again from the top on whichever worker of the pool takes it: its builds and deploys come back as
 ``Cached`` from their persisted results, if that worker can read them. ``opcd setup`` saves a
 prefect-aws ``S3Bucket`` block, :data:`BLOCK`, on the artifact bucket under :data:`PREFIX`; a
-release run that finds it keeps its task results there (:func:`shared_results`), and one that does
-not (a server ``opcd setup`` never prepared, a run in the CLI's own process) keeps them on its
-machine, as Prefect does by default.
+release run that finds it keeps its task results there (:func:`shared_results`) — on a worker or in
+the CLI's own process, with that process's AWS credentials — and one that does not (a server
+``opcd setup`` never prepared) keeps them on its machine, as Prefect does by default.
 
 The block holds the bucket and the prefix only, no credentials: each worker reads and writes with
 its own (the AWS target opcd resolves for it, as for the ledger), so the deploy role needs
