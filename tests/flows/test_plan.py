@@ -411,3 +411,82 @@ def test_a_run_executes_the_plan_of_its_own_deploy_only(config: Config) -> None:
         the_plan(config, "lambda", ("backend", "prod", "v1"), None, plan)
     made = the_plan(config, "lambda", ("backend", "prod", "v1"))  # a run given none makes its own
     assert made.environment == "prod" and made.actions()[0] == "build"
+
+
+def test_a_plan_given_as_a_parameter_names_only_what_opcd_toml_names(config: Config) -> None:
+    from flows.common import check_given_image, check_given_plan, the_plan
+    from tasks.ecr import Repository
+
+    plan = build_deploy_plan(config, "backend", "dev", "v1")
+    check_given_plan(config, plan, None)  # the plan `opcd deploy` makes passes
+    prod_function = config.function_name("backend", "prod")
+    elsewhere = plan.model_copy(update={"resource": prod_function, "resource_id": prod_function})
+    with pytest.raises(InputError, match=f"does not match opcd.toml: function {prod_function}, not "):
+        the_plan(config, "lambda", ("backend", "dev", "v1"), None, elsewhere)
+    foreign = plan.model_copy(update={"artifact": plan.artifact.model_copy(update={"location": "s3://x/backend.zip"})})
+    with pytest.raises(InputError, match="artifact s3://x/backend.zip, not s3://"):
+        check_given_plan(config, foreign, None)
+    accepting = plan.model_copy(update={"accepted_alarms": ("outreachpass-api-dev-errors",)})
+    with pytest.raises(InputError, match="accepted that the request does not accept: outreachpass-api-dev-errors"):
+        check_given_plan(config, accepting, None)
+    check_given_plan(config, accepting, ["outreachpass-api-dev-errors"])  # named by the request: accepted
+
+    image = build_deploy_plan(config, "frontend", "dev", "v1")
+    check_given_plan(config, image, None)
+    uri = image.artifact.location.rpartition(":")[0]
+    check_given_image(image, Repository("outreachpass-frontend", uri))
+    public = image.model_copy(
+        update={"artifact": image.artifact.model_copy(update={"location": "evil.example/outreachpass-frontend:v1"})}
+    )
+    check_given_plan(config, public, None)  # its repository's name and tag are right: the registry is not
+    with pytest.raises(InputError, match="deploys the image evil.example/outreachpass-frontend:v1, not "):
+        check_given_image(public, Repository("outreachpass-frontend", uri))
+
+
+def test_a_plan_made_from_another_source_tree_is_made_again(config: Config) -> None:
+    from flows.common import made_from_another_tree
+
+    plan = build_deploy_plan(config, "backend", "dev", "v1")
+    assert not made_from_another_tree(config, plan)
+    handler = next(p for p in config.source_dir("backend").rglob("*.py") if p.is_file())
+    handler.write_text(handler.read_text() + "\n# changed after the plan was made\n")
+    assert made_from_another_tree(config, plan)
+
+
+def test_bounded_waits_for_what_it_started_when_a_start_fails() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.release import bounded
+
+    class Future:  # the two methods bounded uses of a PrefectFuture
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def add_done_callback(self, fn: Any) -> None:
+            self.inner.add_done_callback(lambda _: fn(self))
+
+        def wait(self) -> None:
+            self.inner.result()
+
+    import threading
+    import time
+
+    release = threading.Event()
+    finished: list[str] = []
+
+    def work(name: str) -> None:
+        release.wait(30)
+        time.sleep(0.3)  # still running when the next start fails
+        finished.append(name)
+
+    with ThreadPoolExecutor(2) as pool:
+
+        def start(name: str) -> Any:
+            if name == "b":
+                release.set()
+                raise KeyError(name)
+            return Future(pool.submit(work, name))
+
+        with pytest.raises(KeyError):
+            bounded(start, ["a", "b"], 2)
+        assert finished == ["a"]  # waited for before the error went on (the lock is not let go under it)
