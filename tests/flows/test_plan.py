@@ -78,7 +78,8 @@ def test_the_backend_plan_in_dev_holds_every_step_of_the_lambda_deploy(config: C
     assert plan.shift is not None and plan.shift.strategy == "all-at-once" and plan.shift.increments == ()
     assert [c.name for c in plan.checks] == ["version", "account", "alarms", "bucket", "function", "artifact"]
     steps = {s.action: s for s in plan.steps}
-    assert steps["migrations"].inputs["secret"] == "outreachpass/dev/database"  # a name, never its value
+    migrations = steps["migrations"].inputs
+    assert migrations["secret"] == "outreachpass/dev/database"  # a name, never its value  # pragma: allowlist secret
     assert steps["health"].inputs["url"] == "https://api.dev.outreachpass.example/health"
     assert steps["health"].inputs["expect_version"] == "v1"
     assert steps["alarms"].inputs["names"] == ["outreachpass-api-dev-errors"]
@@ -115,8 +116,10 @@ def test_prod_shifts_by_its_strategy_with_its_increments_and_guards(config: Conf
     assert backend.shift is not None and worker.shift is not None
     assert [(i.percent, i.bake_seconds) for i in backend.shift.increments] == [(10, 0.2)]
     assert [(i.percent, i.bake_seconds) for i in worker.shift.increments] == [(50, 0.2)]
-    assert backend.shift.guards == ("alarms", "health", "smoke on the new version")  # bake.smoke = true
-    assert worker.shift.guards == ("alarms",)  # no health URL, no smoke checks
+    assert backend.shift.guards == (  # bake.smoke = true; prod's bake.analysis is set
+        "alarms", "health", "smoke on the new version", "canary analysis (new vs old version on CloudWatch)",
+    )  # fmt: skip
+    assert worker.shift.guards == ("alarms", "canary analysis (new vs old version on CloudWatch)")  # no health, smoke
     assert "shift live by canary10-0.2s: 10% → 100%, 0.2s per step; every 0.1s check alarms, health" in (
         render_text(backend)
     )
