@@ -16,17 +16,10 @@ from typing import Any
 from opcd.aws import AwsTarget, target_for
 from opcd.config import Config, load_config
 from opcd.errors import InputError
-from tasks.ledger import PREFIX, read_documents
+from tasks.ledger import PREFIX, parse_time, read_documents, seconds_between
 from tasks.notify import flow_run_url
 
 MAX_LIMIT = 1000
-
-
-def _time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _stamp(key: str) -> str | None:
@@ -39,8 +32,8 @@ def _stamp(key: str) -> str | None:
 
 
 def _seconds(started: Any, finished: Any) -> float | None:
-    start, end = _time(started), _time(finished)
-    return round((end - start).total_seconds(), 1) if start and end else None
+    seconds = seconds_between(started, finished)
+    return None if seconds is None else round(seconds, 1)
 
 
 def analysis_verdict(record: dict[str, Any]) -> str | None:
@@ -114,7 +107,7 @@ def _releases(
                 continue
             found += 1
             when, seconds = _stamp(key), summary.get("seconds")
-            end = _time(when)
+            end = parse_time(when)
             started = end - timedelta(seconds=float(seconds)) if end and seconds is not None else None
             entries.append(_entry("release", key, summary, **{
                 "when": when, "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if started else None,

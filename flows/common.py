@@ -27,7 +27,7 @@ from opcd.outcomes import Outcome, Stage
 from opcd.progress import State, report
 from tasks.build import lambda_source_hash
 from tasks.cloudwatch import AlarmGuard
-from tasks.ecr import Repository
+from tasks.ecr import Repository, describe_repository
 from tasks.events import emit, outcome_event
 from tasks.images import image_source_hash, image_tag
 from tasks.ledger import Action, Record, publish_run_artifact, record_in_ledger
@@ -71,9 +71,10 @@ def the_plan(
     request: tuple[str, str, str],
     accept_alarms: list[str] | None = None,
     planned: DeployPlan | None = None,
-) -> DeployPlan:
+) -> tuple[DeployPlan, EnvironmentChecks | None]:
     """The deploy plan a run executes: the one it was given (for that component, environment and version),
-    or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it.
+    or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it — then
+    with the environment's checks it made (account, alarms, bucket), which the run does not make again.
 
     A plan given is a run's parameter, which whoever may start a run can write: it is checked against
     opcd.toml (:func:`check_given_plan`) and refused when it names anything else. One made from another
@@ -88,6 +89,7 @@ def the_plan(
                 "pass the plan of this deploy, or none (the run then makes it)",
             )
         check_given_plan(config, planned, accept_alarms)
+        check_given_registry(config, planned)
         if made_from_another_tree(config, planned):
             get_run_logger().warning(
                 "The plan given was made from another source tree than this run's: %s planned again here", component
@@ -96,8 +98,9 @@ def the_plan(
     if planned is None:
         from flows.plan.build import build_deploy_plan
 
-        return build_deploy_plan(config, component, environment, version, accept_alarms)
-    return planned
+        checked = check_environment(config, environment, accept_alarms)
+        return build_deploy_plan(config, component, environment, version, accept_alarms, checked=checked), checked
+    return planned, None
 
 
 def check_given_plan(config: Config, planned: DeployPlan, accept_alarms: list[str] | None) -> None:
@@ -147,6 +150,14 @@ def made_from_another_tree(config: Config, planned: DeployPlan) -> bool:
     source = config.source_dir(planned.component)
     hashed = lambda_source_hash(comp, source) if isinstance(comp, LambdaComponent) else image_source_hash(comp, source)
     return hashed != planned.artifact.source_hash
+
+
+def check_given_registry(config: Config, planned: DeployPlan) -> None:
+    """For an image's plan given as a parameter: :func:`check_given_image` against the repository ECR reports
+    (one read: a plan this run builds itself took its registry from that same answer)."""
+    if planned.kind != "lambda":
+        name = config.image_component(planned.component).repository
+        check_given_image(planned, describe_repository(target_for(config, planned.environment), name))
 
 
 def check_given_image(planned: DeployPlan, repository: Repository) -> None:

@@ -26,7 +26,6 @@ from flows.common import (
     EarlySteps,
     EnvironmentChecks,
     check_environment,
-    check_given_image,
     checks_of,
     finish,
     ran,
@@ -344,8 +343,7 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     """The run's :class:`EcsPlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
     checked = checked or checks_of(config, planned)
     comp = config.ecs_component(planned.component)
-    repository = describe_repository(checked.target, comp.repository)  # its registry as ECR says
-    check_given_image(planned, repository)
+    repository = Repository(comp.repository, planned.artifact.location.rpartition(":")[0])  # uri:tag
     health = config.environment(planned.environment).health[planned.component]  # the plan's check found it
     settings = config.ecs_service(planned.component, planned.environment)
     return EcsPlan(
@@ -369,8 +367,8 @@ def _run_ecs_deploy(
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
         config = load_config(config_path)
-        planned = the_plan(config, "ecs", (component, environment, version), accept_alarms, planned)
-        plan = executing(config, planned)
+        planned, checked = the_plan(config, "ecs", (component, environment, version), accept_alarms, planned)
+        plan = executing(config, planned, checked)
         early.planned(plan, partial(record_service, plan))
         logger.info(plan.target.describe())
         identifier, digest, artifact = build_and_push(plan, version, git_sha, early, planned.artifact)

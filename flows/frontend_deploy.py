@@ -27,7 +27,6 @@ from flows.common import (
     EarlySteps,
     EnvironmentChecks,
     check_environment,
-    check_given_image,
     checks_of,
     finish,
     ran,
@@ -359,8 +358,7 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     """The run's :class:`ServicePlan` from the plan's value, checked as :func:`flows.common.checks_of` says."""
     checked = checked or checks_of(config, planned)
     name = config.apprunner_component(planned.component).repository
-    repository = describe_repository(checked.target, name)  # its registry as ECR says
-    check_given_image(planned, repository)
+    repository = Repository(name, planned.artifact.location.rpartition(":")[0])  # uri:tag
     return ServicePlan(
         config, planned.component, planned.environment, planned.version, planned.resource_id, checked.target,
         checked.alarms, repository,
@@ -382,8 +380,8 @@ def _deploy_apprunner(
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
         config = load_config(config_path)
-        planned = the_plan(config, "apprunner", (component, environment, version), accept_alarms, planned)
-        plan = executing(config, planned)
+        planned, checked = the_plan(config, "apprunner", (component, environment, version), accept_alarms, planned)
+        plan = executing(config, planned, checked)
         early.planned(plan, partial(record_service, plan))
         logger.info(plan.target.describe())
         identifier, digest, artifact = build_and_push(plan, version, git_sha, early, planned.artifact)

@@ -451,8 +451,8 @@ def plan_and_build(
     with early.reporting():
         config = load_config(early.config_path)
         request = (early.component, early.environment, version)
-        planned = the_plan(config, "lambda", request, accept_alarms, planned)
-        plan = executing(config, planned)
+        planned, checked = the_plan(config, "lambda", request, accept_alarms, planned)
+        plan = executing(config, planned, checked)
         early.planned(plan, partial(record_live_lambda, plan))
         logger.info(plan.target.describe())
         if plan.alarms.accepted:

@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
+from prefect.client.schemas.objects import State as RunState
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
@@ -34,6 +34,7 @@ from flows.common import (
     EnvironmentChecks,
     cause,
     check_given_plan,
+    check_given_registry,
     live_text,
     made_from_another_tree,
     step_failure,
@@ -62,7 +63,7 @@ from tasks.events import APPROVAL_ANSWERED, APPROVAL_REQUESTED, emit
 from tasks.git import commit_config
 from tasks.images import version_of
 from tasks.lambda_functions import read_live
-from tasks.ledger import Record, actor, read_latest, record_release
+from tasks.ledger import Action, Record, actor, read_latest, record_release, seconds_between
 from tasks.loadtest import LoadResult, run_load_test
 from tasks.notify import Emailer, Notifier, run_url
 from tasks.results import shared_results
@@ -200,20 +201,36 @@ def deploy_component(
         environment=environment, version=version, git_sha=git_sha, config_path=config_path, notify=False,
         plan=plan, return_state=True, **extra,
     )  # fmt: skip
+    return _ended(state, config, component, environment, "deploy", version)
+
+
+def _ended(
+    state: RunState[Any], config: Config, component: str, environment: str, action: Action, version: str | None
+) -> Any:
+    """A child run's result: its ledger record when it completed, else :func:`_failed` with its error."""
     if state.is_completed():
         return state.result()
     error = state.result(raise_on_failure=False)
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
-    return _failed(config, component, environment, version, reason, str(state.state_details.flow_run_id))
+    return _failed(config, component, environment, version, reason, str(state.state_details.flow_run_id), action)
 
 
-def _failed(config: Config, component: str, environment: str, version: str, reason: str, run: str | None) -> Any:
-    """A Failed state carrying the failed deploy's last ledger record (written by ``run``), else an error record."""
+def _failed(
+    config: Config,
+    component: str,
+    environment: str,
+    version: str | None,
+    reason: str,
+    run: str | None,
+    action: Action = "deploy",
+) -> Any:
+    """A Failed state carrying the failed run's last ledger record (written by ``run``), else an error record."""
     target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
     latest = read_latest(target, config.project.artifact_bucket, environment, component)
     if latest is None or run is None or latest.flow_run_id != run:
-        latest = Record(component, environment, "deploy", Outcome.ERROR, version, reason=reason)
-    return Failed(message=f"{component} to {environment}: {latest.outcome}: {reason}", data=latest)
+        latest = Record(component, environment, action, Outcome.ERROR, version, reason=reason)
+    what = f"{component} to {environment}" if action == "deploy" else f"{action} {component} in {environment}"
+    return Failed(message=f"{what}: {latest.outcome}: {reason}", data=latest)
 
 
 @task(
@@ -246,15 +263,7 @@ def rollback_component(component: str, environment: str, config_path: str | None
     asked and proved healthy); when the child failed, a Failed state carrying its last record.
     """
     state = rollback(component=component, environment=environment, config_path=config_path, return_state=True)
-    if state.is_completed():
-        return state.result()
-    error = state.result(raise_on_failure=False)
-    reason = str(error) if isinstance(error, BaseException) else str(state.message)
-    config = load_config(config_path)
-    latest = read_latest(target_for(config, environment), config.project.artifact_bucket, environment, component)
-    if latest is None or latest.flow_run_id != str(state.state_details.flow_run_id):
-        latest = Record(component, environment, "rollback", Outcome.ERROR, None, reason=reason)
-    return Failed(message=f"rollback {component} in {environment}: {latest.outcome}: {reason}", data=latest)
+    return _ended(state, load_config(config_path), component, environment, "rollback", None)
 
 
 def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
@@ -289,15 +298,6 @@ def bounded(start: Callable[[str], PrefectFuture[Any]], names: list[str], limit:
     return futures
 
 
-def _seconds(record: Record) -> float | None:
-    try:
-        start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(record.finished_at).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (end - start).total_seconds()
-
-
 def step_of(
     config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]
 ) -> DeployResult:
@@ -317,7 +317,7 @@ def step_of(
     return DeployResult(
         component, environment, outcome, live_text(record),
         None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
-        _seconds(record), record.flow_run_name,
+        seconds_between(record.started_at, record.finished_at), record.flow_run_name,
     )  # fmt: skip
 
 
@@ -787,6 +787,10 @@ def checked_release_plan(
     deploys = [deploy for stage in plan.stages for deploy in stage.deploys]
     for deploy in deploys:
         check_given_plan(config, deploy, None)
+    for build in plan.builds:  # where each build pushes its image: the registry ECR reports
+        check_given_registry(
+            config, plan.deploy(build.component, envs[0]).model_copy(update={"artifact": build.artifact})
+        )
     if any(made_from_another_tree(config, deploy) for deploy in deploys):
         get_run_logger().warning("The plan given was made from another source tree than this run's: planned again")
         return build_release_plan(

@@ -50,6 +50,7 @@ from opcd.config import Approval as ApprovalSettings
 from opcd.errors import InputError
 from opcd.progress import State, report
 from tasks.github import SECRET_BLOCK, GitHub, github_token
+from tasks.ledger import parse_time
 
 KEY_PREFIX = "approval"  # pause keys: approval-{environment}-{attempt}
 
@@ -137,13 +138,6 @@ class Proof:
     verified: str
 
 
-def _time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def gate_opened(environment: str) -> datetime | None:
     """When this run first paused at ``environment``'s gate, as the Prefect server recorded it.
 
@@ -208,7 +202,7 @@ def verify_with_github(
     titles = {f"opcd {word} {flow_run_id} for {environment}": word == "approve" for word in ("approve", "reject")}
     if title not in titles:
         raise Refused(f"{where} is titled {title!r}: it is not `opcd approve|reject {flow_run_id} for {environment}`")
-    created = _time(run.get("created_at"))
+    created = parse_time(run.get("created_at"))
     # GitHub's times are whole seconds: a run of the very second the gate opened is after it
     if opened is None or created is None or created < opened.replace(microsecond=0):
         raise Refused(

@@ -36,6 +36,21 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(value: Any) -> datetime | None:
+    """A time as the ledger (:func:`now`) or Prefect's API writes it (ISO 8601, ``Z`` or an offset); None for
+    anything else."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def seconds_between(started: Any, finished: Any) -> float | None:
+    """How long from ``started`` to ``finished`` (times as :func:`parse_time` reads them), when both are known."""
+    start, end = parse_time(started), parse_time(finished)
+    return (end - start).total_seconds() if start and end else None
+
+
 def actor() -> str:
     """Who started the run: ``OPCD_ACTOR`` (set by CI), else the local user."""
     try:

@@ -48,7 +48,7 @@ from flows.plan.models import (
 )
 from flows.rollback import choose_version
 from opcd.aws import AwsTarget, target_for
-from opcd.config import Config
+from opcd.config import Config, SmokeCheck
 from opcd.errors import InputError
 from opcd.locks import limit_name
 from opcd.traffic import human_duration
@@ -102,12 +102,21 @@ def _environment_checks(checked: EnvironmentChecks, config: Config, environment:
     ]
 
 
-def _health_inputs(config: Config, environment: str, url: str, target: AwsTarget) -> dict[str, JsonValue]:
+def _health_step(config: Config, environment: str, url: str, target: AwsTarget, **more: JsonValue) -> Step:
+    """The health check of ``url`` as the environment's ``health_check`` says; ``more`` inputs (expect_version)."""
     settings = config.environment(environment).health_check
-    return {
+    inputs: dict[str, JsonValue] = {
         "url": url, "resolved_url": target.resolve_url(url), "successes": settings.successes,
-        "attempts": settings.attempts, "interval": settings.interval, "timeout": settings.timeout,
+        "attempts": settings.attempts, "interval": settings.interval, "timeout": settings.timeout, **more,
     }  # fmt: skip
+    return Step(action="health", text=f"health: {url} ({settings.successes} consecutive)", inputs=inputs)
+
+
+def _smoke_step(checks: list[SmokeCheck], where: str, inputs: dict[str, JsonValue]) -> Step:
+    """Smoke ``checks`` against ``where`` (the new version, a service's URL); ``inputs`` say where to the run."""
+    listed = "; ".join(f"{s.method} {s.path} → {s.expect_status}" for s in checks)
+    return Step(action="smoke", text=f"smoke {where}: {listed}",
+                inputs={**inputs, "checks": [s.model_dump(mode="json") for s in checks]})  # fmt: skip
 
 
 def _sample_step(config: Config, component: str, qualifier: str, what: str) -> Step:
@@ -264,9 +273,7 @@ def _lambda_deploy(
                         "timeout": comp.migrations.timeout, "runtime": comp.runtime},
             ))  # fmt: skip
         if comp.smoke:
-            listed = "; ".join(f"{s.method} {s.path} → {s.expect_status}" for s in comp.smoke)
-            steps.append(Step(action="smoke", text=f"smoke the new version: {listed}", inputs={
-                "qualifier": "new", "checks": [s.model_dump(mode="json") for s in comp.smoke]}))  # fmt: skip
+            steps.append(_smoke_step(comp.smoke, "the new version", {"qualifier": "new"}))
         if comp.sample_event:
             steps.append(_sample_step(config, component, "new", "the new version"))
         steps += [
@@ -277,10 +284,7 @@ def _lambda_deploy(
                                                            "strategy": shift.strategy}),
         ]  # fmt: skip
         if (public := env.health.get(component)) is not None:
-            steps.append(Step(
-                action="health", text=f"health: {public} ({env.health_check.successes} consecutive)",
-                inputs={**_health_inputs(config, environment, public, plan.target), "expect_version": version},
-            ))  # fmt: skip
+            steps.append(_health_step(config, environment, public, plan.target, expect_version=version))
         if comp.sample_event:
             steps.append(_sample_step(config, component, "live", "live"))
         steps += _alarms_step(config, environment, plan.alarms.accepted)
@@ -364,13 +368,10 @@ def _service_steps(plan: ServicePlan, service: Service, identifier: str) -> list
         Step(action="follow-operation", text=f"follow the operation (every {human_duration(poll)},"
              f" at most {human_duration(timeout)})", inputs={"poll_interval": poll, "timeout": timeout}),
         Step(action="verify-image", text=f"{service.name} reports {identifier}", inputs={"image": identifier}),
-        Step(action="health", text=f"health: {public} ({env.health_check.successes} consecutive)",
-             inputs=_health_inputs(config, environment, public, plan.target)),
+        _health_step(config, environment, public, plan.target),
     ]  # fmt: skip
     if comp.smoke:
-        listed = "; ".join(f"{s.method} {s.path} → {s.expect_status}" for s in comp.smoke)
-        steps.append(Step(action="smoke", text=f"smoke {service.https_url}: {listed}", inputs={
-            "base_url": service.https_url, "checks": [s.model_dump(mode="json") for s in comp.smoke]}))  # fmt: skip
+        steps.append(_smoke_step(comp.smoke, service.https_url, {"base_url": service.https_url}))
     steps += _alarms_step(config, environment, plan.alarms.accepted)
     steps += [
         Step(action="on-failure", text=f"on failure after it went live: point {service.name} back at {service.image},"
@@ -445,13 +446,10 @@ def _ecs_service_steps(plan: EcsPlan, live: LiveService, revision: str, image: s
         Step(action="follow-operation", text=f"follow the service deployment (every {human_duration(poll)},"
              f" at most {human_duration(timeout)})", inputs={"poll_interval": poll, "timeout": timeout}),
         Step(action="verify-revision", text=f"{live.service} runs {revision}", inputs={"task_definition": revision}),
-        Step(action="health", text=f"health: {plan.health} ({env.health_check.successes} consecutive)",
-             inputs=_health_inputs(config, environment, plan.health, plan.target)),
+        _health_step(config, environment, plan.health, plan.target),
     ]  # fmt: skip
     if comp.smoke:
-        listed = "; ".join(f"{s.method} {s.path} → {s.expect_status}" for s in comp.smoke)
-        steps.append(Step(action="smoke", text=f"smoke {plan.base_url}: {listed}", inputs={
-            "base_url": plan.base_url, "checks": [s.model_dump(mode="json") for s in comp.smoke]}))  # fmt: skip
+        steps.append(_smoke_step(comp.smoke, plan.base_url, {"base_url": plan.base_url}))
     steps += _alarms_step(config, environment, plan.alarms.accepted)
     steps += [
         Step(action="on-failure", text=f"on failure after it went live: back to {name_of(live.task_definition)}"
@@ -604,9 +602,7 @@ def build_rollback_plan(
                           inputs={"function": function, "from": live.lambda_version, "to": number,
                                   "strategy": "all-at-once"}))  # fmt: skip
         if (public := env.health.get(component)) is not None:
-            steps.append(Step(action="health", text=f"health: {public} ({env.health_check.successes} consecutive)",
-                              inputs={**_health_inputs(config, environment, public, plan.target),
-                                      "expect_version": app}))  # fmt: skip
+            steps.append(_health_step(config, environment, public, plan.target, expect_version=app))
         if comp.sample_event:
             steps.append(_sample_step(config, component, "live", "live"))
         steps += _alarms_step(config, environment, plan.alarms.accepted)

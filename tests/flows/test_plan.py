@@ -331,11 +331,15 @@ FRONTEND_ECS_DEV = [
 
 
 @pytest.fixture
-def ecs(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    """examples/outreachpass with opcd-ecs.toml as its opcd.toml: the frontend on ECS, seeded."""
+def ecs(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    """examples/outreachpass with opcd-ecs.toml as its opcd.toml: the frontend on ECS, seeded. The plans the
+    tests build here read AWS as ``opcd deploy`` does: as the deploy role of this opcd.toml (the IAM proof)."""
+    from opcd.iam import acting_as
     from tests.flows.test_ecs_deploy import _lay_out_ecs
 
-    return fresh_project(tmp_path, sandbox, build_cache, monkeypatch, _lay_out_ecs)
+    project = fresh_project(tmp_path, sandbox, build_cache, monkeypatch, _lay_out_ecs)
+    with acting_as("deploy", str(project.config_path)):
+        yield project
 
 
 def test_an_ecs_plan_holds_every_step_of_the_ecs_deploy_and_its_rollback(ecs: Project) -> None:
@@ -409,10 +413,10 @@ def test_a_run_executes_the_plan_of_its_own_deploy_only(config: Config) -> None:
 
     plan = build_deploy_plan(config, "backend", "dev", "v1")
 
-    assert the_plan(config, "lambda", ("backend", "dev", "v1"), None, plan) is plan
+    assert the_plan(config, "lambda", ("backend", "dev", "v1"), None, plan)[0] is plan
     with pytest.raises(InputError, match="the plan given deploys backend v1 to dev .lambda., not backend v1 to prod"):
         the_plan(config, "lambda", ("backend", "prod", "v1"), None, plan)
-    made = the_plan(config, "lambda", ("backend", "prod", "v1"))  # a run given none makes its own
+    made, _ = the_plan(config, "lambda", ("backend", "prod", "v1"))  # a run given none makes its own
     assert made.environment == "prod" and made.actions()[0] == "build"
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from opcd.config import HealthCheck
 from tasks.health import wait_healthy
+from tests.http_answers import serving
 
 
 class Script:
@@ -26,28 +25,14 @@ class Script:
 def server() -> Iterator[tuple[str, Script]]:
     script = Script()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            status, version, delay = script.answers[min(script.count, len(script.answers) - 1)]
-            script.count += 1
-            time.sleep(delay)
-            body = json.dumps({"version": version}).encode()
-            try:
-                self.send_response(status)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client timed out and left
+    def answer(path: str) -> tuple[int, bytes]:
+        status, version, delay = script.answers[min(script.count, len(script.answers) - 1)]
+        script.count += 1
+        time.sleep(delay)
+        return status, json.dumps({"version": version}).encode()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/health", script
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(answer) as base:
+        yield f"{base}/health", script
 
 
 def no_sleep(_: float) -> None:

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from opcd.aws import AwsTarget
 from opcd.config import LoadTest
 from tasks.loadtest import LoadResult, Measurement, judge, last_passing, measure, record_load_test
+from tests.http_answers import serving
 
 
 class Server:
@@ -30,33 +30,18 @@ class Server:
 def server() -> Iterator[tuple[str, Server]]:
     state = Server()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            with state.lock:
-                state.paths.append(self.path)
-                state.busy += 1
-                state.most_busy = max(state.most_busy, state.busy)
-            time.sleep(state.delay)
-            with state.lock:
-                state.busy -= 1
-            status = 500 if self.path == "/fail" else state.status
-            body = b'{"status": "ok"}'
-            try:
-                self.send_response(status)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def answer(path: str) -> tuple[int, bytes]:
+        with state.lock:
+            state.paths.append(path)
+            state.busy += 1
+            state.most_busy = max(state.most_busy, state.busy)
+        time.sleep(state.delay)
+        with state.lock:
+            state.busy -= 1
+        return 500 if path == "/fail" else state.status, b'{"status": "ok"}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(answer) as base:
+        yield base, state
 
 
 def test_it_sends_rate_times_duration_requests_to_each_endpoint_in_turn(server: tuple[str, Server]) -> None:
