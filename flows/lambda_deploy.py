@@ -419,8 +419,11 @@ def deploy_lambda(
             live = take_live(plan, record, notifier)
             progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
             try:
-                if live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights:
-                    return already_live(plan, record, live, notifier)
+                if runs_already(live, version, artifact):  # decided on AWS's word for the code, not a plan's
+                    live = read_live(plan.target, plan.function)
+                    record.previous_version = record.live_version = live.app_version
+                    if runs_already(live, version, artifact):
+                        return already_live(plan, record, live, notifier)
                 new_version = publish_new_version(plan, artifact, record)
                 check_before_traffic(plan, artifact, live, new_version)
                 move_traffic(plan, record, live, (new_version, version), notifier, progress)
@@ -439,7 +442,18 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     checked = checked or checks_of(config, planned)
     return Plan(
         config, planned.component, planned.environment, planned.version, planned.resource, checked.target,
-        checked.alarms,
+        checked.alarms, _planned_live(planned),
+    )  # fmt: skip
+
+
+def _planned_live(planned: DeployPlan) -> LiveVersion | None:
+    """The live version the plan read: under the lock only the alias is read again while it still points there."""
+    live = planned.live
+    if live is None or live.lambda_version is None:
+        return None
+    return LiveVersion(
+        function=planned.resource, lambda_version=live.lambda_version, app_version=live.version,
+        code_sha256=live.code_sha256 or "", description="", weights=dict(live.weights),
     )  # fmt: skip
 
 
@@ -478,7 +492,7 @@ def deploy_record(plan: Plan, artifact: Artifact, git_sha: str | None) -> Record
 def take_live(plan: Plan, record: Record, notifier: Notifier) -> LiveVersion:
     """What ``live`` points at (a split repaired first): the previous version and the rollback target."""
     ran("read-live")
-    live = read_live_alias(plan.target, plan.function)
+    live = read_live_alias(plan.target, plan.function, plan.live)  # the alias may have moved since the plan
     notifier.send(
         f"deploy started by {record.actor}: live now {live.app_version or 'not deployed by opcd'}"
         f" (Lambda version {live.lambda_version}), traffic {plan.strategy.describe()}"
@@ -488,6 +502,10 @@ def take_live(plan: Plan, record: Record, notifier: Notifier) -> LiveVersion:
     record.previous_version, record.previous_lambda_version = live.app_version, live.lambda_version
     record.live_version, record.live_lambda_version = live.app_version, live.lambda_version
     return live
+
+
+def runs_already(live: LiveVersion, version: str, artifact: Artifact) -> bool:
+    return live.app_version == version and live.code_sha256 == artifact.code_sha256 and not live.weights
 
 
 def already_live(plan: Plan, record: Record, live: LiveVersion, notifier: Notifier) -> Record:

@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
@@ -74,8 +74,13 @@ def read_weights(target: AwsTarget, function: str) -> tuple[str, dict[str, float
     return str(alias["FunctionVersion"]), alias_weights(alias)
 
 
-def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersion:
-    """Read the alias and the version it points at (no Prefect task: also used by status)."""
+def read_live(target: AwsTarget, function: str, alias: str = ALIAS, known: LiveVersion | None = None) -> LiveVersion:
+    """Read the alias and the version it points at (no Prefect task: also used by status).
+
+    ``known``: this function's live version as read earlier in the run (its plan). When the alias still points
+    at that published version, its configuration is not read again: a published version never changes (its
+    code, its description); the alias is always read, as it may have moved.
+    """
     lam = target.client("lambda")
     try:
         alias_info = lam.get_alias(FunctionName=function, Name=alias)
@@ -93,6 +98,8 @@ def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersi
             "create the alias (Terraform) pointing at the version serving traffic now",
         ) from exc
     version = alias_info["FunctionVersion"]
+    if known is not None and (known.function, known.lambda_version) == (function, version) and version != "$LATEST":
+        return replace(known, weights=alias_weights(alias_info), alias_arn=alias_info.get("AliasArn", ""))
     conf = lam.get_function_configuration(FunctionName=function, Qualifier=version)
     return LiveVersion(
         function=function,
@@ -106,8 +113,8 @@ def read_live(target: AwsTarget, function: str, alias: str = ALIAS) -> LiveVersi
 
 
 @task(name="read-live-alias", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def read_live_alias(target: AwsTarget, function: str) -> LiveVersion:
-    live = read_live(target, function)
+def read_live_alias(target: AwsTarget, function: str, known: LiveVersion | None = None) -> LiveVersion:
+    live = read_live(target, function, known=known)
     get_run_logger().info(
         "%s:%s → version %s (%s)", function, ALIAS, live.lambda_version, live.app_version or "not deployed by opcd"
     )

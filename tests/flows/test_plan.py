@@ -497,3 +497,29 @@ def test_bounded_waits_for_what_it_started_when_a_start_fails() -> None:
         with pytest.raises(KeyError):
             bounded(start, ["a", "b"], 2)
         assert finished == ["a"]  # waited for before the error went on (the lock is not let go under it)
+
+
+def test_nothing_to_do_is_decided_on_awss_word_not_on_the_live_version_a_plan_claims(
+    project: Project, prefect_server: None
+) -> None:
+    from flows.lambda_deploy import deploy_backend
+    from flows.plan.models import Live
+
+    code, _, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1")
+    assert code == 0, err
+    deployed = project.ledger("dev", "backend")
+    lam = project.client("lambda")
+    lam.update_alias(FunctionName="outreachpass-api-dev", Name="live", FunctionVersion="1")  # moved back outside
+    code, out, err = project.cli("deploy", "backend", "--env", "dev", "--version", "v1", "--dry-run", "--json")
+    assert code == 0, err
+    honest = parse_plan(out)
+    assert isinstance(honest, DeployPlan) and honest.live.lambda_version == "1" and honest.live.version is None
+    v1_code = lam.get_function_configuration(FunctionName="outreachpass-api-dev", Qualifier="2")["CodeSha256"]
+    # A plan is a run's parameter: this one says v1's code already runs on version 1, where the alias is.
+    claims = honest.model_copy(update={"live": Live(version="v1", lambda_version="1", code_sha256=v1_code)})
+
+    record = deploy_backend(environment="dev", version="v1", config_path=str(project.config_path), plan=claims)
+
+    assert record.outcome == "deployed" and record.previous_version is None
+    assert lam.get_alias(FunctionName="outreachpass-api-dev", Name="live")["FunctionVersion"] != "1"
+    assert deployed["outcome"] == "deployed"

@@ -13,7 +13,14 @@ from opcd import aws
 from opcd.aws import AwsTarget
 from opcd.config import SmokeCheck
 from opcd.errors import DeployFailed
-from tasks.lambda_functions import app_version_of, judge_smoke, version_description, wait_until_updated
+from tasks.lambda_functions import (
+    LiveVersion,
+    app_version_of,
+    judge_smoke,
+    read_live,
+    version_description,
+    wait_until_updated,
+)
 
 
 @pytest.fixture
@@ -86,3 +93,41 @@ def test_version_description_round_trip() -> None:
     for version in ("v13\n", "v\uff11\uff13", "v\u0661\u0663", "latest"):  # not a version: no version at all
         assert app_version_of(f"opcd backend {version} sha256={sha}") is None, version
     assert app_version_of(f"opcd backend v1 sha256={sha}\n") is None
+
+
+def alias(version: str, weights: dict[str, float] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"FunctionVersion": version, "AliasArn": "arn:aws:lambda:us-east-1:1:function:api:live"}
+    if weights:
+        answer["RoutingConfig"] = {"AdditionalVersionWeights": weights}
+    return answer
+
+
+KNOWN = LiveVersion("api", "4", "v2", "sha-of-4", "", {})
+
+
+def test_read_live_reads_a_known_versions_configuration_once_and_its_alias_every_time(
+    stubbed: tuple[AwsTarget, Stubber],
+) -> None:
+    target, stubber = stubbed
+    stubber.add_response("get_alias", alias("4", {"5": 0.1}), {"FunctionName": "api", "Name": "live"})
+    live = read_live(target, "api", known=KNOWN)  # no get_function_configuration: the Stubber fails on one
+    assert (live.lambda_version, live.app_version, live.code_sha256, live.weights) == (
+        "4",
+        "v2",
+        "sha-of-4",
+        {"5": 0.1},
+    )
+    assert live.alias_arn.endswith(":live")
+
+
+@pytest.mark.parametrize("moved_to", ["5", "$LATEST"])
+def test_read_live_reads_the_configuration_of_another_version_or_of_latest(
+    stubbed: tuple[AwsTarget, Stubber], moved_to: str
+) -> None:
+    target, stubber = stubbed
+    stubber.add_response("get_alias", alias(moved_to), {"FunctionName": "api", "Name": "live"})
+    v3 = {"CodeSha256": "other", "Description": version_description("api", "v3", "f" * 64)}
+    stubber.add_response("get_function_configuration", v3, {"FunctionName": "api", "Qualifier": moved_to})
+    known = KNOWN if moved_to == "5" else LiveVersion("api", "$LATEST", "v2", "sha-of-4", "", {})
+    live = read_live(target, "api", known=known)
+    assert (live.lambda_version, live.app_version, live.code_sha256) == (moved_to, "v3", "other")
