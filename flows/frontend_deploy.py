@@ -256,15 +256,19 @@ def move_and_record(plan: ServicePlan, record: Record, notifier: Notifier, befor
         finish(plan, record, notifier)
         raise
     record.outcome = Outcome.DEPLOYED
-    record_live(plan, record, after)
+    record_live(plan, record, after, record.image_digest if after.image == record.image else None)
     get_run_logger().info("%s in %s now runs %s (%s)", plan.component, plan.environment, identifier,
                           record.live_image_digest)  # fmt: skip
     return finish(plan, record, notifier)
 
 
-def record_live(plan: ServicePlan, record: Record, service: Service) -> None:
+def record_live(plan: ServicePlan, record: Record, service: Service, digest: str | None = None) -> None:
+    """What ``service`` runs, as what is live; ``digest``: its image's, when the run knows it (not read again)."""
     record.live_image = service.image
-    record.live_version, record.live_image_digest = live_of(plan, service)
+    if digest is not None:
+        record.live_version, record.live_image_digest = version_of(plan.repository.tag_of(service.image)), digest
+    else:
+        record.live_version, record.live_image_digest = live_of(plan, service)
 
 
 def record_service(plan: ServicePlan, record: Record) -> Service:

@@ -66,6 +66,7 @@ def test_v1_then_v2_runs_v2_with_both_tags_and_latest_in_ecr(frontend_v2: Projec
     found = tags(project)
     assert set(found) == {"v1", "v2", "latest"}
     assert found["latest"] == found["v2"] != found["v1"]
+    assert project.ledger("dev", "frontend", "live.json")["live_image_digest"] == found["v2"]  # the digest ECR has
     # the service URL serves the deployed image's files
     assert page(project, "/version.txt").text == "v2"
     assert "OutreachPass" in page(project).text
@@ -85,6 +86,7 @@ def test_v1_then_v2_runs_v2_with_both_tags_and_latest_in_ecr(frontend_v2: Projec
     assert code == 0, err
     assert image(project, "prod").endswith(":v2") and tags(project) == found
     assert project.ledger("prod", "frontend")["artifact"] == "reused"
+    assert project.ledger("prod", "frontend")["live_image_digest"] == found["v2"]
     assert project.ledger("dev", "frontend", "live.json")["artifact"] == "built"
 
 
