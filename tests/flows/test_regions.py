@@ -155,3 +155,16 @@ def test_a_deploy_plan_per_region_names_its_region_function_bucket_and_lock(regi
     assert locks == [f"opcd-env-prod-{r}-backend" for r in REGIONS]
     health = [next(s.inputs["resolved_url"] for s in p.steps if s.action == "health") for p in plans]
     assert health[1].endswith("/_gateway/outreachpass-api-prod@us-west-2/health")
+
+
+def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Project) -> None:
+    code, out, err = regions.cli("release", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    assert "), in us-east-1 first, then in us-west-2 in parallel:" in out
+    assert "  backend → v1 (prod us-west-2: outreachpass-api-prod):" in out
+    copy = (
+        "copy s3://outreachpass-artifacts-us-east-1/backend/v1/lambda.zip to"
+        " s3://outreachpass-artifacts-us-west-2/backend/v1/lambda.zip (CopyObject), its sha256 checked"
+    )
+    assert copy in out
+    assert "take the lock opcd-env-prod-us-west-2-backend" in out and "take the lock opcd-env-dev-backend" in out
