@@ -570,7 +570,14 @@ class Release:
         settings = self.config.environment(environment).approval
         if not settings:
             return
-        live = {c: live_now(self.config, self.target_of(environment), environment, c) for c in self.components}
+        several: list[str | None] = [*self.config.regions(environment)] if self.config.region_key(environment) else []
+        live = {  # an environment of several regions: what each region runs
+            c: "; ".join(
+                (f"{r}: " if r else "") + live_now(self.config, self.target_of(environment, r), environment, c, r)
+                for r in several or [None]
+            )
+            for c in self.components
+        }
         description = approval_description(
             self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
             settings.approvers,

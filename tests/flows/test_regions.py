@@ -60,6 +60,8 @@ def release_to_prod(project: Project, version: str) -> Any:
     run = start_in_thread(release, version=version, config_path=str(project.config_path))
     waiting = wait_for_pending(run)
     assert waiting["environment"] == "prod"
+    lines = [line for line in waiting["description"].splitlines() if "live in prod now" in line]
+    assert len(lines) == 2 and all("now: us-east-1: " in line and "; us-west-2: " in line for line in lines), lines
     code, out, err = project.cli("approve", waiting["id"], "--approver", "alice", "--reason", "dev is fine")
     assert code == 0, err
     return run.result(timeout=600)
