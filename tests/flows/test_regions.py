@@ -170,3 +170,17 @@ def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Pr
     )
     assert copy in out
     assert "take the lock opcd-env-prod-us-west-2-backend" in out and "take the lock opcd-env-dev-backend" in out
+
+
+def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
+    regions: Project, prefect_server: None
+) -> None:
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1")
+
+    assert code == 0, err
+    assert "deployed backend v1 to prod us-east-1: live on Lambda version 2" in out
+    assert "deployed backend v1 to prod us-west-2: live on Lambda version 2" in out
+    east, west = (ledger(regions, region, "backend") for region in REGIONS)
+    assert east["finished_at"] <= west["started_at"]
+    assert (east["artifact"], west["artifact"]) == ("built", "reused") and "copy" in west["steps"]
+    assert west["sha256"] == east["sha256"]
