@@ -165,8 +165,9 @@ def cmd_bake_command(args: argparse.Namespace) -> int:
     if comp.kind != "lambda":
         raise InputError(f"{args.component} is an App Runner service: it has no bake to {args.command}")
     config.environment(args.environment)
-    target = print_target(config, args.environment)
-    bake = find_running_bake(config, target, args.component, args.environment)
+    region = config.region_key(args.environment, args.region)  # several regions: the bake of one (default: first)
+    target = print_target(config, args.environment, region)
+    bake = find_running_bake(config, target, args.component, args.environment, region)
     print(
         f"{bake.flow_run_name}: baking Lambda version {bake.new_version} ({bake.app_version}) against"
         f" {bake.primary} on {bake.function}:live"

@@ -118,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         bake = sub.add_parser(action, help=text, description=text + " (through the flow run that bakes it)")
         bake.add_argument("component", help="a Lambda component of opcd.toml, e.g. backend")
         bake.add_argument("--env", required=True, dest="environment", help="environment, e.g. prod")
+        bake.add_argument("--region", help="the bake in this region of an environment of several (default: the first)")
         bake.add_argument("--reason", help="why (recorded in the ledger and the run's log)")
         bake.add_argument(
             "--no-wait", action="store_true", help="return once the run has the command; do not follow the alias"

@@ -184,3 +184,18 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
     assert east["finished_at"] <= west["started_at"]
     assert (east["artifact"], west["artifact"]) == ("built", "reused") and "copy" in west["steps"]
     assert west["sha256"] == east["sha256"]
+
+
+def test_promote_and_abort_find_the_deploy_shifting_in_the_region_named(regions: Project) -> None:
+    record = {
+        "component": "backend", "environment": "prod", "action": "deploy", "outcome": "shifting", "version": "v2",
+        "traffic": "all-at-once", "flow_run_id": "7d1c0a52-3f4e-4b6a-9c1d-2e8f5a6b7c90", "region": "us-west-2",
+    }  # fmt: skip
+    client_in(regions, "s3", "us-west-2").put_object(
+        Bucket="outreachpass-artifacts-us-west-2", Key="ledger/prod/us-west-2/backend/latest.json",
+        Body=json.dumps(record).encode(),
+    )  # fmt: skip
+    code, out, err = regions.cli("promote", "backend", "--env", "prod", "--region", "us-west-2")
+    assert code == 2 and "the running deploy of backend to prod moves traffic all at once" in one_line_error(err)
+    code, out, err = regions.cli("abort", "backend", "--env", "prod")  # the first region's: nothing recorded
+    assert code == 2 and "no bake is running for backend in prod (it has no run recorded)" in one_line_error(err)
