@@ -191,10 +191,15 @@ def test_promote_and_abort_find_the_deploy_shifting_in_the_region_named(regions:
         "component": "backend", "environment": "prod", "action": "deploy", "outcome": "shifting", "version": "v2",
         "traffic": "all-at-once", "flow_run_id": "7d1c0a52-3f4e-4b6a-9c1d-2e8f5a6b7c90", "region": "us-west-2",
     }  # fmt: skip
-    client_in(regions, "s3", "us-west-2").put_object(
-        Bucket="outreachpass-artifacts-us-west-2", Key="ledger/prod/us-west-2/backend/latest.json",
-        Body=json.dumps(record).encode(),
-    )  # fmt: skip
+    for name in ("latest.json", "20261130T071500Z-7d1c0a52.json"):
+        client_in(regions, "s3", "us-west-2").put_object(
+            Bucket="outreachpass-artifacts-us-west-2", Key=f"ledger/prod/us-west-2/backend/{name}",
+            Body=json.dumps({**record, "finished_at": "2026-11-30T07:15:00Z"}).encode(),
+        )  # fmt: skip
+    code, out, err = regions.cli("history", "backend", "--env", "prod")
+    assert code == 0, err
+    (row,) = [line.split() for line in out.splitlines()[1:]]
+    assert row[2:7] == ["deploy", "backend", "prod", "us-west-2", "v2"] and "shifting" in row
     code, out, err = regions.cli("promote", "backend", "--env", "prod", "--region", "us-west-2")
     assert code == 2 and "the running deploy of backend to prod moves traffic all at once" in one_line_error(err)
     code, out, err = regions.cli("abort", "backend", "--env", "prod")  # the first region's: nothing recorded
