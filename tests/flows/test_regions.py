@@ -186,16 +186,21 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
     assert west["sha256"] == east["sha256"]
 
 
-def test_promote_and_abort_find_the_deploy_shifting_in_the_region_named(regions: Project) -> None:
+def shifting_in_us_west_2(project: Project) -> None:
+    """prod us-west-2's ledger says a deploy of backend v2 is moving traffic (its run's record: ``shifting``)."""
     record = {
         "component": "backend", "environment": "prod", "action": "deploy", "outcome": "shifting", "version": "v2",
         "traffic": "all-at-once", "flow_run_id": "7d1c0a52-3f4e-4b6a-9c1d-2e8f5a6b7c90", "region": "us-west-2",
     }  # fmt: skip
     for name in ("latest.json", "20261130T071500Z-7d1c0a52.json"):
-        client_in(regions, "s3", "us-west-2").put_object(
+        client_in(project, "s3", "us-west-2").put_object(
             Bucket="outreachpass-artifacts-us-west-2", Key=f"ledger/prod/us-west-2/backend/{name}",
             Body=json.dumps({**record, "finished_at": "2026-11-30T07:15:00Z"}).encode(),
         )  # fmt: skip
+
+
+def test_promote_abort_and_history_find_the_deploy_shifting_in_the_region_named(regions: Project) -> None:
+    shifting_in_us_west_2(regions)
     code, out, err = regions.cli("history", "backend", "--env", "prod")
     assert code == 0, err
     (row,) = [line.split() for line in out.splitlines()[1:]]
@@ -204,3 +209,11 @@ def test_promote_and_abort_find_the_deploy_shifting_in_the_region_named(regions:
     assert code == 2 and "the running deploy of backend to prod moves traffic all at once" in one_line_error(err)
     code, out, err = regions.cli("abort", "backend", "--env", "prod")  # the first region's: nothing recorded
     assert code == 2 and "no bake is running for backend in prod (it has no run recorded)" in one_line_error(err)
+
+
+def test_drift_checks_each_region_against_its_own_ledger(regions: Project, prefect_server: None) -> None:
+    shifting_in_us_west_2(regions)
+    code, out, err = regions.cli("drift", "--env", "prod")
+    assert code == 3, err  # drift
+    (finding,) = [line for line in out.splitlines() if line.startswith("DRIFT")]
+    assert finding.startswith("DRIFT  prod us-west-2 outreachpass-api-prod:live: a deploy of v2 stopped while")
