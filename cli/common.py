@@ -14,9 +14,9 @@ from opcd.config import Config
 from opcd.errors import DeployFailed, OpcdError, failure_text
 
 
-def print_target(config: Config, environment: str | None = None) -> Any:
-    """``AWS target: …, account … as …`` (the environment's role, when it has one)."""
-    target = target_for(config, environment)
+def print_target(config: Config, environment: str | None = None, region: str | None = None) -> Any:
+    """``AWS target: …, account … as …`` (the environment's role, when it has one; its ``region``)."""
+    target = target_for(config, environment, region)
     with contextlib.suppress(Exception):  # STS cannot say: the line says less, the command says why
         target.identity()
     print(target.describe(), flush=True)

@@ -12,15 +12,17 @@ from cli.common import print_target, run_flow
 from cli.progress import showing_progress
 from flows.components import deploy_flow
 from flows.plan.build import build_deploy_plan, build_rollback_plan
-from flows.plan.models import DeployPlan, ReleasePlan, RollbackPlan
+from flows.plan.models import ArtifactPlan, DeployPlan, ReleasePlan, RollbackPlan
 from flows.plan.render import render_json, render_text
 from flows.rollback import rollback
+from opcd.aws import target_for
 from opcd.config import Config, config_path, load_config
 from opcd.errors import DeployFailed, InputError, explain_aws_error
 from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
 from tasks.bake_control import find_running_bake, send_bake_command, wait_for_alias
 from tasks.ledger import actor
+from tasks.s3_artifacts import read_artifact_metadata
 
 
 def _check_request(args: argparse.Namespace, config: Config, version: str | None) -> None:
@@ -47,14 +49,53 @@ def show_plan(plan: DeployPlan | RollbackPlan | ReleasePlan) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """Build the deploy's plan once (every check before anything changes), show it or run it."""
+    """Build the deploy's plan once (every check before anything changes), show it or run it.
+
+    An environment of several regions: ``--region R`` deploys to that one; without it, each region in turn
+    (the first one first), each plan made before anything changes; a failed region stops the rest."""
     config = load_config(args.config)
     _check_request(args, config, args.app_version)
+    wanted = [args.region] if args.region else config.regions(args.environment)
+    regions = list(dict.fromkeys(config.region_key(args.environment, r) for r in wanted))  # None: its only one
     if not args.dry_run:
         print_target(config, args.environment)
-    plan = build_deploy_plan(config, args.component, args.environment, args.app_version, args.accept_alarms or None)
+    plans = [
+        build_deploy_plan(
+            config, args.component, args.environment, args.app_version, args.accept_alarms or None, region=region
+        )
+        for region in regions
+    ]  # fmt: skip
     if args.dry_run:
-        return print_plan(plan, args.json)
+        for plan in plans:
+            print_plan(plan, args.json)
+        return 0
+    built: ArtifactPlan | None = None
+    for plan in plans:
+        if built is not None:  # a further region: the first region's package, copied (planned again to say so)
+            plan = build_deploy_plan(
+                config, args.component, args.environment, args.app_version, args.accept_alarms or None,
+                region=plan.region, release_build=built,
+            )  # fmt: skip
+        deploy_one(config, args, plan)
+        if built is None and plan.kind == "lambda" and len(plans) > 1:
+            built = package_of(config, plan)
+    return 0
+
+
+def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
+    """The Lambda package ``plan``'s deploy used (its metadata in its bucket), for the next regions to copy."""
+    target = target_for(config, plan.environment, plan.region)
+    bucket = config.bucket_for(plan.environment, plan.region)
+    stored = read_artifact_metadata.fn(target, bucket, plan.component, plan.version) or {}
+    return ArtifactPlan(
+        location=plan.artifact.location, build=False, reason=f"made by the deploy to {plan.region}",
+        source_hash=stored.get("source_hash"), sha256=stored.get("sha256"), code_sha256=stored.get("code_sha256"),
+        size=stored.get("size"),
+    )  # fmt: skip
+
+
+def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> None:
+    """Run ``plan`` (one region's deploy) through the component's deploy flow; say what is live after it."""
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
@@ -64,45 +105,55 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     show_plan(plan)
     with showing_progress(config, "deploy", [(args.component, args.environment)], args.verbose):
         result = run_flow(flow, **params, **extra)
+    where = args.environment + (f" {plan.region}" if plan.region else "")
     if result.outcome is Outcome.NOOP:
-        print(f"{args.component} {args.app_version} is already live in {args.environment}: nothing changed")
-        return 0
+        print(f"{args.component} {args.app_version} is already live in {where}: nothing changed")
+        return
     if result.live_task_definition:  # ECS
         runs_on = f"{result.live_task_definition.rpartition('/')[2]} ({result.live_image})"
     elif plan.kind == "apprunner":
         runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
         runs_on = f"live on Lambda version {result.live_lambda_version}"
-    print(f"deployed {args.component} {args.app_version} to {args.environment}: {runs_on}")
-    return 0
+    print(f"deployed {args.component} {args.app_version} to {where}: {runs_on}")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Build the rollback's plan once (where live goes, checked), show it or run it."""
+    """Build the rollback's plan once per region (where live goes, checked), show them or run them in turn.
+
+    ``--region R``: that region of the environment; default: each of its regions (one plan when it has one)."""
     config = load_config(args.config)
     _check_request(args, config, args.to_version)
+    wanted = [args.region] if args.region else config.regions(args.environment)
+    regions = list(dict.fromkeys(config.region_key(args.environment, r) for r in wanted))  # None: its only one
     if not args.dry_run:
         print_target(config, args.environment)
-    plan = build_rollback_plan(
-        config, args.component, args.environment, args.to_version, args.to_lambda_version, args.force
-    )
+    plans = [  # every region's plan before anything changes
+        build_rollback_plan(
+            config, args.component, args.environment, args.to_version, args.to_lambda_version, args.force, region
+        )
+        for region in regions
+    ]  # fmt: skip
     if args.dry_run:
-        return print_plan(plan, args.json)
-    show_plan(plan)
-    with showing_progress(config, "rollback", [(args.component, args.environment)], args.verbose):
-        result = run_flow(
-            rollback, component=args.component, environment=args.environment, to_version=args.to_version,
-            to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
-            force=args.force,
-        )  # fmt: skip
-    where = f"{args.component} in {args.environment}"
-    if result.outcome is Outcome.NOOP:
-        print(f"{where} is already on {result.version or 'that version'}: nothing changed")
-    elif result.live_image:
-        print(f"rolled back {where} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
-    else:
-        app = result.live_version or "a version opcd did not deploy"
-        print(f"rolled back {where} to {app} (Lambda version {result.live_lambda_version})")
+        for plan in plans:
+            print_plan(plan, args.json)
+        return 0
+    for plan in plans:
+        show_plan(plan)
+        with showing_progress(config, "rollback", [(args.component, args.environment)], args.verbose):
+            result = run_flow(
+                rollback, component=args.component, environment=args.environment, to_version=args.to_version,
+                to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
+                force=args.force, region=plan.region,
+            )  # fmt: skip
+        where = f"{args.component} in {args.environment}" + (f" {plan.region}" if plan.region else "")
+        if result.outcome is Outcome.NOOP:
+            print(f"{where} is already on {result.version or 'that version'}: nothing changed")
+        elif result.live_image:
+            print(f"rolled back {where} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
+        else:
+            app = result.live_version or "a version opcd did not deploy"
+            print(f"rolled back {where} to {app} (Lambda version {result.live_lambda_version})")
     return 0
 
 
@@ -114,8 +165,9 @@ def cmd_bake_command(args: argparse.Namespace) -> int:
     if comp.kind != "lambda":
         raise InputError(f"{args.component} is an App Runner service: it has no bake to {args.command}")
     config.environment(args.environment)
-    target = print_target(config, args.environment)
-    bake = find_running_bake(config, target, args.component, args.environment)
+    region = config.region_key(args.environment, args.region)  # several regions: the bake of one (default: first)
+    target = print_target(config, args.environment, region)
+    bake = find_running_bake(config, target, args.component, args.environment, region)
     print(
         f"{bake.flow_run_name}: baking Lambda version {bake.new_version} ({bake.app_version}) against"
         f" {bake.primary} on {bake.function}:live"

@@ -133,10 +133,24 @@ def history_entries(config: Config, component: str | None, environment: str | No
     entries = _releases(targets, bucket, environment, component, limit)
     for env, target in zip(envs, targets, strict=True):
         for name in components:
-            entries += _runs(read_documents(target, bucket, f"{PREFIX}/{env}/{name}/"), limit)
             entries += _load_tests(read_documents(target, bucket, f"{PREFIX}/load-tests/{env}/{name}/"), limit)
+            if config.region_key(env):  # several regions: each one's runs, from its own bucket, named by region
+                entries += [
+                    entry for region in config.regions(env) for entry in _region_runs(config, env, region, name, limit)
+                ]
+            else:
+                entries += _runs(read_documents(target, bucket, f"{PREFIX}/{env}/{name}/"), limit)
     entries.sort(key=lambda e: str(e["when"] or ""), reverse=True)
     return entries[:limit]
+
+
+def _region_runs(config: Config, environment: str, region: str, component: str, limit: int) -> list[dict[str, Any]]:
+    """The runs of ``component`` in ``region`` of ``environment`` (one of several): ``prod us-west-2``."""
+    documents = read_documents(
+        target_for(config, environment, region), config.bucket_for(environment, region),
+        f"{PREFIX}/{environment}/{region}/{component}/",
+    )  # fmt: skip
+    return [{**entry, "environment": f"{environment} {region}"} for entry in _runs(documents, limit)]
 
 
 def _took(seconds: Any) -> str:

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--version", required=True, dest="app_version", help="version to deploy, e.g. v2 or 1.4.0")
     deploy.add_argument("--git-sha", help="commit the version was built from (recorded in metadata)")
     deploy.add_argument(
+        "--region", help="one region of an environment of several (default: each of them, in turn, the first first)"
+    )  # fmt: skip
+    deploy.add_argument(
         "--accept-alarm", action="append", default=[], metavar="NAME", dest="accept_alarms",
         help="deploy although this alarm fires (name each one; recorded). Without it a firing alarm refuses",
     )  # fmt: skip
@@ -94,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="move live back to the previous or a named version")
     rollback.add_argument("component")
     rollback.add_argument("--env", required=True, dest="environment")
+    rollback.add_argument(
+        "--region", help="one region of an environment of several (default: each of them, in turn)"
+    )  # fmt: skip
     target = rollback.add_mutually_exclusive_group()
     target.add_argument("--to", dest="to_version", metavar="VERSION", help="app version to go back to")
     target.add_argument("--to-lambda-version", metavar="N", help="Lambda version number to go back to")
@@ -112,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         bake = sub.add_parser(action, help=text, description=text + " (through the flow run that bakes it)")
         bake.add_argument("component", help="a Lambda component of opcd.toml, e.g. backend")
         bake.add_argument("--env", required=True, dest="environment", help="environment, e.g. prod")
+        bake.add_argument("--region", help="the bake in this region of an environment of several (default: the first)")
         bake.add_argument("--reason", help="why (recorded in the ledger and the run's log)")
         bake.add_argument(
             "--no-wait", action="store_true", help="return once the run has the command; do not follow the alias"

@@ -30,12 +30,32 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
     rows = []
     for env_name in envs:
         env = config.environment(env_name)
-        for comp, function in env.functions.items():
-            live = read_live(target, function)
-            latest = read_latest(target, config.project.artifact_bucket, env_name, comp)
-            deployed = read_latest(target, config.project.artifact_bucket, env_name, comp, "live.json")
-            recorded = deployed.live_lambda_version if deployed else None
-            rows.append({
+        if len(config.regions(env_name)) > 1:  # Lambda components only (opcd.toml is refused otherwise)
+            rows += [row for region in config.regions(env_name) for row in region_rows(config, env_name, region)]
+            continue
+        rows += lambda_rows(config, target, env_name)
+        rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
+        rows += [status_row(config, target, env_name, comp) for comp in env.ecs]
+    return rows
+
+
+def region_rows(config: Config, environment: str, region: str) -> list[dict[str, Any]]:
+    """The rows of one region of an environment of several: each read in its region, from its ledger."""
+    target = resolve_target(config.state_dir(), region, pinned=True)
+    return [{**row, "region": region} for row in lambda_rows(config, target, environment, region)]
+
+
+def lambda_rows(config: Config, target: Any, env_name: str, region: str | None = None) -> list[dict[str, Any]]:
+    """Each Lambda component's row in ``env_name`` (its ``region`` of several): live, the ledger's view, rules."""
+    rows = []
+    bucket = config.bucket_for(env_name, region)
+    for comp in config.environment(env_name).functions:
+        function = config.function_name(comp, env_name, region)
+        live = read_live(target, function)
+        latest = read_latest(target, bucket, env_name, comp, region=region)
+        deployed = read_latest(target, bucket, env_name, comp, "live.json", region=region)
+        recorded = deployed.live_lambda_version if deployed else None
+        rows.append({
                 "component": comp, "environment": env_name, "function": function,
                 "version": live.app_version, "lambda_version": live.lambda_version,
                 "split": live.weights or None,
@@ -45,8 +65,6 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
                 "drift": bool(recorded and recorded != live.lambda_version),
                 "rules": describe_rules(target, config.project.name, env_name, config.lambda_component(comp).rules),
             })  # fmt: skip
-        rows += [service_row(config, target, env_name, comp, ref) for comp, ref in env.services.items()]
-        rows += [status_row(config, target, env_name, comp) for comp in env.ecs]
     return rows
 
 
@@ -99,10 +117,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     target = print_target(config)
     rows = status_rows(config, target, args.environment)
-    header = ("COMPONENT", "ENV", "LIVE", "REVISION", "DEPLOYED AT", "BY RUN", "LAST RUN")
+    regional = any(r.get("region") for r in rows)  # a REGION column when an environment has several
+    header = ("COMPONENT", "ENV", *("REGION",) * regional, "LIVE", "REVISION", "DEPLOYED AT", "BY RUN", "LAST RUN")
     table = [header] + [
         (
-            r["component"], r["environment"], r["version"] or "-", _runs_on(r),
+            r["component"], r["environment"], *(r.get("region") or "-",) * regional, r["version"] or "-", _runs_on(r),
             (r["deployed_at"] or "-")[:19], r["flow_run"] or "-",
             (f"{r['last_run']}: {r['last_outcome']}" if r["last_outcome"] else "-")
             + (" DRIFT: ledger disagrees with live" if r["drift"] else "")

@@ -51,18 +51,23 @@ class EnvironmentChecks:
 
 
 def check_environment(
-    config: Config, environment: str, accept_alarms: list[str] | None = None, accept_firing: bool = False
+    config: Config,
+    environment: str,
+    accept_alarms: list[str] | None = None,
+    accept_firing: bool = False,
+    region: str | None = None,
 ) -> EnvironmentChecks:
-    """The environment's target (account asked of STS), its alarm guard, and the bucket's existence.
+    """The environment's target (account asked of STS), its alarm guard, and the bucket's existence;
+    in its ``region`` (None: its first).
 
     An alarm of the environment that fires now refuses the change unless ``accept_alarms`` names it;
     ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
-    env = config.environment(environment)
-    target = guarded_target(config, environment)  # the environment's account, asked of STS
-    alarms = AlarmGuard.preflight(target, env.alarms, accept_alarms or [], environment, accept_firing)
-    check_bucket(target, config.project.artifact_bucket)
-    return EnvironmentChecks(target, alarms)
+    target = guarded_target(config, environment, region)  # the environment's account, asked of STS
+    alarms = config.alarm_names(environment, region)
+    alarms_guard = AlarmGuard.preflight(target, alarms, accept_alarms or [], environment, accept_firing)
+    check_bucket(target, config.bucket_for(environment, region))
+    return EnvironmentChecks(target, alarms_guard)
 
 
 def the_plan(
@@ -71,6 +76,7 @@ def the_plan(
     request: tuple[str, str, str],
     accept_alarms: list[str] | None = None,
     planned: DeployPlan | None = None,
+    region: str | None = None,
 ) -> tuple[DeployPlan, EnvironmentChecks | None]:
     """The deploy plan a run executes: the one it was given (for that component, environment and version),
     or, run without one (from the UI, a deployment), the plan built now as ``opcd deploy`` builds it — then
@@ -98,8 +104,10 @@ def the_plan(
     if planned is None:
         from flows.plan.build import build_deploy_plan
 
-        checked = check_environment(config, environment, accept_alarms)
-        return build_deploy_plan(config, component, environment, version, accept_alarms, checked=checked), checked
+        region = config.region_key(environment, region)
+        checked = check_environment(config, environment, accept_alarms, region=region)
+        made = build_deploy_plan(config, component, environment, version, accept_alarms, checked=checked, region=region)
+        return made, checked
     return planned, None
 
 
@@ -109,13 +117,19 @@ def check_given_plan(config: Config, planned: DeployPlan, accept_alarms: list[st
     the run reads the repository), and alarms accepted only when the request named them."""
     component, environment, version = planned.component, planned.environment, planned.version
     wrong: list[str] = []
+    region = planned.region
+    if region != config.region_key(environment, region):  # UnknownName for a region the environment lacks
+        wrong.append(f"region {region}, not one of {', '.join(config.regions(environment))}")
     if planned.kind == "lambda":
-        function = config.function_name(component, environment)
+        function = config.function_name(component, environment, region)
         if {planned.resource, planned.resource_id} != {function}:
             wrong.append(f"function {planned.resource_id}, not {function}")
-        location = f"s3://{config.project.artifact_bucket}/{artifact_key(component, version)}"
+        location = f"s3://{config.bucket_for(environment, region)}/{artifact_key(component, version)}"
         if planned.artifact.location != location:
             wrong.append(f"artifact {planned.artifact.location}, not {location}")
+        source = planned.artifact.copy_from
+        if source is not None and source not in release_locations(config, component, version):
+            wrong.append(f"a copy from {source}, not from an artifact bucket of opcd.toml")
     else:
         if planned.kind == "apprunner":
             ref = config.service_ref(component, environment)
@@ -140,6 +154,12 @@ def check_given_plan(config: Config, planned: DeployPlan, accept_alarms: list[st
             f"the plan given for {component} in {environment} does not match opcd.toml: {'; '.join(wrong)}",
             "pass the plan `opcd deploy` makes, or none (the run then makes it)",
         )
+
+
+def release_locations(config: Config, component: str, version: str) -> set[str]:
+    """Where the version's Lambda package may be kept: the key in each region's artifact bucket."""
+    buckets = {config.bucket_for(env, region) for env in config.environments for region in config.regions(env)}
+    return {f"s3://{bucket}/{artifact_key(component, version)}" for bucket in buckets}
 
 
 def made_from_another_tree(config: Config, planned: DeployPlan) -> bool:
@@ -176,11 +196,12 @@ def checks_of(config: Config, planned: DeployPlan | RollbackPlan) -> Environment
     (the resource, the bucket, the artifact), except the account (asked of STS once per process and target) and
     the alarms: their states change over time, and a deploy refuses one firing when it starts unless the request
     accepted it by name (a rollback accepts what fires: it is how an incident is fixed)."""
-    env = config.environment(planned.environment)
-    target = guarded_target(config, planned.environment)
+    environment, region = planned.environment, planned.region
+    target = guarded_target(config, environment, region)
     accepted = list(planned.accepted_alarms) if isinstance(planned, DeployPlan) else []
     firing_ok = isinstance(planned, RollbackPlan)
-    return EnvironmentChecks(target, AlarmGuard.preflight(target, env.alarms, accepted, planned.environment, firing_ok))
+    alarms = config.alarm_names(environment, region)
+    return EnvironmentChecks(target, AlarmGuard.preflight(target, alarms, accepted, environment, firing_ok))
 
 
 class LedgerPlan(Protocol):
@@ -354,6 +375,7 @@ class EarlySteps:
         self.step = Stage.PLAN
         self.plan: RunPlan | None = None
         self.read_live: Callable[[Record], object] | None = None
+        self.region: str | None = None  # the plan's, in an environment of several regions
 
     @property
     def step(self) -> Stage:
@@ -386,6 +408,7 @@ class EarlySteps:
     def planned(self, plan: RunPlan, read_live: Callable[[Record], object]) -> None:
         """Remember the plan, and how to read what is live into a record."""
         self.plan, self.read_live = plan, read_live
+        self.region = getattr(plan, "region", None)
 
     def failed(self, exc: Exception) -> OpcdError:
         """Report a failure of the current step (Slack, ledger, the run's artifact); the error to raise."""
@@ -395,7 +418,7 @@ class EarlySteps:
         report(f"FAILED at {self.step}", what, State.FAILED, self.component, row)
         record = Record(
             self.component, self.environment, self.action, Outcome.FAILED, self.version, git_sha=self.git_sha,
-            step=self.step, reason=f"failed at {self.step}: {what}",
+            step=self.step, reason=f"failed at {self.step}: {what}", region=self.region,
         )  # fmt: skip
         record.attach_flow_run()
         live = self._live(record)
@@ -431,16 +454,17 @@ class EarlySteps:
         held = False
         try:
             target = self.plan.target if self.plan else target_for(config, self.environment)
+            bucket = config.bucket_for(self.environment, self.region)
             try:
-                with environment_lock(self.environment, self.component, timeout=LOCK_WAIT):
+                with environment_lock(self.environment, self.component, timeout=LOCK_WAIT, region=self.region):
                     held = True
-                    ledger(target, config.project.artifact_bucket, record)
+                    ledger(target, bucket, record)
             except Exception as exc:
                 if held:
                     raise
-                busy = limit_name(self.environment, self.component)
+                busy = limit_name(self.environment, self.component, self.region)
                 logger.info("%s is busy (%s): latest.json stays the running change's", busy, type(exc).__name__)
-                ledger(target, config.project.artifact_bucket, record, latest=False)
+                ledger(target, bucket, record, latest=False)
             publish_run_artifact(record)
         except Exception as exc:
             problem = cause(exc)[0]

@@ -63,6 +63,7 @@ from tasks.notify import Notifier
 from tasks.s3_artifacts import (
     artifact_key,
     check_retention_rule,
+    copy_artifact,
     download_artifact,
     read_artifact_metadata,
     upload_artifact,
@@ -95,10 +96,21 @@ class Plan:
     target: AwsTarget
     alarms: AlarmGuard
     live: LiveVersion | None = None  # what ``live`` pointed at when the request was checked
+    region: str | None = None  # one of the environment's regions when it has several (else None)
 
     @property
     def bucket(self) -> str:
-        return self.config.project.artifact_bucket
+        """The artifact bucket of the deploy's region: its package, its ledger records."""
+        return self.config.bucket_for(self.environment, self.region)
+
+    @property
+    def where(self) -> str:
+        """``prod``, or ``prod us-west-2`` in an environment of several regions."""
+        return f"{self.environment} {self.region}" if self.region else self.environment
+
+    def health_url(self) -> str | None:
+        """The component's public health URL in the deploy's region."""
+        return self.config.health_url(self.component, self.environment, self.region)
 
     @property
     def strategy(self) -> Strategy:
@@ -113,16 +125,19 @@ def check_lambda_deploy(
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
     checked: EnvironmentChecks | None = None,
+    region: str | None = None,
 ) -> Plan:
-    """:func:`plan_lambda_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    """:func:`plan_lambda_deploy` of a loaded config; ``checked``: the environment's checks (of ``region``: None,
+    the environment's first), already made."""
     config.lambda_component(component)  # InputError for a component of another kind
     config.environment(environment)
+    region = config.region_key(environment, region)
     if version is not None:
         check_version(version)
-    function = config.function_name(component, environment)
-    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    function = config.function_name(component, environment, region)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing, region)
     live = read_live(checked.target, function)  # the function and its alias exist
-    return Plan(config, component, environment, version, function, checked.target, checked.alarms, live)
+    return Plan(config, component, environment, version, function, checked.target, checked.alarms, live, region)
 
 
 def plan_lambda_deploy(
@@ -132,13 +147,15 @@ def plan_lambda_deploy(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
+    region: str | None = None,
 ) -> Plan:
     """Validate the request and the AWS resources it names; raise InputError before any change.
 
     An alarm of the environment that fires now refuses the deploy unless ``accept_alarms`` names
     it; ``accept_firing`` accepts whatever fires (a rollback is how an incident gets fixed).
     """
-    return check_lambda_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
+    config = load_config(config_path)
+    return check_lambda_deploy(config, component, environment, version, accept_alarms, accept_firing, region=region)
 
 
 def artifact_conflict(plan: Plan, version: str) -> VersionConflict:
@@ -161,6 +178,10 @@ def ensure_artifact(
     early.step = Stage.BUILD
     key = artifact_key(plan.component, version)
     if planned is not None and not planned.build and planned.sha256 and planned.code_sha256 and planned.size:
+        if planned.copy_from:  # built in another region's bucket: copied into this region's, its sha256 checked
+            ran("copy")
+            origin = planned.copy_from.removeprefix("s3://").split("/", 1)[0]
+            copy_artifact(plan.target, origin, plan.bucket, plan.component, version, planned.code_sha256)
         ran("reuse")
         logger.info("Using s3://%s/%s: %s", plan.bucket, key, planned.reason)
         return Artifact(plan.component, version, key, planned.sha256, planned.code_sha256, planned.size, True)
@@ -217,7 +238,7 @@ def make_bake(
     plan: Plan, new_version: str, live: LiveVersion, strategy: Strategy, notifier: Notifier | None = None
 ) -> Bake:
     env = plan.config.environment(plan.environment)
-    public = env.health.get(plan.component)
+    public = plan.health_url()
     comp = plan.config.lambda_component(plan.component)
     guards = Guards(
         plan.alarms, plan.target.resolve_url(public) if public else None, public, env.health_check,
@@ -227,7 +248,7 @@ def make_bake(
     return Bake(
         plan.target, plan.function, live.lambda_version, new_version, strategy, guards, env.bake.poll_interval,
         flow_run_id=ctx.flow_run.id if ctx and ctx.flow_run else None,
-        artifact_key=f"bake-{plan.component}-{plan.environment}", notifier=notifier,
+        artifact_key=f"bake-{plan.component}-{plan.where.replace(' ', '-')}", notifier=notifier,
         subject=(plan.component, plan.environment, plan.version),
     )  # fmt: skip
 
@@ -252,7 +273,7 @@ def shift_and_verify(
     the DeployFailed says live was untouched, as read back from the alias.
     """
     env = plan.config.environment(plan.environment)
-    public = env.health.get(plan.component)
+    public = plan.health_url()
     strategy = strategy or parse_strategy("all-at-once")
     bake = make_bake(plan, new_version, live, strategy, notifier) if strategy.gradual else None
     progress = {} if progress is None else progress
@@ -346,7 +367,7 @@ def verify_alias_rollback(plan: Plan, live: LiveVersion) -> str:
         logger.error("ROLLBACK NOT VERIFIED: %s:live is on version %s", plan.function, now_live.lambda_version)
         return f"ROLLBACK FAILED: live is on Lambda version {now_live.lambda_version}, expected {live.lambda_version}"
     env = plan.config.environment(plan.environment)
-    public = env.health.get(plan.component)
+    public = plan.health_url()
     comp = plan.config.lambda_component(plan.component)
     try:
         if public:
@@ -361,7 +382,7 @@ def verify_alias_rollback(plan: Plan, live: LiveVersion) -> str:
 
 def warn_if_interrupted(plan: Plan, live: LiveVersion) -> None:
     """Say so when the last run died while moving traffic (its hook never ran)."""
-    last = read_latest(plan.target, plan.bucket, plan.environment, plan.component)
+    last = read_latest(plan.target, plan.bucket, plan.environment, plan.component, region=plan.region)
     if last and last.outcome is Outcome.SHIFTING:
         get_run_logger().warning(
             "The previous run (%s) died while moving live from Lambda version %s to %s; live is on %s now."
@@ -401,8 +422,10 @@ def deploy_lambda(
     accept_alarms: list[str] | None = None,
     notify: bool = True,
     planned: DeployPlan | None = None,
+    region: str | None = None,
 ) -> Record:
     """The shared body of the Lambda deploy flows (backend, worker): the plan's steps in its order.
+    ``region``: one of the environment's (None: its first; a plan given says its own).
 
     Plan (``planned``, or made now) and build (nothing live changes, a failure is one line), then under the
     environment's lock: read live, publish the new version, check it before traffic, move traffic and verify;
@@ -411,10 +434,10 @@ def deploy_lambda(
     early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with running_steps():
-        plan, artifact = plan_and_build(early, version, accept_alarms, planned)
+        plan, artifact = plan_and_build(early, version, accept_alarms, planned, region)
         record = deploy_record(plan, artifact, git_sha)
-        notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
-        with environment_lock(environment, component):
+        notifier = Notifier.from_config(plan.config, f"{component} {version} → {plan.where}", notify)
+        with environment_lock(environment, component, region=plan.region):
             ran("lock")
             live = take_live(plan, record, notifier)
             progress: dict[str, bool] = {}  # "moved": traffic left live.lambda_version (shift_and_verify)
@@ -432,7 +455,7 @@ def deploy_lambda(
                 finish(plan, record, notifier)
                 raise
             record.outcome, record.live_version, record.live_lambda_version = Outcome.DEPLOYED, version, new_version
-            get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, environment,
+            get_run_logger().info("%s %s is live in %s on Lambda version %s", component, version, plan.where,
                                   new_version)  # fmt: skip
             return finish(plan, record, notifier)
 
@@ -442,7 +465,7 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     checked = checked or checks_of(config, planned)
     return Plan(
         config, planned.component, planned.environment, planned.version, planned.resource, checked.target,
-        checked.alarms, _planned_live(planned),
+        checked.alarms, _planned_live(planned), region=planned.region,
     )  # fmt: skip
 
 
@@ -458,14 +481,18 @@ def _planned_live(planned: DeployPlan) -> LiveVersion | None:
 
 
 def plan_and_build(
-    early: EarlySteps, version: str, accept_alarms: list[str] | None, planned: DeployPlan | None = None
+    early: EarlySteps,
+    version: str,
+    accept_alarms: list[str] | None,
+    planned: DeployPlan | None = None,
+    region: str | None = None,
 ) -> tuple[Plan, Artifact]:
     """Stages plan, build and upload: a failure is reported by ``early`` (live untouched)."""
     logger = get_run_logger()
     with early.reporting():
         config = load_config(early.config_path)
         request = (early.component, early.environment, version)
-        planned, checked = the_plan(config, "lambda", request, accept_alarms, planned)
+        planned, checked = the_plan(config, "lambda", request, accept_alarms, planned, region)
         plan = executing(config, planned, checked)
         early.planned(plan, partial(record_live_lambda, plan))
         logger.info(plan.target.describe())
@@ -483,7 +510,7 @@ def deploy_record(plan: Plan, artifact: Artifact, git_sha: str | None) -> Record
     record = Record(
         plan.component, plan.environment, "deploy", Outcome.FAILED, artifact.version, git_sha=git_sha,
         sha256=artifact.sha256_hex, artifact="reused" if artifact.reused else "built", traffic=plan.strategy.name,
-        accepted_alarms=sorted(plan.alarms.accepted),
+        accepted_alarms=sorted(plan.alarms.accepted), region=plan.region,
     )  # fmt: skip
     record.attach_flow_run()
     return record
@@ -540,7 +567,7 @@ def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_
     comp = plan.config.lambda_component(plan.component)
     if comp.migrations:
         ran("migrations")
-        secret_name = plan.config.database_secret(plan.environment)
+        secret_name = plan.config.database_secret(plan.environment, plan.region)
         run_migrations(
             download_artifact(plan.target, plan.bucket, artifact.key), comp.migrations.command,
             comp.runtime, read_secret(plan.target, secret_name), comp.migrations.timeout,

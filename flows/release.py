@@ -85,6 +85,12 @@ class DeployResult:
     flow_run_name: str | None = None
     # Deployed, then rolled back by the release because these components failed beside it (on_failure).
     rolled_back_because: str | None = None
+    region: str | None = None  # in an environment of several regions: which one
+
+    @property
+    def label(self) -> str:
+        """``backend``, or ``backend (us-west-2)`` in an environment of several regions."""
+        return f"{self.component} ({self.region})" if self.region else self.component
 
     @property
     def failed(self) -> bool:
@@ -92,7 +98,12 @@ class DeployResult:
         return self.outcome.is_failure and self.rolled_back_because is None
 
 
-def live_now(config: Config, target: AwsTarget, environment: str, component: str) -> str:
+def step_key(component: str, region: str | None) -> str:
+    """A deploy's key among an environment's: the component, ``component@region`` with several regions."""
+    return f"{component}@{region}" if region else component
+
+
+def live_now(config: Config, target: AwsTarget, environment: str, component: str, region: str | None = None) -> str:
     """What runs now, read from AWS: ``v1 (Lambda version 3)`` or ``v1 (…:v1)``."""
     try:
         comp = config.component(component)
@@ -103,7 +114,7 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
             service = read_service(target, find_service(target, config.service_ref(component, environment)))
             tag = describe_repository(target, comp.repository).tag_of(service.image)
             return f"{version_of(tag) or 'an image opcd did not push'} ({service.image})"
-        live = read_live(target, config.function_name(component, environment))
+        live = read_live(target, config.function_name(component, environment, region))
     except Exception as exc:  # a summary must not fail for a read: say what is unknown
         return f"unknown ({type(exc).__name__}: {exc})"[:300]
     return f"{live.app_version or 'a version opcd did not deploy'} (Lambda version {live.lambda_version})"
@@ -168,9 +179,11 @@ def deploy_component(
     git_sha: str | None,
     config_path: str | None,
     plan: DeployPlan | None = None,
+    region: str | None = None,
 ) -> Any:
     """The component's deploy (quiet on Slack: the release reports): its deploy flow's body in this task,
-    or that flow as a child run of its own when it bakes a traffic split.
+    or that flow as a child run of its own when it bakes a traffic split. ``region``: the plan's (one of
+    several; part of the task's inputs, so each region's deploy runs once per run).
 
     Returns the deploy's ledger record; when it failed, a Failed state carrying that record (so the
     task shows failed in the UI and the release still knows what is live).
@@ -195,24 +208,31 @@ def deploy_component(
                     component, environment, version, git_sha, config_path, notify=False, planned=plan
                 )
         except Exception as exc:
-            return _failed(config, component, environment, version, str(exc), run)
+            return _failed(config, component, environment, version, str(exc), run, region=region)
     deploy, extra = deploy_flow(config, component)
     state = deploy(
         environment=environment, version=version, git_sha=git_sha, config_path=config_path, notify=False,
         plan=plan, return_state=True, **extra,
     )  # fmt: skip
-    return _ended(state, config, component, environment, "deploy", version)
+    return _ended(state, config, component, environment, "deploy", version, region)
 
 
 def _ended(
-    state: RunState[Any], config: Config, component: str, environment: str, action: Action, version: str | None
+    state: RunState[Any],
+    config: Config,
+    component: str,
+    environment: str,
+    action: Action,
+    version: str | None,
+    region: str | None = None,
 ) -> Any:
     """A child run's result: its ledger record when it completed, else :func:`_failed` with its error."""
     if state.is_completed():
         return state.result()
     error = state.result(raise_on_failure=False)
     reason = str(error) if isinstance(error, BaseException) else str(state.message)
-    return _failed(config, component, environment, version, reason, str(state.state_details.flow_run_id), action)
+    run = str(state.state_details.flow_run_id)
+    return _failed(config, component, environment, version, reason, run, action, region)
 
 
 def _failed(
@@ -223,13 +243,16 @@ def _failed(
     reason: str,
     run: str | None,
     action: Action = "deploy",
+    region: str | None = None,
 ) -> Any:
     """A Failed state carrying the failed run's last ledger record (written by ``run``), else an error record."""
-    target = target_for(config, environment)  # the ledger as the environment's role reads and writes it
-    latest = read_latest(target, config.project.artifact_bucket, environment, component)
+    target = target_for(config, environment, region)  # the ledger as the environment's role reads and writes it
+    bucket = config.bucket_for(environment, region)
+    latest = read_latest(target, bucket, environment, component, region=region)
     if latest is None or run is None or latest.flow_run_id != run:
-        latest = Record(component, environment, action, Outcome.ERROR, version, reason=reason)
-    what = f"{component} to {environment}" if action == "deploy" else f"{action} {component} in {environment}"
+        latest = Record(component, environment, action, Outcome.ERROR, version, reason=reason, region=region)
+    where = f"{environment} {region}" if region else environment
+    what = f"{component} to {where}" if action == "deploy" else f"{action} {component} in {where}"
     return Failed(message=f"{what}: {latest.outcome}: {reason}", data=latest)
 
 
@@ -256,14 +279,17 @@ def load_test_lines(results: dict[str, LoadResult | str]) -> dict[str, str]:
     name="rollback", task_run_name="roll {component} back in {environment}", cache_policy=_ONCE_PER_RUN,
     persist_result=True,
 )  # fmt: skip
-def rollback_component(component: str, environment: str, config_path: str | None) -> Any:
-    """The ``rollback`` flow as a child run: ``component`` back to what was live before the release's deploy.
+def rollback_component(component: str, environment: str, config_path: str | None, region: str | None = None) -> Any:
+    """The ``rollback`` flow as a child run: ``component`` back to what was live before the release's deploy
+    (in ``region``, one of the environment's several).
 
     Returns the child's ledger record (its outcome ``deployed``: the rollback went where it was
     asked and proved healthy); when the child failed, a Failed state carrying its last record.
     """
-    state = rollback(component=component, environment=environment, config_path=config_path, return_state=True)
-    return _ended(state, load_config(config_path), component, environment, "rollback", None)
+    state = rollback(
+        component=component, environment=environment, config_path=config_path, region=region, return_state=True
+    )
+    return _ended(state, load_config(config_path), component, environment, "rollback", None, region)
 
 
 def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
@@ -272,7 +298,7 @@ def _rolled_back_text(steps: dict[str, DeployResult]) -> str:
     if not undone:
         return ""
     went = "; ".join(
-        f"{s.component} ({'live' if s.outcome is Outcome.ROLLED_BACK else 'ROLLBACK FAILED, live'} {s.live})"
+        f"{s.label} ({'live' if s.outcome is Outcome.ROLLED_BACK else 'ROLLBACK FAILED, live'} {s.live})"
         for s in undone
     )
     return f"; rolled back with it: {went}"
@@ -299,16 +325,20 @@ def bounded(start: Callable[[str], PrefectFuture[Any]], names: list[str], limit:
 
 
 def step_of(
-    config: Config, target: AwsTarget, component: str, environment: str, future: PrefectFuture[Any]
+    config: Config,
+    target: AwsTarget,
+    component: str,
+    environment: str,
+    future: PrefectFuture[Any],
+    region: str | None = None,
 ) -> DeployResult:
     """How one deploy ended: the child run's ledger record, or its error when it recorded none."""
     state = future.state
     record = state.result(raise_on_failure=False)
     if not isinstance(record, Record) or record.outcome is Outcome.ERROR:
         reason = str(record.reason) if isinstance(record, Record) else str(record or state.message)
-        return DeployResult(
-            component, environment, Outcome.ERROR, live_now(config, target, environment, component), reason
-        )
+        live = live_now(config, target, environment, component, region)
+        return DeployResult(component, environment, Outcome.ERROR, live, reason, region=region)
     outcome: Outcome = record.outcome
     why = record.reason
     if not state.is_completed() and not outcome.is_failure:
@@ -317,7 +347,7 @@ def step_of(
     return DeployResult(
         component, environment, outcome, live_text(record),
         None if outcome in (Outcome.DEPLOYED, Outcome.NOOP) else why,
-        seconds_between(record.started_at, record.finished_at), record.flow_run_name,
+        seconds_between(record.started_at, record.finished_at), record.flow_run_name, region=region,
     )  # fmt: skip
 
 
@@ -398,10 +428,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for component in summary["components"]:
         cells = []
         for env in envs:
-            step = summary["steps"].get(env, {}).get(component)
-            cells.append(
-                _step_text(DeployResult(**step)).replace("\n", " ").replace("|", "/") if step else "not deployed"
-            )
+            done = [DeployResult(**s) for s in summary["steps"].get(env, {}).values() if s["component"] == component]
+            texts = [(f"{s.region}: " if s.region else "") + _step_text(s).replace("\n", " ") for s in done]
+            cells.append("; ".join(texts).replace("|", "/") if done else "not deployed")
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     for decision in summary["approvals"]:
         lines.append("")
@@ -422,7 +451,7 @@ class Release:
         self.config, self.config_path, self.version, self.git_sha = config, config_path, version, git_sha
         self.environments = environments
         self.target = resolve_target(config.state_dir(), config.project.region)  # the worker's own: email
-        self._targets: dict[str, AwsTarget] = {}
+        self._targets: dict[tuple[str, str | None], AwsTarget] = {}
         self.notifier = Notifier.from_config(config, f"release {version}")
         self.emailer = Emailer.from_config(config, self.target)
         self.components: list[str] = []
@@ -439,11 +468,12 @@ class Release:
         self.replaying_until = replayed_gate(environments)
         self.notifier.muted = self.emailer.muted = self.replaying_until is not None
 
-    def target_of(self, environment: str) -> AwsTarget:
-        """``environment``'s target (its ``role_arn``): its AWS, and the ledger as its deploys write it."""
-        if environment not in self._targets:
-            self._targets[environment] = target_for(self.config, environment)
-        return self._targets[environment]
+    def target_of(self, environment: str, region: str | None = None) -> AwsTarget:
+        """``environment``'s target (its ``role_arn``; its ``region``, None: its first): its AWS, and the ledger
+        as its deploys write it."""
+        if (environment, region) not in self._targets:
+            self._targets[environment, region] = target_for(self.config, environment, region)
+        return self._targets[environment, region]
 
     def summary(self, outcome: ReleaseOutcome, detail: str) -> dict[str, Any]:
         ctx = FlowRunContext.get()
@@ -465,8 +495,8 @@ class Release:
         facts = {"Took": f"{_took(summary['seconds'])} (builds {_took(self.build_seconds)})"}
         for component in self.components:
             facts[component] = "; ".join(
-                f"{env}: {self.steps[env][component].outcome}, live {self.steps[env][component].live}"
-                for env in self.environments if component in self.steps.get(env, {})
+                f"{env}{' ' + s.region if s.region else ''}: {s.outcome}, live {s.live}"
+                for env in self.environments for s in self.steps.get(env, {}).values() if s.component == component
             ) or "not deployed"  # fmt: skip
         level = "fail" if outcome.is_failure else "ok"
         self.notifier.send(f"{outcome}: {detail}", level, facts)
@@ -491,12 +521,17 @@ class Release:
         url = run_url()
         return f"\n\nThe run in the Prefect UI: {url}\n" if url else ""
 
-    def deploy_plan(self, component: str, environment: str) -> DeployPlan:
-        """The release plan's deploy of ``component`` to ``environment``, with the artifact its build made."""
+    def deploy_plan(self, component: str, environment: str, region: str | None = None) -> DeployPlan:
+        """The release plan's deploy of ``component`` to ``environment`` (its ``region``), with the artifact its
+        build made (another region's bucket: copied from the build's, ``copy_from``)."""
         assert self.plan is not None
-        plan = self.plan.deploy(component, environment)
+        plan = self.plan.deploy(component, environment, region)
         made = self.artifacts.get(component)
-        return plan.model_copy(update={"artifact": made}) if made else plan
+        if made is None:
+            return plan
+        here, built = plan.artifact.location, made.copy_from or made.location
+        made = made.model_copy(update={"location": here, "copy_from": built if built != here else None})
+        return plan.model_copy(update={"artifact": made})
 
     def build_plan(self, component: str) -> DeployPlan:
         """The first environment's deploy, carrying what the build of ``component`` makes (or found made)."""
@@ -535,7 +570,14 @@ class Release:
         settings = self.config.environment(environment).approval
         if not settings:
             return
-        live = {c: live_now(self.config, self.target_of(environment), environment, c) for c in self.components}
+        several: list[str | None] = [*self.config.regions(environment)] if self.config.region_key(environment) else []
+        live = {  # an environment of several regions: what each region runs
+            c: "; ".join(
+                (f"{r}: " if r else "") + live_now(self.config, self.target_of(environment, r), environment, c, r)
+                for r in several or [None]
+            )
+            for c in self.components
+        }
         description = approval_description(
             self.version, self.git_sha, environment, self.components, live, self.steps, settings.timeout,
             settings.approvers,
@@ -585,44 +627,75 @@ class Release:
         self.finish(ReleaseOutcome.REJECTED, detail)
         raise DeployFailed(f"release {self.version} to {environment}: {detail}")
 
+    def waves(self, environment: str) -> list[list[str | None]]:
+        """The environment's deploys in waves: its first region alone, then the rest together (one region: one
+        wave, no region named)."""
+        stage = next((st for st in self.plan.stages if st.environment == environment), None) if self.plan else None
+        regions: list[str | None] = list(stage.regions) if stage and stage.regions else [None]
+        return [regions[:1], regions[1:]] if len(regions) > 1 else [regions]
+
     def deploy(self, environment: str) -> None:
         logger = get_run_logger()
+        steps: dict[str, DeployResult] = {}
+        untouched: list[str] = []
         with release_lock(environment):
-            logger.info("Deploying %s %s to %s in parallel", ", ".join(self.components), self.version, environment)
-            futures = bounded(  # release.max_parallel at once; the next starts as one ends
-                lambda c: deploy_component.submit(
-                    c, environment, self.version, self.git_sha, self.config_path, self.deploy_plan(c, environment)
-                ),
-                self.components, self.config.release.max_parallel,
-            )  # fmt: skip
-            for future in futures.values():
-                future.wait()  # every deploy ends before any result is read (or the lock released)
-            target = self.target_of(environment)
-            steps = {c: step_of(self.config, target, c, environment, f) for c, f in futures.items()}
+            waves = self.waves(environment)
+            for number, wave in enumerate(waves):
+                if untouched or any(s.failed for s in steps.values()):  # a region failed: no further wave
+                    untouched += [str(region) for region in wave]
+                    continue
+                where = f"{environment} {', '.join(map(str, wave))}" if wave != [None] else environment
+                how = "alone first" if number == 0 and len(waves) > 1 else "in parallel"
+                logger.info("Deploying %s %s to %s (%s)", ", ".join(self.components), self.version, where, how)
+                steps.update(self.deploy_wave(environment, wave))
             self.roll_back_the_others(environment, steps)
         self.steps[environment] = steps
         failed = [s for s in steps.values() if s.failed]
         if failed:
-            text = f"{environment}: {len(failed)} of {len(steps)} FAILED ({', '.join(s.component for s in failed)})"
+            text = f"{environment}: {len(failed)} of {len(steps)} FAILED ({', '.join(s.label for s in failed)})"
         else:
             text = f"{environment}: {len(steps)} of {len(steps)} deployed"
+        text += f"; not deployed to {', '.join(untouched)}" if untouched else ""
         self.notifier.send(text, "fail" if failed else "ok", _facts(steps))
         for step in steps.values():
             if step.outcome in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
                 rolled_back = step.outcome is Outcome.ROLLED_BACK
+                where = f"{environment} {step.region}" if step.region else environment
                 self.notifier.send(
-                    f"{step.component} in {environment} was"
+                    f"{step.component} in {where} was"
                     f" {'ROLLED BACK' if rolled_back else 'NOT rolled back (rollback failed)'}: live now {step.live}",
                     "warn" if rolled_back else "fail",
                     {"Why": (step.reason or "-")[:500]},
                 )
         if failed:
-            later = self.environments[self.environments.index(environment) + 1 :]
-            where = "; ".join(f"{s.component}: {s.outcome}, live {s.live}" for s in failed)
+            later = [*untouched, *self.environments[self.environments.index(environment) + 1 :]]
+            where = "; ".join(f"{s.label}: {s.outcome}, live {s.live}" for s in failed)
             detail = f"{environment} failed ({where})" + _rolled_back_text(steps)
             detail += f"; {', '.join(later)} untouched" if later else ""
             self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
+
+    def deploy_wave(self, environment: str, wave: list[str | None]) -> dict[str, DeployResult]:
+        """Every component's deploy to each region of ``wave`` (None: the environment's one), in parallel
+        (``release.max_parallel`` at once; the next starts as one ends); how each ended, by :func:`step_key`."""
+        slots = {step_key(c, region): (c, region) for region in wave for c in self.components}
+
+        def start(key: str) -> PrefectFuture[Any]:
+            component, region = slots[key]
+            plan = self.deploy_plan(component, environment, region)
+            return deploy_component.submit(
+                component, environment, self.version, self.git_sha, self.config_path, plan, region
+            )
+
+        futures = bounded(start, list(slots), self.config.release.max_parallel)
+        for future in futures.values():
+            future.wait()  # every deploy ends before any result is read (or the lock released)
+        steps = {}
+        for key, future in futures.items():
+            component, region = slots[key]
+            target = self.target_of(environment, region)
+            steps[key] = step_of(self.config, target, component, environment, future, region)
+        return steps
 
     def load_test(self, environment: str) -> None:
         """After the first environment's deploys: each component's ``load_test``, one after the other (so
@@ -680,32 +753,34 @@ class Release:
         for step in steps.values():
             if step.outcome is Outcome.ERROR:  # a run that recorded no outcome of its own: shown here
                 report("FAILED", step.reason or "", State.FAILED, step.component, environment)
-        failed = [s.component for s in steps.values() if s.failed]
-        changed = [s.component for s in steps.values() if s.outcome is Outcome.DEPLOYED]
+        failed = [s.label for s in steps.values() if s.failed]
+        changed = [key for key, s in steps.items() if s.outcome is Outcome.DEPLOYED]
         on_failure = self.plan.on_failure if self.plan else self.config.release.on_failure
         if not failed or not changed or on_failure != "rollback-all":
             return
         because = ", ".join(failed)
         get_run_logger().warning(
             "%s failed in %s: rolling back %s too (release.on_failure = rollback-all)",
-            because, environment, ", ".join(changed),
+            because, environment, ", ".join(steps[key].label for key in changed),
         )  # fmt: skip
         futures = {}
-        for component in changed:
+        for key in changed:  # every component and region the release changed there, in parallel
+            step = steps[key]
             report("roll back", f"{because} failed beside it (release.on_failure = rollback-all)", State.WARN,
-                   component, environment)  # fmt: skip
-            futures[component] = rollback_component.submit(component, environment, self.config_path)
+                   step.component, environment)  # fmt: skip
+            futures[key] = rollback_component.submit(step.component, environment, self.config_path, step.region)
         for future in futures.values():
             future.wait()
-        target = self.target_of(environment)
-        for component, future in futures.items():
-            back = step_of(self.config, target, component, environment, future)
+        for key, future in futures.items():
+            step = steps[key]
+            target = self.target_of(environment, step.region)
+            back = step_of(self.config, target, step.component, environment, future, step.region)
             went_back = back.outcome in (Outcome.DEPLOYED, Outcome.NOOP)
             why = f"rolled back by the release: {because} failed in {environment} (release.on_failure = rollback-all)"
-            steps[component] = DeployResult(
-                component, environment, Outcome.ROLLED_BACK if went_back else Outcome.ROLLBACK_FAILED, back.live,
-                why if went_back else f"{why}; the rollback FAILED: {back.reason}", steps[component].seconds,
-                back.flow_run_name or steps[component].flow_run_name, rolled_back_because=because,
+            steps[key] = DeployResult(
+                step.component, environment, Outcome.ROLLED_BACK if went_back else Outcome.ROLLBACK_FAILED, back.live,
+                why if went_back else f"{why}; the rollback FAILED: {back.reason}", step.seconds,
+                back.flow_run_name or step.flow_run_name, rolled_back_because=because, region=step.region,
             )  # fmt: skip
 
 

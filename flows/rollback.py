@@ -30,7 +30,7 @@ def choose_version(
     """
     versions = list_versions(plan.target, plan.function)
     by_number = {v["Version"]: v for v in versions}
-    history = read_history(plan.target, plan.bucket, plan.environment, plan.component)
+    history = read_history(plan.target, plan.bucket, plan.environment, plan.component, plan.region)
     where = f"{plan.component} in {plan.environment}"
     if to_lambda_version is not None:
         numbers = seen_live(history, "live_lambda_version", "previous_lambda_version")
@@ -81,10 +81,12 @@ def rollback(
     to_lambda_version: str | None = None,
     config_path: str | None = None,
     force: bool = False,
+    region: str | None = None,
 ) -> Record:
     """Point ``live`` back at an earlier version; verify health, else restore where it was.
 
-    A named version must be one the ledger saw live; ``force`` goes to any (recorded).
+    A named version must be one the ledger saw live; ``force`` goes to any (recorded). ``region``: one of the
+    environment's regions (None: its first); its ledger and lock are that region's.
     """
     logger = get_run_logger()
     emit(DEPLOY_STARTED, component, environment, to_version, action="rollback", force=force)
@@ -100,20 +102,20 @@ def rollback(
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
-        plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True)
-    with environment_lock(environment, component):
+        plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True, region=region)
+    with environment_lock(environment, component, region=plan.region):
         live = read_live_alias(plan.target, plan.function)
         version, app_version = choose_version(plan, live, to_version, to_lambda_version, force)
         record = Record(
             component, environment, "rollback", Outcome.FAILED, app_version, lambda_version=version,
             previous_version=live.app_version, previous_lambda_version=live.lambda_version,
-            live_version=live.app_version, live_lambda_version=live.lambda_version, force=force,
+            live_version=live.app_version, live_lambda_version=live.lambda_version, force=force, region=plan.region,
         )  # fmt: skip
         if force:
             logger.warning("--force: going to %s (Lambda version %s) whether or not the ledger saw it live",
                            app_version, version)  # fmt: skip
         record.attach_flow_run()
-        notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
+        notifier = Notifier.from_config(plan.config, f"rollback {component} in {plan.where}")
         if version == live.lambda_version and not live.weights:
             logger.info("%s is already on %s (Lambda version %s): nothing to do", plan.function, app_version, version)
             record.outcome, record.reason = Outcome.NOOP, "already live"

@@ -360,9 +360,14 @@ def _http() -> httpx.Client:
     return httpx.Client(timeout=PING_TIMEOUTS[0])
 
 
-def resolve_target(state_dir: Path, region: str, role: AssumedRole | None = None) -> AwsTarget:
-    """Choose the AWS target for a project whose local state lives in ``state_dir``; ``role``: its calls' role."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or region
+def resolve_target(state_dir: Path, region: str, role: AssumedRole | None = None, pinned: bool = False) -> AwsTarget:
+    """Choose the AWS target for a project whose local state lives in ``state_dir``; ``role``: its calls' role.
+
+    ``pinned``: ``region`` is the one opcd.toml names for these calls (an environment's ``regions``): neither
+    ``AWS_REGION`` nor the sandbox's own region replaces it.
+    """
+    if not pinned:
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or region
     if endpoint := os.environ.get("AWS_ENDPOINT_URL"):
         info = read_sandbox_file(state_dir)  # the user chose the endpoint: a stale file only decides the name
         ours = bool(info and info["aws_endpoint_url"] == endpoint)
@@ -375,7 +380,7 @@ def resolve_target(state_dir: Path, region: str, role: AssumedRole | None = None
     if info := sandbox_info(state_dir):
         return AwsTarget(
             "sandbox",
-            info.get("region", region),
+            region if pinned else info.get("region", region),
             info["aws_endpoint_url"],
             credentials=("testing", "testing"),
             gateway=info.get("gateway", {}),
@@ -385,21 +390,28 @@ def resolve_target(state_dir: Path, region: str, role: AssumedRole | None = None
     return AwsTarget("aws", region, role=role)
 
 
-def target_for(config: Config, environment: str | None = None) -> AwsTarget:
-    """The AWS target of ``environment``: the project's, as the role its ``role_arn`` names when set."""
+def target_for(config: Config, environment: str | None = None, region: str | None = None) -> AwsTarget:
+    """The AWS target of ``environment``: the project's, as the role its ``role_arn`` names when set.
+
+    ``region``: one of the environment's ``regions`` (None: its first). An environment that names its regions
+    gets that region whatever ``AWS_REGION`` says; one that does not keeps the project's (or ``AWS_REGION``).
+    """
     role_arn = config.environment(environment).role_arn if environment else None
     role = AssumedRole(role_arn, _session_name(environment)) if role_arn and environment else None
-    return resolve_target(config.state_dir(), config.project.region, role)
+    if environment is None or not config.environment(environment).regions:
+        return resolve_target(config.state_dir(), config.project.region, role)
+    config.region_key(environment, region)  # UnknownName for a region the environment does not have
+    return resolve_target(config.state_dir(), region or config.regions(environment)[0], role, pinned=True)
 
 
-def guarded_target(config: Config, environment: str) -> AwsTarget:
+def guarded_target(config: Config, environment: str, region: str | None = None) -> AwsTarget:
     """``environment``'s target, once STS says who its calls are made as (logged with the target).
 
     Called before anything in ``environment`` changes. With ``account_id`` set, an InputError
     (exit 2) when the credentials (or the assumed role) belong to another account, or when STS
     cannot say who they are; without it, who they are is only reported.
     """
-    target = target_for(config, environment)
+    target = target_for(config, environment, region)
     expected = config.environment(environment).account_id
     fix = f"use {environment}'s credentials/role or fix environments.{environment}.account_id"
     try:

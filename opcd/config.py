@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,6 +32,9 @@ DEFAULT_CONFIG = "opcd.toml"
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*", re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
+# An AWS region's name: us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1, cn-north-1.
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}", re.ASCII)
+REGION_PLACEHOLDER = "{region}"
 
 
 def parse_duration(value: Any) -> float:
@@ -58,7 +62,10 @@ class _Model(BaseModel):
 class Project(_Model):
     name: str = Field(description="Name of the project, used in tags and messages.")
     region: str = Field(default="us-east-1", description="AWS region of every resource.")
-    artifact_bucket: str = Field(description="S3 bucket that keeps built artifacts and the ledger.")
+    artifact_bucket: str = Field(
+        description="S3 bucket that keeps built artifacts and the ledger; {region} in it is replaced by each"
+        " region's name (a Lambda function takes its code from a bucket of its own region)."
+    )
     artifact_retention_days: int = Field(
         default=30, ge=1, le=3650, description="Days before built artifacts expire (the bucket's lifecycle rule)."
     )
@@ -489,6 +496,12 @@ class Environment(_Model):
     role_arn: Annotated[str, BeforeValidator(_role_arn)] | None = Field(
         default=None, description="IAM role assumed (STS AssumeRole) for every AWS call made for this environment."
     )
+    regions: list[str] | None = Field(
+        default=None,
+        description="The AWS regions of this environment, deployed in this order: the first alone, then the rest"
+        " in parallel (default: [project.region]). {region} in the names of its functions, services, alarms,"
+        " secrets, health URLs and the artifact bucket is replaced by each region's name.",
+    )
     functions: dict[str, str] = Field(default_factory=dict, description="Component → Lambda function name.")
     services: dict[str, str] = Field(default_factory=dict, description="Component → App Runner service name or ARN.")
     ecs: dict[str, EcsService] = Field(
@@ -520,6 +533,20 @@ class Environment(_Model):
                 f"role_arn is a role of account {role['account']}, not of account_id {self.account_id}: fix one of them"
             )
         return self
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError('name at least one region, e.g. ["us-east-1"] (or leave it out)')
+        for region in value:
+            if not _REGION.fullmatch(region):
+                raise ValueError(f"{region!r} is not an AWS region's name, e.g. 'us-west-2'")
+        for dup in sorted({r for r in value if value.count(r) > 1}):
+            raise ValueError(f"{dup!r} appears twice")
+        return value
 
     @field_validator("health")
     @classmethod
@@ -632,6 +659,42 @@ class Config(_Model):
 
     # Where the file was read from; relative paths in it are relative to this directory.
     root: Path = Field(default=Path("."), exclude=True, description="Directory opcd.toml was read from (not a key).")
+    # project.artifact_bucket as opcd.toml writes it, {region} kept (project.artifact_bucket: project.region's)
+    _bucket_template: str | None = PrivateAttr(default=None)
+
+    def regions(self, environment: str) -> list[str]:
+        """The regions of ``environment``, in deploy order: ``regions``, else ``[project.region]``."""
+        return list(self.environment(environment).regions or [self.project.region])
+
+    def region_key(self, environment: str, region: str | None = None) -> str | None:
+        """``region`` as plans, ledger paths and locks name it: None in an environment of one region (its
+        names and paths stay as they were), else the region (default: the first). UnknownName for another."""
+        regions = self.regions(environment)
+        if region is not None and region not in regions:
+            raise UnknownName(
+                f"environment {environment!r} has no region {region!r}", f"its regions: {', '.join(regions)}"
+            )
+        return None if len(regions) == 1 else region or regions[0]
+
+    def in_region(self, name: str, environment: str | None = None, region: str | None = None) -> str:
+        """``name`` with {region} replaced: by ``region``, else ``environment``'s first, else project.region."""
+        if REGION_PLACEHOLDER not in name:
+            return name
+        where = region or (self.regions(environment)[0] if environment else self.project.region)
+        return name.replace(REGION_PLACEHOLDER, where)
+
+    def bucket_for(self, environment: str | None = None, region: str | None = None) -> str:
+        """The artifact bucket of ``region`` (default: ``environment``'s first region, else project.region)."""
+        return self.in_region(self._bucket_template or self.project.artifact_bucket, environment, region)
+
+    def alarm_names(self, environment: str, region: str | None = None) -> list[str]:
+        """``environment``'s alarms in ``region`` (default: its first)."""
+        return [self.in_region(a, environment, region) for a in self.environment(environment).alarms]
+
+    def health_url(self, component: str, environment: str, region: str | None = None) -> str | None:
+        """``component``'s health URL in ``environment``'s ``region`` (default: its first), if it has one."""
+        url = self.environment(environment).health.get(component)
+        return self.in_region(url, environment, region) if url else None
 
     def component(self, name: str) -> Component:
         if name not in self.components:
@@ -685,13 +748,15 @@ class Config(_Model):
             )
         return entries[component]
 
-    def function_name(self, component: str, environment: str) -> str:
-        """The Lambda function that ``component`` runs as in ``environment``."""
-        return self._runs_as("functions", component, environment, "Lambda function")
+    def function_name(self, component: str, environment: str, region: str | None = None) -> str:
+        """The Lambda function that ``component`` runs as in ``environment`` (its ``region``; default: the first)."""
+        function = self._runs_as("functions", component, environment, "Lambda function")
+        return self.in_region(function, environment, region)
 
-    def service_ref(self, component: str, environment: str) -> str:
+    def service_ref(self, component: str, environment: str, region: str | None = None) -> str:
         """The App Runner service (a name or an ARN) that ``component`` runs as in ``environment``."""
-        return self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
+        ref = self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
+        return self.in_region(ref, environment, region)
 
     def ecs_service(self, component: str, environment: str) -> EcsService:
         """The ECS cluster and service that ``component`` runs as in ``environment``."""
@@ -704,7 +769,7 @@ class Config(_Model):
             )
         return entries[component]
 
-    def database_secret(self, environment: str) -> str:
+    def database_secret(self, environment: str, region: str | None = None) -> str:
         """The Secrets Manager secret of ``environment``'s database URL (migrations need it)."""
         secret = self.environment(environment).database_secret
         if secret is None:
@@ -712,7 +777,7 @@ class Config(_Model):
                 f"environments.{environment}.database_secret: missing (a component has migrations)",
                 "name the Secrets Manager secret holding the database URL in opcd.toml",
             )
-        return secret
+        return self.in_region(secret, environment, region)
 
     def source_dir(self, component: str) -> Path:
         return (self.root / self.component(component).source).resolve()
@@ -825,11 +890,29 @@ def _cross_checks(config: Config) -> list[str]:
                 problems.append(
                     f"environments.{ename}.health.{cname}: missing (components.{cname}.load_test requests its origin)"
                 )
+        if env.regions and len(env.regions) > 1:
+            problems += _region_checks(config, ename)
         migrations = any(isinstance(c, LambdaComponent) and c.migrations for c in config.components.values())
         if migrations and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
     if config.terraform:
         problems += _terraform_checks(config, config.terraform)
+    return problems
+
+
+def _region_checks(config: Config, environment: str) -> list[str]:
+    """An environment of several regions: Lambda components only (for now), each region's own artifact bucket."""
+    problems = [
+        f"environments.{environment}.regions: several regions are not supported yet for {comp.kind} components"
+        f" ({name}): give {environment} one region, or deploy {name} from an environment of its own"
+        for name, comp in config.components.items()
+        if comp.kind != "lambda"
+    ]
+    if REGION_PLACEHOLDER not in config.project.artifact_bucket:
+        problems.append(
+            f"project.artifact_bucket: {environment} has several regions, and a Lambda function takes its code from"
+            ' a bucket of its own region: put {region} in the name (e.g. "outreachpass-artifacts-{region}")'
+        )
     return problems
 
 
@@ -854,11 +937,24 @@ def parse_config(data: dict[str, Any], root: Path) -> Config:
     else:
         problems = _cross_checks(config)
         if not problems:
-            return config
+            return _home_bucket(config)
     raise ConfigError(
         "invalid opcd.toml:\n  " + "\n  ".join(problems),
         "fix the keys above; `opcd config check` shows them again",
     )
+
+
+def _home_bucket(config: Config) -> Config:
+    """project.artifact_bucket with {region} replaced by project.region (the project's own: ledger, releases);
+    the name as written stays behind :meth:`Config.bucket_for`, which fills in any other region."""
+    template = config.project.artifact_bucket
+    if REGION_PLACEHOLDER not in template:
+        return config
+    bucket = template.replace(REGION_PLACEHOLDER, config.project.region)
+    home = config.project.model_copy(update={"artifact_bucket": bucket})
+    filled = config.model_copy(update={"project": home})
+    filled._bucket_template = template
+    return filled
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -77,6 +77,11 @@ def _accounts(config: Config, account: str | None) -> dict[str, str]:
     return {name: account or str(getattr(env, "account_id", None) or "*") for name, env in config.environments.items()}
 
 
+def _places(config: Config) -> list[tuple[str, str]]:
+    """(environment, region) of every region of every environment: the project's region for one that names none."""
+    return [(env, where) for env in config.environments for where in config.regions(env)]
+
+
 def _statement(sid: str, actions: list[str], resources: list[str], **extra: Any) -> dict[str, Any]:
     unique = list(dict.fromkeys(resources))
     return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": unique, **extra}
@@ -95,12 +100,13 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
 
     functions: list[str] = []
     rules: list[str] = []
-    for env_name, env in config.environments.items():
-        arn = f"arn:aws:lambda:{region}:{accounts[env_name]}:function:"
+    for env_name, where in _places(config):  # each environment's regions: its functions and rules in each
+        arn = f"arn:aws:lambda:{where}:{accounts[env_name]}:function:"
         for component in lambdas:
-            if component in env.functions:
-                functions += [arn + env.functions[component], arn + env.functions[component] + ":*"]
-        rules.append(f"arn:aws:events:{region}:{accounts[env_name]}:rule/{project}-{env_name}-*")
+            if component in config.environments[env_name].functions:
+                function = config.function_name(component, env_name, where)
+                functions += [arn + function, arn + function + ":*"]
+        rules.append(f"arn:aws:events:{where}:{accounts[env_name]}:rule/{project}-{env_name}-*")
     if functions:
         actions = ["GetAlias", "GetFunctionConfiguration", "ListVersionsByFunction"]
         if not read:
@@ -114,33 +120,37 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         if not read:  # finding the rules a component no longer has (ListRules has no resource-level scope)
             statements.append(_statement("ListEventRules", ["events:ListRules"], ["*"]))
 
-    # The artifact bucket: each component's artifacts, the ledger, saved Terraform plans, the release's results.
-    objects = [f"arn:aws:s3:::{bucket}/{name}/*" for name in config.components]
-    ledger = f"arn:aws:s3:::{bucket}/{LEDGER_PREFIX}/*"
+    # The artifact buckets (the project's, and each region's when its name has {region}): each component's
+    # artifacts (a release copies a build from one to another), the ledger, saved Terraform plans, the results.
+    buckets = list(dict.fromkeys([bucket, *(config.bucket_for(env, where) for env, where in _places(config))]))
+    objects = [f"arn:aws:s3:::{b}/{name}/*" for b in buckets for name in config.components]
+    ledgers = [f"arn:aws:s3:::{b}/{LEDGER_PREFIX}/*" for b in buckets]
     plans = f"arn:aws:s3:::{bucket}/{PLANS_PREFIX}/*"
     results = f"arn:aws:s3:::{bucket}/{RESULTS_PREFIX}/*"
     statements.append(
-        _statement("ArtifactBucket", ["s3:GetLifecycleConfiguration", "s3:ListBucket"], [f"arn:aws:s3:::{bucket}"])
+        _statement(
+            "ArtifactBucket", ["s3:GetLifecycleConfiguration", "s3:ListBucket"], [f"arn:aws:s3:::{b}" for b in buckets]
+        )
     )
     if read:  # no write at all: a saved plan it could write, terraform-apply would apply with deploy credentials
-        statements.append(_statement("ReadArtifactsAndLedger", ["s3:GetObject"], [*objects, ledger]))
+        statements.append(_statement("ReadArtifactsAndLedger", ["s3:GetObject"], [*objects, *ledgers]))
     else:
         statements.append(
             _statement(
-                "ArtifactsLedgerPlansResults", ["s3:GetObject", "s3:PutObject"], [*objects, ledger, plans, results]
+                "ArtifactsLedgerPlansResults", ["s3:GetObject", "s3:PutObject"], [*objects, *ledgers, plans, results]
             )
         )
     # Belt and braces against a broader policy beside this one: the ledger is never deleted or expired.
     statements.append({
         "Sid": "LedgerStays", "Effect": "Deny",
         "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"],
-        "Resource": [f"arn:aws:s3:::{bucket}", ledger],
+        "Resource": [*(f"arn:aws:s3:::{b}" for b in buckets), *ledgers],
     })  # fmt: skip
 
     alarms = [
-        f"arn:aws:cloudwatch:{region}:{accounts[env_name]}:alarm:{alarm}"
-        for env_name, env in config.environments.items()
-        for alarm in env.alarms
+        f"arn:aws:cloudwatch:{where}:{accounts[env_name]}:alarm:{alarm}"
+        for env_name, where in _places(config)
+        for alarm in config.alarm_names(env_name, where)
     ]
     if alarms:
         statements.append(_statement("Alarms", ["cloudwatch:DescribeAlarms"], alarms))
@@ -186,10 +196,11 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
             ))  # fmt: skip
 
     if not read:
-        secrets = [
-            f"arn:aws:secretsmanager:{region}:{accounts[env_name]}:secret:{env.database_secret}-??????"
-            for env_name, env in config.environments.items()
-            if env.database_secret
+        secrets = [  # a secret's ARN ends with six random characters
+            f"arn:aws:secretsmanager:{where}:{accounts[env_name]}:secret:"
+            f"{config.database_secret(env_name, where)}-??????"
+            for env_name, where in _places(config)
+            if config.environments[env_name].database_secret
         ]
         if secrets:  # a secret's ARN ends with six random characters
             statements.append(_statement("DatabaseSecrets", ["secretsmanager:GetSecretValue"], secrets))

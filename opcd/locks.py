@@ -44,8 +44,9 @@ from prefect.states import Crashed
 from opcd.logs import run_logger
 
 
-def limit_name(environment: str, component: str) -> str:
-    return f"opcd-env-{environment}-{component}"
+def limit_name(environment: str, component: str, region: str | None = None) -> str:
+    """``opcd-env-ENV-COMPONENT``; ``opcd-env-ENV-REGION-COMPONENT`` in an environment of several regions."""
+    return f"opcd-env-{environment}-{region}-{component}" if region else f"opcd-env-{environment}-{component}"
 
 
 def release_limit_name(environment: str) -> str:
@@ -213,9 +214,12 @@ def _hold(name: str, timeout: float | None) -> Iterator[None]:
 
 
 @contextmanager
-def environment_lock(environment: str, component: str, timeout: float | None = 3600.0) -> Iterator[None]:
-    """Hold ``component``'s slot in ``environment`` for the block (waits for another change to it)."""
-    with _hold(limit_name(environment, component), timeout):
+def environment_lock(
+    environment: str, component: str, timeout: float | None = 3600.0, region: str | None = None
+) -> Iterator[None]:
+    """Hold ``component``'s slot in ``environment`` (its ``region``, in one of several) for the block (waits for
+    another change to it)."""
+    with _hold(limit_name(environment, component, region), timeout):
         yield
 
 

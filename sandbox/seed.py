@@ -47,64 +47,58 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
     Returns the gateway map: public origin of each health URL → local gateway URL.
     """
 
-    def client(service: str, url: str = endpoint_url) -> Any:
-        return new_client(service, config.project.region, ("testing", "testing"), url)
+    def client(service: str, url: str = endpoint_url, region: str = config.project.region) -> Any:
+        return new_client(service, region, ("testing", "testing"), url)
 
-    s3, iam, lam, cw, sm = (client(s) for s in ("s3", "iam", "lambda", "cloudwatch", "secretsmanager"))
-    if config.project.region == "us-east-1":
-        s3.create_bucket(Bucket=config.project.artifact_bucket)
-    else:
-        s3.create_bucket(
-            Bucket=config.project.artifact_bucket,
-            CreateBucketConfiguration={"LocationConstraint": config.project.region},
-        )
-    # the retention rules Terraform gives the bucket (the lambda deploys keep their own in place too)
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=config.project.artifact_bucket,
-        LifecycleConfiguration={"Rules": [
-            {"ID": f"opcd-retention-{name}", "Filter": {"Prefix": f"{name}/"}, "Status": "Enabled",
-             "Expiration": {"Days": config.project.artifact_retention_days}}
-            for name in config.components
-        ]},
-    )  # fmt: skip
+    iam = client("iam")
+    buckets = {config.project.artifact_bucket: config.project.region}  # the project's own: the ledger's
+    for env_name in config.environments:
+        for region in config.regions(env_name):
+            buckets.setdefault(config.bucket_for(env_name, region), region)
+    for bucket, region in buckets.items():
+        seed_bucket(config, client("s3", region=region), region, bucket)
     role_arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(_TRUST))["Role"]["Arn"]
     gateway: dict[str, str] = {}
     for env_name, env in config.environments.items():
-        database_url = f"sqlite:///{(data_dir / f'{config.project.name}-{env_name}.db').resolve()}"
-        if env.database_secret:
-            sm.create_secret(Name=env.database_secret, SecretString=database_url)
-        for comp_name, function_name in env.functions.items():
-            comp = config.lambda_component(comp_name)
-            lam.create_function(
-                FunctionName=function_name,
-                Runtime=comp.runtime,
-                Role=role_arn,
-                Handler=comp.handler,
-                Code={"ZipFile": placeholder_zip(comp.handler)},
-                Timeout=15,
-                MemorySize=256,
-                Architectures=[comp.architecture],
-                Environment={"Variables": {"APP_ENV": env_name, "DATABASE_URL": database_url}},
-                Tags={"opcd:project": config.project.name, "opcd:component": comp_name},
-            )
-            version = lam.publish_version(FunctionName=function_name, Description="placeholder (terraform)")
-            lam.create_alias(FunctionName=function_name, Name="live", FunctionVersion=version["Version"])
-            if comp_name in env.health:
-                parts = urlsplit(env.health[comp_name])
-                gateway[f"{parts.scheme}://{parts.netloc}"] = f"{endpoint_url}/_gateway/{function_name}"
-        for alarm in env.alarms:
-            cw.put_metric_alarm(
-                AlarmName=alarm,
-                Namespace="AWS/Lambda",
-                MetricName="Errors",
-                Statistic="Sum",
-                Period=60,
-                EvaluationPeriods=1,
-                Threshold=1.0,
-                ComparisonOperator="GreaterThanOrEqualToThreshold",
-                TreatMissingData="notBreaching",
-            )
-            cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
+        for region in config.regions(env_name):
+            lam, cw, sm = (client(s, region=region) for s in ("lambda", "cloudwatch", "secretsmanager"))
+            database_url = f"sqlite:///{(data_dir / f'{config.project.name}-{env_name}.db').resolve()}"
+            if env.database_secret:
+                sm.create_secret(Name=config.database_secret(env_name, region), SecretString=database_url)
+            for comp_name in env.functions:
+                comp = config.lambda_component(comp_name)
+                function_name = config.function_name(comp_name, env_name, region)
+                lam.create_function(
+                    FunctionName=function_name,
+                    Runtime=comp.runtime,
+                    Role=role_arn,
+                    Handler=comp.handler,
+                    Code={"ZipFile": placeholder_zip(comp.handler)},
+                    Timeout=15,
+                    MemorySize=256,
+                    Architectures=[comp.architecture],
+                    Environment={"Variables": {"APP_ENV": env_name, "DATABASE_URL": database_url}},
+                    Tags={"opcd:project": config.project.name, "opcd:component": comp_name},
+                )
+                version = lam.publish_version(FunctionName=function_name, Description="placeholder (terraform)")
+                lam.create_alias(FunctionName=function_name, Name="live", FunctionVersion=version["Version"])
+                if public := config.health_url(comp_name, env_name, region):
+                    parts = urlsplit(public)
+                    where = "" if region == config.project.region else f"@{region}"  # the gateway's region
+                    gateway[f"{parts.scheme}://{parts.netloc}"] = f"{endpoint_url}/_gateway/{function_name}{where}"
+            for alarm in config.alarm_names(env_name, region):
+                cw.put_metric_alarm(
+                    AlarmName=alarm,
+                    Namespace="AWS/Lambda",
+                    MetricName="Errors",
+                    Statistic="Sum",
+                    Period=60,
+                    EvaluationPeriods=1,
+                    Threshold=1.0,
+                    ComparisonOperator="GreaterThanOrEqualToThreshold",
+                    TreatMissingData="notBreaching",
+                )
+                cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, client, apprunner_url))
     gateway.update(seed_ecs(client, endpoint_url, ecs_services(config)))
@@ -114,6 +108,23 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
+
+
+def seed_bucket(config: Config, s3: Any, region: str, bucket: str) -> None:
+    """An artifact bucket in ``region`` with the retention rules Terraform gives it (the lambda deploys keep
+    their own in place too)."""
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={"Rules": [
+            {"ID": f"opcd-retention-{name}", "Filter": {"Prefix": f"{name}/"}, "Status": "Enabled",
+             "Expiration": {"Days": config.project.artifact_retention_days}}
+            for name in config.components
+        ]},
+    )  # fmt: skip
 
 
 def seed_apprunner(config: Config, client: Callable[..., Any], apprunner_url: str) -> dict[str, str]:

@@ -28,7 +28,8 @@ from sandbox.lambda_runtime import Invocation, LambdaRunner, log_result_header
 
 ACCOUNT_ID = "123456789012"
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
-_GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/]+)(?P<path>/.*)?$")
+# /_gateway/FUNCTION[@REGION]/PATH: FUNCTION's live alias in REGION (default: the sandbox's region)
+_GATEWAY = re.compile(r"^/_gateway/(?P<function>[^/@]+)(?:@(?P<region>[a-z0-9-]+))?(?P<path>/.*)?$")
 _ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 _SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[a-z0-9-]+/(?P<service>[a-z0-9-]+)/")
@@ -218,12 +219,14 @@ class SandboxApp:
         if not name:
             return
         qualifier = parse_qs(environ.get("QUERY_STRING", "")).get("Qualifier", [None])[0] if invoke else "live"
+        signed = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = (gateway["region"] if gateway else signed["region"] if signed else None) or self.region
         try:
-            fn, qualifier = self.runner.resolve(self.lambda_backend(self.region), name, qualifier)
+            fn, qualifier = self.runner.resolve(self.lambda_backend(region), name, qualifier)
         except Exception:  # no such function: nothing was throttled, the fault answers anyway
             return
         data = lambda_metrics(fn.function_name, qualifier, str(fn.version), None, False, throttled=True)
-        self.put_lambda_metrics(self.region, data)
+        self.put_lambda_metrics(region, data)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -248,7 +251,8 @@ class SandboxApp:
         if method == "POST" and (match := _INVOKE.match(path)):
             return self._invoke(environ, start_response, unquote(match["name"]))
         if match := _GATEWAY.match(path):
-            return self._gateway(environ, start_response, match["function"], match["path"] or "/")
+            region = match["region"] or self.region
+            return self._gateway(environ, start_response, match["function"], match["path"] or "/", region)
         result: Iterable[bytes] = self.moto(environ, start_response)
         return result
 
@@ -328,9 +332,9 @@ class SandboxApp:
         return [result.payload]
 
     def _gateway(
-        self, environ: dict[str, Any], start_response: StartResponse, function: str, path: str
+        self, environ: dict[str, Any], start_response: StartResponse, function: str, path: str, region: str
     ) -> Iterable[bytes]:
-        """Serve a request as API Gateway's HTTP API would: invoke ``function:live`` (v2 event)."""
+        """Serve a request as API Gateway's HTTP API in ``region`` would: invoke ``function:live`` (v2 event)."""
         body = _read_body(environ)
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         now = time.time()
@@ -361,10 +365,10 @@ class SandboxApp:
             "isBase64Encoded": bool(body),
         }
         try:
-            fn, qualifier = self.runner.resolve(self.lambda_backend(self.region), function, "live")
+            fn, qualifier = self.runner.resolve(self.lambda_backend(region), function, "live")
         except Exception:
             return _json(start_response, 404, {"message": "Not Found"})
-        result = self.runner.invoke(fn, qualifier, json.dumps(event).encode(), self.region)
+        result = self.runner.invoke(fn, qualifier, json.dumps(event).encode(), region)
         if result.function_error:
             return _json(start_response, 500, {"message": "Internal Server Error"})
         try:

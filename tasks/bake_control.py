@@ -40,10 +40,14 @@ class RunningBake:
     app_version: str | None
 
 
-def find_running_bake(config: Config, target: AwsTarget, component: str, environment: str) -> RunningBake:
-    """The flow run moving ``component``'s traffic in ``environment`` now; InputError when there is none."""
-    function = config.function_name(component, environment)
-    latest = read_latest(target, config.project.artifact_bucket, environment, component)
+def find_running_bake(
+    config: Config, target: AwsTarget, component: str, environment: str, region: str | None = None
+) -> RunningBake:
+    """The flow run moving ``component``'s traffic in ``environment`` (its ``region``: one of several) now;
+    InputError when there is none."""
+    function = config.function_name(component, environment, region)
+    region = config.region_key(environment, region)
+    latest = read_latest(target, config.bucket_for(environment, region), environment, component, region=region)
     if latest is None or latest.outcome is not Outcome.SHIFTING or not latest.flow_run_id:
         last = f"its last run ended {latest.outcome}" if latest else "it has no run recorded"
         raise InputError(

@@ -51,8 +51,11 @@ class Drift:
         return asdict(self)
 
 
-def _live_record(config: Config, target: AwsTarget, environment: str, component: str) -> Record | None:
-    return read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
+def _live_record(
+    config: Config, target: AwsTarget, environment: str, component: str, region: str | None = None
+) -> Record | None:
+    bucket = config.bucket_for(environment, region)
+    return read_latest(target, bucket, environment, component, "live.json", config.region_key(environment, region))
 
 
 def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Drift:
@@ -64,51 +67,55 @@ def _half_done(environment: str, resource: str, component: str, latest: Record, 
 
 
 @task(name="check-lambda-aliases", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_lambda_aliases(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
+def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, region: str | None = None) -> list[Drift]:
+    """Each function's ``live`` alias against the ledger (``region``: one of the environment's several)."""
     findings = []
-    bucket = config.project.artifact_bucket
-    for component, function in config.environment(environment).functions.items():
+    bucket, key = config.bucket_for(environment, region), config.region_key(environment, region)
+    where = f"{environment} {key}" if key else environment  # what the findings name
+    for component in config.environment(environment).functions:
+        function = config.function_name(component, environment, region)
         resource = f"{function}:live"
         try:
             live = read_live(target, function)
         except ResourceMissing as exc:
-            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(where, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
         if live.weights:
             split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
             findings.append(Drift(
-                environment, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
+                where, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
                 f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
             ))  # fmt: skip
-        record = _live_record(config, target, environment, component)
+        record = _live_record(config, target, environment, component, region)
         if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
             findings.append(Drift(
-                environment, resource,
+                where, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
                 f" says {record.live_lambda_version} ({record.live_version})",
                 f"opcd rollback {component} --env {environment} --to-lambda-version {record.live_lambda_version}"
                 " (or deploy again)",
             ))  # fmt: skip
-        latest = read_latest(target, bucket, environment, component)
+        latest = read_latest(target, bucket, environment, component, region=key)
         if latest and latest.outcome is Outcome.SHIFTING:
-            findings.append(_half_done(environment, resource, component, latest, "shifting traffic"))
+            findings.append(_half_done(where, resource, component, latest, "shifting traffic"))
     return findings
 
 
 @task(name="check-event-rules", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_event_rules(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
+def check_event_rules(config: Config, target: AwsTarget, environment: str, region: str | None = None) -> list[Drift]:
     findings = []
     events, lam = target.client("events"), target.client("lambda")
     env = config.environment(environment)
+    where = f"{environment} {region}" if config.region_key(environment, region) else environment
     for component, comp in config.components.items():
         if (
             not isinstance(comp, LambdaComponent)
             or not comp.rules
             or component not in env.functions
-            or not _live_record(config, target, environment, component)
+            or not _live_record(config, target, environment, component, region)
         ):
             continue
-        function = env.functions[component]
+        function = config.function_name(component, environment, region)
         alias_arn = lam.get_alias(FunctionName=function, Name=ALIAS)["AliasArn"]
         fix = f"deploy {component} to {environment} again: opcd puts its rules back on live"
         for rule in comp.rules:
@@ -119,17 +126,17 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str) -> li
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
-                findings.append(Drift(environment, f"rule {name}", "does not exist", fix))
+                findings.append(Drift(where, f"rule {name}", "does not exist", fix))
                 continue
             if info.get("State") != ("ENABLED" if rule.enabled else "DISABLED"):
-                findings.append(Drift(environment, f"rule {name}", f"is {info.get('State')}", fix))
+                findings.append(Drift(where, f"rule {name}", f"is {info.get('State')}", fix))
             wrong = [t["Arn"] for t in targets if t["Arn"] != alias_arn]
             if wrong:
                 findings.append(Drift(
-                    environment, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
+                    where, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
                 ))  # fmt: skip
             elif not any(t.get("Id") == TARGET_ID for t in targets):
-                findings.append(Drift(environment, f"rule {name}", f"has no target on {function}:live", fix))
+                findings.append(Drift(where, f"rule {name}", f"has no target on {function}:live", fix))
     return findings
 
 
@@ -190,13 +197,15 @@ def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> l
 
 
 @task(name="check-alarms-exist", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_alarms_exist(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
-    names = config.environment(environment).alarms
+def check_alarms_exist(config: Config, target: AwsTarget, environment: str, region: str | None = None) -> list[Drift]:
+    """The environment's alarms exist (in ``region``: one of its several)."""
+    names = config.alarm_names(environment, region)
     if not names:
         return []
     found = describe_alarms(target, names)
+    where = f"{environment} {region}" if config.region_key(environment, region) else environment
     return [
-        Drift(environment, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
+        Drift(where, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names
         if n not in found
     ]

@@ -105,6 +105,12 @@ class Record:
     actor: str = field(default_factory=actor)
     started_at: str = field(default_factory=now)
     finished_at: str | None = None
+    region: str | None = None  # the region of an environment of several regions (else None: not in the record)
+
+    @property
+    def where(self) -> str:
+        """``prod``, or ``prod us-west-2`` in an environment of several regions."""
+        return f"{self.environment} {self.region}" if self.region else self.environment
 
     def attach_flow_run(self) -> None:
         ctx = FlowRunContext.get()
@@ -117,8 +123,16 @@ _log = logging.getLogger("opcd.ledger")
 _RECORD = TypeAdapter(Record)
 
 
-def _prefix(environment: str, component: str) -> str:
-    return f"{PREFIX}/{environment}/{component}"
+def _prefix(environment: str, component: str, region: str | None = None) -> str:
+    """``ledger/ENV/COMPONENT``; ``ledger/ENV/REGION/COMPONENT`` in an environment of several regions."""
+    return f"{PREFIX}/{environment}/{region}/{component}" if region else f"{PREFIX}/{environment}/{component}"
+
+
+def _document(record: Record) -> bytes:
+    data = _RECORD.dump_python(record, mode="json")
+    if data["region"] is None:  # an environment of one region: its records as they always were
+        del data["region"]
+    return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
 @task(name="record-in-ledger", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10])
@@ -127,31 +141,37 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: boo
     does not hold the component's lock leaves ``latest.json`` to the run that does)."""
     record.finished_at = record.finished_at or now()
     s3 = target.client("s3")
-    body = json.dumps(_RECORD.dump_python(record, mode="json"), indent=2, sort_keys=True).encode()
+    body = _document(record)
     stamp = record.finished_at.replace(":", "").replace("-", "")
-    key = f"{_prefix(record.environment, record.component)}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
+    prefix = _prefix(record.environment, record.component, record.region)
+    key = f"{prefix}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
     put_live = record.outcome is Outcome.DEPLOYED
     for name in ("latest.json", "live.json") if put_live else ("latest.json",) if latest else ():
         s3.put_object(
-            Bucket=bucket, Key=f"{_prefix(record.environment, record.component)}/{name}", Body=body,
+            Bucket=bucket, Key=f"{prefix}/{name}", Body=body,
             ContentType="application/json",
         )  # fmt: skip
-    get_run_logger().info("Ledger: %s %s %s → %s", record.environment, record.component, record.action, record.outcome)
+    get_run_logger().info("Ledger: %s %s %s → %s", record.where, record.component, record.action, record.outcome)
     return key
 
 
 def read_latest(
-    target: AwsTarget, bucket: str, environment: str, component: str, name: str = "latest.json"
+    target: AwsTarget,
+    bucket: str,
+    environment: str,
+    component: str,
+    name: str = "latest.json",
+    region: str | None = None,
 ) -> Record | None:
     """The newest record (``live.json``: the newest that put a version live), or None."""
+    key = f"{_prefix(environment, component, region)}/{name}"
     try:
-        body = target.client("s3").get_object(Bucket=bucket, Key=f"{_prefix(environment, component)}/{name}")
+        body = target.client("s3").get_object(Bucket=bucket, Key=key)
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
             return None
         raise
-    key = f"{_prefix(environment, component)}/{name}"
     try:
         return _RECORD.validate_json(body["Body"].read())
     except ValidationError as exc:  # refuse to guess what a record this opcd cannot read says
@@ -166,13 +186,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in error['loc']) or 'record'}: {error['msg']}"
 
 
-def read_history(target: AwsTarget, bucket: str, environment: str, component: str) -> list[Record]:
-    """Every record for one component in one environment, oldest first."""
+def read_history(
+    target: AwsTarget, bucket: str, environment: str, component: str, region: str | None = None
+) -> list[Record]:
+    """Every record for one component in one environment (its ``region``, in one of several), oldest first."""
     s3 = target.client("s3")
     keys: list[str] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=_prefix(environment, component) + "/"
+            Bucket=bucket, Prefix=_prefix(environment, component, region) + "/"
         ):
             keys += [
                 o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith(("/latest.json", "/live.json"))

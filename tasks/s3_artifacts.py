@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.errors import InputError, ResourceMissing
+from opcd.errors import DeployFailed, InputError, ResourceMissing
 from opcd.progress import report
 from tasks.build import Package
 
@@ -90,6 +90,35 @@ def upload_artifact(target: AwsTarget, bucket: str, package: Package, metadata: 
         ContentType="application/json",
     )
     logger.info("Uploaded s3://%s/%s (%d bytes)", bucket, key, package.size)
+    return key
+
+
+@task(name="copy-artifact", cache_policy=NO_CACHE)
+def copy_artifact(target: AwsTarget, source: str, bucket: str, component: str, version: str, code_sha256: str) -> str:
+    """Copy the version's package and metadata from bucket ``source`` (another region's) into ``bucket``, server-side
+    (CopyObject, S3 computing the copy's SHA-256); the copy's checksum must be the build's ``code_sha256``
+    (base64 of its SHA-256, as Lambda's CodeSha256). Metadata last: its presence marks a whole artifact.
+    Returns the copy's key; DeployFailed when the copy is not the build (its metadata is then not copied)."""
+    s3 = target.client("s3")
+    key = artifact_key(component, version)
+    report("copy", f"s3://{source}/{key} → s3://{bucket}/{key}")
+    try:
+        copied = s3.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": source, "Key": key}, ChecksumAlgorithm="SHA256"
+        )
+    except Exception as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise _missing_bucket(bucket, target) from exc
+        raise
+    checksum = copied.get("CopyObjectResult", {}).get("ChecksumSHA256")
+    if checksum != code_sha256:
+        raise DeployFailed(
+            f"the copy s3://{bucket}/{key} has sha256 {checksum}, not the build's {code_sha256}",
+            f"nothing deployed from it; check s3://{source}/{key} and deploy again",
+        )
+    metadata = artifact_key(component, version, "metadata.json")
+    s3.copy_object(Bucket=bucket, Key=metadata, CopySource={"Bucket": source, "Key": metadata})
+    get_run_logger().info("Copied s3://%s/%s to s3://%s (sha256 checked)", source, key, bucket)
     return key
 
 

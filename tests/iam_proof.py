@@ -153,6 +153,16 @@ def _register_task_definition(p: Params, region: str) -> list[Request]:
     return needs + [Request("iam:PassRole", str(role), (passed,)) for role in roles if role]
 
 
+def _copy_object(p: Params, region: str) -> list[Request]:
+    """CopyObject reads its source object and writes its destination (another region's bucket: the same ARNs)."""
+    source = p["CopySource"]
+    read = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else str(source).lstrip("/")
+    return [
+        Request("s3:GetObject", f"arn:aws:s3:::{read}"),
+        Request("s3:PutObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}"),
+    ]
+
+
 def _no_permission(p: Params, region: str) -> list[Request]:
     return []
 
@@ -177,6 +187,7 @@ OPERATIONS: dict[tuple[str, str], Mapper] = {
     ("s3", "GetObject"): _object("GetObject"),
     ("s3", "HeadObject"): _object("GetObject"),
     ("s3", "PutObject"): _object("PutObject"),
+    ("s3", "CopyObject"): _copy_object,
     ("s3", "DeleteObject"): _object("DeleteObject"),
     ("events", "DescribeRule"): _rule("DescribeRule", "Name"),
     ("events", "PutRule"): _rule("PutRule", "Name"),

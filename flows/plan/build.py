@@ -141,8 +141,8 @@ def _rules_step(config: Config, component: str, environment: str, function: str,
     )  # fmt: skip
 
 
-def _alarms_step(config: Config, environment: str, accepted: set[str]) -> list[Step]:
-    names = config.environment(environment).alarms
+def _alarms_step(config: Config, environment: str, accepted: set[str], region: str | None = None) -> list[Step]:
+    names = config.alarm_names(environment, region)
     if not names:
         return []
     held = f" (accepted as firing: {', '.join(sorted(accepted))})" if accepted else ""
@@ -152,8 +152,8 @@ def _alarms_step(config: Config, environment: str, accepted: set[str]) -> list[S
                  inputs={"names": listed, "accepted": kept})]  # fmt: skip
 
 
-def _lock_steps(environment: str, component: str, what: str) -> list[Step]:
-    lock = limit_name(environment, component)
+def _lock_steps(environment: str, component: str, what: str, region: str | None = None) -> list[Step]:
+    lock = limit_name(environment, component, region)
     return [
         Step(action="lock", text=f"take the lock {lock}", inputs={"lock": lock}),
         # Read again although the plan read it: another run may have moved it since, and the
@@ -173,9 +173,15 @@ def _lambda_artifact(plan: Plan, version: str, release_build: ArtifactPlan | Non
     key = artifact_key(component, version)
     location = f"s3://{plan.bucket}/{key}"
     if release_build is not None:
-        artifact = release_build.model_copy(update={"location": location, "build": False, "reason": _MADE})
-        return artifact, [Step(action="reuse", text=f"use {location}, made by the release's build",
-                               inputs={"bucket": plan.bucket, "key": key})]  # fmt: skip
+        built = release_build.copy_from or release_build.location
+        copy_from = built if built != location else None  # made in another region's bucket: copied here
+        artifact = release_build.model_copy(
+            update={"location": location, "build": False, "reason": _MADE, "copy_from": copy_from}
+        )
+        steps = [Step(action="copy", text=f"copy {built} to {location} (CopyObject), its sha256 checked",
+                      inputs={"from": built, "bucket": plan.bucket, "key": key})] if copy_from else []  # fmt: skip
+        return artifact, [*steps, Step(action="reuse", text=f"use {location}, made by the release's build",
+                                       inputs={"bucket": plan.bucket, "key": key})]  # fmt: skip
     hashed = lambda_source_hash(comp, config.source_dir(component))
     stored = read_artifact_metadata.fn(plan.target, plan.bucket, component, version)
     if stored is not None:
@@ -239,7 +245,7 @@ def _lambda_deploy(
     live, function = plan.live, plan.function
     comp, env = config.lambda_component(component), config.environment(environment)
     artifact, steps = _lambda_artifact(plan, version, release_build)
-    steps += _lock_steps(environment, component, f"{function}:live")
+    steps += _lock_steps(environment, component, f"{function}:live", plan.region)
     notes: list[str] = []
     if live.weights:
         split = ", ".join(f"{w * 100:g}% on version {v}" for v, w in live.weights.items())
@@ -283,11 +289,11 @@ def _lambda_deploy(
             Step(action="shift", text=shift_text, inputs={"function": function, "from": live.lambda_version,
                                                            "strategy": shift.strategy}),
         ]  # fmt: skip
-        if (public := env.health.get(component)) is not None:
+        if (public := plan.health_url()) is not None:
             steps.append(_health_step(config, environment, public, plan.target, expect_version=version))
         if comp.sample_event:
             steps.append(_sample_step(config, component, "live", "live"))
-        steps += _alarms_step(config, environment, plan.alarms.accepted)
+        steps += _alarms_step(config, environment, plan.alarms.accepted, plan.region)
         verified = ", ".join(["the alias", *["health"] * bool(env.health.get(component)),
                               *["the sample event"] * bool(comp.sample_event)])  # fmt: skip
         steps += [
@@ -303,7 +309,8 @@ def _lambda_deploy(
         Check(name="artifact", result=f"{artifact.location}: {artifact.reason}"),
     ]
     return DeployPlan(
-        kind="lambda", component=component, environment=environment, version=version, resource=function,
+        kind="lambda", component=component, environment=environment, region=plan.region, version=version,
+        resource=function,
         resource_id=function, target=target_ref(plan.target), live=_lambda_live(live), rollback_to=_lambda_live(live),
         artifact=artifact, shift=shift, alarms=tuple(env.alarms), accepted_alarms=tuple(sorted(plan.alarms.accepted)),
         noop=noop, steps=tuple(steps), checks=tuple(checks), notes=tuple(notes),
@@ -545,6 +552,7 @@ def build_deploy_plan(
     accept_firing: bool = False,
     checked: EnvironmentChecks | None = None,
     release_build: ArtifactPlan | None = None,
+    region: str | None = None,
 ) -> DeployPlan:
     """The plan of ``opcd deploy``; InputError (nothing changed) when it cannot run.
 
@@ -554,10 +562,10 @@ def build_deploy_plan(
     check_version(version)
     kind = config.component(component).kind
     config.environment(environment)
-    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing, region)
     request = (config, component, environment, version, accept_alarms, accept_firing, checked)
     if kind == "lambda":
-        return _lambda_deploy(check_lambda_deploy(*request), version, checked, release_build)
+        return _lambda_deploy(check_lambda_deploy(*request, region=region), version, checked, release_build)
     if kind == "ecs":
         return _ecs_deploy(check_ecs_deploy(*request), version, checked, release_build)
     return _apprunner_deploy(check_apprunner_deploy(*request), version, checked, release_build)
@@ -570,8 +578,10 @@ def build_rollback_plan(
     to_version: str | None = None,
     to_lambda_version: str | None = None,
     force: bool = False,
+    region: str | None = None,
 ) -> RollbackPlan:
-    """The plan of ``opcd rollback``: where live goes (the ledger's previous, or ``--to``), checked.
+    """The plan of ``opcd rollback``: where live goes (the ledger's previous, or ``--to``), checked; in ``region``
+    (one of the environment's; None: its first).
 
     An alarm firing now does not block a rollback (it is how incidents get fixed).
     """
@@ -586,26 +596,27 @@ def build_rollback_plan(
             return _ecs_rollback(config, component, environment, to_version, force)
         return _apprunner_rollback(config, component, environment, to_version, force)
     comp = config.lambda_component(component)
-    checked = check_environment(config, environment, accept_firing=True)
-    plan = check_lambda_deploy(config, component, environment, to_version, accept_firing=True, checked=checked)
+    checked = check_environment(config, environment, accept_firing=True, region=region)
+    plan = check_lambda_deploy(
+        config, component, environment, to_version, accept_firing=True, checked=checked, region=region
+    )
     assert plan.live is not None
     live, function = plan.live, plan.function
     number, app = choose_version(plan, live, to_version, to_lambda_version, force)
     to = Live(version=app, lambda_version=number)
     noop = number == live.lambda_version and not live.weights
-    steps = _lock_steps(environment, component, f"{function}:live (and choose the target again)")
+    steps = _lock_steps(environment, component, f"{function}:live (and choose the target again)", plan.region)
     if noop:
         steps.append(_record_step("'noop' (already live)"))
     else:
-        env = config.environment(environment)
         steps.append(Step(action="shift", text=f"shift live → Lambda version {number} ({app}) (all at once)",
                           inputs={"function": function, "from": live.lambda_version, "to": number,
                                   "strategy": "all-at-once"}))  # fmt: skip
-        if (public := env.health.get(component)) is not None:
+        if (public := plan.health_url()) is not None:
             steps.append(_health_step(config, environment, public, plan.target, expect_version=app))
         if comp.sample_event:
             steps.append(_sample_step(config, component, "live", "live"))
-        steps += _alarms_step(config, environment, plan.alarms.accepted)
+        steps += _alarms_step(config, environment, plan.alarms.accepted, plan.region)
         steps += [
             Step(action="on-failure", text=f"on failure: move live back to {_lambda_live(live).describe()}, verify",
                  inputs={"function": function, "to": live.lambda_version}),
@@ -617,7 +628,8 @@ def build_rollback_plan(
         Check(name="target", result=f"Lambda version {number} ({app})" + (": --force" if force else ": seen live")),
     ]
     return RollbackPlan(
-        kind="lambda", component=component, environment=environment, resource=function, resource_id=function,
+        kind="lambda", component=component, environment=environment, region=plan.region, resource=function,
+        resource_id=function,
         target=target_ref(plan.target), live=_lambda_live(live), to=to, force=force, noop=noop, steps=tuple(steps),
         checks=tuple(checks),
     )  # fmt: skip
@@ -671,7 +683,8 @@ def choose_components(
         return everything, "all components: no commit given to compare"
     chosen, notes = [], []
     for name in everything:
-        live = read_latest(target, config.project.artifact_bucket, last_env, name, "live.json")
+        region = config.region_key(last_env)  # several regions: the first one's (released first)
+        live = read_latest(target, config.bucket_for(last_env), last_env, name, "live.json", region)
         base = live.git_sha if live else None
         paths = changed_paths(config.root, str(base), git_sha) if base else None
         if paths is None:
@@ -704,7 +717,8 @@ def check_request(
             continue
         target = target_for(config, skipped)
         for component in components:
-            live = read_latest(target, config.project.artifact_bucket, skipped, component, "live.json")
+            bucket, region = config.bucket_for(skipped), config.region_key(skipped)  # several regions: the first's
+            live = read_latest(target, bucket, skipped, component, "live.json", region)
             if live is None or live.version != version:
                 raise InputError(
                     f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
@@ -737,22 +751,24 @@ def build_release_plan(
     stages: list[Stage] = []
     builds: dict[str, ComponentBuild] = {}
     for environment in envs:
-        checked = check_environment(config, environment, accept_firing=True)
         deploys = []
-        for component in chosen:
-            made = builds.get(component)
-            plan = build_deploy_plan(
-                config, component, environment, version, accept_firing=True, checked=checked,
-                release_build=made.artifact if made else None,
-            )  # fmt: skip
-            # Accepted here only to plan past an alarm that may clear before its environment's turn: the
-            # deploy reads the alarms again when it starts, and refuses then (no alarm accepted by name).
-            plan = plan.model_copy(update={"accepted_alarms": ()})
-            if made is None:  # the first environment: the release builds there, once
-                steps = tuple(s for s in plan.steps if s.action in _BUILD_ACTIONS)
-                builds[component] = ComponentBuild(component=component, artifact=plan.artifact, steps=steps)
-                plan = _from_release(plan)
-            deploys.append(plan)
+        regions = config.regions(environment)
+        for region in regions if len(regions) > 1 else [None]:  # several: each region's deploys, in order
+            checked = check_environment(config, environment, accept_firing=True, region=region)
+            for component in chosen:
+                made = builds.get(component)
+                plan = build_deploy_plan(
+                    config, component, environment, version, accept_firing=True, checked=checked,
+                    release_build=made.artifact if made else None, region=region,
+                )  # fmt: skip
+                # Accepted here only to plan past an alarm that may clear before its environment's turn: the
+                # deploy reads the alarms again when it starts, and refuses then (no alarm accepted by name).
+                plan = plan.model_copy(update={"accepted_alarms": ()})
+                if made is None:  # the first environment (its first region): the release builds there, once
+                    steps = tuple(s for s in plan.steps if s.action in _BUILD_ACTIONS)
+                    builds[component] = ComponentBuild(component=component, artifact=plan.artifact, steps=steps)
+                    plan = _from_release(plan)
+                deploys.append(plan)
         approval = config.environment(environment).approval
         gate = (
             ApprovalGate(approvers=tuple(approval.approvers), timeout=approval.timeout, verify=approval.verify)
@@ -761,7 +777,10 @@ def build_release_plan(
         )
         first = environment == next(iter(config.environments))
         tested = tuple(c for c in chosen if first and config.component(c).load_test)
-        stages.append(Stage(environment=environment, approval=gate, deploys=tuple(deploys), load_tests=tested))
+        several = tuple(regions) if len(regions) > 1 else ()
+        stages.append(
+            Stage(environment=environment, approval=gate, regions=several, deploys=tuple(deploys), load_tests=tested)
+        )
     return ReleasePlan(
         version=version, git_sha=git_sha, components=tuple(chosen), why=why, builds=tuple(builds.values()),
         stages=tuple(stages), on_failure=on_failure,

@@ -19,6 +19,7 @@ OnFailure = Literal["rollback-all", "keep"]
 Action = Literal[
     "build",  # build the artifact (Lambda zip, container image) from the component's source
     "reuse",  # use the artifact already stored for this version (same source), or the release's build
+    "copy",  # another region's deploy: copy the release's Lambda package into its bucket (CopyObject, sha256 checked)
     "upload",  # keep the Lambda package in S3 with its metadata (after checking the retention rule)
     "push",  # push the image to ECR as :{version}, move :latest; keep its metadata in S3
     "lock",  # take the environment's lock for the component
@@ -107,6 +108,7 @@ class ArtifactPlan(_Frozen):
     code_sha256: str | None = None  # Lambda's CodeSha256 of the zip, known when already built
     size: int | None = None  # the zip's bytes (Lambda), known when already built
     digest: str | None = None  # the image's, known when already in ECR
+    copy_from: str | None = None  # Lambda, another region: the build's s3:// location, copied here (CopyObject)
 
 
 class Increment(_Frozen):
@@ -133,6 +135,7 @@ class DeployPlan(_Frozen):
     kind: Kind
     component: str
     environment: str
+    region: str | None = None  # one of the environment's regions when it has several (else None)
     version: str
     resource: str  # the Lambda function, or the App Runner / ECS service's name
     resource_id: str  # the function's name, or the service's ARN
@@ -159,6 +162,7 @@ class RollbackPlan(_Frozen):
     kind: Kind
     component: str
     environment: str
+    region: str | None = None  # one of the environment's regions when it has several (else None)
     resource: str
     resource_id: str
     target: TargetRef
@@ -194,6 +198,7 @@ class Stage(_Frozen):
 
     environment: str
     approval: ApprovalGate | None = None
+    regions: tuple[str, ...] = ()  # several regions: in this order, the first alone, then the rest (its deploys)
     deploys: tuple[DeployPlan, ...]
     load_tests: tuple[str, ...] = ()  # components load-tested after these deploys (the first environment only)
 
@@ -210,11 +215,12 @@ class ReleasePlan(_Frozen):
     stages: tuple[Stage, ...] = ()
     on_failure: OnFailure = "rollback-all"
 
-    def deploy(self, component: str, environment: str) -> DeployPlan:
-        """The deploy plan a child run of ``component`` in ``environment`` receives."""
+    def deploy(self, component: str, environment: str, region: str | None = None) -> DeployPlan:
+        """The deploy plan a child run of ``component`` in ``environment`` (its ``region``: None, the first)
+        receives."""
         for stage in self.stages:
             for plan in stage.deploys:
-                if plan.component == component and plan.environment == environment:
+                if (plan.component, plan.environment) == (component, environment) and region in (None, plan.region):
                     return plan
         raise KeyError(f"{component} in {environment} is not part of release {self.version}")
 

@@ -31,9 +31,14 @@ def render_text(plan: DeployPlan | RollbackPlan | ReleasePlan, dry_run: bool = T
 def _deploy(plan: DeployPlan, prefix: str) -> list[str]:
     return [
         plan.target.description,
-        f"{prefix}deploy {plan.component} {plan.version} to {plan.environment} ({plan.resource})",
+        f"{prefix}deploy {plan.component} {plan.version} to {_where(plan)} ({plan.resource})",
         *_deploy_body(plan, "  ", plan.checks),
     ]
+
+
+def _where(plan: DeployPlan | RollbackPlan) -> str:
+    """``prod``, or ``prod us-west-2`` in an environment of several regions."""
+    return f"{plan.environment} {plan.region}" if plan.region else plan.environment
 
 
 def _deploy_body(plan: DeployPlan, indent: str, checks: tuple[Check, ...] = ()) -> list[str]:
@@ -54,7 +59,7 @@ def _rollback(plan: RollbackPlan, prefix: str) -> list[str]:
     where = f"{plan.resource}:live" if plan.kind == "lambda" else plan.resource
     lines = [
         plan.target.description,
-        f"{prefix}rollback {plan.component} in {plan.environment}: would move {where}"
+        f"{prefix}rollback {plan.component} in {_where(plan)}: would move {where}"
         f" from {plan.live.describe()} to {plan.to.describe()}",
     ]
     if plan.force:
@@ -98,11 +103,18 @@ def _release(plan: ReleasePlan, dry_run: bool) -> list[str]:
     for build in plan.builds:
         lines += [f"  {build.component}: {step.text}" for step in build.steps]
     for stage in plan.stages:
-        lines.append(f"{stage.environment} ({_gate(stage.approval)}), in parallel:")
+        waves = (
+            f"in {stage.regions[0]} first, then in {', '.join(stage.regions[1:])} in parallel" if stage.regions else ""
+        )
+        lines.append(f"{stage.environment} ({_gate(stage.approval)}), {waves or 'in parallel'}:")
         if stage.deploys:
             lines += [f"  checked: {c.name}: {c.result}" for c in stage.deploys[0].checks if c.name in _SHARED]
         for deploy in stage.deploys:
-            lines.append(f"  {deploy.component} → {plan.version} ({deploy.resource}):")
+            lines.append(
+                f"  {deploy.component} → {plan.version} ({_where(deploy)}: {deploy.resource}):"
+                if deploy.region
+                else f"  {deploy.component} → {plan.version} ({deploy.resource}):"
+            )
             lines += _deploy_body(deploy, "    ")
         if stage.load_tests:
             lines.append(f"  then a load test of {', '.join(stage.load_tests)}, judged against its last passing result")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from opcd.aws import AwsTarget, error_code, resolve_target
-from opcd.errors import InputError
+from opcd.errors import InputError, UnknownName
 from tests.conftest import Project
 
 
@@ -357,3 +357,29 @@ def test_static_credentials_may_carry_a_session_token(sandbox: Any) -> None:
     sts.meta.events.register("request-created", lambda request, **kw: headers.append(request.headers))
     assert sts.get_caller_identity()["Account"] == SANDBOX_ACCOUNT
     assert headers[0]["X-Amz-Security-Token"] == "a-session-token"
+
+
+def test_a_region_of_an_environment_is_its_targets_whatever_aws_region_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opcd.aws import target_for
+    from opcd.config import parse_config
+    from tests.opcd.test_config import ROOT, base, two_regions
+
+    config = parse_config(two_regions(base()), ROOT).model_copy(update={"root": tmp_path})  # no sandbox file
+    assert config.bucket_for("prod", "us-west-2") == "outreachpass-artifacts-us-west-2"  # the copy keeps it
+    monkeypatch.setenv("AWS_PROFILE", "deployer")
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert target_for(config, "prod", "us-west-2").region == "us-west-2"
+    assert target_for(config, "prod").region == "us-east-1"  # the environment's first region
+    assert target_for(config, "dev").region == "eu-central-1"  # no regions named: as before, AWS_REGION wins
+    assert target_for(config).region == "eu-central-1"
+    with pytest.raises(UnknownName, match="environment 'prod' has no region 'eu-west-1'"):
+        target_for(config, "prod", "eu-west-1")
+
+
+def test_a_pinned_region_wins_over_the_sandboxs_own(tmp_path: Path, sandbox: Any) -> None:
+    write_sandbox(tmp_path, sandbox.url)
+    assert resolve_target(tmp_path, "us-west-2").region == "us-east-1"  # as before: the sandbox's region
+    target = resolve_target(tmp_path, "us-west-2", pinned=True)
+    assert (target.kind, target.region) == ("sandbox", "us-west-2")

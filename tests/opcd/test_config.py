@@ -451,3 +451,69 @@ def test_canary_analysis_settings_are_checked_at_load() -> None:
         data = base()
         data["environments"]["prod"]["bake"]["analysis"] = wrong
         assert message in problems(data), wrong
+
+
+def two_regions(data: dict) -> dict:  # type: ignore[type-arg]
+    """``data`` with prod in us-east-1 then us-west-2, Lambda components only, names per region."""
+    del data["components"]["frontend"]
+    for env in data["environments"].values():
+        env.pop("services", None)
+        env["health"].pop("frontend", None)
+    data["project"]["artifact_bucket"] = "outreachpass-artifacts-{region}"
+    prod = data["environments"]["prod"]
+    prod["regions"] = ["us-east-1", "us-west-2"]
+    prod["functions"]["backend"] = "outreachpass-api-prod-{region}"
+    prod["alarms"] = ["outreachpass-api-prod-{region}-errors"]
+    prod["database_secret"] = "outreachpass/prod/{region}/database"  # pragma: allowlist secret
+    prod["health"]["backend"] = "https://api.{region}.outreachpass.example/health"
+    return data
+
+
+def test_an_environment_without_regions_has_the_projects_region_and_names_as_written() -> None:
+    config = load_config(ROOT / "opcd.toml")
+    assert config.regions("prod") == ["us-east-1"] and config.region_key("prod") is None
+    assert config.function_name("backend", "prod") == "outreachpass-api-prod"
+    assert config.bucket_for("prod") == config.project.artifact_bucket == "outreachpass-artifacts"
+    assert config.alarm_names("prod") == ["outreachpass-api-prod-errors"]
+    with pytest.raises(UnknownName, match="environment 'prod' has no region 'us-west-2'"):
+        config.region_key("prod", "us-west-2")
+
+
+def test_regions_fill_in_each_regions_names() -> None:
+    config = parse_config(two_regions(base()), ROOT)
+    assert config.regions("prod") == ["us-east-1", "us-west-2"] and config.regions("dev") == ["us-east-1"]
+    assert (config.region_key("prod"), config.region_key("prod", "us-west-2")) == ("us-east-1", "us-west-2")
+    assert config.region_key("dev", "us-east-1") is None  # one region: no region key anywhere
+    assert config.function_name("backend", "prod", "us-west-2") == "outreachpass-api-prod-us-west-2"
+    assert config.function_name("backend", "prod") == "outreachpass-api-prod-us-east-1"  # the first region's
+    assert config.function_name("worker", "prod", "us-west-2") == "outreachpass-worker-prod"  # no {region}
+    assert config.bucket_for("prod", "us-west-2") == "outreachpass-artifacts-us-west-2"
+    assert config.project.artifact_bucket == "outreachpass-artifacts-us-east-1"  # the project's region's
+    assert config.alarm_names("prod", "us-west-2") == ["outreachpass-api-prod-us-west-2-errors"]
+    assert config.database_secret("prod", "us-west-2") == "outreachpass/prod/us-west-2/database"
+    assert config.health_url("backend", "prod", "us-west-2") == "https://api.us-west-2.outreachpass.example/health"
+
+
+@pytest.mark.parametrize(
+    ("regions", "message"),
+    [
+        ([], "environments.prod.regions: name at least one region"),
+        (["us-east-1", "us-east-1"], "environments.prod.regions: 'us-east-1' appears twice"),
+        (["us-east-1", "Oregon"], "environments.prod.regions: 'Oregon' is not an AWS region's name"),
+        ("us-east-1", "environments.prod.regions: Input should be a valid list"),
+    ],
+)
+def test_bad_regions_are_refused_at_load(regions: object, message: str) -> None:
+    data = two_regions(base())
+    data["environments"]["prod"]["regions"] = regions
+    assert message in problems(data)
+
+
+def test_several_regions_need_lambda_components_and_a_bucket_per_region() -> None:
+    data = base()  # the frontend is an App Runner service; the bucket has no {region}
+    data["environments"]["prod"]["regions"] = ["us-east-1", "us-west-2"]
+    text = problems(data)
+    assert (
+        "environments.prod.regions: several regions are not supported yet for apprunner components (frontend)" in text
+    )
+    assert "project.artifact_bucket: prod has several regions" in text and "put {region} in the name" in text

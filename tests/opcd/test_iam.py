@@ -328,3 +328,33 @@ def test_the_unused_grants_are_judged_only_after_the_whole_suite(
     option = SimpleNamespace(**{"keyword": "", "markexpr": "", "deselect": None, "lf": False, **options})
     config = SimpleNamespace(option=option, args_source=source, ArgsSource=pytest.Config.ArgsSource)
     assert ran_whole_suite(config, SimpleNamespace(shouldstop=stopped or False, shouldfail=False)) is whole
+
+
+def test_each_region_of_an_environment_gets_its_functions_bucket_alarms_and_the_copy_between_buckets() -> None:
+    regional = load_config(ROOT / "examples" / "outreachpass" / "opcd-regions.toml")
+    policies = {role: policy(regional, role, account="*") for role in ROLES}
+    west = "arn:aws:lambda:us-west-2:1:function:outreachpass-api-prod"
+    copy = call(
+        "s3", "CopyObject", Bucket="outreachpass-artifacts-us-west-2", Key="backend/v1/lambda.zip",
+        CopySource={"Bucket": "outreachpass-artifacts-us-east-1", "Key": "backend/v1/lambda.zip"},
+    )  # fmt: skip
+    assert check([copy], policies, unused=False) == []
+    stray = {**copy, "params": {**copy["params"], "Bucket": "someone-elses-bucket"}}
+    (problem,) = check([stray], policies, unused=False)
+    assert problem.startswith("s3:PutObject on arn:aws:s3:::someone-elses-bucket/backend/v1/lambda.zip is not allowed")
+    deploy = policies["deploy"]
+    assert allows(deploy, Request("lambda:UpdateFunctionCode", west))
+    assert not allows(deploy, Request("lambda:UpdateFunctionCode", west.replace("-prod", "-dev")))  # dev: us-east-1
+    assert allows(
+        deploy,
+        Request("cloudwatch:DescribeAlarms", "arn:aws:cloudwatch:us-west-2:1:alarm:outreachpass-api-prod-errors"),
+    )
+    assert allows(
+        deploy,
+        Request(
+            "s3:PutObject", "arn:aws:s3:::outreachpass-artifacts-us-west-2/ledger/prod/us-west-2/backend/latest.json"
+        ),
+    )
+    assert not allows(
+        policies["read"], Request("s3:PutObject", "arn:aws:s3:::outreachpass-artifacts-us-west-2/backend/v1/lambda.zip")
+    )

@@ -95,3 +95,29 @@ def test_the_runs_artifact_carries_the_canary_analysis_table() -> None:
     assert "| metric | old (version 2) | new (version 3) | change | p-value | verdict |" in text
     assert "| errors | 1.00% (1/100) | 60.00% (12/20) | +59.00 pts | 0.0000 | FAIL |" in text
     assert "Canary analysis" not in markdown(Record("backend", "prod", "deploy", Outcome.DEPLOYED, "v2"))
+
+
+def test_a_regions_records_go_under_its_region_and_one_regions_stay_where_they_were(
+    moto_target: AwsTarget, run_log: pytest.LogCaptureFixture
+) -> None:
+    from opcd.locks import limit_name
+    from opcd.outcomes import Outcome
+    from tasks.ledger import Record, read_history, read_latest, record_in_ledger
+
+    s3 = moto_target.client("s3")
+    s3.create_bucket(Bucket="ledger")
+    west = Record("backend", "prod", "deploy", Outcome.DEPLOYED, "v1", region="us-west-2")
+    alone = Record("backend", "dev", "deploy", Outcome.DEPLOYED, "v1")
+    record_in_ledger.fn(moto_target, "ledger", west)
+    record_in_ledger.fn(moto_target, "ledger", alone)
+
+    keys = {o["Key"].rsplit("/", 1)[0] for o in s3.list_objects_v2(Bucket="ledger")["Contents"]}
+    assert keys == {"ledger/prod/us-west-2/backend", "ledger/dev/backend"}
+    assert read_latest(moto_target, "ledger", "prod", "backend", region="us-west-2") == west
+    assert read_latest(moto_target, "ledger", "prod", "backend") is None  # another region's is not the environment's
+    assert [r.region for r in read_history(moto_target, "ledger", "prod", "backend", "us-west-2")] == ["us-west-2"]
+    document = json.loads(s3.get_object(Bucket="ledger", Key="ledger/dev/backend/latest.json")["Body"].read())
+    assert "region" not in document  # one region: the record as it always was
+    assert (west.where, alone.where) == ("prod us-west-2", "dev")
+    assert limit_name("prod", "backend", "us-west-2") == "opcd-env-prod-us-west-2-backend"
+    assert limit_name("dev", "backend") == "opcd-env-dev-backend"

@@ -143,3 +143,32 @@ def test_loading_a_plan_never_stored_says_to_plan_first(moto_target: AwsTarget, 
     with pytest.raises(ResourceMissing) as storing:
         store_plan.fn(moto_target, "absent", "abc123", "prod", str(plan), {})
     assert str(storing.value) == MISSING
+
+
+def test_a_build_is_copied_to_another_regions_bucket_with_its_sha256_checked(
+    moto_target: AwsTarget, s3: Any, tmp_path: Path, run_log: pytest.LogCaptureFixture
+) -> None:
+    import base64
+
+    from opcd.errors import DeployFailed
+    from tasks.s3_artifacts import copy_artifact
+
+    moto_target.client("s3").create_bucket(
+        Bucket="artifacts-west", CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
+    )
+    built = package(tmp_path)
+    upload_artifact.fn(moto_target, BUCKET, built, {"version": "v1", "sha256": built.sha256_hex})
+    code_sha256 = base64.b64encode(hashlib.sha256(b"PK zip bytes").digest()).decode()
+
+    key = copy_artifact.fn(moto_target, BUCKET, "artifacts-west", "backend", "v1", code_sha256)
+
+    assert download_artifact.fn(moto_target, "artifacts-west", key) == b"PK zip bytes"
+    assert read_artifact_metadata.fn(moto_target, "artifacts-west", "backend", "v1") == {
+        "version": "v1", "sha256": built.sha256_hex,
+    }  # fmt: skip
+    assert logged(run_log)[-1] == f"Copied s3://{BUCKET}/{key} to s3://artifacts-west (sha256 checked)"
+    # a copy that is not the build (the source changed since): refused, and no metadata marks it whole
+    s3.delete_object(Bucket="artifacts-west", Key="backend/v1/metadata.json")
+    with pytest.raises(DeployFailed, match="has sha256 .*, not the build's"):
+        copy_artifact.fn(moto_target, BUCKET, "artifacts-west", "backend", "v1", "bm90IHRoZSBidWlsZA==")
+    assert read_artifact_metadata.fn(moto_target, "artifacts-west", "backend", "v1") is None

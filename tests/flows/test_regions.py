@@ -1,0 +1,219 @@
+"""A release to a prod of two regions (examples/outreachpass/opcd-regions.toml): built once, copied to the second
+region's bucket; us-east-1 deployed alone first, then us-west-2; a failure in us-west-2 rolls back both regions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.slack import SlackSink
+from tests.conftest import Project, fresh_project, one_line_error, start_in_thread, wait_for_pending
+from tests.regions import client_in, lay_out_regions, live_in
+
+REGIONS = ("us-east-1", "us-west-2")
+# The backend answers /health with 500 through `live` in prod's us-west-2 only (the sandbox's Lambda shim runs
+# each function with its region's AWS_REGION): dev and us-east-1 pass.
+UNHEALTHY_IN_US_WEST_2 = """
+
+_handler = handler
+
+
+def handler(event, context):
+    live = context.invoked_function_arn.endswith(":live")
+    west = os.environ.get("APP_ENV") == "prod" and os.environ.get("AWS_REGION") == "us-west-2"
+    if event.get("rawPath") == "/health" and live and west:
+        return _response(500, {"status": "unhealthy"})
+    return _handler(event, context)
+"""
+
+
+@pytest.fixture
+def regions(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    return fresh_project(tmp_path, sandbox, build_cache, monkeypatch, lay_out_regions)
+
+
+def ledger(project: Project, region: str, component: str, name: str = "latest.json") -> dict[str, Any]:
+    """prod's ledger record of ``component`` in ``region``: in that region's bucket, under its region's key."""
+    s3 = client_in(project, "s3", region)
+    key = f"ledger/prod/{region}/{component}/{name}"
+    record: dict[str, Any] = json.loads(
+        s3.get_object(Bucket=f"outreachpass-artifacts-{region}", Key=key)["Body"].read()
+    )
+    return record
+
+
+def history(project: Project, region: str, component: str) -> list[dict[str, Any]]:
+    s3 = client_in(project, "s3", region)
+    bucket = f"outreachpass-artifacts-{region}"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"ledger/prod/{region}/{component}/")["Contents"]
+    keys = sorted(o["Key"] for o in listed if not o["Key"].endswith(("/latest.json", "/live.json")))
+    return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
+
+
+def release_to_prod(project: Project, version: str) -> Any:
+    """A release of ``version`` through dev and, approved, prod; its final state."""
+    from flows.release import release
+
+    run = start_in_thread(release, version=version, config_path=str(project.config_path))
+    waiting = wait_for_pending(run)
+    assert waiting["environment"] == "prod"
+    lines = [line for line in waiting["description"].splitlines() if "live in prod now" in line]
+    assert len(lines) == 2 and all("now: us-east-1: " in line and "; us-west-2: " in line for line in lines), lines
+    code, out, err = project.cli("approve", waiting["id"], "--approver", "alice", "--reason", "dev is fine")
+    assert code == 0, err
+    return run.result(timeout=600)
+
+
+def test_a_release_goes_region_by_region_and_a_failure_in_the_second_rolls_back_both(
+    regions: Project, prefect_server: None, sink: SlackSink
+) -> None:
+    state = release_to_prod(regions, "v1")
+
+    assert state.is_completed(), state
+    for region in REGIONS:
+        for component, function in (("backend", "outreachpass-api-prod"), ("worker", "outreachpass-worker-prod")):
+            assert live_in(regions, function, region).startswith(f"opcd {component} v1"), (region, component)
+            record = ledger(regions, region, component)
+            assert (record["outcome"], record["version"], record["region"]) == ("deployed", "v1", region)
+    # us-east-1 alone first: every deploy there ended before any in us-west-2 began
+    east = [ledger(regions, "us-east-1", c) for c in ("backend", "worker")]
+    west = [ledger(regions, "us-west-2", c) for c in ("backend", "worker")]
+    assert max(r["finished_at"] for r in east) <= min(r["started_at"] for r in west)
+    # built once (dev's bucket is us-east-1's), copied server-side to us-west-2's bucket with its checksum
+    assert "copy" in west[0]["steps"] and "copy" not in east[0]["steps"]
+    assert [r["sha256"] for r in east] == [r["sha256"] for r in west]  # each component's one build
+    head = client_in(regions, "s3", "us-west-2").head_object(
+        Bucket="outreachpass-artifacts-us-west-2", Key="backend/v1/lambda.zip", ChecksumMode="ENABLED"
+    )
+    code_sha = client_in(regions, "lambda", "us-west-2").get_function(FunctionName="outreachpass-api-prod")
+    assert head["ChecksumSHA256"] == code_sha["Configuration"]["CodeSha256"]
+    # dev has one region: its records stay where they always were, with no region
+    dev = json.loads(client_in(regions, "s3", "us-east-1").get_object(
+        Bucket="outreachpass-artifacts-us-east-1", Key="ledger/dev/backend/latest.json")["Body"].read())  # fmt: skip
+    assert dev["outcome"] == "deployed" and "region" not in dev
+    assert set(state.result()["steps"]["prod"]) == {f"{c}@{r}" for c in ("backend", "worker") for r in REGIONS}
+
+    code, out, err = regions.cli("status", "--env", "prod")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.startswith(("backend", "worker"))]
+    assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == sorted(
+        (c, "prod", region, "v1") for c in ("backend", "worker") for region in REGIONS
+    )
+
+    # v2's backend fails its health check in us-west-2 only, once it takes traffic there
+    init = regions.root / "backend" / "app" / "__init__.py"
+    init.write_text(init.read_text() + UNHEALTHY_IN_US_WEST_2)
+    state = release_to_prod(regions, "v2")
+
+    assert state.is_failed()
+    west_backend = ledger(regions, "us-west-2", "backend")  # rolled itself back after traffic moved
+    assert (west_backend["action"], west_backend["outcome"], west_backend["version"]) == ("deploy", "rolled-back", "v2")
+    # everything else the release changed in prod went back to v1, each verified (the rollback flow's checks)
+    for region, component in (("us-east-1", "backend"), ("us-east-1", "worker"), ("us-west-2", "worker")):
+        records = history(regions, region, component)
+        assert [(r["action"], r["outcome"], r["version"]) for r in records][-2:] == [
+            ("deploy", "deployed", "v2"), ("rollback", "deployed", "v1"),
+        ], (region, component)  # fmt: skip
+    for region in REGIONS:
+        assert live_in(regions, "outreachpass-api-prod", region).startswith("opcd backend v1"), region
+        assert live_in(regions, "outreachpass-worker-prod", region).startswith("opcd worker v1"), region
+    message = str(state.message)
+    assert "prod failed (backend (us-west-2): rolled-back, live v1 (Lambda version 2))" in message
+    assert "rolled back with it: backend (us-east-1) (live v1 (" in message and "worker (us-west-2) (live v1" in message
+    said = [t for t in sink.texts() if "in prod us-east-1 was ROLLED BACK: live now v1" in t]
+    assert said, sink.texts()
+
+    code, out, err = regions.cli("status", "--env", "prod")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.startswith("backend")]
+    assert sorted((r[2], r[3]) for r in rows) == [("us-east-1", "v1"), ("us-west-2", "v1")]
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback"])
+def test_a_region_the_environment_does_not_have_is_refused_in_one_line(regions: Project, command: str) -> None:
+    more = ["--version", "v1"] if command == "deploy" else []
+    code, out, err = regions.cli(command, "backend", "--env", "prod", "--region", "eu-west-1", *more)
+    assert code == 2
+    assert one_line_error(err) == (
+        "error: environment 'prod' has no region 'eu-west-1' — its regions: us-east-1, us-west-2\n"
+    )
+
+
+def test_a_deploy_plan_per_region_names_its_region_function_bucket_and_lock(regions: Project) -> None:
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1", "--dry-run", "--json")
+    assert code == 0, err
+    from flows.plan.models import DeployPlan
+
+    documents = [json.loads(part) for part in out.replace("}\n{", "}\n\x00{").split("\x00")]
+    plans = [DeployPlan.model_validate(d) for d in documents]
+    assert [(p.region, p.target.region) for p in plans] == [("us-east-1", "us-east-1"), ("us-west-2", "us-west-2")]
+    assert [p.artifact.location for p in plans] == [
+        f"s3://outreachpass-artifacts-{r}/backend/v1/lambda.zip" for r in REGIONS
+    ]
+    locks = [next(s.inputs["lock"] for s in p.steps if s.action == "lock") for p in plans]
+    assert locks == [f"opcd-env-prod-{r}-backend" for r in REGIONS]
+    health = [next(s.inputs["resolved_url"] for s in p.steps if s.action == "health") for p in plans]
+    assert health[1].endswith("/_gateway/outreachpass-api-prod@us-west-2/health")
+
+
+def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Project) -> None:
+    code, out, err = regions.cli("release", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    assert "), in us-east-1 first, then in us-west-2 in parallel:" in out
+    assert "  backend → v1 (prod us-west-2: outreachpass-api-prod):" in out
+    copy = (
+        "copy s3://outreachpass-artifacts-us-east-1/backend/v1/lambda.zip to"
+        " s3://outreachpass-artifacts-us-west-2/backend/v1/lambda.zip (CopyObject), its sha256 checked"
+    )
+    assert copy in out
+    assert "take the lock opcd-env-prod-us-west-2-backend" in out and "take the lock opcd-env-dev-backend" in out
+
+
+def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
+    regions: Project, prefect_server: None
+) -> None:
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1")
+
+    assert code == 0, err
+    assert "deployed backend v1 to prod us-east-1: live on Lambda version 2" in out
+    assert "deployed backend v1 to prod us-west-2: live on Lambda version 2" in out
+    east, west = (ledger(regions, region, "backend") for region in REGIONS)
+    assert east["finished_at"] <= west["started_at"]
+    assert (east["artifact"], west["artifact"]) == ("built", "reused") and "copy" in west["steps"]
+    assert west["sha256"] == east["sha256"]
+
+
+def shifting_in_us_west_2(project: Project) -> None:
+    """prod us-west-2's ledger says a deploy of backend v2 is moving traffic (its run's record: ``shifting``)."""
+    record = {
+        "component": "backend", "environment": "prod", "action": "deploy", "outcome": "shifting", "version": "v2",
+        "traffic": "all-at-once", "flow_run_id": "7d1c0a52-3f4e-4b6a-9c1d-2e8f5a6b7c90", "region": "us-west-2",
+    }  # fmt: skip
+    for name in ("latest.json", "20261130T071500Z-7d1c0a52.json"):
+        client_in(project, "s3", "us-west-2").put_object(
+            Bucket="outreachpass-artifacts-us-west-2", Key=f"ledger/prod/us-west-2/backend/{name}",
+            Body=json.dumps({**record, "finished_at": "2026-11-30T07:15:00Z"}).encode(),
+        )  # fmt: skip
+
+
+def test_promote_abort_and_history_find_the_deploy_shifting_in_the_region_named(regions: Project) -> None:
+    shifting_in_us_west_2(regions)
+    code, out, err = regions.cli("history", "backend", "--env", "prod")
+    assert code == 0, err
+    (row,) = [line.split() for line in out.splitlines()[1:]]
+    assert row[2:7] == ["deploy", "backend", "prod", "us-west-2", "v2"] and "shifting" in row
+    code, out, err = regions.cli("promote", "backend", "--env", "prod", "--region", "us-west-2")
+    assert code == 2 and "the running deploy of backend to prod moves traffic all at once" in one_line_error(err)
+    code, out, err = regions.cli("abort", "backend", "--env", "prod")  # the first region's: nothing recorded
+    assert code == 2 and "no bake is running for backend in prod (it has no run recorded)" in one_line_error(err)
+
+
+def test_drift_checks_each_region_against_its_own_ledger(regions: Project, prefect_server: None) -> None:
+    shifting_in_us_west_2(regions)
+    code, out, err = regions.cli("drift", "--env", "prod")
+    assert code == 3, err  # drift
+    (finding,) = [line for line in out.splitlines() if line.startswith("DRIFT")]
+    assert finding.startswith("DRIFT  prod us-west-2 outreachpass-api-prod:live: a deploy of v2 stopped while")
