@@ -107,8 +107,15 @@ XDIST_GROUPS = {
     "tests/e2e/test_approval_ui.py": "prefect-ui",
 }
 # Longest first, so that no long test starts last while the other workers have nothing left to do:
-# the e2e layer (its groups first, as the scheduler sends the largest units first), then integration, then unit.
+# the e2e layer (its groups first, as the scheduler sends the largest units first), then integration, then
+# unit, whose longest modules go first (the secret scan of the checkout, the Lambda package builds with pip).
 LAYER_ORDER = ("e2e", "integration", "unit")
+LONGEST_UNIT_MODULES = ("tests/test_project.py", "tests/tasks/test_build.py")
+
+
+def run_order(item: pytest.Item) -> tuple[int, bool]:
+    layer = item.stash[_LAYER]
+    return LAYER_ORDER.index(layer), not (layer == "unit" and item.nodeid.split("::", 1)[0] in LONGEST_UNIT_MODULES)
 
 
 class LoadGroupByModule(LoadGroupScheduling):
@@ -138,7 +145,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 " — mark the module's tests and list the module there alike"
             )
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, the scheduler keeps the order
-        items.sort(key=lambda item: LAYER_ORDER.index(item.stash[_LAYER]))
+        items.sort(key=run_order)
 
 
 @pytest.fixture(autouse=True)
