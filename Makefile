@@ -29,6 +29,8 @@ EXPORT := export --frozen --extra dev --no-emit-project --format requirements-tx
 LOCK_ARGS ?=
 
 # --inexact: pip (and anything installed by hand) stays; every locked package is at its locked version.
+# --compile-bytecode: the .pyc files written once here, as pip does by default; uv does not, and where
+# PYTHONDONTWRITEBYTECODE is set every Python process the tests start compiled Prefect again (3-7 s each).
 $(STAMP): pyproject.toml uv.lock $(REQUIREMENTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcd needs Python 3.11+; set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +38,7 @@ $(STAMP): pyproject.toml uv.lock $(REQUIREMENTS)
 	@: > $(VENV)/install.log
 	@{ [ "$(INSTALLER)" = uv ] \
 	    && $(BIN)/python -m pip install --disable-pip-version-check --quiet uv >> $(VENV)/install.log 2>&1 \
-	    && UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --inexact --extra dev >> $(VENV)/install.log 2>&1; } \
+	    && UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --inexact --compile-bytecode --extra dev >> $(VENV)/install.log 2>&1; } \
 	  || { ! grep -q "needs to be updated" $(VENV)/install.log \
 	         || { echo "uv.lock does not match pyproject.toml: run \`make lock\` and commit uv.lock and $(REQUIREMENTS)"; exit 1; }; \
 	       [ "$(INSTALLER)" = uv ] && echo "uv could not install them (see $(VENV)/install.log): using pip ..."; \

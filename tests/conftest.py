@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from xdist.scheduler import LoadGroupScheduling
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The test server's background services that no test needs (no deployments, workers, automations
@@ -97,11 +98,54 @@ def layer_of(item: pytest.Item) -> str:
     return "unit"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The modules whose tests share one server per test process, and their `xdist_group`: `--dist loadgroup`
+# sends each group to one worker. pytest-xdist 3.8 names a test's group by appending "@group" to its
+# node id, which pytest 9.2's structured node ids ignore (pytest-xdist issue #1386): the grouped tests
+# went to any worker and each worker started the group's server. The scheduler below groups by module.
+XDIST_GROUPS = {
+    "tests/e2e/test_deployments.py": "prefect-deployments",
+    "tests/e2e/test_approval_ui.py": "prefect-ui",
+}
+# Longest first, so that no long test starts last while the other workers have nothing left to do:
+# the e2e layer (its groups first, as the scheduler sends the largest units first), then integration, then
+# unit, whose longest modules go first (the secret scan of the checkout, the Lambda package builds with pip).
+LAYER_ORDER = ("e2e", "integration", "unit")
+LONGEST_UNIT_MODULES = ("tests/test_project.py", "tests/tasks/test_build.py")
+
+
+def run_order(item: pytest.Item) -> tuple[int, bool]:
+    layer = item.stash[_LAYER]
+    return LAYER_ORDER.index(layer), not (layer == "unit" and item.nodeid.split("::", 1)[0] in LONGEST_UNIT_MODULES)
+
+
+class LoadGroupByModule(LoadGroupScheduling):
+    """``--dist loadgroup`` whose groups are :data:`XDIST_GROUPS`' modules (or an "@group" xdist could append)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope: str = super()._split_scope(nodeid)
+        return scope if scope != nodeid else XDIST_GROUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadGroupByModule | None:
+    return LoadGroupByModule(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.stash[_LAYER] = layer = layer_of(item)
         if not item.get_closest_marker(layer):
             item.add_marker(layer)
+        marker = item.get_closest_marker("xdist_group")
+        group = (marker.args[0] if marker.args else marker.kwargs.get("name")) if marker else None
+        expected = XDIST_GROUPS.get(item.nodeid.split("::", 1)[0])
+        if group != expected:
+            raise pytest.UsageError(
+                f"{item.nodeid}: its xdist_group is {group!r}, tests/conftest.py's XDIST_GROUPS says {expected!r}"
+                " — mark the module's tests and list the module there alike"
+            )
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, the scheduler keeps the order
+        items.sort(key=run_order)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from opcd import locks
@@ -90,15 +94,36 @@ hold()
 """
 
 
+@contextmanager
+def sent_before_it_stops() -> Iterator[None]:
+    """On leaving: this process's logs and events for the server sent while it still runs (else they are
+    retried against a stopped server until the test session's end waits for them)."""
+    try:
+        yield
+    finally:
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
+
+
 @pytest.mark.e2e  # a real `prefect server start`, as the end-to-end tests run
 def test_a_killed_holder_is_found_dead_and_its_run_marked_crashed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A real `prefect server start`: an ephemeral server (the test harness) never revokes an expired
-    # lease (Prefect runs its lease repossessor only in a real server).
+    # lease (Prefect runs its lease repossessor only in a real server). Two of the server's settings
+    # make the wait the lease itself: its repossessor looks for expired leases every second (default 15 s)
+    # and a waiting client asks again within a second (its Retry-After capped at 1 s, default 30 s).
     component = f"locks-{uuid.uuid4().hex[:8]}"
     name = limit_name("dev", component)
-    with real_prefect_server(tmp_path) as api, temporary_settings({PREFECT_API_URL: api}):
+    server_settings = {
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+    }
+    with (
+        real_prefect_server(tmp_path, **server_settings) as api,
+        temporary_settings({PREFECT_API_URL: api}),
+        sent_before_it_stops(),
+    ):
         env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": str(ROOT)}
         with subprocess.Popen(
             [sys.executable, "-c", HOLDER.format(component=component)], cwd=ROOT, env=env,
