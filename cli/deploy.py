@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from flows.plan.render import render_json, render_text
 from flows.rollback import rollback
 from opcd.aws import target_for
 from opcd.config import Config, config_path, load_config
-from opcd.errors import DeployFailed, InputError, explain_aws_error
+from opcd.errors import DeployFailed, InputError, OpcdError, explain_aws_error
 from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
 from tasks.bake_control import find_running_bake, send_bake_command, wait_for_alias
@@ -70,16 +71,41 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print_plan(plan, args.json)
         return 0
     built: ArtifactPlan | None = None
+    changed: list[str] = []  # the regions this command moved to the new version
     for plan in plans:
-        if built is not None:  # a further region: the first region's package, copied (planned again to say so)
-            plan = build_deploy_plan(
-                config, args.component, args.environment, args.app_version, args.accept_alarms or None,
-                region=plan.region, release_build=built,
-            )  # fmt: skip
-        deploy_one(config, args, plan)
+        try:
+            if built is not None:  # a further region: the first region's package, copied (planned again to say so)
+                plan = build_deploy_plan(
+                    config, args.component, args.environment, args.app_version, args.accept_alarms or None,
+                    region=plan.region, release_build=built,
+                )  # fmt: skip
+            if deploy_one(config, args, plan) and plan.region:
+                changed.append(plan.region)
+        except Exception:
+            roll_back_regions(config, args, changed)  # an environment is not left with its regions apart
+            raise
         if built is None and plan.kind == "lambda" and len(plans) > 1:
             built = package_of(config, plan)
     return 0
+
+
+def roll_back_regions(config: Config, args: argparse.Namespace, regions: list[str]) -> None:
+    """After a later region failed: each region this deploy changed goes back to what ran before it (the
+    ``rollback`` flow: verified, recorded). Said on stderr; a rollback that fails is said and the rest go on."""
+    for region in regions:
+        where = f"{args.component} in {args.environment} {region}"
+        print(f"a later region failed: rolling back {where}", file=sys.stderr)
+        try:
+            result = run_flow(
+                rollback, component=args.component, environment=args.environment,
+                config_path=str(config_path(args.config).resolve()), region=region,
+            )  # fmt: skip
+        except OpcdError as exc:
+            print(f"error: the rollback of {where} FAILED: {exc} — act now: opcd status --env {args.environment}",
+                  file=sys.stderr)  # fmt: skip
+            continue
+        print(f"rolled back {where} to {result.live_version} (Lambda version {result.live_lambda_version})",
+              file=sys.stderr)  # fmt: skip
 
 
 def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
@@ -94,8 +120,9 @@ def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
     )  # fmt: skip
 
 
-def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> None:
-    """Run ``plan`` (one region's deploy) through the component's deploy flow; say what is live after it."""
+def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> bool:
+    """Run ``plan`` (one region's deploy) through the component's deploy flow; say what is live after it.
+    True when it changed what runs (not "already live")."""
     params: dict[str, Any] = {
         "environment": args.environment, "version": args.app_version, "git_sha": args.git_sha,
         "config_path": str(config_path(args.config).resolve()), "accept_alarms": args.accept_alarms or None,
@@ -108,7 +135,7 @@ def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> No
     where = args.environment + (f" {plan.region}" if plan.region else "")
     if result.outcome is Outcome.NOOP:
         print(f"{args.component} {args.app_version} is already live in {where}: nothing changed")
-        return
+        return False
     if result.live_task_definition:  # ECS
         runs_on = f"{result.live_task_definition.rpartition('/')[2]} ({result.live_image})"
     elif plan.kind == "apprunner":
@@ -116,6 +143,7 @@ def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> No
     else:
         runs_on = f"live on Lambda version {result.live_lambda_version}"
     print(f"deployed {args.component} {args.app_version} to {where}: {runs_on}")
+    return True
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -126,6 +154,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     _check_request(args, config, args.to_version)
     wanted = [args.region] if args.region else config.regions(args.environment)
     regions = list(dict.fromkeys(config.region_key(args.environment, r) for r in wanted))  # None: its only one
+    if args.to_lambda_version is not None and len(regions) > 1:
+        raise InputError(
+            f"--to-lambda-version names a version of one region, and {args.environment} has several"
+            " (Lambda version numbers differ per region)", "add --region R, or use --to VERSION",
+        )  # fmt: skip
     if not args.dry_run:
         print_target(config, args.environment)
     plans = [  # every region's plan before anything changes
@@ -134,6 +167,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         )
         for region in regions
     ]  # fmt: skip
+    running = {str(plan.region): plan.live.describe() for plan in plans}
+    if args.to_version is None and len(set(running.values())) > 1:  # "back" is not the same step everywhere
+        raise InputError(
+            f"the regions of {args.environment} run different versions"
+            f" ({'; '.join(f'{r}: {live}' for r, live in running.items())})",
+            "roll back one region with --region R, or all of them to one version with --to VERSION",
+        )  # fmt: skip
     if args.dry_run:
         for plan in plans:
             print_plan(plan, args.json)

@@ -748,7 +748,8 @@ class Release:
         """An environment is never left half-released: when a deploy failed there, every other component
         this release changed there (outcome ``deployed``) goes back to what was live before it, through
         the ``rollback`` flow (health-checked, recorded in the ledger), in parallel. ``release.on_failure
-        = "keep"`` leaves them on the new version. ``steps`` then says how each ended.
+        = "keep"`` leaves the other components on the new version, never a failed component's other regions.
+        ``steps`` then says how each ended.
         """
         for step in steps.values():
             if step.outcome is Outcome.ERROR:  # a run that recorded no outcome of its own: shown here
@@ -756,7 +757,10 @@ class Release:
         failed = [s.label for s in steps.values() if s.failed]
         changed = [key for key, s in steps.items() if s.outcome is Outcome.DEPLOYED]
         on_failure = self.plan.on_failure if self.plan else self.config.release.on_failure
-        if not failed or not changed or on_failure != "rollback-all":
+        if on_failure != "rollback-all":  # "keep" keeps the other components; a failed one's other regions go back
+            failing = {s.component for s in steps.values() if s.failed}
+            changed = [key for key in changed if steps[key].component in failing]
+        if not failed or not changed:
             return
         because = ", ".join(failed)
         get_run_logger().warning(
@@ -855,6 +859,16 @@ def checked_release_plan(
     if wrong:
         raise InputError(
             f"the plan given does not match the run's parameters: {'; '.join(wrong)}",
+            "pass the plan `opcd release` makes, or none (the run then makes it)",
+        )
+    for stage in plan.stages:  # every region of the environment, in opcd.toml's order (the first is the canary)
+        regions = tuple(config.regions(stage.environment)) if config.region_key(stage.environment) else ()
+        expected = sorted(((c, r) for c in plan.components for r in regions or (None,)), key=str)
+        if stage.regions != regions or sorted(((d.component, d.region) for d in stage.deploys), key=str) != expected:
+            wrong.append(f"{stage.environment}'s deploys are not one per component and region of {', '.join(regions)}")
+    if wrong:
+        raise InputError(
+            f"the plan given does not match opcd.toml: {'; '.join(wrong)}",
             "pass the plan `opcd release` makes, or none (the run then makes it)",
         )
     if plan.components:

@@ -59,10 +59,11 @@ def _live_record(
 
 
 def _half_done(environment: str, resource: str, component: str, latest: Record, doing: str) -> Drift:
+    """``environment``: as a finding names it (``prod us-west-2`` in an environment of several regions)."""
     run = latest.flow_run_name or latest.flow_run_id or "unknown"
     return Drift(
         environment, resource, f"a deploy of {latest.version} stopped while {doing} (run {run})",
-        f"check `opcd status --env {environment}`, then deploy or roll back {component}",
+        f"check `opcd status --env {environment.partition(' ')[0]}`, then deploy or roll back {component}",
     )  # fmt: skip
 
 
@@ -72,6 +73,7 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
     findings = []
     bucket, key = config.bucket_for(environment, region), config.region_key(environment, region)
     where = f"{environment} {key}" if key else environment  # what the findings name
+    in_region = f" --region {key}" if key else ""  # a hint's command acts on this region alone
     for component in config.environment(environment).functions:
         function = config.function_name(component, environment, region)
         resource = f"{function}:live"
@@ -84,7 +86,7 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
             split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
             findings.append(Drift(
                 where, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
-                f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}",
+                f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}{in_region}",
             ))  # fmt: skip
         record = _live_record(config, target, environment, component, region)
         if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
@@ -92,8 +94,8 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
                 where, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
                 f" says {record.live_lambda_version} ({record.live_version})",
-                f"opcd rollback {component} --env {environment} --to-lambda-version {record.live_lambda_version}"
-                " (or deploy again)",
+                f"opcd rollback {component} --env {environment}{in_region} --to-lambda-version"
+                f" {record.live_lambda_version} (or deploy again)",
             ))  # fmt: skip
         latest = read_latest(target, bucket, environment, component, region=key)
         if latest and latest.outcome is Outcome.SHIFTING:

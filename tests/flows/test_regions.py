@@ -186,6 +186,57 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
     assert west["sha256"] == east["sha256"]
 
 
+def test_a_deploy_failing_in_a_later_region_rolls_the_earlier_back_and_rollbacks_name_their_region(
+    regions: Project, prefect_server: None
+) -> None:
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1")
+    assert code == 0, err
+    init = regions.root / "backend" / "app" / "__init__.py"
+    init.write_text(init.read_text() + UNHEALTHY_IN_US_WEST_2)
+
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v2")
+
+    assert code == 1
+    assert "a later region failed: rolling back backend in prod us-east-1" in err
+    assert "rolled back backend in prod us-east-1 to v1 (Lambda version 2)" in err
+    east = history(regions, "us-east-1", "backend")
+    assert [(r["action"], r["outcome"], r["version"]) for r in east][-2:] == [
+        ("deploy", "deployed", "v2"), ("rollback", "deployed", "v1"),
+    ]  # fmt: skip
+    for region in REGIONS:
+        assert live_in(regions, "outreachpass-api-prod", region).startswith("opcd backend v1"), region
+
+    # Lambda version numbers differ per region: one of them names no version of every region
+    code, out, err = regions.cli("rollback", "backend", "--env", "prod", "--to-lambda-version", "2")
+    assert code == 2 and "--to-lambda-version names a version of one region" in one_line_error(err)
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v3", "--region", "us-east-1")
+    assert code == 0, err
+    # the regions now run different versions: "back" is not the same step in both
+    code, out, err = regions.cli("rollback", "backend", "--env", "prod")
+    assert code == 2 and "the regions of prod run different versions (us-east-1: v3" in one_line_error(err)
+    assert live_in(regions, "outreachpass-api-prod", "us-east-1").startswith("opcd backend v3")
+
+
+def test_a_given_release_plan_must_deploy_every_region_in_opcd_tomls_order(regions: Project) -> None:
+    from flows.plan.build import build_release_plan
+    from flows.release import checked_release_plan
+    from opcd.config import load_config
+    from opcd.errors import InputError
+    from opcd.iam import acting_as
+
+    config = load_config(regions.config_path)
+    with acting_as("deploy", str(regions.config_path)):  # as `opcd release` plans: its deploy role (the IAM proof)
+        plan = build_release_plan(config, "v1", components=["backend"])
+    prod = next(stage for stage in plan.stages if stage.environment == "prod")
+    assert prod.regions == REGIONS and sorted(d.region or "" for d in prod.deploys) == list(REGIONS)
+    east_only = prod.model_copy(update={"regions": ("us-east-1",), "deploys": prod.deploys[:1]})
+    reversed_ = prod.model_copy(update={"regions": REGIONS[::-1]})
+    for stage in (east_only, reversed_):
+        forged = plan.model_copy(update={"stages": (plan.stages[0], stage)})
+        with pytest.raises(InputError, match="prod's deploys are not one per component and region of us-east-1"):
+            checked_release_plan(config, forged, None, None)
+
+
 def shifting_in_us_west_2(project: Project) -> None:
     """prod us-west-2's ledger says a deploy of backend v2 is moving traffic (its run's record: ``shifting``)."""
     record = {
