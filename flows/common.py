@@ -367,6 +367,7 @@ class EarlySteps:
         config_path: str | None = None,
         notify: bool = True,
         subject: str | None = None,
+        region: str | None = None,
     ) -> None:
         self.action, self.component, self.environment, self.version = action, component, environment, version
         self.git_sha, self.config_path, self.notify = git_sha, config_path, notify
@@ -375,7 +376,9 @@ class EarlySteps:
         self.step = Stage.PLAN
         self.plan: RunPlan | None = None
         self.read_live: Callable[[Record], object] | None = None
-        self.region: str | None = None  # the plan's, in an environment of several regions
+        # the run's region (None: the environment's first), the plan's once there is one; as ledger paths
+        # and locks name it (None in an environment of one region) once a failure is recorded
+        self.region: str | None = region
 
     @property
     def step(self) -> Stage:
@@ -393,9 +396,18 @@ class EarlySteps:
             report(str(stage), what, State.RUNNING, self.component, self.environment)
 
     @classmethod
-    def rollback(cls, component: str, environment: str, to_version: str | None, config_path: str | None) -> EarlySteps:
+    def rollback(
+        cls,
+        component: str,
+        environment: str,
+        to_version: str | None,
+        config_path: str | None,
+        region: str | None = None,
+    ) -> EarlySteps:
         subject = f"rollback {component} in {environment}"
-        return cls("rollback", component, environment, to_version, config_path=config_path, subject=subject)
+        return cls(
+            "rollback", component, environment, to_version, config_path=config_path, subject=subject, region=region
+        )
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
@@ -416,13 +428,18 @@ class EarlySteps:
         get_run_logger().error("%s failed at %s: %s", self.subject, self.step, what)
         row = "build" if self.action == "build" else self.environment
         report(f"FAILED at {self.step}", what, State.FAILED, self.component, row)
+        config = self.plan.config if self.plan else _config_or_none(self.config_path)
+        if self.plan is None and config is not None:  # failed before its plan: the region the run was asked for
+            try:
+                self.region = config.region_key(self.environment, self.region)
+            except OpcdError:  # an environment or region opcd.toml lacks: the failure being reported says so
+                pass
         record = Record(
             self.component, self.environment, self.action, Outcome.FAILED, self.version, git_sha=self.git_sha,
             step=self.step, reason=f"failed at {self.step}: {what}", region=self.region,
         )  # fmt: skip
         record.attach_flow_run()
         live = self._live(record)
-        config = self.plan.config if self.plan else _config_or_none(self.config_path)
         notifier = Notifier(config.notifications.slack if config else None, self.title, self.notify)
         notify_outcome(notifier, record)
         record.notify_failures = list(notifier.failures)
@@ -453,7 +470,7 @@ class EarlySteps:
         ledger = record_in_ledger.with_options(retries=0)
         held = False
         try:
-            target = self.plan.target if self.plan else target_for(config, self.environment)
+            target = self.plan.target if self.plan else target_for(config, self.environment, self.region)
             bucket = config.bucket_for(self.environment, self.region)
             try:
                 with environment_lock(self.environment, self.component, timeout=LOCK_WAIT, region=self.region):

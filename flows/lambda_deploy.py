@@ -431,7 +431,8 @@ def deploy_lambda(
     environment's lock: read live, publish the new version, check it before traffic, move traffic and verify;
     a failure after that is recorded with what is live. Each step run is listed in the record's ``steps``.
     """
-    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    asked = region or (planned.region if planned else None)  # where a failure before the plan is recorded
+    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify, region=asked)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with running_steps():
         plan, artifact = plan_and_build(early, version, accept_alarms, planned, region)

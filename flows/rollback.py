@@ -101,7 +101,7 @@ def rollback(
         return rollback_body(component, environment, to_version, config_path, force)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
-    with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
+    with EarlySteps.rollback(component, environment, to_version, config_path, region).reporting():
         plan = plan_lambda_deploy(component, environment, to_version, config_path, accept_firing=True, region=region)
     with environment_lock(environment, component, region=plan.region):
         live = read_live_alias(plan.target, plan.function)

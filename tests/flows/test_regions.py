@@ -268,3 +268,28 @@ def test_drift_checks_each_region_against_its_own_ledger(regions: Project, prefe
     assert code == 3, err  # drift
     (finding,) = [line for line in out.splitlines() if line.startswith("DRIFT")]
     assert finding.startswith("DRIFT  prod us-west-2 outreachpass-api-prod:live: a deploy of v2 stopped while")
+
+
+def test_a_region_refused_before_its_plan_runs_is_recorded_in_that_regions_ledger(
+    regions: Project, prefect_server: None
+) -> None:
+    from flows.lambda_deploy import deploy_backend
+    from flows.plan.models import DeployPlan, parse_plan
+
+    code, out, err = regions.cli(
+        "deploy", "backend", "--env", "prod", "--version", "v1", "--region", "us-west-2", "--dry-run", "--json"
+    )
+    assert code == 0, err
+    plan = parse_plan(out)
+    assert isinstance(plan, DeployPlan) and plan.region == "us-west-2"
+    client_in(regions, "cloudwatch", "us-west-2").set_alarm_state(
+        AlarmName="outreachpass-api-prod-errors", StateValue="ALARM", StateReason="errors after the plan was made"
+    )  # the run reads the alarms again when it starts, and refuses
+
+    state = deploy_backend(environment="prod", version="v1", config_path=str(regions.config_path), plan=plan,
+                           return_state=True)  # fmt: skip
+
+    assert state.is_failed()
+    record = ledger(regions, "us-west-2", "backend")
+    assert (record["outcome"], record["region"], record["step"]) == ("failed", "us-west-2", "plan")
+    assert "outreachpass-api-prod-errors" in record["reason"]
