@@ -913,6 +913,12 @@ def _region_checks(config: Config, environment: str) -> list[str]:
             f"project.artifact_bucket: {environment} has several regions, and a Lambda function takes its code from"
             ' a bucket of its own region: put {region} in the name (e.g. "outreachpass-artifacts-{region}")'
         )
+    for component, url in config.environments[environment].health.items():  # each region checked, not one of them
+        if REGION_PLACEHOLDER not in url:
+            problems.append(
+                f"environments.{environment}.health.{component}: {environment} has several regions, and one URL for"
+                " all would check whichever region answers it: put {region} in it (e.g. https://api.{region}.example/)"
+            )
     return problems
 
 

@@ -517,3 +517,10 @@ def test_several_regions_need_lambda_components_and_a_bucket_per_region() -> Non
         "environments.prod.regions: several regions are not supported yet for apprunner components (frontend)" in text
     )
     assert "project.artifact_bucket: prod has several regions" in text and "put {region} in the name" in text
+
+
+def test_several_regions_need_a_health_url_per_region() -> None:
+    data = two_regions(base())
+    data["environments"]["prod"]["health"]["backend"] = "https://api.outreachpass.example/health"  # one for both
+    assert "environments.prod.health.backend: prod has several regions, and one URL for all" in problems(data)
+    parse_config(two_regions(base()), ROOT)  # {region} in it: each region its own URL
