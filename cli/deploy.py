@@ -167,11 +167,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         )
         for region in regions
     ]  # fmt: skip
-    running = {str(plan.region): plan.live.describe() for plan in plans}
-    if args.to_version is None and len(set(running.values())) > 1:  # "back" is not the same step everywhere
+    versions = {plan.live.version for plan in plans}  # app versions: Lambda version numbers differ per region
+    if args.to_version is None and len(versions) > 1:  # "back" is not the same step everywhere
         raise InputError(
             f"the regions of {args.environment} run different versions"
-            f" ({'; '.join(f'{r}: {live}' for r, live in running.items())})",
+            f" ({'; '.join(f'{plan.region}: {plan.live.describe()}' for plan in plans)})",
             "roll back one region with --region R, or all of them to one version with --to VERSION",
         )  # fmt: skip
     if args.dry_run:

@@ -189,8 +189,13 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
 def test_a_deploy_failing_in_a_later_region_rolls_the_earlier_back_and_rollbacks_name_their_region(
     regions: Project, prefect_server: None
 ) -> None:
+    west = client_in(regions, "lambda", "us-west-2")
+    west.update_function_configuration(FunctionName="outreachpass-api-prod", MemorySize=256)  # a version to publish
+    west.get_waiter("function_updated_v2").wait(FunctionName="outreachpass-api-prod")
+    west.publish_version(FunctionName="outreachpass-api-prod", Description="one more version in us-west-2 only")
     code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1")
     assert code == 0, err
+    assert "to prod us-east-1: live on Lambda version 2" in out and "to prod us-west-2: live on Lambda version 3" in out
     init = regions.root / "backend" / "app" / "__init__.py"
     init.write_text(init.read_text() + UNHEALTHY_IN_US_WEST_2)
 
@@ -209,6 +214,8 @@ def test_a_deploy_failing_in_a_later_region_rolls_the_earlier_back_and_rollbacks
     # Lambda version numbers differ per region: one of them names no version of every region
     code, out, err = regions.cli("rollback", "backend", "--env", "prod", "--to-lambda-version", "2")
     assert code == 2 and "--to-lambda-version names a version of one region" in one_line_error(err)
+    code, out, err = regions.cli("rollback", "backend", "--env", "prod", "--dry-run")  # one app version in both
+    assert "run different versions" not in err
     code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v3", "--region", "us-east-1")
     assert code == 0, err
     # the regions now run different versions: "back" is not the same step in both
