@@ -17,7 +17,7 @@ from flows.plan.models import ArtifactPlan, DeployPlan, ReleasePlan, RollbackPla
 from flows.plan.render import render_json, render_text
 from flows.rollback import rollback
 from opcd.aws import target_for
-from opcd.config import Config, config_path, load_config
+from opcd.config import Config, config_path, load_config, where
 from opcd.errors import DeployFailed, InputError, OpcdError, explain_aws_error
 from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
@@ -56,8 +56,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     (the first one first), each plan made before anything changes; a failed region stops the rest."""
     config = load_config(args.config)
     _check_request(args, config, args.app_version)
-    wanted = [args.region] if args.region else config.regions(args.environment)
-    regions = list(dict.fromkeys(config.region_key(args.environment, r) for r in wanted))  # None: its only one
+    regions = config.region_keys(args.environment, args.region)  # [None]: its only one
     if not args.dry_run:
         print_target(config, args.environment)
     plans = [
@@ -93,18 +92,18 @@ def roll_back_regions(config: Config, args: argparse.Namespace, regions: list[st
     """After a later region failed: each region this deploy changed goes back to what ran before it (the
     ``rollback`` flow: verified, recorded). Said on stderr; a rollback that fails is said and the rest go on."""
     for region in regions:
-        where = f"{args.component} in {args.environment} {region}"
-        print(f"a later region failed: rolling back {where}", file=sys.stderr)
+        what = f"{args.component} in {where(args.environment, region)}"
+        print(f"a later region failed: rolling back {what}", file=sys.stderr)
         try:
             result = run_flow(
                 rollback, component=args.component, environment=args.environment,
                 config_path=str(config_path(args.config).resolve()), region=region,
             )  # fmt: skip
         except OpcdError as exc:
-            print(f"error: the rollback of {where} FAILED: {exc} — act now: opcd status --env {args.environment}",
+            print(f"error: the rollback of {what} FAILED: {exc} — act now: opcd status --env {args.environment}",
                   file=sys.stderr)  # fmt: skip
             continue
-        print(f"rolled back {where} to {result.live_version} (Lambda version {result.live_lambda_version})",
+        print(f"rolled back {what} to {result.live_version} (Lambda version {result.live_lambda_version})",
               file=sys.stderr)  # fmt: skip
 
 
@@ -132,9 +131,9 @@ def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> bo
     show_plan(plan)
     with showing_progress(config, "deploy", [(args.component, args.environment)], args.verbose):
         result = run_flow(flow, **params, **extra)
-    where = args.environment + (f" {plan.region}" if plan.region else "")
+    place = where(args.environment, plan.region)
     if result.outcome is Outcome.NOOP:
-        print(f"{args.component} {args.app_version} is already live in {where}: nothing changed")
+        print(f"{args.component} {args.app_version} is already live in {place}: nothing changed")
         return False
     if result.live_task_definition:  # ECS
         runs_on = f"{result.live_task_definition.rpartition('/')[2]} ({result.live_image})"
@@ -142,7 +141,7 @@ def deploy_one(config: Config, args: argparse.Namespace, plan: DeployPlan) -> bo
         runs_on = f"{result.live_image} ({result.live_image_digest})"
     else:
         runs_on = f"live on Lambda version {result.live_lambda_version}"
-    print(f"deployed {args.component} {args.app_version} to {where}: {runs_on}")
+    print(f"deployed {args.component} {args.app_version} to {place}: {runs_on}")
     return True
 
 
@@ -152,8 +151,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     ``--region R``: that region of the environment; default: each of its regions (one plan when it has one)."""
     config = load_config(args.config)
     _check_request(args, config, args.to_version)
-    wanted = [args.region] if args.region else config.regions(args.environment)
-    regions = list(dict.fromkeys(config.region_key(args.environment, r) for r in wanted))  # None: its only one
+    regions = config.region_keys(args.environment, args.region)  # [None]: its only one
     if args.to_lambda_version is not None and len(regions) > 1:
         raise InputError(
             f"--to-lambda-version names a version of one region, and {args.environment} has several"
@@ -186,14 +184,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 to_lambda_version=args.to_lambda_version, config_path=str(config_path(args.config).resolve()),
                 force=args.force, region=plan.region,
             )  # fmt: skip
-        where = f"{args.component} in {args.environment}" + (f" {plan.region}" if plan.region else "")
+        what = f"{args.component} in {where(args.environment, plan.region)}"
         if result.outcome is Outcome.NOOP:
-            print(f"{where} is already on {result.version or 'that version'}: nothing changed")
+            print(f"{what} is already on {result.version or 'that version'}: nothing changed")
         elif result.live_image:
-            print(f"rolled back {where} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
+            print(f"rolled back {what} to {result.live_version} ({result.live_image}, {result.live_image_digest})")
         else:
             app = result.live_version or "a version opcd did not deploy"
-            print(f"rolled back {where} to {app} (Lambda version {result.live_lambda_version})")
+            print(f"rolled back {what} to {app} (Lambda version {result.live_lambda_version})")
     return 0
 
 

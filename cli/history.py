@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opcd.aws import AwsTarget, target_for
-from opcd.config import Config, load_config
+from opcd.config import Config, load_config, where
 from opcd.errors import InputError
-from tasks.ledger import PREFIX, parse_time, read_documents, seconds_between
+from tasks.ledger import PREFIX, ledger_prefix, parse_time, read_documents, seconds_between
 from tasks.notify import flow_run_url
 
 MAX_LIMIT = 1000
@@ -45,10 +45,12 @@ def analysis_verdict(record: dict[str, Any]) -> str | None:
 
 
 def _entry(kind: str, key: str, record: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    run = record.get("flow_run_id")
+    run, environment = record.get("flow_run_id"), record.get("environment")
+    if isinstance(environment, str):  # an environment of several regions: its region too (``prod us-west-2``)
+        environment = where(environment, record.get("region"))
     entry = {
         "when": record.get("finished_at") or _stamp(key), "started_at": record.get("started_at"), "kind": kind,
-        "component": record.get("component"), "environment": record.get("environment"),
+        "component": record.get("component"), "environment": environment,
         "version": record.get("version"), "outcome": record.get("outcome"), "by": record.get("actor"),
         "seconds": _seconds(record.get("started_at"), record.get("finished_at")),
         "flow_run_id": run, "flow_run_name": record.get("flow_run_name"),
@@ -134,23 +136,13 @@ def history_entries(config: Config, component: str | None, environment: str | No
     for env, target in zip(envs, targets, strict=True):
         for name in components:
             entries += _load_tests(read_documents(target, bucket, f"{PREFIX}/load-tests/{env}/{name}/"), limit)
-            if config.region_key(env):  # several regions: each one's runs, from its own bucket, named by region
-                entries += [
-                    entry for region in config.regions(env) for entry in _region_runs(config, env, region, name, limit)
-                ]
-            else:
-                entries += _runs(read_documents(target, bucket, f"{PREFIX}/{env}/{name}/"), limit)
+            for key in config.region_keys(env):  # each region's runs, from its own bucket (several: by region)
+                runs = read_documents(
+                    target_for(config, env, key), config.bucket_for(env, key), ledger_prefix(env, name, key) + "/"
+                )  # fmt: skip
+                entries += _runs(runs, limit)
     entries.sort(key=lambda e: str(e["when"] or ""), reverse=True)
     return entries[:limit]
-
-
-def _region_runs(config: Config, environment: str, region: str, component: str, limit: int) -> list[dict[str, Any]]:
-    """The runs of ``component`` in ``region`` of ``environment`` (one of several): ``prod us-west-2``."""
-    documents = read_documents(
-        target_for(config, environment, region), config.bucket_for(environment, region),
-        f"{PREFIX}/{environment}/{region}/{component}/",
-    )  # fmt: skip
-    return [{**entry, "environment": f"{environment} {region}"} for entry in _runs(documents, limit)]
 
 
 def _took(seconds: Any) -> str:

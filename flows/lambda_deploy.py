@@ -32,7 +32,7 @@ from flows.common import (
 )
 from flows.plan.models import ArtifactPlan, DeployPlan
 from opcd.aws import AwsTarget
-from opcd.config import Config, load_config
+from opcd.config import Config, load_config, where
 from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome, Stage
@@ -106,7 +106,7 @@ class Plan:
     @property
     def where(self) -> str:
         """``prod``, or ``prod us-west-2`` in an environment of several regions."""
-        return f"{self.environment} {self.region}" if self.region else self.environment
+        return where(self.environment, self.region)
 
     def health_url(self) -> str | None:
         """The component's public health URL in the deploy's region."""

@@ -50,7 +50,7 @@ from flows.plan.build import build_release_plan, check_request
 from flows.plan.models import ArtifactPlan, DeployPlan, ReleasePlan
 from flows.rollback import rollback
 from opcd.aws import AwsTarget, guarded_target, resolve_target, target_for
-from opcd.config import AppRunnerComponent, Config, load_config
+from opcd.config import AppRunnerComponent, Config, load_config, where
 from opcd.errors import DeployFailed, InputError, OpcdError
 from opcd.locks import release_lock
 from opcd.outcomes import Outcome, ReleaseOutcome
@@ -251,8 +251,8 @@ def _failed(
     latest = read_latest(target, bucket, environment, component, region=region)
     if latest is None or run is None or latest.flow_run_id != run:
         latest = Record(component, environment, action, Outcome.ERROR, version, reason=reason, region=region)
-    where = f"{environment} {region}" if region else environment
-    what = f"{component} to {where}" if action == "deploy" else f"{action} {component} in {where}"
+    place = where(environment, region)
+    what = f"{component} to {place}" if action == "deploy" else f"{action} {component} in {place}"
     return Failed(message=f"{what}: {latest.outcome}: {reason}", data=latest)
 
 
@@ -495,7 +495,7 @@ class Release:
         facts = {"Took": f"{_took(summary['seconds'])} (builds {_took(self.build_seconds)})"}
         for component in self.components:
             facts[component] = "; ".join(
-                f"{env}{' ' + s.region if s.region else ''}: {s.outcome}, live {s.live}"
+                f"{where(env, s.region)}: {s.outcome}, live {s.live}"
                 for env in self.environments for s in self.steps.get(env, {}).values() if s.component == component
             ) or "not deployed"  # fmt: skip
         level = "fail" if outcome.is_failure else "ok"
@@ -570,11 +570,10 @@ class Release:
         settings = self.config.environment(environment).approval
         if not settings:
             return
-        several: list[str | None] = [*self.config.regions(environment)] if self.config.region_key(environment) else []
         live = {  # an environment of several regions: what each region runs
             c: "; ".join(
                 (f"{r}: " if r else "") + live_now(self.config, self.target_of(environment, r), environment, c, r)
-                for r in several or [None]
+                for r in self.config.region_keys(environment)
             )
             for c in self.components
         }
@@ -644,9 +643,9 @@ class Release:
                 if untouched or any(s.failed for s in steps.values()):  # a region failed: no further wave
                     untouched += [str(region) for region in wave]
                     continue
-                where = f"{environment} {', '.join(map(str, wave))}" if wave != [None] else environment
+                place = f"{environment} {', '.join(map(str, wave))}" if wave != [None] else environment
                 how = "alone first" if number == 0 and len(waves) > 1 else "in parallel"
-                logger.info("Deploying %s %s to %s (%s)", ", ".join(self.components), self.version, where, how)
+                logger.info("Deploying %s %s to %s (%s)", ", ".join(self.components), self.version, place, how)
                 steps.update(self.deploy_wave(environment, wave))
             self.roll_back_the_others(environment, steps)
         self.steps[environment] = steps
@@ -660,17 +659,16 @@ class Release:
         for step in steps.values():
             if step.outcome in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
                 rolled_back = step.outcome is Outcome.ROLLED_BACK
-                where = f"{environment} {step.region}" if step.region else environment
                 self.notifier.send(
-                    f"{step.component} in {where} was"
+                    f"{step.component} in {where(environment, step.region)} was"
                     f" {'ROLLED BACK' if rolled_back else 'NOT rolled back (rollback failed)'}: live now {step.live}",
                     "warn" if rolled_back else "fail",
                     {"Why": (step.reason or "-")[:500]},
                 )
         if failed:
             later = [*untouched, *self.environments[self.environments.index(environment) + 1 :]]
-            where = "; ".join(f"{s.label}: {s.outcome}, live {s.live}" for s in failed)
-            detail = f"{environment} failed ({where})" + _rolled_back_text(steps)
+            ended = "; ".join(f"{s.label}: {s.outcome}, live {s.live}" for s in failed)
+            detail = f"{environment} failed ({ended})" + _rolled_back_text(steps)
             detail += f"; {', '.join(later)} untouched" if later else ""
             self.finish(ReleaseOutcome.FAILED, detail)
             raise DeployFailed(f"release {self.version}: {detail}")
@@ -862,8 +860,9 @@ def checked_release_plan(
             "pass the plan `opcd release` makes, or none (the run then makes it)",
         )
     for stage in plan.stages:  # every region of the environment, in opcd.toml's order (the first is the canary)
-        regions = tuple(config.regions(stage.environment)) if config.region_key(stage.environment) else ()
-        expected = sorted(((c, r) for c in plan.components for r in regions or (None,)), key=str)
+        keys = config.region_keys(stage.environment)  # [None]: one region
+        regions = tuple(k for k in keys if k)
+        expected = sorted(((c, r) for c in plan.components for r in keys), key=str)
         if stage.regions != regions or sorted(((d.component, d.region) for d in stage.deploys), key=str) != expected:
             wrong.append(f"{stage.environment}'s deploys are not one per component and region of {', '.join(regions)}")
     if wrong:
@@ -922,5 +921,4 @@ def _release(
         run.approve(environment)
         run.deploy(environment)
         run.load_test(environment)
-    where = ", ".join(envs)
-    return run.finish(ReleaseOutcome.RELEASED, f"{', '.join(run.components)} {version} live in {where}")
+    return run.finish(ReleaseOutcome.RELEASED, f"{', '.join(run.components)} {version} live in {', '.join(envs)}")

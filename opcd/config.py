@@ -37,6 +37,11 @@ _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}", re.ASCII)
 REGION_PLACEHOLDER = "{region}"
 
 
+def where(environment: str, region: str | None) -> str:
+    """``prod``, or ``prod us-west-2`` for a region of an environment of several (``region``: its region key)."""
+    return f"{environment} {region}" if region else environment
+
+
 def parse_duration(value: Any) -> float:
     """``"24h"`` → 86400.0; plain numbers are seconds."""
     if isinstance(value, bool):
@@ -675,6 +680,11 @@ class Config(_Model):
                 f"environment {environment!r} has no region {region!r}", f"its regions: {', '.join(regions)}"
             )
         return None if len(regions) == 1 else region or regions[0]
+
+    def region_keys(self, environment: str, region: str | None = None) -> list[str | None]:
+        """:meth:`region_key` of ``region`` alone, else of each of ``environment``'s regions in deploy order
+        (``[None]`` in an environment of one region)."""
+        return [self.region_key(environment, r) for r in ([region] if region else self.regions(environment))]
 
     def in_region(self, name: str, environment: str | None = None, region: str | None = None) -> str:
         """``name`` with {region} replaced: by ``region``, else ``environment``'s first, else project.region."""

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.config import Config, LambdaComponent
+from opcd.config import Config, LambdaComponent, where
 from opcd.errors import ResourceMissing
 from opcd.outcomes import Outcome
 from tasks.apprunner import find_service, read_service
@@ -72,7 +72,7 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
     """Each function's ``live`` alias against the ledger (``region``: one of the environment's several)."""
     findings = []
     bucket, key = config.bucket_for(environment, region), config.region_key(environment, region)
-    where = f"{environment} {key}" if key else environment  # what the findings name
+    place = where(environment, key)  # what the findings name
     in_region = f" --region {key}" if key else ""  # a hint's command acts on this region alone
     for component in config.environment(environment).functions:
         function = config.function_name(component, environment, region)
@@ -80,18 +80,18 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
         try:
             live = read_live(target, function)
         except ResourceMissing as exc:
-            findings.append(Drift(where, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(place, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
         if live.weights:
             split = ", ".join(f"version {v} {w:.0%}" for v, w in sorted(live.weights.items()))
             findings.append(Drift(
-                where, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
+                place, resource, f"carries leftover weights ({split}) beside version {live.lambda_version}",
                 f"finish or undo the shift: opcd promote / opcd abort {component} --env {environment}{in_region}",
             ))  # fmt: skip
         record = _live_record(config, target, environment, component, region)
         if record and record.live_lambda_version and record.live_lambda_version != live.lambda_version:
             findings.append(Drift(
-                where, resource,
+                place, resource,
                 f"points at version {live.lambda_version} ({live.app_version or 'not deployed by opcd'}); the ledger"
                 f" says {record.live_lambda_version} ({record.live_version})",
                 f"opcd rollback {component} --env {environment}{in_region} --to-lambda-version"
@@ -99,7 +99,7 @@ def check_lambda_aliases(config: Config, target: AwsTarget, environment: str, re
             ))  # fmt: skip
         latest = read_latest(target, bucket, environment, component, region=key)
         if latest and latest.outcome is Outcome.SHIFTING:
-            findings.append(_half_done(where, resource, component, latest, "shifting traffic"))
+            findings.append(_half_done(place, resource, component, latest, "shifting traffic"))
     return findings
 
 
@@ -108,7 +108,7 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str, regio
     findings = []
     events, lam = target.client("events"), target.client("lambda")
     env = config.environment(environment)
-    where = f"{environment} {region}" if config.region_key(environment, region) else environment
+    place = where(environment, config.region_key(environment, region))
     for component, comp in config.components.items():
         if (
             not isinstance(comp, LambdaComponent)
@@ -128,17 +128,17 @@ def check_event_rules(config: Config, target: AwsTarget, environment: str, regio
             except Exception as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
-                findings.append(Drift(where, f"rule {name}", "does not exist", fix))
+                findings.append(Drift(place, f"rule {name}", "does not exist", fix))
                 continue
             if info.get("State") != ("ENABLED" if rule.enabled else "DISABLED"):
-                findings.append(Drift(where, f"rule {name}", f"is {info.get('State')}", fix))
+                findings.append(Drift(place, f"rule {name}", f"is {info.get('State')}", fix))
             wrong = [t["Arn"] for t in targets if t["Arn"] != alias_arn]
             if wrong:
                 findings.append(Drift(
-                    where, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
+                    place, f"rule {name}", f"targets {', '.join(wrong)} instead of {function}:live", fix
                 ))  # fmt: skip
             elif not any(t.get("Id") == TARGET_ID for t in targets):
-                findings.append(Drift(where, f"rule {name}", f"has no target on {function}:live", fix))
+                findings.append(Drift(place, f"rule {name}", f"has no target on {function}:live", fix))
     return findings
 
 
@@ -205,9 +205,9 @@ def check_alarms_exist(config: Config, target: AwsTarget, environment: str, regi
     if not names:
         return []
     found = describe_alarms(target, names)
-    where = f"{environment} {region}" if config.region_key(environment, region) else environment
+    place = where(environment, config.region_key(environment, region))
     return [
-        Drift(where, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
+        Drift(place, f"alarm {n}", "does not exist", "create it (Terraform), or fix opcd.toml's alarms")
         for n in names
         if n not in found
     ]

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from opcd.aws import AwsTarget, error_code
+from opcd.config import where
 from opcd.errors import ConfigError
 from opcd.outcomes import Outcome, Stage
 from tasks.analysis import markdown_table
@@ -110,7 +111,7 @@ class Record:
     @property
     def where(self) -> str:
         """``prod``, or ``prod us-west-2`` in an environment of several regions."""
-        return f"{self.environment} {self.region}" if self.region else self.environment
+        return where(self.environment, self.region)
 
     def attach_flow_run(self) -> None:
         ctx = FlowRunContext.get()
@@ -123,7 +124,7 @@ _log = logging.getLogger("opcd.ledger")
 _RECORD = TypeAdapter(Record)
 
 
-def _prefix(environment: str, component: str, region: str | None = None) -> str:
+def ledger_prefix(environment: str, component: str, region: str | None = None) -> str:
     """``ledger/ENV/COMPONENT``; ``ledger/ENV/REGION/COMPONENT`` in an environment of several regions."""
     return f"{PREFIX}/{environment}/{region}/{component}" if region else f"{PREFIX}/{environment}/{component}"
 
@@ -143,7 +144,7 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: boo
     s3 = target.client("s3")
     body = _document(record)
     stamp = record.finished_at.replace(":", "").replace("-", "")
-    prefix = _prefix(record.environment, record.component, record.region)
+    prefix = ledger_prefix(record.environment, record.component, record.region)
     key = f"{prefix}/{stamp}-{(record.flow_run_id or 'local')[:8]}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
     put_live = record.outcome is Outcome.DEPLOYED
@@ -165,7 +166,7 @@ def read_latest(
     region: str | None = None,
 ) -> Record | None:
     """The newest record (``live.json``: the newest that put a version live), or None."""
-    key = f"{_prefix(environment, component, region)}/{name}"
+    key = f"{ledger_prefix(environment, component, region)}/{name}"
     try:
         body = target.client("s3").get_object(Bucket=bucket, Key=key)
     except Exception as exc:
@@ -194,7 +195,7 @@ def read_history(
     keys: list[str] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=_prefix(environment, component, region) + "/"
+            Bucket=bucket, Prefix=ledger_prefix(environment, component, region) + "/"
         ):
             keys += [
                 o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith(("/latest.json", "/live.json"))

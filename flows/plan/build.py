@@ -752,8 +752,8 @@ def build_release_plan(
     builds: dict[str, ComponentBuild] = {}
     for environment in envs:
         deploys = []
-        regions = config.regions(environment)
-        for region in regions if len(regions) > 1 else [None]:  # several: each region's deploys, in order
+        keys = config.region_keys(environment)  # [None]: one region
+        for region in keys:  # several: each region's deploys, in order
             checked = check_environment(config, environment, accept_firing=True, region=region)
             for component in chosen:
                 made = builds.get(component)
@@ -777,7 +777,7 @@ def build_release_plan(
         )
         first = environment == next(iter(config.environments))
         tested = tuple(c for c in chosen if first and config.component(c).load_test)
-        several = tuple(regions) if len(regions) > 1 else ()
+        several = tuple(k for k in keys if k)
         stages.append(
             Stage(environment=environment, approval=gate, regions=several, deploys=tuple(deploys), load_tests=tested)
         )

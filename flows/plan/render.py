@@ -6,6 +6,7 @@ Both show the plan object itself, step by step, so what is shown is what a run e
 from __future__ import annotations
 
 from flows.plan.models import ApprovalGate, Check, DeployPlan, ReleasePlan, RollbackPlan, Step
+from opcd.config import where
 from opcd.traffic import human_duration
 
 DRY_RUN_END = "no changes made (dry run)"
@@ -31,14 +32,9 @@ def render_text(plan: DeployPlan | RollbackPlan | ReleasePlan, dry_run: bool = T
 def _deploy(plan: DeployPlan, prefix: str) -> list[str]:
     return [
         plan.target.description,
-        f"{prefix}deploy {plan.component} {plan.version} to {_where(plan)} ({plan.resource})",
+        f"{prefix}deploy {plan.component} {plan.version} to {where(plan.environment, plan.region)} ({plan.resource})",
         *_deploy_body(plan, "  ", plan.checks),
     ]
-
-
-def _where(plan: DeployPlan | RollbackPlan) -> str:
-    """``prod``, or ``prod us-west-2`` in an environment of several regions."""
-    return f"{plan.environment} {plan.region}" if plan.region else plan.environment
 
 
 def _deploy_body(plan: DeployPlan, indent: str, checks: tuple[Check, ...] = ()) -> list[str]:
@@ -56,10 +52,10 @@ def _deploy_body(plan: DeployPlan, indent: str, checks: tuple[Check, ...] = ()) 
 
 
 def _rollback(plan: RollbackPlan, prefix: str) -> list[str]:
-    where = f"{plan.resource}:live" if plan.kind == "lambda" else plan.resource
+    moved = f"{plan.resource}:live" if plan.kind == "lambda" else plan.resource
     lines = [
         plan.target.description,
-        f"{prefix}rollback {plan.component} in {_where(plan)}: would move {where}"
+        f"{prefix}rollback {plan.component} in {where(plan.environment, plan.region)}: would move {moved}"
         f" from {plan.live.describe()} to {plan.to.describe()}",
     ]
     if plan.force:
@@ -111,7 +107,7 @@ def _release(plan: ReleasePlan, dry_run: bool) -> list[str]:
             lines += [f"  checked: {c.name}: {c.result}" for c in stage.deploys[0].checks if c.name in _SHARED]
         for deploy in stage.deploys:
             lines.append(
-                f"  {deploy.component} → {plan.version} ({_where(deploy)}: {deploy.resource}):"
+                f"  {deploy.component} → {plan.version} ({deploy.environment} {deploy.region}: {deploy.resource}):"
                 if deploy.region
                 else f"  {deploy.component} → {plan.version} ({deploy.resource}):"
             )
