@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from opcd.aws import AwsTarget, error_code
-from opcd.errors import DeployFailed, InputError, ResourceMissing
+from opcd.errors import DeployFailed, InputError, ResourceMissing, VersionConflict
 from opcd.progress import report
 from tasks.build import Package
 
@@ -98,9 +98,22 @@ def copy_artifact(target: AwsTarget, source: str, bucket: str, component: str, v
     """Copy the version's package and metadata from bucket ``source`` (another region's) into ``bucket``, server-side
     (CopyObject, S3 computing the copy's SHA-256); the copy's checksum must be the build's ``code_sha256``
     (base64 of its SHA-256, as Lambda's CodeSha256). Metadata last: its presence marks a whole artifact.
-    Returns the copy's key; DeployFailed when the copy is not the build (its metadata is then not copied)."""
+
+    A whole artifact already in ``bucket`` is never overwritten: the same build is used as it is (not copied
+    again), another build of the version is a VersionConflict. Returns the key; DeployFailed when the copy is not
+    the build (its metadata is then not copied, so nothing marks it whole)."""
     s3 = target.client("s3")
     key = artifact_key(component, version)
+    there = read_artifact_metadata.fn(target, bucket, component, version)
+    if there is not None:
+        if there.get("code_sha256") != code_sha256:
+            raise VersionConflict(
+                f"s3://{bucket}/{key} already holds another build of {component} {version}"
+                f" (sha256 {there.get('code_sha256')}, this release's {code_sha256}): nothing was copied over it",
+                "a version names one build: pick a new version for changed source",
+            )
+        get_run_logger().info("s3://%s/%s already holds this build: not copied again", bucket, key)
+        return key
     report("copy", f"s3://{source}/{key} → s3://{bucket}/{key}")
     try:
         copied = s3.copy_object(

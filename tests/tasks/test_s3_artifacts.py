@@ -150,23 +150,32 @@ def test_a_build_is_copied_to_another_regions_bucket_with_its_sha256_checked(
 ) -> None:
     import base64
 
-    from opcd.errors import DeployFailed
+    from opcd.errors import DeployFailed, VersionConflict
     from tasks.s3_artifacts import copy_artifact
 
     moto_target.client("s3").create_bucket(
         Bucket="artifacts-west", CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
     )
     built = package(tmp_path)
-    upload_artifact.fn(moto_target, BUCKET, built, {"version": "v1", "sha256": built.sha256_hex})
     code_sha256 = base64.b64encode(hashlib.sha256(b"PK zip bytes").digest()).decode()
+    metadata = {"version": "v1", "sha256": built.sha256_hex, "code_sha256": code_sha256}
+    upload_artifact.fn(moto_target, BUCKET, built, metadata)
 
     key = copy_artifact.fn(moto_target, BUCKET, "artifacts-west", "backend", "v1", code_sha256)
 
     assert download_artifact.fn(moto_target, "artifacts-west", key) == b"PK zip bytes"
-    assert read_artifact_metadata.fn(moto_target, "artifacts-west", "backend", "v1") == {
-        "version": "v1", "sha256": built.sha256_hex,
-    }  # fmt: skip
+    assert read_artifact_metadata.fn(moto_target, "artifacts-west", "backend", "v1") == metadata
     assert logged(run_log)[-1] == f"Copied s3://{BUCKET}/{key} to s3://artifacts-west (sha256 checked)"
+    # the same build already there (a release of the version again): used as it is, not copied over
+    copy_artifact.fn(moto_target, BUCKET, "artifacts-west", "backend", "v1", code_sha256)
+    assert logged(run_log)[-1] == f"s3://artifacts-west/{key} already holds this build: not copied again"
+    # another build of the version there: refused, and what is there stays
+    other = "b3RoZXIgYnVpbGQ="
+    s3.put_object(Bucket="artifacts-west", Key=key, Body=b"another build")
+    s3.put_object(Bucket="artifacts-west", Key="backend/v1/metadata.json", Body=json.dumps({"code_sha256": other}))
+    with pytest.raises(VersionConflict, match="already holds another build of backend v1 .*nothing was copied over"):
+        copy_artifact.fn(moto_target, BUCKET, "artifacts-west", "backend", "v1", code_sha256)
+    assert download_artifact.fn(moto_target, "artifacts-west", key) == b"another build"
     # a copy that is not the build (the source changed since): refused, and no metadata marks it whole
     s3.delete_object(Bucket="artifacts-west", Key="backend/v1/metadata.json")
     with pytest.raises(DeployFailed, match="has sha256 .*, not the build's"):
