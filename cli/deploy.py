@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -44,6 +44,17 @@ def print_plan(plan: DeployPlan | RollbackPlan | ReleasePlan, as_json: bool) -> 
     return 0
 
 
+def print_plans(plans: Sequence[DeployPlan | RollbackPlan], as_json: bool) -> int:
+    """The dry run of each region's plan: one plan as :func:`print_plan`; several (an environment of several
+    regions) as text one after the other, or as one JSON document, the list of the plans in deploy order."""
+    if len(plans) == 1 or not as_json:
+        for plan in plans:
+            print_plan(plan, as_json)
+        return 0
+    print("[\n" + ",\n".join(render_json(plan) for plan in plans) + "\n]")
+    return 0
+
+
 def show_plan(plan: DeployPlan | RollbackPlan | ReleasePlan) -> None:
     """Before a run: the plan it executes (its target line is already printed)."""
     print("\n".join(render_text(plan, dry_run=False).splitlines()[1:]), flush=True)
@@ -66,9 +77,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         for region in regions
     ]  # fmt: skip
     if args.dry_run:
-        for plan in plans:
-            print_plan(plan, args.json)
-        return 0
+        return print_plans(plans, args.json)
     built: ArtifactPlan | None = None
     changed: list[str] = []  # the regions this command moved to the new version
     for plan in plans:
@@ -173,9 +182,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             "roll back one region with --region R, or all of them to one version with --to VERSION",
         )  # fmt: skip
     if args.dry_run:
-        for plan in plans:
-            print_plan(plan, args.json)
-        return 0
+        return print_plans(plans, args.json)
     for plan in plans:
         show_plan(plan)
         with showing_progress(config, "rollback", [(args.component, args.environment)], args.verbose):

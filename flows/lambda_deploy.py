@@ -566,7 +566,7 @@ def publish_new_version(plan: Plan, artifact: Artifact, record: Record) -> str:
 def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_version: str) -> None:
     """Migrations, then the smoke checks and the sample event on the new version; live untouched on failure."""
     comp = plan.config.lambda_component(plan.component)
-    if comp.migrations:
+    if comp.migrations and plan.config.migrates(plan.environment, plan.region):
         ran("migrations")
         secret_name = plan.config.database_secret(plan.environment, plan.region)
         run_migrations(

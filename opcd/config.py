@@ -789,6 +789,15 @@ class Config(_Model):
             )
         return self.in_region(secret, environment, region)
 
+    def migrates(self, environment: str, region: str | None = None) -> bool:
+        """Whether a deploy to ``region`` of ``environment`` runs the migrations. One region, or a database of each
+        region's own ({region} in database_secret): yes. A database the regions share (no {region}: the same
+        secret, replicated to each region) is migrated by the first region's deploy alone, which goes first and
+        alone; the later regions, deployed together, would otherwise migrate it at the same time."""
+        secret = self.environment(environment).database_secret
+        first = self.regions(environment)[0]
+        return region is None or region == first or (secret is not None and REGION_PLACEHOLDER in secret)
+
     def source_dir(self, component: str) -> Path:
         return (self.root / self.component(component).source).resolve()
 
@@ -902,6 +911,8 @@ def _cross_checks(config: Config) -> list[str]:
                 )
         if env.regions and len(env.regions) > 1:
             problems += _region_checks(config, ename)
+        elif env.regions and env.regions != [config.project.region]:
+            problems += _bucket_check(config, ename, f"{ename} is in {env.regions[0]}, not project.region")
         migrations = any(isinstance(c, LambdaComponent) and c.migrations for c in config.components.values())
         if migrations and env.database_secret is None:
             problems.append(f"environments.{ename}.database_secret: missing (a component has migrations)")
@@ -918,11 +929,7 @@ def _region_checks(config: Config, environment: str) -> list[str]:
         for name, comp in config.components.items()
         if comp.kind != "lambda"
     ]
-    if REGION_PLACEHOLDER not in config.project.artifact_bucket:
-        problems.append(
-            f"project.artifact_bucket: {environment} has several regions, and a Lambda function takes its code from"
-            ' a bucket of its own region: put {region} in the name (e.g. "outreachpass-artifacts-{region}")'
-        )
+    problems += _bucket_check(config, environment, f"{environment} has several regions")
     for component, url in config.environments[environment].health.items():  # each region checked, not one of them
         if REGION_PLACEHOLDER not in url:
             problems.append(
@@ -930,6 +937,18 @@ def _region_checks(config: Config, environment: str) -> list[str]:
                 " all would check whichever region answers it: put {region} in it (e.g. https://api.{region}.example/)"
             )
     return problems
+
+
+def _bucket_check(config: Config, environment: str, why: str) -> list[str]:
+    """An environment outside project.region: its Lambda functions take their code from a bucket of their region."""
+    if REGION_PLACEHOLDER in config.project.artifact_bucket:
+        return []
+    if not any(comp.kind == "lambda" for comp in config.components.values()):
+        return []
+    return [
+        f"project.artifact_bucket: {why}, and a Lambda function takes its code from a bucket of its own region:"
+        ' put {region} in the name (e.g. "outreachpass-artifacts-{region}")'
+    ]
 
 
 def _terraform_checks(config: Config, settings: TerraformSettings) -> list[str]:

@@ -307,7 +307,7 @@ def _analysis_table(bake: dict[str, Any] | None) -> str:
 @task(name="publish-run-artifact", cache_policy=NO_CACHE)
 def publish_run_artifact(record: Record) -> None:
     create_markdown_artifact(
-        key=f"{record.action}-{record.component}-{record.environment}",
+        key=f"{record.action}-{record.component}-{record.where.replace(' ', '-')}",  # prod-us-west-2: one per region
         markdown=markdown(record),
         description=f"{record.action} {record.component} to {record.environment}: {record.outcome}",
     )

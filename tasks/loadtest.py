@@ -205,7 +205,7 @@ def record_load_test(target: AwsTarget, bucket: str, result: LoadResult) -> str:
 
 def urls_of(config: Config, target: AwsTarget, component: str, environment: str, endpoints: list[str]) -> list[str]:
     """Each endpoint at the origin of the component's health URL there (the sandbox's gateway when it serves it)."""
-    health = urlsplit(config.environment(environment).health[component])
+    health = urlsplit(config.health_url(component, environment) or "")  # several regions: the first's (the canary)
     return [target.resolve_url(f"{health.scheme}://{health.netloc}{path}") for path in endpoints]
 
 
@@ -217,7 +217,7 @@ def run_load_test(config: Config, target: AwsTarget, component: str, environment
     logger = get_run_logger()
     bucket = config.project.artifact_bucket
     baseline = last_passing(target, bucket, environment, component)
-    health = urlsplit(config.environment(environment).health[component])
+    health = urlsplit(config.health_url(component, environment) or "")
     started = now()
     logger.info(
         "Load test of %s in %s: %d requests at %g/s, %d at once, to %s", component, environment, settings.requests,

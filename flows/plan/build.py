@@ -48,7 +48,7 @@ from flows.plan.models import (
 )
 from flows.rollback import choose_version
 from opcd.aws import AwsTarget, target_for
-from opcd.config import Config, SmokeCheck
+from opcd.config import Config, SmokeCheck, where
 from opcd.errors import InputError
 from opcd.locks import limit_name
 from opcd.traffic import human_duration
@@ -86,7 +86,10 @@ def _lambda_live(live: LiveVersion) -> Live:
     )  # fmt: skip
 
 
-def _environment_checks(checked: EnvironmentChecks, config: Config, environment: str) -> list[Check]:
+def _environment_checks(
+    checked: EnvironmentChecks, config: Config, environment: str, region: str | None = None
+) -> list[Check]:
+    """The checks :func:`flows.common.check_environment` made, of ``region`` (one of several; None: the first)."""
     env = config.environment(environment)
     try:  # guarded_target asked STS already (the answer is cached); without account_id it may not know
         who = checked.target.identity()
@@ -94,11 +97,12 @@ def _environment_checks(checked: EnvironmentChecks, config: Config, environment:
         account = f"{who.account} as {who.arn}{matches}"
     except Exception as exc:
         account = f"not known ({type(exc).__name__}); no account_id to compare"
-    alarms = f"{', '.join(env.alarms)}: {checked.alarms.summary()}" if env.alarms else "none configured"
+    names = checked.alarms.names  # the region's names ({region} filled in)
+    alarms = f"{', '.join(names)}: {checked.alarms.summary()}" if names else "none configured"
     return [
         Check(name="account", result=account),
         Check(name="alarms", result=alarms),
-        Check(name="bucket", result=f"s3://{config.project.artifact_bucket} exists"),
+        Check(name="bucket", result=f"s3://{config.bucket_for(environment, region)} exists"),
     ]
 
 
@@ -178,7 +182,9 @@ def _lambda_artifact(plan: Plan, version: str, release_build: ArtifactPlan | Non
         artifact = release_build.model_copy(
             update={"location": location, "build": False, "reason": _MADE, "copy_from": copy_from}
         )
-        steps = [Step(action="copy", text=f"copy {built} to {location} (CopyObject), its sha256 checked",
+        copy = f"copy {built} to {location} (CopyObject), its sha256 checked"
+        copy += " (the same build there: kept; another: refused)"
+        steps = [Step(action="copy", text=copy,
                       inputs={"from": built, "bucket": plan.bucket, "key": key})] if copy_from else []  # fmt: skip
         return artifact, [*steps, Step(action="reuse", text=f"use {location}, made by the release's build",
                                        inputs={"bucket": plan.bucket, "key": key})]  # fmt: skip
@@ -271,13 +277,19 @@ def _lambda_deploy(
             Step(action="publish", text=f"publish a Lambda version described 'opcd {component} {version} sha256=…'",
                  inputs={"function": function, "description": description}),
         ]  # fmt: skip
-        if comp.migrations:
+        if comp.migrations and config.migrates(environment, plan.region):
+            secret = config.database_secret(environment, plan.region)
             steps.append(Step(
                 action="migrations", text=f"migrations: {comp.migrations.command} (database URL from the secret"
-                f" {env.database_secret}, at most {human_duration(comp.migrations.timeout)})",
-                inputs={"command": comp.migrations.command, "secret": env.database_secret,
+                f" {secret}, at most {human_duration(comp.migrations.timeout)})",
+                inputs={"command": comp.migrations.command, "secret": secret,
                         "timeout": comp.migrations.timeout, "runtime": comp.runtime},
             ))  # fmt: skip
+        elif comp.migrations:
+            notes.append(
+                f"migrations: not here: {environment}'s regions share one database (database_secret"
+                f" {env.database_secret} names no {{region}}), migrated by {config.regions(environment)[0]}'s deploy"
+            )
         if comp.smoke:
             steps.append(_smoke_step(comp.smoke, "the new version", {"qualifier": "new"}))
         if comp.sample_event:
@@ -304,7 +316,7 @@ def _lambda_deploy(
         ]  # fmt: skip
     checks = [
         Check(name="version", result=f"{version} is a version"),
-        *_environment_checks(checked, config, environment),
+        *_environment_checks(checked, config, environment, plan.region),
         Check(name="function", result=f"{function}:live exists, on Lambda version {live.lambda_version}"),
         Check(name="artifact", result=f"{artifact.location}: {artifact.reason}"),
     ]
@@ -312,8 +324,9 @@ def _lambda_deploy(
         kind="lambda", component=component, environment=environment, region=plan.region, version=version,
         resource=function,
         resource_id=function, target=target_ref(plan.target), live=_lambda_live(live), rollback_to=_lambda_live(live),
-        artifact=artifact, shift=shift, alarms=tuple(env.alarms), accepted_alarms=tuple(sorted(plan.alarms.accepted)),
-        noop=noop, steps=tuple(steps), checks=tuple(checks), notes=tuple(notes),
+        artifact=artifact, shift=shift, alarms=tuple(plan.alarms.names),
+        accepted_alarms=tuple(sorted(plan.alarms.accepted)), noop=noop, steps=tuple(steps), checks=tuple(checks),
+        notes=tuple(notes),
     )  # fmt: skip
 
 
@@ -623,7 +636,7 @@ def build_rollback_plan(
             _record_step(),
         ]  # fmt: skip
     checks = [
-        *_environment_checks(checked, config, environment),
+        *_environment_checks(checked, config, environment, plan.region),
         Check(name="function", result=f"{function}:live exists, on Lambda version {live.lambda_version}"),
         Check(name="target", result=f"Lambda version {number} ({app})" + (": --force" if force else ": seen live")),
     ]
@@ -682,19 +695,24 @@ def choose_components(
     if not git_sha:
         return everything, "all components: no commit given to compare"
     chosen, notes = [], []
+    keys = config.region_keys(last_env)  # several regions: each (one may run another commit: --region deploys)
+    targets = {key: target if key == config.region_key(last_env) else target_for(config, last_env, key) for key in keys}
     for name in everything:
-        region = config.region_key(last_env)  # several regions: the first one's (released first)
-        live = read_latest(target, config.bucket_for(last_env), last_env, name, "live.json", region)
-        base = live.git_sha if live else None
-        paths = changed_paths(config.root, str(base), git_sha) if base else None
-        if paths is None:
+        bases = list(dict.fromkeys(  # each region's live commit, in region order, once each
+            (live.git_sha if live else None)
+            for key in keys
+            for live in [read_latest(targets[key], config.bucket_for(last_env, key), last_env, name, "live.json", key)]
+        ))  # fmt: skip
+        changed = [changed_paths(config.root, str(base), git_sha) if base else None for base in bases]
+        since = ", ".join(str(base)[:12] for base in bases)
+        if any(paths is None for paths in changed):
             chosen.append(name)
             notes.append(f"{name}: live commit in {last_env} unknown")
-        elif touches(paths, config.source_dir(name)):
+        elif any(touches(paths, config.source_dir(name)) for paths in changed if paths is not None):
             chosen.append(name)
-            notes.append(f"{name}: changed since {str(base)[:12]}")
+            notes.append(f"{name}: changed since {since}")
         else:
-            notes.append(f"{name}: unchanged since {str(base)[:12]}, skipped")
+            notes.append(f"{name}: unchanged since {since}, skipped")
     return chosen, "; ".join(notes)
 
 
@@ -715,15 +733,16 @@ def check_request(
     for skipped in everything[: everything.index(chosen[-1])]:
         if skipped in chosen:
             continue
-        target = target_for(config, skipped)
-        for component in components:
-            bucket, region = config.bucket_for(skipped), config.region_key(skipped)  # several regions: the first's
-            live = read_latest(target, bucket, skipped, component, "live.json", region)
-            if live is None or live.version != version:
-                raise InputError(
-                    f"{component} {version} is not live in {skipped}, which comes before {chosen[-1]}",
-                    f"release to {skipped} too (leave out --env), or deploy it there first",
-                )
+        for region in config.region_keys(skipped):  # several regions: in each of them
+            target, bucket = target_for(config, skipped, region), config.bucket_for(skipped, region)
+            for component in components:
+                live = read_latest(target, bucket, skipped, component, "live.json", region)
+                if live is None or live.version != version:
+                    raise InputError(
+                        f"{component} {version} is not live in {where(skipped, region)}, which comes before"
+                        f" {chosen[-1]}",
+                        f"release to {skipped} too (leave out --env), or deploy it there first",
+                    )
     return chosen
 
 

@@ -147,8 +147,7 @@ def test_a_deploy_plan_per_region_names_its_region_function_bucket_and_lock(regi
     assert code == 0, err
     from flows.plan.models import DeployPlan
 
-    documents = [json.loads(part) for part in out.replace("}\n{", "}\n\x00{").split("\x00")]
-    plans = [DeployPlan.model_validate(d) for d in documents]
+    plans = [DeployPlan.model_validate(d) for d in json.loads(out)]  # one document: the list of the regions' plans
     assert [(p.region, p.target.region) for p in plans] == [("us-east-1", "us-east-1"), ("us-west-2", "us-west-2")]
     assert [p.artifact.location for p in plans] == [
         f"s3://outreachpass-artifacts-{r}/backend/v1/lambda.zip" for r in REGIONS
@@ -157,6 +156,11 @@ def test_a_deploy_plan_per_region_names_its_region_function_bucket_and_lock(regi
     assert locks == [f"opcd-env-prod-{r}-backend" for r in REGIONS]
     health = [next(s.inputs["resolved_url"] for s in p.steps if s.action == "health") for p in plans]
     assert health[1].endswith("/_gateway/outreachpass-api-prod@us-west-2/health")
+    # prod's database is shared (its secret names no {region}): migrated by us-east-1's deploy alone
+    assert [[s.inputs["secret"] for s in p.steps if s.action == "migrations"] for p in plans] == [
+        ["outreachpass/prod/database"], [],
+    ]  # fmt: skip
+    assert "migrations: not here: prod's regions share one database" in plans[1].notes[0]
 
 
 def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Project) -> None:
@@ -167,6 +171,7 @@ def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Pr
     copy = (
         "copy s3://outreachpass-artifacts-us-east-1/backend/v1/lambda.zip to"
         " s3://outreachpass-artifacts-us-west-2/backend/v1/lambda.zip (CopyObject), its sha256 checked"
+        " (the same build there: kept; another: refused)"
     )
     assert copy in out
     assert "take the lock opcd-env-prod-us-west-2-backend" in out and "take the lock opcd-env-dev-backend" in out
@@ -183,6 +188,15 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
     east, west = (ledger(regions, region, "backend") for region in REGIONS)
     assert east["finished_at"] <= west["started_at"]
     assert (east["artifact"], west["artifact"]) == ("built", "reused") and "copy" in west["steps"]
+    assert "migrations" in east["steps"] and "migrations" not in west["steps"]  # one database, migrated once
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:  # each region's run artifact under a key of its own
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="deploy-backend-prod"))
+        )
+    assert {a.key for a in found} == {"deploy-backend-prod-us-east-1", "deploy-backend-prod-us-west-2"}
     assert west["sha256"] == east["sha256"]
 
 
@@ -300,3 +314,49 @@ def test_a_region_refused_before_its_plan_runs_is_recorded_in_that_regions_ledge
     record = ledger(regions, "us-west-2", "backend")
     assert (record["outcome"], record["region"], record["step"]) == ("failed", "us-west-2", "plan")
     assert "outreachpass-api-prod-errors" in record["reason"]
+
+
+def live_record(project: Project, environment: str, region: str | None, version: str, sha: str | None) -> None:
+    """``backend`` and ``worker`` live on ``version`` (commit ``sha``) in ``environment`` (its ``region``)."""
+    for component in ("backend", "worker"):
+        record = {"component": component, "environment": environment, "action": "deploy", "outcome": "deployed",
+                  "version": version, "git_sha": sha, **({"region": region} if region else {})}  # fmt: skip
+        key = (
+            f"ledger/{environment}/{region}/{component}/live.json"
+            if region
+            else f"ledger/{environment}/{component}/live.json"
+        )
+        bucket = f"outreachpass-artifacts-{region or 'us-east-1'}"
+        client_in(project, "s3", region or "us-east-1").put_object(Bucket=bucket, Key=key, Body=json.dumps(record))
+
+
+def test_what_a_release_picks_and_promotes_reads_every_region_not_the_first_alone(regions: Project) -> None:
+    from flows.plan.build import check_request, choose_components
+    from opcd.aws import target_for
+    from opcd.config import load_config
+    from opcd.errors import InputError
+    from tests.commits import commit, git
+
+    git(regions.root, "init", "-q")
+    first = commit(regions.root, "v1")
+    (regions.root / "worker" / "worker.py").write_text((regions.root / "worker" / "worker.py").read_text() + "\n#\n")
+    second = commit(regions.root, "worker changed")
+    live_record(regions, "prod", "us-east-1", "v2", second)
+    live_record(regions, "prod", "us-west-2", "v1", first)  # deployed on its own (--region), not moved since
+    config = load_config(regions.config_path)
+
+    chosen, why = choose_components(config, target_for(config, "prod"), None, second, "prod")
+    assert chosen == ["worker"], why  # us-west-2 still runs the worker of the first commit
+    assert f"backend: unchanged since {second[:12]}, {first[:12]}, skipped" in why
+
+    # a release to an environment after prod that leaves prod out: the version must be live in each of its regions
+    regions.config_path.write_text(regions.config_path.read_text() + (
+        '\n[environments.dr]\nfunctions = { backend = "outreachpass-api-dr", worker = "outreachpass-worker-dr" }\n'
+        'database_secret = "outreachpass/dr/database"\n'  # pragma: allowlist secret
+    ))  # fmt: skip
+    config = load_config(regions.config_path)
+    live_record(regions, "dev", None, "v2", second)
+    with pytest.raises(InputError, match="backend v2 is not live in prod us-west-2, which comes before dr"):
+        check_request(config, "v2", None, ["backend"], ["dr"])
+    live_record(regions, "prod", "us-west-2", "v2", second)
+    assert check_request(config, "v2", None, ["backend"], ["dr"]) == ["dr"]

@@ -494,6 +494,16 @@ def test_regions_fill_in_each_regions_names() -> None:
     assert config.health_url("backend", "prod", "us-west-2") == "https://api.us-west-2.outreachpass.example/health"
 
 
+def test_a_database_of_each_region_is_migrated_in_each_a_shared_one_in_the_first_region_alone() -> None:
+    own = parse_config(two_regions(base()), ROOT)  # database_secret with {region}: a database per region
+    assert [own.migrates("prod", r) for r in ("us-east-1", "us-west-2")] == [True, True]
+    data = two_regions(base())
+    data["environments"]["prod"]["database_secret"] = "outreachpass/prod/database"  # pragma: allowlist secret
+    shared = parse_config(data, ROOT)
+    assert [shared.migrates("prod", r) for r in ("us-east-1", "us-west-2")] == [True, False]
+    assert shared.migrates("dev") and shared.migrates("prod")  # one region, or no region named: always
+
+
 @pytest.mark.parametrize(
     ("regions", "message"),
     [
@@ -517,6 +527,15 @@ def test_several_regions_need_lambda_components_and_a_bucket_per_region() -> Non
         "environments.prod.regions: several regions are not supported yet for apprunner components (frontend)" in text
     )
     assert "project.artifact_bucket: prod has several regions" in text and "put {region} in the name" in text
+
+
+def test_one_region_other_than_the_projects_needs_a_bucket_in_it() -> None:
+    data = base()
+    data["environments"]["prod"]["regions"] = ["us-west-2"]  # the bucket's name has no {region}: project.region's
+    assert "project.artifact_bucket: prod is in us-west-2, not project.region, and a Lambda function" in problems(data)
+    data["project"]["artifact_bucket"] = "outreachpass-artifacts-{region}"
+    config = parse_config(data, ROOT)
+    assert config.bucket_for("prod") == "outreachpass-artifacts-us-west-2" and config.region_key("prod") is None
 
 
 def test_several_regions_need_a_health_url_per_region() -> None:

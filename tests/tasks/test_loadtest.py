@@ -132,3 +132,13 @@ def test_the_baseline_is_the_newest_passing_result(moto_target: AwsTarget) -> No
     assert last_passing(moto_target, bucket, "prod", "backend") is None
     body = moto_target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     assert json.loads(body)["verdict"] == "fail"
+
+
+def test_a_load_test_in_an_environment_of_several_regions_requests_its_first_region(moto_target: AwsTarget) -> None:
+    from opcd.config import parse_config
+    from tasks.loadtest import urls_of
+    from tests.opcd.test_config import ROOT, base, two_regions
+
+    config = parse_config(two_regions(base()), ROOT)  # prod's health URL: https://api.{region}.outreachpass.example
+
+    assert urls_of(config, moto_target, "backend", "prod", ["/a"]) == ["https://api.us-east-1.outreachpass.example/a"]
