@@ -219,14 +219,19 @@ class SandboxApp:
         if not name:
             return
         qualifier = parse_qs(environ.get("QUERY_STRING", "")).get("Qualifier", [None])[0] if invoke else "live"
-        signed = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
-        region = (gateway["region"] if gateway else signed["region"] if signed else None) or self.region
+        region = self.region_of(environ, path)
         try:
             fn, qualifier = self.runner.resolve(self.lambda_backend(region), name, qualifier)
         except Exception:  # no such function: nothing was throttled, the fault answers anyway
             return
         data = lambda_metrics(fn.function_name, qualifier, str(fn.version), None, False, throttled=True)
         self.put_lambda_metrics(region, data)
+
+    def region_of(self, environ: dict[str, Any], path: str) -> str:
+        """A request's region: the gateway path's ``@REGION``, else its SigV4 credential scope's, else the sandbox's."""
+        gateway = _GATEWAY.match(path)
+        signed = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        return (gateway["region"] if gateway else signed["region"] if signed else None) or self.region
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -235,7 +240,7 @@ class SandboxApp:
             return _json(start_response, 200, {"ok": True, "pid": os.getpid()})
         if path == "/_opcd/faults":
             return self._faults(environ, start_response)
-        if fault := self._take_fault(method, path):
+        if fault := self._take_fault(method, path, self.region_of(environ, path)):
             if fault["code"] == "TooManyRequestsException":
                 self.record_throttle(environ, path)
             answer = _s3_error if _service(environ) == "s3" else _aws_error
@@ -282,17 +287,22 @@ class SandboxApp:
                 try:
                     fault.update(json.loads(_read_body(environ) or b"{}"))
                     re.compile(str(fault["path"]))  # required: a regular expression over the request path
+                    if not isinstance(fault.get("region", ""), str):  # optional: only that region's requests
+                        raise ValueError(f"'region' is a region's name, not {fault['region']!r}")
                 except (ValueError, KeyError, re.error) as exc:
-                    message = f"a fault is JSON with a 'path' regular expression: {exc!r}"
+                    message = f"a fault is JSON with a 'path' regular expression (and maybe a 'region'): {exc!r}"
                     return _json(start_response, 400, {"error": message})
                 self._faults_list.append(fault)
             elif method == "DELETE":
                 self._faults_list.clear()
             return _json(start_response, 200, {"faults": self._faults_list})
 
-    def _take_fault(self, method: str, path: str) -> dict[str, Any] | None:
+    def _take_fault(self, method: str, path: str, region: str) -> dict[str, Any] | None:
+        """The first fault matching the request (its ``region`` too, when the fault names one), counted down."""
         with self._fault_lock:
             for fault in self._faults_list:
+                if fault.get("region") not in (None, region):
+                    continue
                 if fault["method"] == method and re.search(str(fault["path"]), path):
                     if fault["skip"] > 0:
                         fault["skip"] -= 1

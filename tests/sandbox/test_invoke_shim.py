@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import Project
 
@@ -157,3 +158,22 @@ def test_fault_injection_validates_its_input(project: Project) -> None:
     assert httpx.post(f"{project.endpoint}/_opcd/faults", json=fault, timeout=10).status_code == 200
     assert httpx.get(f"{project.endpoint}/_gateway/outreachpass-api-dev/health", timeout=10).status_code == 503
     assert httpx.get(f"{project.endpoint}/_gateway/outreachpass-api-dev/health", timeout=10).status_code == 200
+
+
+def test_a_fault_naming_a_region_fails_only_that_regions_requests(project: Project) -> None:
+    from tests.regions import client_in
+
+    bad = {"method": "GET", "path": "^/_gateway/", "region": ["us-west-2"]}
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", json=bad, timeout=10).status_code == 400
+    fault = {"method": "GET", "path": "^/2015-03-31/functions/", "region": "us-west-2", "status": 403,
+             "code": "AccessDeniedException"}  # fmt: skip
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", json=fault, timeout=10).status_code == 200
+    east, west = client_in(project, "lambda", "us-east-1"), client_in(project, "lambda", "us-west-2")
+    east.get_alias(FunctionName="outreachpass-api-dev", Name="live")  # signed for us-east-1: not taken
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        west.get_function(FunctionName="outreachpass-api-dev")  # signed for us-west-2 (its SigV4 scope)
+    gateway = {"method": "GET", "path": "^/_gateway/", "region": "us-west-2", "status": 503, "code": "Unavailable"}
+    assert httpx.post(f"{project.endpoint}/_opcd/faults", json=gateway, timeout=10).status_code == 200
+    health = f"{project.endpoint}/_gateway/outreachpass-api-dev"
+    assert httpx.get(f"{health}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{health}@us-west-2/health", timeout=10).status_code == 503
