@@ -31,7 +31,7 @@ from flows.common import (
     the_plan,
 )
 from flows.plan.models import ArtifactPlan, DeployPlan
-from opcd.aws import AwsTarget
+from opcd.aws import AwsTarget, target_for
 from opcd.config import Config, load_config, where
 from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
@@ -563,10 +563,28 @@ def publish_new_version(plan: Plan, artifact: Artifact, record: Record) -> str:
     return new_version
 
 
+def check_migrated(plan: Plan, version: str) -> None:
+    """A later region of a database the regions share: its first region's deploy migrated it for ``version`` (that
+    region runs ``version`` now); DeployFailed, live untouched, otherwise: the new code would meet the old schema."""
+    config, environment = plan.config, plan.environment
+    first = config.regions(environment)[0]
+    target, bucket = target_for(config, environment, first), config.bucket_for(environment, first)
+    there = read_latest(target, bucket, environment, plan.component, "live.json", first)
+    if there is None or there.version != version:
+        raise DeployFailed(
+            f"{plan.component} {version}'s migrations run with its deploy to {where(environment, first)} (one"
+            f" database for every region), which runs {there.version if there else 'no version opcd deployed'}",
+            f"deploy it there first: opcd deploy {plan.component} --env {environment} --region {first}"
+            f" --version {version}",
+        )
+
+
 def check_before_traffic(plan: Plan, artifact: Artifact, live: LiveVersion, new_version: str) -> None:
     """Migrations, then the smoke checks and the sample event on the new version; live untouched on failure."""
     comp = plan.config.lambda_component(plan.component)
-    if comp.migrations and plan.config.migrates(plan.environment, plan.region):
+    if comp.migrations and not plan.config.migrates(plan.environment, plan.region):
+        check_migrated(plan, artifact.version)
+    elif comp.migrations:
         ran("migrations")
         secret_name = plan.config.database_secret(plan.environment, plan.region)
         run_migrations(

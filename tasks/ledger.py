@@ -309,7 +309,7 @@ def publish_run_artifact(record: Record) -> None:
     create_markdown_artifact(
         key=f"{record.action}-{record.component}-{record.where.replace(' ', '-')}",  # prod-us-west-2: one per region
         markdown=markdown(record),
-        description=f"{record.action} {record.component} to {record.environment}: {record.outcome}",
+        description=f"{record.action} {record.component} to {record.where}: {record.outcome}",
     )
 
 

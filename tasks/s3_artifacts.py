@@ -109,7 +109,7 @@ def copy_artifact(target: AwsTarget, source: str, bucket: str, component: str, v
         if there.get("code_sha256") != code_sha256:
             raise VersionConflict(
                 f"s3://{bucket}/{key} already holds another build of {component} {version}"
-                f" (sha256 {there.get('code_sha256')}, this release's {code_sha256}): nothing was copied over it",
+                f" (sha256 {there.get('code_sha256')}, this build's {code_sha256}): nothing was copied over it",
                 "a version names one build: pick a new version for changed source",
             )
         get_run_logger().info("s3://%s/%s already holds this build: not copied again", bucket, key)

@@ -179,11 +179,21 @@ def _lambda_artifact(plan: Plan, version: str, release_build: ArtifactPlan | Non
     if release_build is not None:
         built = release_build.copy_from or release_build.location
         copy_from = built if built != location else None  # made in another region's bucket: copied here
+        there = read_artifact_metadata.fn(plan.target, plan.bucket, component, version) if copy_from else None
+        if there is not None:  # this region's bucket has the version already: refused now, or used as it is
+            if there.get("source_hash") != release_build.source_hash:
+                raise artifact_conflict(plan, version)
+            artifact = ArtifactPlan(
+                location=location, build=False, reason="built from the same source: reused, not copied",
+                source_hash=release_build.source_hash, sha256=there.get("sha256"),
+                code_sha256=there.get("code_sha256"), size=there.get("size"),
+            )  # fmt: skip
+            text = f"reuse {location} (same source, already there: not copied)"
+            return artifact, [Step(action="reuse", text=text, inputs={"bucket": plan.bucket, "key": key})]
         artifact = release_build.model_copy(
             update={"location": location, "build": False, "reason": _MADE, "copy_from": copy_from}
         )
         copy = f"copy {built} to {location} (CopyObject), its sha256 checked"
-        copy += " (the same build there: kept; another: refused)"
         steps = [Step(action="copy", text=copy,
                       inputs={"from": built, "bucket": plan.bucket, "key": key})] if copy_from else []  # fmt: skip
         return artifact, [*steps, Step(action="reuse", text=f"use {location}, made by the release's build",
@@ -288,7 +298,8 @@ def _lambda_deploy(
         elif comp.migrations:
             notes.append(
                 f"migrations: not here: {environment}'s regions share one database (database_secret"
-                f" {env.database_secret} names no {{region}}), migrated by {config.regions(environment)[0]}'s deploy"
+                f" {env.database_secret} names no {{region}}), migrated by {config.regions(environment)[0]}'s deploy,"
+                " which must run this version first"
             )
         if comp.smoke:
             steps.append(_smoke_step(comp.smoke, "the new version", {"qualifier": "new"}))
@@ -741,7 +752,8 @@ def check_request(
                     raise InputError(
                         f"{component} {version} is not live in {where(skipped, region)}, which comes before"
                         f" {chosen[-1]}",
-                        f"release to {skipped} too (leave out --env), or deploy it there first",
+                        f"release to {skipped} too (leave out --env), or deploy it there first (opcd deploy"
+                        f" {component} --env {skipped}{f' --region {region}' if region else ''} --version {version})",
                     )
     return chosen
 

@@ -171,7 +171,6 @@ def test_a_release_dry_run_shows_prods_regions_in_waves_and_the_copy(regions: Pr
     copy = (
         "copy s3://outreachpass-artifacts-us-east-1/backend/v1/lambda.zip to"
         " s3://outreachpass-artifacts-us-west-2/backend/v1/lambda.zip (CopyObject), its sha256 checked"
-        " (the same build there: kept; another: refused)"
     )
     assert copy in out
     assert "take the lock opcd-env-prod-us-west-2-backend" in out and "take the lock opcd-env-dev-backend" in out
@@ -190,13 +189,13 @@ def test_a_deploy_without_a_region_goes_to_each_region_in_turn_from_one_build(
     assert (east["artifact"], west["artifact"]) == ("built", "reused") and "copy" in west["steps"]
     assert "migrations" in east["steps"] and "migrations" not in west["steps"]  # one database, migrated once
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+    runs = ArtifactFilterFlowRunId(any_=[east["flow_run_id"], west["flow_run_id"]])
     with get_client(sync_client=True) as client:  # each region's run artifact under a key of its own
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="deploy-backend-prod"))
-        )
-    assert {a.key for a in found} == {"deploy-backend-prod-us-east-1", "deploy-backend-prod-us-west-2"}
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=runs))
+    keys = {a.key for a in found if a.key and a.key.startswith("deploy-")}  # and their bakes', bake-backend-…
+    assert keys == {"deploy-backend-prod-us-east-1", "deploy-backend-prod-us-west-2"}
     assert west["sha256"] == east["sha256"]
 
 
@@ -360,3 +359,49 @@ def test_what_a_release_picks_and_promotes_reads_every_region_not_the_first_alon
         check_request(config, "v2", None, ["backend"], ["dr"])
     live_record(regions, "prod", "us-west-2", "v2", second)
     assert check_request(config, "v2", None, ["backend"], ["dr"]) == ["dr"]
+
+
+def test_a_later_region_sharing_the_database_refuses_a_version_the_first_region_has_not_migrated(
+    regions: Project, prefect_server: None
+) -> None:
+    code, out, err = regions.cli("deploy", "backend", "--env", "prod", "--version", "v1", "--region", "us-west-2")
+
+    assert code == 1
+    assert (
+        "backend v1's migrations run with its deploy to prod us-east-1 (one database for every region), which runs no"
+        " version opcd deployed" in err
+    ), err
+    assert "opcd deploy backend --env prod --region us-east-1 --version v1" in err
+    record = ledger(regions, "us-west-2", "backend")
+    assert (record["outcome"], record["version"]) == ("failed", "v1") and "migrations" not in record["steps"]
+    assert not live_in(regions, "outreachpass-api-prod", "us-west-2").startswith("opcd backend v1")  # live untouched
+
+
+def test_a_release_refuses_a_version_another_regions_bucket_holds_from_other_source_before_any_change(
+    regions: Project,
+) -> None:
+    west = client_in(regions, "s3", "us-west-2")
+    body = json.dumps({"source_hash": "another", "code_sha256": "b3RoZXI=", "sha256": "00", "size": 1})
+    west.put_object(Bucket="outreachpass-artifacts-us-west-2", Key="backend/v1/metadata.json", Body=body)
+
+    code, out, err = regions.cli("release", "--version", "v1", "--dry-run")
+
+    assert code == 2
+    assert one_line_error(err).startswith(
+        "error: backend v1 already exists in s3://outreachpass-artifacts-us-west-2 built from other source"
+    ), err
+    # the same source there (an earlier deploy of that region alone): used as it is, not copied over
+    from opcd.config import load_config
+    from tasks.build import lambda_source_hash
+
+    config = load_config(regions.config_path)
+    hashed = lambda_source_hash(config.lambda_component("backend"), config.source_dir("backend"))
+    body = json.dumps({"source_hash": hashed, "code_sha256": "b3RoZXI=", "sha256": "00", "size": 1})
+    west.put_object(Bucket="outreachpass-artifacts-us-west-2", Key="backend/v1/metadata.json", Body=body)
+    code, out, err = regions.cli("release", "--version", "v1", "--dry-run")
+    assert code == 0, err
+    assert (
+        "reuse s3://outreachpass-artifacts-us-west-2/backend/v1/lambda.zip (same source, already there: not copied)"
+        in out
+    )
+    assert "s3://outreachpass-artifacts-us-west-2/worker/v1/lambda.zip (CopyObject)" in out  # the worker: copied
