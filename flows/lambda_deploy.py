@@ -31,8 +31,8 @@ from flows.common import (
     the_plan,
 )
 from flows.plan.models import ArtifactPlan, DeployPlan
-from opcd.aws import AwsTarget, target_for
-from opcd.config import Config, load_config, where
+from opcd.aws import AwsTarget
+from opcd.config import Config, deploy_command, load_config, where
 from opcd.errors import DeployFailed, VersionConflict, failure_text
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome, Stage
@@ -57,7 +57,7 @@ from tasks.lambda_functions import (
     update_function_code,
     version_description,
 )
-from tasks.ledger import Record, actor, now, read_latest, record_in_ledger
+from tasks.ledger import Record, actor, live_record, now, read_latest, record_in_ledger
 from tasks.migrations import run_migrations
 from tasks.notify import Notifier
 from tasks.s3_artifacts import (
@@ -568,14 +568,12 @@ def check_migrated(plan: Plan, version: str) -> None:
     region runs ``version`` now); DeployFailed, live untouched, otherwise: the new code would meet the old schema."""
     config, environment = plan.config, plan.environment
     first = config.regions(environment)[0]
-    target, bucket = target_for(config, environment, first), config.bucket_for(environment, first)
-    there = read_latest(target, bucket, environment, plan.component, "live.json", first)
+    there = live_record(config, environment, plan.component, first)
     if there is None or there.version != version:
         raise DeployFailed(
             f"{plan.component} {version}'s migrations run with its deploy to {where(environment, first)} (one"
             f" database for every region), which runs {there.version if there else 'no version opcd deployed'}",
-            f"deploy it there first: opcd deploy {plan.component} --env {environment} --region {first}"
-            f" --version {version}",
+            f"deploy it there first: {deploy_command(plan.component, environment, version, first)}",
         )
 
 

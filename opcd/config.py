@@ -42,6 +42,11 @@ def where(environment: str, region: str | None) -> str:
     return f"{environment} {region}" if region else environment
 
 
+def deploy_command(component: str, environment: str, version: str, region: str | None = None) -> str:
+    """The ``opcd deploy`` line that puts ``version`` live in ``environment`` (its ``region``: a region key)."""
+    return f"opcd deploy {component} --env {environment}{f' --region {region}' if region else ''} --version {version}"
+
+
 def parse_duration(value: Any) -> float:
     """``"24h"`` → 86400.0; plain numbers are seconds."""
     if isinstance(value, bool):

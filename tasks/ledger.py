@@ -24,8 +24,8 @@ from prefect.logging import get_run_logger
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from opcd.aws import AwsTarget, error_code
-from opcd.config import where
+from opcd.aws import AwsTarget, error_code, target_for
+from opcd.config import Config, where
 from opcd.errors import ConfigError
 from opcd.outcomes import Outcome, Stage
 from tasks.analysis import markdown_table
@@ -155,6 +155,15 @@ def record_in_ledger(target: AwsTarget, bucket: str, record: Record, latest: boo
         )  # fmt: skip
     get_run_logger().info("Ledger: %s %s %s → %s", record.where, record.component, record.action, record.outcome)
     return key
+
+
+def live_record(
+    config: Config, environment: str, component: str, region: str | None = None, target: AwsTarget | None = None
+) -> Record | None:
+    """The ledger's ``live.json`` of ``component`` in ``environment`` (its ``region``: a region key), read as the
+    environment's role (``target``: that target, already made)."""
+    target = target or target_for(config, environment, region)
+    return read_latest(target, config.bucket_for(environment, region), environment, component, "live.json", region)
 
 
 def read_latest(

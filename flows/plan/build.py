@@ -48,7 +48,7 @@ from flows.plan.models import (
 )
 from flows.rollback import choose_version
 from opcd.aws import AwsTarget, target_for
-from opcd.config import Config, SmokeCheck, where
+from opcd.config import Config, SmokeCheck, deploy_command, where
 from opcd.errors import InputError
 from opcd.locks import limit_name
 from opcd.traffic import human_duration
@@ -61,7 +61,7 @@ from tasks.eventbridge import aws_rule_name
 from tasks.git import changed_paths, touches
 from tasks.images import choose_builder, image_source_hash, image_tag
 from tasks.lambda_functions import LiveVersion, version_description
-from tasks.ledger import read_latest
+from tasks.ledger import live_record
 from tasks.s3_artifacts import artifact_key, read_artifact_metadata
 
 _BUILD_ACTIONS = ("build", "reuse", "upload", "push")
@@ -712,7 +712,7 @@ def choose_components(
         bases = list(dict.fromkeys(  # each region's live commit, in region order, once each
             (live.git_sha if live else None)
             for key in keys
-            for live in [read_latest(targets[key], config.bucket_for(last_env, key), last_env, name, "live.json", key)]
+            for live in [live_record(config, last_env, name, key, targets[key])]
         ))  # fmt: skip
         changed = [changed_paths(config.root, str(base), git_sha) if base else None for base in bases]
         since = ", ".join(str(base)[:12] for base in bases)
@@ -745,15 +745,15 @@ def check_request(
         if skipped in chosen:
             continue
         for region in config.region_keys(skipped):  # several regions: in each of them
-            target, bucket = target_for(config, skipped, region), config.bucket_for(skipped, region)
+            target = target_for(config, skipped, region)
             for component in components:
-                live = read_latest(target, bucket, skipped, component, "live.json", region)
+                live = live_record(config, skipped, component, region, target)
                 if live is None or live.version != version:
                     raise InputError(
                         f"{component} {version} is not live in {where(skipped, region)}, which comes before"
                         f" {chosen[-1]}",
-                        f"release to {skipped} too (leave out --env), or deploy it there first (opcd deploy"
-                        f" {component} --env {skipped}{f' --region {region}' if region else ''} --version {version})",
+                        f"release to {skipped} too (leave out --env), or deploy it there first"
+                        f" ({deploy_command(component, skipped, version, region)})",
                     )
     return chosen
 
