@@ -468,12 +468,19 @@ def _role_arn(value: Any) -> Any:
     return value
 
 
+# An ECS cluster's or service's name, {region} allowed in it (each region's name replaces it).
+_ECS_NAME = r"^(?:[A-Za-z0-9_-]|\{region\}){1,255}$"
+
+
 class EcsService(_Model):
     """The ECS service an ``ecs`` component runs as in one environment."""
 
-    cluster: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS cluster name (not an ARN).")
+    cluster: str = Field(
+        pattern=_ECS_NAME, description="ECS cluster name (not an ARN); {region} in it is replaced by each region's."
+    )
     service: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS service name in that cluster (not an ARN)."
+        pattern=_ECS_NAME,
+        description="ECS service name in that cluster (not an ARN); {region} in it is replaced by each region's.",
     )
     strategy: Literal["rolling", "blue-green"] = Field(
         default="rolling",
@@ -768,8 +775,9 @@ class Config(_Model):
         ref = self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
         return self.in_region(ref, environment, region)
 
-    def ecs_service(self, component: str, environment: str) -> EcsService:
-        """The ECS cluster and service that ``component`` runs as in ``environment``."""
+    def ecs_service(self, component: str, environment: str, region: str | None = None) -> EcsService:
+        """The ECS cluster and service that ``component`` runs as in ``environment`` (its ``region``; default: the
+        first), {region} in their names and alarms replaced."""
         self.component(component)
         entries = self.environment(environment).ecs
         if component not in entries:
@@ -777,7 +785,11 @@ class Config(_Model):
                 f"environments.{environment}.ecs.{component}: missing",
                 "name the ECS cluster and service of this component in opcd.toml",
             )
-        return entries[component]
+        ref = entries[component]
+        named = {"cluster": self.in_region(ref.cluster, environment, region)}
+        named["service"] = self.in_region(ref.service, environment, region)
+        alarms = None if ref.alarms is None else [self.in_region(a, environment, region) for a in ref.alarms]
+        return ref.model_copy(update={**named, "alarms": alarms})
 
     def database_secret(self, environment: str, region: str | None = None) -> str:
         """The Secrets Manager secret of ``environment``'s database URL (migrations need it)."""
