@@ -923,12 +923,15 @@ def _cross_checks(config: Config) -> list[str]:
 
 
 def _region_checks(config: Config, environment: str) -> list[str]:
-    """An environment of several regions: Lambda components only (for now), each region's own artifact bucket."""
+    """An environment of several regions: Lambda and ECS components (not App Runner), each region's own artifact
+    bucket (its packages, its ledger), a health URL per region."""
     problems = [
-        f"environments.{environment}.regions: several regions are not supported yet for {comp.kind} components"
-        f" ({name}): give {environment} one region, or deploy {name} from an environment of its own"
+        f"environments.{environment}.regions: {name} is an App Runner component, and App Runner services are not"
+        " deployed to several regions (App Runner takes no new customers since 30 April 2026): make it an ECS"
+        f' component (kind = "ecs", environments.{environment}.ecs.{name}) for a service in several regions, or'
+        f" give {environment} one region"
         for name, comp in config.components.items()
-        if comp.kind != "lambda"
+        if comp.kind == "apprunner"
     ]
     if REGION_PLACEHOLDER not in config.project.artifact_bucket:
         problems.append(
