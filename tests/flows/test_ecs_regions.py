@@ -123,3 +123,37 @@ def test_a_release_goes_region_by_region_with_one_image_and_a_failure_in_the_sec
     assert ecr(project, "us-west-2")[1]["v2"] == ecr(project, "us-east-1")[1]["v2"]
     texts = sink.texts()
     assert any("us-west-2" in t and "ROLLED BACK" in t for t in texts), texts
+
+
+def test_opcd_deploy_copies_the_first_regions_image_and_rollback_and_drift_act_per_region(
+    ecs_regions: Project, prefect_server: None
+) -> None:
+    project = ecs_regions
+    site = project.root / "frontend" / "site"
+    for version in ("v1", "v2"):
+        (site / "version.txt").write_text(version)
+        code, out, err = project.cli("deploy", "frontend", "--env", "prod", "--version", version)
+        assert code == 0, err
+        assert f"deployed frontend {version} to prod us-east-1" in out and "to prod us-west-2" in out, out
+        east, west = (ledger(project, region, "frontend") for region in REGIONS)
+        assert "build" in east["steps"] and "build" not in west["steps"] and "copy" in west["steps"]  # built once
+        assert ecr(project, "us-west-2")[1][version] == ecr(project, "us-east-1")[1][version] == east["image_digest"]
+
+    code, out, err = project.cli("rollback", "frontend", "--env", "prod", "--region", "us-west-2")
+    assert code == 0, err
+    assert page(project, "us-west-2", "/version.txt").text == "v1"
+    assert page(project, "us-east-1", "/version.txt").text == "v2"  # the other region untouched
+    back = ledger(project, "us-west-2", "frontend")
+    assert (back["action"], back["outcome"], back["live_version"], back["region"]) == (
+        "rollback", "deployed", "v1", "us-west-2"
+    )  # fmt: skip
+    code, out, err = project.cli("status", "--env", "prod")
+    assert code == 0, err
+    rows = sorted(line.split()[:4] for line in out.splitlines() if line.startswith("frontend"))
+    assert rows == [["frontend", "prod", "us-east-1", "v2"], ["frontend", "prod", "us-west-2", "v1"]], out
+    # us-west-2's service moved behind opcd's back: drift names that region
+    ecs = client_in(project, "ecs", "us-west-2")
+    ecs.update_service(cluster="outreachpass-prod-us-west-2", service=SERVICE, taskDefinition=f"{SERVICE}:1")
+    code, out, err = project.cli("drift", "--env", "prod", "--skip-terraform")
+    assert "prod us-west-2" in out + err and "ECS service outreachpass-prod-us-west-2/" in out + err, out + err
+    assert "ECS service outreachpass-prod-us-east-1/" not in out + err
