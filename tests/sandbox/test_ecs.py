@@ -483,6 +483,36 @@ def test_seed_creates_the_examples_services(client: Any, standin: EcsStandIn) ->
     assert answer.json() == {"status": "ok", "version": "placeholder"}
 
 
+def test_seed_creates_a_service_in_each_region_and_its_gateway_entry(
+    app: SandboxApp, client: Any, standin: EcsStandIn
+) -> None:
+    def make(service_name: str, region: str = REGION) -> Any:
+        return boto3.client(
+            service_name, endpoint_url=standin.base_url, region_name=region,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    services = [
+        EcsSeed("prod", "frontend", f"outreachpass-prod-{region}", "outreachpass-web-ecs-prod", "frontend",
+                f"https://{region}.ecs.example/health.json", region)
+        for region in (REGION, "us-west-2")
+    ]  # fmt: skip
+    gateway = seed_ecs(make, standin.base_url, services, REGION)
+    assert gateway == {
+        "https://us-east-1.ecs.example": standin.local_url("outreachpass-prod-us-east-1", "outreachpass-web-ecs-prod"),
+        "https://us-west-2.ecs.example": standin.local_url(
+            "outreachpass-prod-us-west-2", "outreachpass-web-ecs-prod", "us-west-2"
+        ),
+    }  # fmt: skip
+    west = in_region(app, "us-west-2")
+    found = west.describe_services(cluster="outreachpass-prod-us-west-2", services=["outreachpass-web-ecs-prod"])
+    assert found["services"][0]["serviceArn"].startswith("arn:aws:ecs:us-west-2:")
+    with pytest.raises(client.exceptions.ClusterNotFoundException):  # us-east-1 has no us-west-2 cluster
+        client.list_service_deployments(cluster="outreachpass-prod-us-west-2", service="outreachpass-web-ecs-prod")
+    answer = httpx.get(gateway["https://us-west-2.ecs.example"] + "/health.json", timeout=30)
+    assert answer.json() == {"status": "ok", "version": "placeholder"}
+
+
 def test_the_sandbox_server_serves_ecs_through_its_gateway(sandbox: Any) -> None:
     # the real sandbox (moto, the registry, the stand-ins), its ECS seeded as Terraform would
     from opcd.aws import new_client
