@@ -410,9 +410,9 @@ def test_faults_and_timings_control(client: Any, standin: EcsStandIn) -> None:
     assert httpx.delete(f"{standin.base_url}/_opcd/ecs/faults", timeout=30).json() == {"faults": []}
 
 
-def in_region(app: SandboxApp, region: str) -> Any:
+def in_region(app: SandboxApp, region: str, service: str = "ecs") -> Any:
     return boto3.client(
-        "ecs", endpoint_url=app.ecs.base_url, region_name=region,
+        service, endpoint_url=app.ecs.base_url, region_name=region,
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )  # fmt: skip
 
@@ -459,12 +459,9 @@ def test_a_fault_without_a_region_is_taken_in_the_first_region_that_deploys(
     assert fault(standin, service="web", fail="health", region="Oregon").status_code == 400
 
 
-def test_seed_creates_the_examples_services(client: Any, standin: EcsStandIn) -> None:
+def test_seed_creates_the_examples_services(app: SandboxApp, client: Any, standin: EcsStandIn) -> None:
     def make(service_name: str, region: str = REGION) -> Any:
-        return boto3.client(
-            service_name, endpoint_url=standin.base_url, region_name=region,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+        return in_region(app, region, service_name)
 
     services = [
         EcsSeed(env, "frontend", f"outreachpass-{env}", f"outreachpass-web-ecs-{env}", "frontend", health)
@@ -487,10 +484,7 @@ def test_seed_creates_a_service_in_each_region_and_its_gateway_entry(
     app: SandboxApp, client: Any, standin: EcsStandIn
 ) -> None:
     def make(service_name: str, region: str = REGION) -> Any:
-        return boto3.client(
-            service_name, endpoint_url=standin.base_url, region_name=region,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+        return in_region(app, region, service_name)
 
     services = [
         EcsSeed("prod", "frontend", f"outreachpass-prod-{region}", "outreachpass-web-ecs-prod", "frontend",
