@@ -169,9 +169,9 @@ def push_image(target: AwsTarget, image: Image, repository: Repository) -> bool:
 def copy_from_region(
     target: AwsTarget, source_target: AwsTarget, source: str, repository: Repository, tag: str, digest: str
 ) -> bool:
-    """The image ``source`` (``uri:tag`` of another region's repository, ``source_target``'s) in ``repository``
-    as ``:tag`` and ``:latest``, registry to registry; ECR must report ``digest`` for both after. False when the
-    tag held that digest already; VersionConflict when it holds another."""
+    """The image ``digest`` of ``source`` (``uri:tag`` of another region's repository, ``source_target``'s) in
+    ``repository`` as ``:tag`` and ``:latest``, registry to registry; ECR must report ``digest`` for both after.
+    False when the tag held that digest already; VersionConflict when it holds another."""
     logger = get_run_logger()
     existing = tag_digest(target, repository.name, tag)
     if existing == digest:
@@ -184,8 +184,9 @@ def copy_from_region(
         )
     logger.info("Copying %s to %s (%s)", source, repository.identifier(tag), digest)
     report("copy", f"{source} → {repository.identifier(tag)}")
-    _skopeo_copy(target, f"docker://{source}", repository, [tag], source_target)
+    pinned = f"docker://{source.rpartition(':')[0]}@{digest}"  # by its digest: the build's image, whatever the tag
+    _skopeo_copy(target, pinned, repository, [tag], source_target)
     verify_tag(target, repository, tag, digest)
-    _skopeo_copy(target, f"docker://{source}", repository, [LATEST], source_target)
+    _skopeo_copy(target, pinned, repository, [LATEST], source_target)
     verify_tag(target, repository, LATEST, digest)
     return True
