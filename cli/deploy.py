@@ -22,6 +22,8 @@ from opcd.errors import DeployFailed, InputError, OpcdError, explain_aws_error
 from opcd.outcomes import Outcome
 from opcd.versions import check_git_sha, check_version
 from tasks.bake_control import find_running_bake, send_bake_command, wait_for_alias
+from tasks.ecr import tag_digest
+from tasks.images import image_tag
 from tasks.ledger import actor
 from tasks.s3_artifacts import read_artifact_metadata
 
@@ -92,8 +94,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         except Exception:
             roll_back_regions(config, args, changed)  # an environment is not left with its regions apart
             raise
-        if built is None and plan.kind == "lambda" and len(plans) > 1:
-            built = package_of(config, plan)
+        if built is None and len(plans) > 1:  # the first region's build, for the next regions to copy
+            built = package_of(config, plan) if plan.kind == "lambda" else image_of(config, plan)
     return 0
 
 
@@ -125,6 +127,16 @@ def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
         location=plan.artifact.location, build=False, reason=f"made by the deploy to {plan.region}",
         source_hash=stored.get("source_hash"), sha256=stored.get("sha256"), code_sha256=stored.get("code_sha256"),
         size=stored.get("size"),
+    )  # fmt: skip
+
+
+def image_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
+    """The image ``plan``'s deploy pushed (ECR's digest under the version's tag), for the next regions to copy."""
+    target = target_for(config, plan.environment, plan.region)
+    digest = tag_digest(target, config.image_component(plan.component).repository, image_tag(plan.version))
+    return ArtifactPlan(
+        location=plan.artifact.location, build=False, reason=f"pushed by the deploy to {plan.region}",
+        source_hash=plan.artifact.source_hash, digest=digest,
     )  # fmt: skip
 
 

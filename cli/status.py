@@ -30,7 +30,7 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
     rows = []
     for env_name in envs:
         env = config.environment(env_name)
-        if len(config.regions(env_name)) > 1:  # Lambda components only (opcd.toml is refused otherwise)
+        if len(config.regions(env_name)) > 1:  # Lambda and ECS components (App Runner is refused there)
             rows += [row for region in config.regions(env_name) for row in region_rows(config, env_name, region)]
             continue
         rows += lambda_rows(config, target, env_name)
@@ -42,7 +42,9 @@ def status_rows(config: Config, target: Any, environment: str | None) -> list[di
 def region_rows(config: Config, environment: str, region: str) -> list[dict[str, Any]]:
     """The rows of one region of an environment of several: each read in its region, from its ledger."""
     target = resolve_target(config.state_dir(), region, pinned=True)
-    return [{**row, "region": region} for row in lambda_rows(config, target, environment, region)]
+    rows = lambda_rows(config, target, environment, region)
+    rows += [status_row(config, target, environment, comp, region) for comp in config.environment(environment).ecs]
+    return [{**row, "region": region} for row in rows]
 
 
 def lambda_rows(config: Config, target: Any, env_name: str, region: str | None = None) -> list[dict[str, Any]]:

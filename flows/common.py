@@ -140,12 +140,13 @@ def check_given_plan(config: Config, planned: DeployPlan, accept_alarms: list[st
             )
             if not named:
                 wrong.append(f"service {planned.resource_id}, not {ref}")
-        elif planned.resource != config.ecs_service(component, environment).service:
-            wrong.append(f"service {planned.resource}, not {config.ecs_service(component, environment).service}")
-        uri, _, tag = planned.artifact.location.rpartition(":")
+        elif planned.resource != (service := config.ecs_service(component, environment, region).service):
+            wrong.append(f"service {planned.resource}, not {service}")
         repository = config.image_component(component).repository
-        if not uri.endswith("/" + repository) or tag != image_tag(version):
-            wrong.append(f"image {planned.artifact.location}, not {repository}:{image_tag(version)}")
+        for image in filter(None, (planned.artifact.location, planned.artifact.copy_from)):
+            uri, _, tag = image.rpartition(":")  # a copy from another region's repository: of the same name
+            if not uri.endswith("/" + repository) or tag != image_tag(version):
+                wrong.append(f"image {image}, not {repository}:{image_tag(version)}")
     extra = sorted(set(planned.accepted_alarms) - set(accept_alarms or []))
     if extra:
         wrong.append(f"alarms accepted that the request does not accept: {', '.join(extra)}")
@@ -177,7 +178,7 @@ def check_given_registry(config: Config, planned: DeployPlan) -> None:
     (one read: a plan this run builds itself took its registry from that same answer)."""
     if planned.kind != "lambda":
         name = config.image_component(planned.component).repository
-        check_given_image(planned, describe_repository(target_for(config, planned.environment), name))
+        check_given_image(planned, describe_repository(target_for(config, planned.environment, planned.region), name))
 
 
 def check_given_image(planned: DeployPlan, repository: Repository) -> None:

@@ -70,10 +70,10 @@ def drift_check(
     target = resolve_target(config.state_dir(), config.project.region)
     checks: list[tuple[str, PrefectFuture[Any]]] = [("bucket retention", check_retention_rules.submit(config, target))]
     for env in envs:
-        if config.region_key(env):  # several regions (Lambda components only): each region's aliases and alarms
+        if config.region_key(env):  # several regions (Lambda and ECS): each region's aliases, services and alarms
             for region in config.regions(env):
                 here = resolve_target(config.state_dir(), region, pinned=True)
-                for regional in (check_lambda_aliases, check_event_rules, check_alarms_exist):
+                for regional in (check_lambda_aliases, check_event_rules, check_ecs_services, check_alarms_exist):
                     checks.append((f"{env} {region} {regional.name}", regional.submit(config, here, env, region)))
             continue
         for check in (

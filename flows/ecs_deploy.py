@@ -10,6 +10,10 @@ the service deployment to its end. ``SUCCESSFUL`` → opcd's health, smoke and a
 them failing puts the previous revision back (the transaction's ``on_rollback`` hook), followed
 and health-checked in turn. ECS rolling back on its own (circuit breaker, alarm) is a failed deploy
 whose reason is ECS's; the run says what is live now.
+
+An environment of several regions: one deploy per region (``region``), each with its region's service, lock,
+ledger (in its region's bucket) and health URL; the image is built once and copied to each further region's
+repository (registry to registry, digests preserved; ECR must then report the build's digest there).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from flows.common import (
 from flows.frontend_deploy import build_and_push
 from flows.plan.models import DeployPlan
 from opcd.aws import AwsTarget
-from opcd.config import Config, EcsService, load_config
+from opcd.config import Config, EcsService, load_config, where
 from opcd.errors import ConfigError, DeployFailed, InputError, failure_text
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome
@@ -73,10 +77,17 @@ class EcsPlan:
     repository: Repository
     health: str  # the public health URL; its origin is where the service answers (the load balancer)
     live: LiveService | None = None  # the service as it was when the request was checked
+    region: str | None = None  # one of the environment's regions when it has several (else None)
 
     @property
     def bucket(self) -> str:
-        return self.config.project.artifact_bucket
+        """The artifact bucket of the deploy's region: the image's metadata, the ledger's records."""
+        return self.config.bucket_for(self.environment, self.region)
+
+    @property
+    def where(self) -> str:
+        """``prod``, or ``prod us-west-2`` in an environment of several regions."""
+        return where(self.environment, self.region)
 
     @property
     def container(self) -> str:
@@ -96,20 +107,23 @@ def check_ecs_deploy(
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
     checked: EnvironmentChecks | None = None,
+    region: str | None = None,
 ) -> EcsPlan:
-    """:func:`plan_ecs_deploy` of a loaded config; ``checked``: the environment's checks, already made."""
+    """:func:`plan_ecs_deploy` of a loaded config; ``checked``: the environment's checks (of ``region``: None, the
+    environment's first), already made."""
     comp = config.ecs_component(component)
-    env = config.environment(environment)
+    config.environment(environment)
+    region = config.region_key(environment, region)
     if version is not None:
         check_version(version)
-    settings = config.ecs_service(component, environment)
-    health = env.health.get(component)
+    settings = config.ecs_service(component, environment, region)
+    health = config.health_url(component, environment, region)
     if health is None:
         raise ConfigError(
             f"environments.{environment}.health.{component}: missing",
             "an ECS service has no URL of its own: give the health URL its load balancer answers",
         )
-    checked = checked or check_environment(config, environment, accept_alarms, accept_firing)
+    checked = checked or check_environment(config, environment, accept_alarms, accept_firing, region)
     target = checked.target
     live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     if busy(live):
@@ -118,7 +132,9 @@ def check_ecs_deploy(
             "wait for its deployment to end (opcd status) and deploy again",
         )
     repository = describe_repository(target, comp.repository)
-    return EcsPlan(config, component, environment, version, settings, target, checked.alarms, repository, health, live)
+    return EcsPlan(
+        config, component, environment, version, settings, target, checked.alarms, repository, health, live, region
+    )
 
 
 def plan_ecs_deploy(
@@ -128,9 +144,11 @@ def plan_ecs_deploy(
     config_path: str | None,
     accept_alarms: list[str] | None = None,
     accept_firing: bool = False,
+    region: str | None = None,
 ) -> EcsPlan:
     """Validate the request and the AWS resources it names; raise InputError before any change."""
-    return check_ecs_deploy(load_config(config_path), component, environment, version, accept_alarms, accept_firing)
+    config = load_config(config_path)
+    return check_ecs_deploy(config, component, environment, version, accept_alarms, accept_firing, region=region)
 
 
 def busy(live: LiveService) -> str | None:
@@ -250,7 +268,7 @@ def move_service(
     cluster, service = plan.settings.cluster, plan.settings.service
     progress = {} if progress is None else progress
     progress["moved"] = False
-    alarms = watched_alarms(plan.settings, plan.config.environment(plan.environment).alarms)
+    alarms = watched_alarms(plan.settings, plan.alarms.names)  # the region's names ({region} filled in)
     try:
         ran("update-service")
         arn = start_deployment(
@@ -319,7 +337,7 @@ def move_and_record(plan: EcsPlan, record: Record, notifier: Notifier, before: L
         raise
     record.outcome = Outcome.DEPLOYED
     record_live(plan, record, after)
-    get_run_logger().info("%s in %s now runs %s", plan.component, plan.environment, describe_live(plan, after))
+    get_run_logger().info("%s in %s now runs %s", plan.component, plan.where, describe_live(plan, after))
     return finish(plan, record, notifier)
 
 
@@ -332,11 +350,15 @@ def run_ecs_deploy(
     accept_alarms: list[str] | None = None,
     notify: bool = True,
     planned: DeployPlan | None = None,
+    region: str | None = None,
 ) -> Record:
     """The body of the ECS deploy flow: the plan's steps (``planned``, or made now) in its order, each one run
-    listed in the record's ``steps``."""
+    listed in the record's ``steps``. ``region``: one of the environment's (None: its first; a plan says its own)."""
+    region = planned.region if planned is not None else region
     with running_steps():
-        return _run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify, planned)
+        return _run_ecs_deploy(
+            component, environment, version, git_sha, config_path, accept_alarms, notify, planned, region
+        )
 
 
 def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | None = None) -> EcsPlan:
@@ -344,11 +366,13 @@ def executing(config: Config, planned: DeployPlan, checked: EnvironmentChecks | 
     checked = checked or checks_of(config, planned)
     comp = config.ecs_component(planned.component)
     repository = Repository(comp.repository, planned.artifact.location.rpartition(":")[0])  # uri:tag
-    health = config.environment(planned.environment).health[planned.component]  # the plan's check found it
-    settings = config.ecs_service(planned.component, planned.environment)
+    region = planned.region
+    health = config.health_url(planned.component, planned.environment, region)
+    assert health is not None  # the plan's check found it
+    settings = config.ecs_service(planned.component, planned.environment, region)
     return EcsPlan(
         config, planned.component, planned.environment, planned.version, settings, checked.target, checked.alarms,
-        repository, health,
+        repository, health, region=region,
     )  # fmt: skip
 
 
@@ -361,13 +385,15 @@ def _run_ecs_deploy(
     accept_alarms: list[str] | None,
     notify: bool,
     planned: DeployPlan | None,
+    region: str | None = None,
 ) -> Record:
     logger = get_run_logger()
-    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify)
+    early = EarlySteps("deploy", component, environment, version, git_sha, config_path, notify, region=region)
     emit(DEPLOY_STARTED, component, environment, version, action="deploy", git_sha=git_sha)
     with early.reporting():
         config = load_config(config_path)
-        planned, checked = the_plan(config, "ecs", (component, environment, version), accept_alarms, planned)
+        request = (component, environment, version)
+        planned, checked = the_plan(config, "ecs", request, accept_alarms, planned, region)
         plan = executing(config, planned, checked)
         early.planned(plan, partial(record_service, plan))
         logger.info(plan.target.describe())
@@ -378,11 +404,11 @@ def _run_ecs_deploy(
     )
     record = Record(
         component, environment, "deploy", Outcome.FAILED, version, git_sha=git_sha, image=image, image_digest=digest,
-        artifact=artifact, traffic=f"ECS {how}", accepted_alarms=sorted(plan.alarms.accepted),
+        artifact=artifact, traffic=f"ECS {how}", accepted_alarms=sorted(plan.alarms.accepted), region=plan.region,
     )  # fmt: skip
     record.attach_flow_run()
-    notifier = Notifier.from_config(plan.config, f"{component} {version} → {environment}", notify)
-    with environment_lock(environment, component):
+    notifier = Notifier.from_config(plan.config, f"{component} {version} → {plan.where}", notify)
+    with environment_lock(environment, component, region=plan.region):
         ran("lock")
         before = record_service(plan, record)
         notifier.send(f"deploy started by {record.actor}: {before.service} runs {describe_live(plan, before)}")
@@ -416,11 +442,15 @@ def deploy_ecs(
     accept_alarms: list[str] | None = None,
     notify: bool = True,
     plan: DeployPlan | None = None,
+    region: str | None = None,
 ) -> Record:
     """Deploy an ECS component: a new task definition revision (the image's digest), ECS's rolling or
-    blue/green deployment followed to its end, opcd's health and smoke checks, automatic rollback."""
+    blue/green deployment followed to its end, opcd's health and smoke checks, automatic rollback.
+    ``region``: one of the environment's (None: its first; a plan given says its own)."""
     with commit_config(config_path, git_sha) as (config_path, git_sha):
-        return run_ecs_deploy(component, environment, version, git_sha, config_path, accept_alarms, notify, plan)
+        return run_ecs_deploy(
+            component, environment, version, git_sha, config_path, accept_alarms, notify, plan, region
+        )
 
 
 def seen_revisions(history: list[Record]) -> dict[str, tuple[str | None, str | None]]:
@@ -444,7 +474,7 @@ def choose_revision(
     A named version: the newest revision the ledger saw live with that version's image; ``force``
     registers one with that image (``register=False``: ``("", image, version)``, for a dry run).
     """
-    history = read_history(plan.target, plan.bucket, plan.environment, plan.component)
+    history = read_history(plan.target, plan.bucket, plan.environment, plan.component, plan.region)
     seen = seen_revisions(history)
     if to_version is not None:
         check_version(to_version)
@@ -475,16 +505,22 @@ def choose_revision(
 
 
 def rollback_ecs(
-    component: str, environment: str, to_version: str | None, config_path: str | None, force: bool = False
+    component: str,
+    environment: str,
+    to_version: str | None,
+    config_path: str | None,
+    force: bool = False,
+    region: str | None = None,
 ) -> Record:
-    """The ``rollback`` flow's body for an ECS component: back to the previous task definition revision."""
+    """The ``rollback`` flow's body for an ECS component: back to the previous task definition revision (in
+    ``region``, one of the environment's several; None: its first)."""
     logger = get_run_logger()
-    with EarlySteps.rollback(component, environment, to_version, config_path).reporting():
-        plan = plan_ecs_deploy(component, environment, to_version, config_path, accept_firing=True)
-    with environment_lock(environment, component):
+    with EarlySteps.rollback(component, environment, to_version, config_path, region).reporting():
+        plan = plan_ecs_deploy(component, environment, to_version, config_path, accept_firing=True, region=region)
+    with environment_lock(environment, component, region=plan.region):
         before = read_live(plan)
         revision, image, version = choose_revision(plan, before, to_version, force)
-        record = Record(component, environment, "rollback", Outcome.FAILED, version, force=force)
+        record = Record(component, environment, "rollback", Outcome.FAILED, version, force=force, region=plan.region)
         record.task_definition, record.image = revision, image
         record.image_digest = image.partition("@")[2] if image and "@" in image else None
         record_live(plan, record, before)
@@ -493,7 +529,7 @@ def rollback_ecs(
         record.attach_flow_run()
         if force:
             logger.warning("--force: going to %s whether or not the ledger saw it live", name_of(revision))
-        notifier = Notifier.from_config(plan.config, f"rollback {component} in {environment}")
+        notifier = Notifier.from_config(plan.config, f"rollback {component} in {plan.where}")
         if busy(before):
             raise InputError(f"{before.service} is {busy(before)}", "wait for its deployment to end")
         if revision == before.task_definition:
@@ -509,16 +545,20 @@ def watched_alarms(settings: EcsService, environment_alarms: list[str]) -> list[
     return list(settings.alarms) if settings.alarms is not None else list(environment_alarms)
 
 
-def status_row(config: Config, target: AwsTarget, environment: str, component: str) -> dict[str, Any]:
+def status_row(
+    config: Config, target: AwsTarget, environment: str, component: str, region: str | None = None
+) -> dict[str, Any]:
     """One ECS component's row of ``opcd status``: the revision it runs, its image's tag and digest,
-    tasks running/desired, and the ledger's view (drift: the ledger recorded another revision live)."""
+    tasks running/desired, and the ledger's view (drift: the ledger recorded another revision live); in
+    ``region`` (one of the environment's several; ``target`` that region's)."""
 
-    settings = config.ecs_service(component, environment)
+    settings = config.ecs_service(component, environment, region)
     comp = config.ecs_component(component)
     live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
     version, digest = image_version(target, describe_repository(target, comp.repository), live.image)
-    latest = read_latest(target, config.project.artifact_bucket, environment, component)
-    deployed = read_latest(target, config.project.artifact_bucket, environment, component, "live.json")
+    bucket = config.bucket_for(environment, region)
+    latest = read_latest(target, bucket, environment, component, region=region)
+    deployed = read_latest(target, bucket, environment, component, "live.json", region=region)
     recorded = deployed.live_task_definition if deployed else None
     return {
         "component": component, "environment": environment, "service": live.service,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -42,7 +42,7 @@ from opcd.outcomes import Outcome, Stage
 from opcd.versions import check_version
 from tasks.apprunner import Service, find_service, operation, read_service, update_service, wait_for_operation
 from tasks.cloudwatch import AlarmGuard, check_alarms
-from tasks.ecr import Repository, describe_repository, push_image, tag_digest
+from tasks.ecr import Repository, copy_from_region, describe_repository, push_image, tag_digest
 from tasks.events import DEPLOY_STARTED, emit
 from tasks.git import commit_config
 from tasks.health import check_health, http_smoke_checks
@@ -281,6 +281,23 @@ def record_service(plan: ServicePlan, record: Record) -> Service:
     return before
 
 
+def source_region(plan: ImagePlan, identifier: str) -> AwsTarget:
+    """The AWS (this target's account, another region) whose repository of the component is ``identifier``'s
+    (``uri:tag``): a region of opcd.toml's; InputError when none is."""
+    config = plan.config
+    regions = [config.project.region, *(r for env in config.environments for r in config.regions(env))]
+    uri = identifier.rpartition(":")[0]
+    name = config.image_component(plan.component).repository
+    for region in dict.fromkeys(r for r in regions if r != plan.target.region):
+        there = replace(plan.target, region=region)
+        if describe_repository(there, name).uri == uri:
+            return there
+    raise InputError(
+        f"{identifier} is not the image of {name} in a region of opcd.toml",
+        "pass the plan the release or `opcd deploy` makes, or none",
+    )
+
+
 def build_and_push(
     plan: ImagePlan,
     version: str,
@@ -301,6 +318,11 @@ def build_and_push(
     early.step = Stage.BUILD
     tag = image_tag(version)
     if planned is not None and not planned.build and planned.digest:
+        if planned.copy_from:  # pushed to another region's repository: copied here, its digest checked
+            early.step = Stage.PUSH
+            ran("copy")
+            there = source_region(plan, planned.copy_from)
+            copy_from_region(plan.target, there, planned.copy_from, plan.repository, tag, planned.digest)
         ran("reuse")
         logger.info("Using %s (%s): %s", planned.location, planned.digest, planned.reason)
         return planned.location, planned.digest, "reused"

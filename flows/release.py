@@ -108,7 +108,7 @@ def live_now(config: Config, target: AwsTarget, environment: str, component: str
     try:
         comp = config.component(component)
         if comp.kind == "ecs":
-            row = status_row(config, target, environment, component)
+            row = status_row(config, target, environment, component, region)
             return f"{row['version'] or 'an image opcd did not push'} ({row['revision']}, {row['image']})"
         if isinstance(comp, AppRunnerComponent):
             service = read_service(target, find_service(target, config.service_ref(component, environment)))

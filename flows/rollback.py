@@ -97,8 +97,9 @@ def rollback(
         if to_lambda_version is not None:
             what = "an App Runner service" if kind == "apprunner" else "an ECS service"
             raise InputError(f"{component} is {what}: it has no Lambda versions", "use --to VERSION")
-        rollback_body = rollback_apprunner if kind == "apprunner" else rollback_ecs
-        return rollback_body(component, environment, to_version, config_path, force)
+        if kind == "ecs":
+            return rollback_ecs(component, environment, to_version, config_path, force, region)
+        return rollback_apprunner(component, environment, to_version, config_path, force)
     # An alarm firing now does not block a rollback (it is how incidents get fixed); it only stops
     # guarding until it has been seen OK.
     with EarlySteps.rollback(component, environment, to_version, config_path, region).reporting():

@@ -473,12 +473,19 @@ def _role_arn(value: Any) -> Any:
     return value
 
 
+# An ECS cluster's or service's name, {region} allowed in it (each region's name replaces it).
+_ECS_NAME = r"^(?:[A-Za-z0-9_-]|\{region\}){1,255}$"
+
+
 class EcsService(_Model):
     """The ECS service an ``ecs`` component runs as in one environment."""
 
-    cluster: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS cluster name (not an ARN).")
+    cluster: str = Field(
+        pattern=_ECS_NAME, description="ECS cluster name (not an ARN); {region} in it is replaced by each region's."
+    )
     service: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{1,255}$", description="ECS service name in that cluster (not an ARN)."
+        pattern=_ECS_NAME,
+        description="ECS service name in that cluster (not an ARN); {region} in it is replaced by each region's.",
     )
     strategy: Literal["rolling", "blue-green"] = Field(
         default="rolling",
@@ -773,8 +780,9 @@ class Config(_Model):
         ref = self._runs_as("services", component, environment, "App Runner service (its name or ARN)")
         return self.in_region(ref, environment, region)
 
-    def ecs_service(self, component: str, environment: str) -> EcsService:
-        """The ECS cluster and service that ``component`` runs as in ``environment``."""
+    def ecs_service(self, component: str, environment: str, region: str | None = None) -> EcsService:
+        """The ECS cluster and service that ``component`` runs as in ``environment`` (its ``region``; default: the
+        first), {region} in their names and alarms replaced."""
         self.component(component)
         entries = self.environment(environment).ecs
         if component not in entries:
@@ -782,7 +790,11 @@ class Config(_Model):
                 f"environments.{environment}.ecs.{component}: missing",
                 "name the ECS cluster and service of this component in opcd.toml",
             )
-        return entries[component]
+        ref = entries[component]
+        named = {"cluster": self.in_region(ref.cluster, environment, region)}
+        named["service"] = self.in_region(ref.service, environment, region)
+        alarms = None if ref.alarms is None else [self.in_region(a, environment, region) for a in ref.alarms]
+        return ref.model_copy(update={**named, "alarms": alarms})
 
     def database_secret(self, environment: str, region: str | None = None) -> str:
         """The Secrets Manager secret of ``environment``'s database URL (migrations need it)."""
@@ -927,12 +939,15 @@ def _cross_checks(config: Config) -> list[str]:
 
 
 def _region_checks(config: Config, environment: str) -> list[str]:
-    """An environment of several regions: Lambda components only (for now), each region's own artifact bucket."""
+    """An environment of several regions: Lambda and ECS components (not App Runner), each region's own artifact
+    bucket (its packages, its ledger), a health URL per region."""
     problems = [
-        f"environments.{environment}.regions: several regions are not supported yet for {comp.kind} components"
-        f" ({name}): give {environment} one region, or deploy {name} from an environment of its own"
+        f"environments.{environment}.regions: {name} is an App Runner component, and App Runner services are not"
+        " deployed to several regions (App Runner takes no new customers since 30 April 2026): make it an ECS"
+        f' component (kind = "ecs", environments.{environment}.ecs.{name}) for a service in several regions, or'
+        f" give {environment} one region"
         for name, comp in config.components.items()
-        if comp.kind != "lambda"
+        if comp.kind == "apprunner"
     ]
     problems += _bucket_check(config, environment, f"{environment} has several regions")
     for component, url in config.environments[environment].health.items():  # each region checked, not one of them

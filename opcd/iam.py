@@ -159,8 +159,13 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
         statements.append(_statement("CanaryAnalysis", ["cloudwatch:GetMetricData"], ["*"]))
 
     if containers:
+        # in the project's region; an ECS component's also in each region of its environments (an image per region)
+        ecs_regions = {where for env, where in _places(config) if config.environments[env].ecs}
         repositories = [
-            f"arn:aws:ecr:{region}:{acct}:repository/{comp.repository}" for comp in containers for acct in everywhere
+            f"arn:aws:ecr:{where}:{acct}:repository/{comp.repository}"
+            for comp in containers
+            for where in [region, *sorted(ecs_regions - {region} if comp.kind == "ecs" else set())]
+            for acct in everywhere
         ]
         actions = ["DescribeImages", "DescribeRepositories"]
         if not read:  # skopeo pushes through the registry API with the token GetAuthorizationToken gives
@@ -213,12 +218,14 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def ecs_services(config: Config) -> list[tuple[str, str, str, str]]:
-    """(environment, component, cluster, service) of every ECS service: ``environments.ENV.ecs.COMPONENT``."""
+def ecs_services(config: Config) -> list[tuple[str, str, str, str, str]]:
+    """(environment, region, component, cluster, service) of every ECS service: ``environments.ENV.ecs.COMPONENT``
+    in each of the environment's regions, {region} in the names replaced."""
     return [
-        (env_name, component, ref.cluster, ref.service)
-        for env_name, env in config.environments.items()
-        for component, ref in env.ecs.items()
+        (env_name, where, component, ref.cluster, ref.service)
+        for env_name, where in _places(config)
+        for component in config.environments[env_name].ecs
+        for ref in [config.ecs_service(component, env_name, where)]
     ]
 
 
@@ -229,10 +236,11 @@ def _ecs_statements(config: Config, accounts: dict[str, str], read: bool) -> lis
     found = ecs_services(config)
     if not found:
         return []
-    region = config.project.region
-    prefix = {env: f"arn:aws:ecs:{region}:{accounts[env]}:" for env, *_ in found}
-    services = [f"{prefix[env]}service/{cluster}/{service}" for env, _, cluster, service in found]
-    deployments = [f"{prefix[env]}service-deployment/{cluster}/{service}/*" for env, _, cluster, service in found]
+    prefix = {(env, where): f"arn:aws:ecs:{where}:{accounts[env]}:" for env, where, *_ in found}
+    services = [f"{prefix[env, where]}service/{cluster}/{service}" for env, where, _, cluster, service in found]
+    deployments = [
+        f"{prefix[env, where]}service-deployment/{cluster}/{service}/*" for env, where, _, cluster, service in found
+    ]
     actions = ["DescribeServices", "ListServiceDeployments"] + ([] if read else ["UpdateService"])
     statements = [
         _statement("EcsServices", [f"ecs:{a}" for a in actions], services),
@@ -246,12 +254,12 @@ def _ecs_statements(config: Config, accounts: dict[str, str], read: bool) -> lis
     if not read:
         statements.append(_statement(
             "EcsTagNewRevisions", ["ecs:TagResource"],
-            sorted({f"{prefix[env]}task-definition/*" for env, *_ in found}),
+            sorted({f"{prefix[env, where]}task-definition/*" for env, where, *_ in found}),
             Condition={"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
         ))  # fmt: skip
         roles = [
             f"arn:aws:iam::{accounts[env]}:role/{service}-{kind}"
-            for env, _, _, service in found
+            for env, _, _, _, service in found
             for kind in ("task", "execution")
         ]
         statements.append(_statement(

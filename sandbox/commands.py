@@ -78,8 +78,8 @@ def up(config_path: Path, port: int, detach: bool) -> int:
         for comp, ref in env.services.items():
             print(f"  {env_name}: App Runner {ref} ({comp}) running AWS's sample image until the first deploy")
     for seeded in ecs_services(config):
-        print(f"  {seeded.environment}: ECS {seeded.cluster}/{seeded.service} ({seeded.component}) running AWS's"
-              " sample image until the first deploy")  # fmt: skip
+        print(f"  {seeded.environment} {seeded.region}: ECS {seeded.cluster}/{seeded.service} ({seeded.component})"
+              " running AWS's sample image until the first deploy")  # fmt: skip
     if server.registry.missing:
         print(f"  warning: {server.registry.missing}; images cannot be pushed")
     else:

@@ -17,18 +17,22 @@ implemented. :class:`EcsStandIn` sits in front of moto in the sandbox's WSGI app
   enabled), the same with the alarm named as triggered. ``ROLLING`` moves traffic when the new tasks are up;
   ``BLUE_GREEN`` shifts production traffic, then bakes ``bakeTimeInMinutes`` (the lifecycle stages are reported)
   before it ends. A newer deployment stops one in progress (``STOPPED``). Durations are :class:`Timings`;
-* serves each service's URL, ``/_ecs/CLUSTER/SERVICE/PATH``: the files of the image of the container the
-  service's load balancer names (else the first container with a port mapping, else the first container) of the
-  task definition that serves traffic, as the App Runner stand-in does (:func:`sandbox.apprunner.serve_image`);
-  the ``health`` fault makes the new tasks answer 500 (on ``path`` when the fault names one, else everywhere),
-  so opcd's own health check fails where ECS's succeeded;
+* serves each service's URL, ``/_ecs/CLUSTER/SERVICE[@REGION]/PATH`` (default region: the sandbox's): the files of
+  the image of the container the service's load balancer names (else the first container with a port mapping, else
+  the first container) of the task definition that serves traffic, as the App Runner stand-in does
+  (:func:`sandbox.apprunner.serve_image`); the ``health`` fault makes the new tasks answer 500 (on ``path`` when the
+  fault names one, else everywhere), so opcd's own health check fails where ECS's succeeded;
 * has a control API: ``/_opcd/ecs/faults`` (``{"service": NAME, "fail": "circuit-breaker" | "alarm" |
-  "health" | "rollback", "path": "/health.json"?}``, taken by that service's next deployment; ``rollback``: the
+  "health" | "rollback", "path": "/health.json"?, "region": "us-west-2"?}``, taken by that service's next
+  deployment, in ``region`` only when it names one, else in whichever region deploys it first; ``rollback``: the
   circuit breaker triggers and the rollback fails too, ``ROLLBACK_FAILED``, nothing serves) and
   ``/_opcd/ecs/timings``.
 
+Regions: moto keeps each region's ECS apart; a request's region is its SigV4 credential scope's (unsigned: the
+sandbox's region), and the stand-in keeps each service, its deployments and their ARNs in its own region.
+
 Limits: no tasks run (``ListTasks``/``DescribeTasks`` are moto's and know nothing of deployments); one
-region and account; ``LINEAR`` and ``CANARY`` strategies, lifecycle hooks and the blue/green load balancer
+account; ``LINEAR`` and ``CANARY`` strategies, lifecycle hooks and the blue/green load balancer
 settings (alternate target group, listener rules) are not modelled; the alarm fault does not change the
 alarm's state in CloudWatch. Requests are not authenticated.
 """
@@ -41,6 +45,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -74,6 +79,8 @@ OPERATIONS = (
     "CreateService", "UpdateService", "DescribeServices", "ListServiceDeployments", "DescribeServiceDeployments",
 )  # fmt: skip
 FAULTS = ("circuit-breaker", "alarm", "health", "rollback")
+# the region of a signed request: its SigV4 credential scope, Credential=AKID/DATE/REGION/SERVICE/aws4_request
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 ENDED = frozenset({"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"})
 STRATEGIES = ("ROLLING", "BLUE_GREEN")
 _CONFIG_MEMBERS = {
@@ -128,6 +135,7 @@ class _Service:
     name: str
     cluster: str
     cluster_arn: str
+    region: str
     live: _Revision  # the revision production traffic reaches
     config: JSON  # deploymentConfiguration as ECS keeps it
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -195,14 +203,15 @@ class EcsStandIn:
         self._lock = threading.Lock()
         self._services: dict[str, _Service] = {}
         self._deployments: list[_Deployment] = []
-        self._faults: dict[str, JSON] = {}
+        self._faults: dict[tuple[str, str | None], JSON] = {}  # (service, region or None: any) → fault
         self._seq = 0
         self._generation = 0
 
     # ------------------------------------------------------------------ public
 
-    def local_url(self, cluster: str, service: str) -> str:
-        return f"{self.base_url}/_ecs/{cluster}/{service}"
+    def local_url(self, cluster: str, service: str, region: str | None = None) -> str:
+        where = f"@{region}" if region and region != self.region else ""
+        return f"{self.base_url}/_ecs/{cluster}/{service}{where}"
 
     def handles(self, environ: WSGIEnvironment) -> bool:
         path = environ.get("PATH_INFO", "")
@@ -236,10 +245,13 @@ class EcsStandIn:
         if path.startswith("/_ecs/"):
             cluster, _, rest = path[len("/_ecs/") :].partition("/")
             name, _, rest = rest.partition("/")
-            return self._serve(cluster, name, "/" + rest, request.method)
+            name, _, region = name.partition("@")
+            return self._serve(region or self.region, cluster, name, "/" + rest, request.method)
         if path.startswith("/_opcd/ecs/"):
             return self._control(request)
         operation = request.headers.get("X-Amz-Target", "")[len(TARGET_PREFIX) :]
+        signed = _SIGNED_REGION.search(request.headers.get("Authorization", ""))
+        region = signed["region"] if signed else self.region
         raw = request.get_data()
         try:
             body = json.loads(raw or b"{}")
@@ -249,13 +261,13 @@ class EcsStandIn:
             return _error_response(_ApiError("SerializationException", f"the body is not a JSON object: {exc}"))
         try:
             if operation == "CreateService":
-                return self._create_service(environ, raw, body)
+                return self._create_service(region, environ, raw, body)
             if operation == "UpdateService":
-                return self._update_service(environ, raw, body)
+                return self._update_service(region, environ, raw, body)
             if operation == "DescribeServices":
-                return self._describe_services(environ, raw)
+                return self._describe_services(region, environ, raw)
             if operation == "ListServiceDeployments":
-                return _answer(self._list_service_deployments(body))
+                return _answer(self._list_service_deployments(region, body))
             return _answer(self._describe_service_deployments(body))
         except _ApiError as exc:
             return _error_response(exc)
@@ -275,16 +287,16 @@ class EcsStandIn:
 
     # ------------------------------------------------------------------ moto's side
 
-    def _backend(self) -> Any:
-        return ecs_backends[self.account_id][self.region]
+    def _backend(self, region: str) -> Any:
+        return ecs_backends[self.account_id][region]
 
-    def _tracked(self, moto_service: Any) -> _Service:
-        """The stand-in's record of a moto service, made when first seen (lock held)."""
+    def _tracked(self, region: str, moto_service: Any) -> _Service:
+        """The stand-in's record of a moto service of ``region``, made when first seen (lock held)."""
         tracked = self._services.get(moto_service.arn)
         if tracked is None:
-            definition = self._backend().describe_task_definition(moto_service.task_definition)
+            definition = self._backend(region).describe_task_definition(moto_service.task_definition)
             tracked = _Service(
-                moto_service.arn, moto_service.name, moto_service.cluster_name, moto_service.cluster_arn,
+                moto_service.arn, moto_service.name, moto_service.cluster_name, moto_service.cluster_arn, region,
                 None,  # type: ignore[arg-type]  # set just below: the revision names the service
                 _merge_config(copy.deepcopy(_DEFAULT_CONFIG), _moto_config(moto_service)),
             )  # fmt: skip
@@ -295,14 +307,14 @@ class EcsStandIn:
     def _revision(self, service: _Service, definition: Any, moto_service: Any, at: float) -> _Revision:
         number = next(service.counter)
         return _Revision(
-            f"arn:aws:ecs:{self.region}:{self.account_id}:service-revision/{service.cluster}/{service.name}/"
+            f"arn:aws:ecs:{service.region}:{self.account_id}:service-revision/{service.cluster}/{service.name}/"
             f"{number:019d}",
             definition.arn, _served_image(definition, moto_service), f"ecs-svc/{uuid.uuid4().int % 10**19:019d}", at,
         )  # fmt: skip
 
-    def _moto_service(self, cluster: str, name: str) -> Any:
+    def _moto_service(self, region: str, cluster: str, name: str) -> Any:
         try:
-            return self._backend()._get_service(cluster, name)
+            return self._backend(region)._get_service(cluster, name)
         except ClusterNotFoundException:
             raise _ApiError("ClusterNotFoundException", f"Cluster not found: {cluster}") from None
         except ServiceNotFoundException:
@@ -310,7 +322,7 @@ class EcsStandIn:
 
     # ------------------------------------------------------------------ operations
 
-    def _create_service(self, environ: WSGIEnvironment, raw: bytes, body: JSON) -> Response:
+    def _create_service(self, region: str, environ: WSGIEnvironment, raw: bytes, body: JSON) -> Response:
         """moto's CreateService; the stand-in keeps the deploymentConfiguration (moto forgets it)."""
         given = body.get("deploymentConfiguration")
         if given is not None:
@@ -320,22 +332,22 @@ class EcsStandIn:
             if status != 200:
                 return Response(answer, status, content_type="application/x-amz-json-1.1")
             service = json.loads(answer)["service"]
-            moto_service = self._moto_service(str(body.get("cluster") or "default"), service["serviceName"])
+            moto_service = self._moto_service(region, str(body.get("cluster") or "default"), service["serviceName"])
             self._services.pop(moto_service.arn, None)  # a service created again under its old name
             if moto_service.task_definition is None:
                 return _answer({"service": service})
             moto_service.deployment_configuration = given or {}
-            return _answer({"service": self._overlay(service, moto_service)})
+            return _answer({"service": self._overlay(region, service, moto_service)})
 
-    def _update_service(self, environ: WSGIEnvironment, raw: bytes, body: JSON) -> Response:
+    def _update_service(self, region: str, environ: WSGIEnvironment, raw: bytes, body: JSON) -> Response:
         cluster = str(body.get("cluster") or "default")
         name = str(body.get("service") or "")
         given = body.get("deploymentConfiguration")
         if given is not None:
             _check_config(given)
         with self._lock:
-            moto_service = self._moto_service(cluster, name)
-            tracked = self._tracked(moto_service)
+            moto_service = self._moto_service(region, cluster, name)
+            tracked = self._tracked(region, moto_service)
             latest = self._latest(tracked)  # a failed deployment without rollback left its revision the service's
             stuck = (
                 latest.target.task_definition if latest and latest.status in ("STOPPED", "ROLLBACK_FAILED") else None
@@ -346,12 +358,12 @@ class EcsStandIn:
                 return Response(answer, status, content_type="application/x-amz-json-1.1")
             if given is not None:
                 tracked.config = _merge_config(tracked.config, given)
-            definition = self._backend().describe_task_definition(moto_service.task_definition)
+            definition = self._backend(region).describe_task_definition(moto_service.task_definition)
             moto_service.task_definition = definition.arn  # moto keeps what it was given ("family:1")
             if definition.arn != before or body.get("forceNewDeployment"):
                 self._start(tracked, definition, moto_service)
             service = json.loads(answer)["service"]
-            return _answer({"service": self._overlay(service, moto_service)})
+            return _answer({"service": self._overlay(region, service, moto_service)})
 
     def _running(self, service: _Service) -> str | None:
         """The task definition of the service's deployment in progress, if one is."""
@@ -369,16 +381,17 @@ class EcsStandIn:
         self._seq += 1
         deployment = _Deployment(
             self._seq,
-            f"arn:aws:ecs:{self.region}:{self.account_id}:service-deployment/{service.cluster}/{service.name}/"
+            f"arn:aws:ecs:{service.region}:{self.account_id}:service-deployment/{service.cluster}/{service.name}/"
             f"{uuid.uuid4().hex[:22]}",
             service, source, target, now, replace(self.timings), copy.deepcopy(service.config),
-            self._faults.pop(service.name, None), updated=now,
+            self._faults.pop((service.name, service.region), None) or self._faults.pop((service.name, None), None),
+            updated=now,
         )  # fmt: skip
         self._deployments.append(deployment)
         logger.info("ECS deployment of %s: %s → %s", service.name, source.task_definition, target.task_definition)
         return deployment
 
-    def _describe_services(self, environ: WSGIEnvironment, raw: bytes) -> Response:
+    def _describe_services(self, region: str, environ: WSGIEnvironment, raw: bytes) -> Response:
         status, answer = self._forward(environ, raw)
         if status != 200:
             return Response(answer, status, content_type="application/x-amz-json-1.1")
@@ -386,12 +399,12 @@ class EcsStandIn:
         with self._lock:
             for service in result.get("services", []):
                 cluster = service["clusterArn"].rpartition("/")[2]
-                moto_service = self._moto_service(cluster, service["serviceName"])
+                moto_service = self._moto_service(region, cluster, service["serviceName"])
                 if moto_service.task_definition:
-                    self._overlay(service, moto_service)
+                    self._overlay(region, service, moto_service)
         return _answer(result)
 
-    def _list_service_deployments(self, body: JSON) -> JSON:
+    def _list_service_deployments(self, region: str, body: JSON) -> JSON:
         if not isinstance(body.get("service"), str):
             raise _invalid("service is required")
         cluster, name = str(body.get("cluster") or "default"), body["service"].rpartition("/")[2]
@@ -402,7 +415,7 @@ class EcsStandIn:
         created = body.get("createdAt") or {}
         token = body.get("nextToken")
         with self._lock:
-            tracked = self._tracked(self._moto_service(cluster, name))
+            tracked = self._tracked(region, self._moto_service(region, cluster, name))
             found = [d for d in reversed(self._deployments) if d.service is tracked]
             if statuses:
                 found = [d for d in found if d.status in statuses]
@@ -554,9 +567,9 @@ class EcsStandIn:
         elapsed = self._clock() - d.created - d.timings.pending
         return min(desired, int(desired * elapsed / max(d.timings.deploy, 1e-9))), desired
 
-    def _overlay(self, service: JSON, moto_service: Any) -> JSON:
+    def _overlay(self, region: str, service: JSON, moto_service: Any) -> JSON:
         """moto's Service as ECS would describe it with its deployments (lock held)."""
-        tracked = self._tracked(moto_service)
+        tracked = self._tracked(region, moto_service)
         desired = int(moto_service.desired_count)
         d = self._latest(tracked)
         platform = {k: service[k] for k in ("launchType",) if k in service}
@@ -675,18 +688,18 @@ class EcsStandIn:
 
     def _moto_desired(self, service: _Service) -> int:
         try:
-            return int(self._backend()._get_service(service.cluster, service.name).desired_count)
+            return int(self._backend(service.region)._get_service(service.cluster, service.name).desired_count)
         except Exception:
             return 0
 
     # ------------------------------------------------------------------ service URLs
 
-    def _serve(self, cluster: str, name: str, path: str, method: str) -> Response:
+    def _serve(self, region: str, cluster: str, name: str, path: str, method: str) -> Response:
         with self._lock:
             try:
-                tracked = self._tracked(self._moto_service(cluster, name))
-            except _ApiError:
-                return _text(404, f"no ECS service {name!r} in cluster {cluster!r}")
+                tracked = self._tracked(region, self._moto_service(region, cluster, name))
+            except (_ApiError, KeyError):
+                return _text(404, f"no ECS service {name!r} in cluster {cluster!r} in {region}")
             live = tracked.live
             resolved, served, unhealthy = live.resolved, live.served, live.unhealthy
         if not resolved:  # the service's first revision: pulled when first asked for
@@ -720,7 +733,7 @@ class EcsStandIn:
             if method == "POST":
                 if problem := _fault_problem(body):
                     return _json(400, {"error": problem})
-                self._faults[body["service"]] = dict(body)
+                self._faults[body["service"], body.get("region")] = dict(body)
             elif method == "DELETE":
                 self._faults.clear()
             return _json(200, {"faults": list(self._faults.values())})
@@ -791,9 +804,12 @@ def _merge_config(current: JSON, given: JSON) -> JSON:
 
 
 def _fault_problem(body: JSON) -> str | None:
-    if not {"service", "fail"} <= set(body) <= {"service", "fail", "path"}:
+    if not {"service", "fail"} <= set(body) <= {"service", "fail", "path", "region"}:
         kinds = " | ".join(f'"{kind}"' for kind in FAULTS)
-        return f'a fault is {{"service": "<service name>", "fail": {kinds}, "path"?}}'
+        return f'a fault is {{"service": "<service name>", "fail": {kinds}, "path"?, "region"?}}'
+    region = body.get("region", "us-east-1")
+    if not (isinstance(region, str) and re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region)):
+        return f'"region" names an AWS region, e.g. "us-west-2", not {body["region"]!r}'
     if body["fail"] not in FAULTS:
         return f'"fail" must be one of {", ".join(FAULTS)}, not {body["fail"]!r}'
     if "path" in body and (body["fail"] != "health" or not str(body["path"]).startswith("/")):

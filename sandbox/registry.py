@@ -10,10 +10,14 @@ ECR's registry host does:
 * every manifest pushed under a tag is recorded in moto's ECR with ``PutImage`` and the real
   digest, so ``DescribeImages`` tells the truth about what the registry holds.
 
-The sandbox rewrites ECR's answers (``repositoryUri``, ``proxyEndpoint``) to point at the proxy:
-product code only ever sees a repository URI and credentials. :class:`ImageStore` is the pull side
-for the App Runner stand-in: it resolves an image identifier through ECR, pulls the manifest, config
-and layers from the registry and unpacks them, so a service URL serves the deployed image's files.
+The sandbox rewrites ECR's answers (``repositoryUri``, ``proxyEndpoint``) to point at the proxy: product code
+only ever sees a repository URI and credentials. Regions: each region's ECR is moto's own, and one proxy
+serves them all; a repository of another region than the sandbox's has the region as the first part of its
+path, ``127.0.0.1:PORT/us-west-2/NAME`` (real ECR: another host, ``….dkr.ecr.us-west-2.…/NAME``), so each
+region keeps its own images (in its own part of the registry) and its own ``DescribeImages``.
+:class:`ImageStore` is the pull side for the App Runner stand-in: it resolves an image identifier through ECR,
+pulls the manifest, config and layers from the registry and unpacks them, so a service URL serves the deployed
+image's files.
 """
 
 from __future__ import annotations
@@ -52,8 +56,18 @@ MANIFEST_TYPES = (
 PUBLIC_PLACEHOLDER = "public.ecr.aws/aws-containers/hello-app-runner:latest"
 
 
+_REGION_PART = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)/(?P<name>.+)$")
+
+
 def ecr_backend(account_id: str, region: str) -> Any:
     return ecr_backends[account_id][region]
+
+
+def in_region(path_name: str, default: str) -> tuple[str, str]:
+    """A repository's name as the registry sees it → (its region, its name in that region's ECR):
+    ``us-west-2/web`` → ``("us-west-2", "web")``; ``web`` → ``(default, "web")``."""
+    match = _REGION_PART.match(path_name)
+    return (match["region"], match["name"]) if match else (default, path_name)
 
 
 def auth_token(account_id: str) -> str:
@@ -147,7 +161,7 @@ class RegistryProxy:
             body = {"errors": [{"code": "UNAUTHORIZED", "message": "use the credentials of GetAuthorizationToken"}]}
             return [json.dumps(body).encode()]
         path = environ.get("PATH_INFO", "")
-        if (match := _REPOSITORY.match(path)) and match["name"] not in self._repositories():
+        if (match := _REPOSITORY.match(path)) and not self._exists(*in_region(match["name"], self.region)):
             message = f"The repository with name '{match['name']}' does not exist in the registry with id"
             return _registry_error(start_response, 404, "NAME_UNKNOWN", f"{message} '{self.account_id}'")
         return self._forward(environ, start_response, path)
@@ -159,8 +173,9 @@ class RegistryProxy:
         scheme, _, value = header.partition(" ")
         return scheme.lower() == "basic" and value.strip() == auth_token(self.account_id)
 
-    def _repositories(self) -> set[str]:
-        return set(ecr_backend(self.account_id, self.region).repositories)
+    def _exists(self, region: str, name: str) -> bool:
+        """Whether ECR of ``region`` has the repository ``name``."""
+        return name in ecr_backend(self.account_id, region).repositories
 
     def _forward(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -199,8 +214,9 @@ class RegistryProxy:
         if reference.startswith("sha256:"):
             return  # pushed by digest: nothing to tag
         digest = answer.headers.get("Docker-Content-Digest") or f"sha256:{hashlib.sha256(manifest).hexdigest()}"
+        region, name = in_region(name, self.region)
         with contextlib.suppress(ImageAlreadyExistsException):  # the same manifest again under the same tag
-            ecr_backend(self.account_id, self.region).put_image(name, manifest.decode(), reference, media_type, digest)
+            ecr_backend(self.account_id, region).put_image(name, manifest.decode(), reference, media_type, digest)
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -220,11 +236,14 @@ def _registry_error(start_response: StartResponse, status: int, code: str, messa
     return [json.dumps({"errors": [{"code": code, "message": message}]}).encode()]
 
 
-def rewrite_ecr(body: bytes, account_id: str, region: str, registry_host: str) -> bytes:
-    """ECR's answers name the proxy: repository URIs and the registry endpoint."""
+def rewrite_ecr(body: bytes, account_id: str, region: str, registry_host: str, default: str | None = None) -> bytes:
+    """ECR's answers name the proxy: repository URIs and the registry endpoint; a repository of ``region`` other
+    than the sandbox's (``default``) is ``registry_host/REGION/NAME``."""
     real = f"{account_id}.dkr.ecr.{region}.amazonaws.com"
-    text = body.decode().replace(f"https://{real}", f"http://{registry_host}").replace(real, registry_host)
-    return text.encode()
+    text = body.decode().replace(f"https://{real}", f"http://{registry_host}")
+    if default is not None and region != default:
+        text = text.replace(f"{real}/", f"{registry_host}/{region}/")
+    return text.replace(real, registry_host).encode()
 
 
 class ImageStore:
@@ -265,7 +284,8 @@ class ImageStore:
         if parsed is None:
             raise ImageUnavailable(f"cannot parse image identifier {identifier!r}")
         _host, name, reference = parsed
-        digest = self._digest(name, reference)
+        region, ecr_name = in_region(name, self.region)
+        digest = self._digest(region, ecr_name, reference)
         root = self.work_dir / digest.replace(":", "-")
         with self._lock:
             if not (root / "config.json").exists():
@@ -275,8 +295,8 @@ class ImageStore:
         ports = sorted(config.get("ExposedPorts") or {})
         return ServedImage(identifier, digest, root / "rootfs" / workdir, ports[0].split("/")[0] if ports else None)
 
-    def _digest(self, name: str, reference: str) -> str:
-        backend = ecr_backend(self.account_id, self.region)
+    def _digest(self, region: str, name: str, reference: str) -> str:
+        backend = ecr_backend(self.account_id, region)
         repository = backend.repositories.get(name)
         if repository is None:
             raise ImageUnavailable(f"repository {name} does not exist")

@@ -101,10 +101,13 @@ def seed(config: Config, endpoint_url: str, data_dir: Path, apprunner_url: str |
                 cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seeded by the sandbox")
     if apprunner_url is not None:
         gateway.update(seed_apprunner(config, client, apprunner_url))
-    gateway.update(seed_ecs(client, endpoint_url, ecs_services(config)))
+    gateway.update(seed_ecs(client, endpoint_url, ecs_services(config), config.project.region))
+    ecs_regions = {config.project.region} | {s.region for s in ecs_services(config)}
     for ecs_comp in config.components.values():  # an ECS component's ECR repository, as for App Runner's
-        if isinstance(ecs_comp, EcsComponent):
-            client("ecr").create_repository(repositoryName=ecs_comp.repository, imageTagMutability="MUTABLE")
+        if isinstance(ecs_comp, EcsComponent):  # in each region of an ECS service: its images are that region's
+            for region in sorted(ecs_regions):
+                ecr = client("ecr", region=region)
+                ecr.create_repository(repositoryName=ecs_comp.repository, imageTagMutability="MUTABLE")
     if config.notifications.email is not None:  # SES sends only from a verified identity
         client("ses").verify_email_identity(EmailAddress=config.notifications.email.sender)
     return gateway
@@ -194,12 +197,13 @@ class EcsSeed:
     cluster: str
     service: str
     container: str  # the container whose image a deploy changes
-    health: str | None = None  # the environment's health URL of the component
+    health: str | None = None  # the environment's health URL of the component (in its region)
+    region: str = "us-east-1"  # the service's region: one of its environment's
 
 
 def ecs_services(config: Config) -> list[EcsSeed]:
-    """The ECS services the configuration names: ``environments.ENV.ecs.COMPONENT`` (cluster, service), the
-    component's ``container`` (default: its name) and health URL."""
+    """The ECS services the configuration names: ``environments.ENV.ecs.COMPONENT`` (cluster, service) in each
+    region of ENV, the component's ``container`` (default: its name) and health URL there."""
     return [
         EcsSeed(
             env,
@@ -207,37 +211,41 @@ def ecs_services(config: Config) -> list[EcsSeed]:
             cluster,
             service,
             config.ecs_container(component),
-            config.environments[env].health.get(component),
+            config.health_url(component, env, region),
+            region,
         )  # fmt: skip
-        for env, component, cluster, service in named_ecs_services(config)
+        for env, region, component, cluster, service in named_ecs_services(config)
     ]
 
 
-def seed_ecs(client: Callable[..., Any], endpoint_url: str, services: list[EcsSeed]) -> dict[str, str]:
+def seed_ecs(
+    client: Callable[..., Any], endpoint_url: str, services: list[EcsSeed], home: str = "us-east-1"
+) -> dict[str, str]:
     """Clusters, task and execution roles, a task definition and a service (Fargate, 2 tasks, behind a load
-    balancer, circuit breaker on) running AWS's public sample image per ECS service. Returns gateway entries:
-    the health URL's origin → the service's URL in the sandbox (``/_ecs/CLUSTER/SERVICE``)."""
+    balancer, circuit breaker on) running AWS's public sample image per ECS service, in its region. Returns
+    gateway entries: the health URL's origin → the service's URL in the sandbox (``/_ecs/CLUSTER/SERVICE``;
+    ``…/SERVICE@REGION`` in another region than the sandbox's, ``home``)."""
     from sandbox.registry import PUBLIC_PLACEHOLDER
 
     if not services:
         return {}
-    ecs, iam = client("ecs"), client("iam")
+    iam = client("iam")
     trust = json.loads(json.dumps(_TRUST))
     trust["Statement"][0]["Principal"] = {"Service": "ecs-tasks.amazonaws.com"}
     gateway: dict[str, str] = {}
-    for cluster in sorted({s.cluster for s in services}):
-        ecs.create_cluster(clusterName=cluster)
+    for region, cluster in sorted({(s.region, s.cluster) for s in services}):
+        client("ecs", region=region).create_cluster(clusterName=cluster)
+    roles: dict[str, str] = {}  # IAM is global: a service of the same name in several regions shares its roles
     for seeded in services:
-        roles = {  # opcd.iam scopes iam:PassRole to {service}-task and {service}-execution
-            kind: iam.create_role(RoleName=f"{seeded.service}-{kind}", AssumeRolePolicyDocument=json.dumps(trust))[
-                "Role"
-            ]["Arn"]
-            for kind in ("task", "execution")
-        }
+        ecs = client("ecs", region=seeded.region)
+        for kind in ("task", "execution"):  # opcd.iam scopes iam:PassRole to {service}-task and {service}-execution
+            name = f"{seeded.service}-{kind}"
+            if name not in roles:
+                roles[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         definition = ecs.register_task_definition(
             family=seeded.service,
-            taskRoleArn=roles["task"],
-            executionRoleArn=roles["execution"],
+            taskRoleArn=roles[f"{seeded.service}-task"],
+            executionRoleArn=roles[f"{seeded.service}-execution"],
             networkMode="awsvpc",
             requiresCompatibilities=["FARGATE"],
             cpu="256",
@@ -263,5 +271,7 @@ def seed_ecs(client: Callable[..., Any], endpoint_url: str, services: list[EcsSe
         )  # fmt: skip
         if seeded.health:
             parts = urlsplit(seeded.health)
-            gateway[f"{parts.scheme}://{parts.netloc}"] = f"{endpoint_url}/_ecs/{seeded.cluster}/{seeded.service}"
+            where = "" if seeded.region == home else f"@{seeded.region}"  # the stand-in's region of the service
+            local = f"{endpoint_url}/_ecs/{seeded.cluster}/{seeded.service}{where}"
+            gateway[f"{parts.scheme}://{parts.netloc}"] = local
     return gateway

@@ -272,7 +272,9 @@ class SandboxApp:
             return lambda data: None
 
         body = b"".join(self.moto(environ, capture))
-        body = rewrite_ecr(body, ACCOUNT_ID, self.region, self.registry_host)
+        signed = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = signed["region"] if signed else self.region
+        body = rewrite_ecr(body, ACCOUNT_ID, region, self.registry_host, self.region)
         headers = [(k, v) for k, v in captured[1] if k.lower() != "content-length"]
         start_response(captured[0], [*headers, ("Content-Length", str(len(body)))])
         return [body]

@@ -167,32 +167,38 @@ def check_apprunner_services(config: Config, target: AwsTarget, environment: str
 
 
 @task(name="check-ecs-services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def check_ecs_services(config: Config, target: AwsTarget, environment: str) -> list[Drift]:
-    """What :func:`check_apprunner_services` compares for App Runner, for each ECS service: its revision."""
+def check_ecs_services(config: Config, target: AwsTarget, environment: str, region: str | None = None) -> list[Drift]:
+    """What :func:`check_apprunner_services` compares for App Runner, for each ECS service: its revision
+    (``region``: one of the environment's several)."""
     findings = []
-    for component, settings in config.environment(environment).ecs.items():
+    bucket, key = config.bucket_for(environment, region), config.region_key(environment, region)
+    place = where(environment, key)  # what the findings name
+    in_region = f" --region {key}" if key else ""  # a hint's command acts on this region alone
+    for component in config.environment(environment).ecs:
+        settings = config.ecs_service(component, environment, region)
         resource = f"ECS service {settings.cluster}/{settings.service}"
         try:
             live = describe_service(target, settings.cluster, settings.service, config.ecs_container(component))
         except ResourceMissing as exc:
-            findings.append(Drift(environment, resource, exc.message, exc.hint or "create it (Terraform)"))
+            findings.append(Drift(place, resource, exc.message, exc.hint or "create it (Terraform)"))
             continue
-        record = _live_record(config, target, environment, component)
+        record = _live_record(config, target, environment, component, region)
         if record and record.live_task_definition and record.live_task_definition != live.task_definition:
             findings.append(Drift(
-                environment, resource,
+                place, resource,
                 f"runs {live.task_definition.rpartition('/')[2]}; the ledger says"
                 f" {record.live_task_definition.rpartition('/')[2]} ({record.live_version})",
-                f"opcd rollback {component} --env {environment} --to {record.live_version} (or deploy again)",
+                f"opcd rollback {component} --env {environment}{in_region} --to {record.live_version}"
+                " (or deploy again)",
             ))  # fmt: skip
-        latest = read_latest(target, config.project.artifact_bucket, environment, component)
+        latest = read_latest(target, bucket, environment, component, region=key)
         if latest and latest.outcome is Outcome.SHIFTING:
-            findings.append(_half_done(environment, resource, component, latest, "moving the service"))
+            findings.append(_half_done(place, resource, component, latest, "moving the service"))
         if live.rollout == "IN_PROGRESS":
-            findings.append(Drift(environment, resource, "is deploying", "see its service deployments in ECS"))
+            findings.append(Drift(place, resource, "is deploying", "see its service deployments in ECS"))
         elif live.running < live.desired:
             findings.append(Drift(
-                environment, resource, f"runs {live.running} of {live.desired} desired tasks",
+                place, resource, f"runs {live.running} of {live.desired} desired tasks",
                 "see the service's events in ECS (tasks failing to start or their health checks)",
             ))  # fmt: skip
     return findings

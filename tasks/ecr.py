@@ -5,6 +5,10 @@ refused before anything is sent. ``latest`` moves to each newly pushed version. 
 ``skopeo`` with the credentials of ``GetAuthorizationToken``, written to a private auth file that
 is deleted afterwards (never on a command line, never logged). Afterwards ``DescribeImages`` must
 report the digest we computed for both tags.
+
+An image already pushed to another region's repository is copied from there, registry to registry
+(``skopeo copy --preserve-digests``, each registry's own credentials), and ``DescribeImages`` here
+must then report the digest it has there: the same image in every region, built once.
 """
 
 from __future__ import annotations
@@ -104,8 +108,20 @@ def _login(target: AwsTarget) -> tuple[dict[str, Any], bool]:
 
 def copy_image(target: AwsTarget, image: Image, repository: Repository, tags: list[str]) -> None:
     """``skopeo copy`` the OCI layout to ``repository`` under each tag, digests preserved."""
+    _skopeo_copy(target, f"oci:{image.layout}:{image.tag}", repository, tags)
+
+
+def _skopeo_copy(
+    target: AwsTarget, source: str, repository: Repository, tags: list[str], source_target: AwsTarget | None = None
+) -> None:
+    """``skopeo copy SOURCE`` to ``repository`` under each tag, digests preserved; ``source_target``: the AWS of
+    a ``docker://`` source (its registry's credentials beside the destination's)."""
     skopeo = _skopeo()
     auth, insecure = _login(target)
+    source_insecure = False
+    if source_target is not None:
+        theirs, source_insecure = _login(source_target)
+        auth["auths"] = {**theirs["auths"], **auth["auths"]}
     with tempfile.TemporaryDirectory(prefix="opcd-ecr-") as tmp:
         authfile = Path(tmp) / "auth.json"
         authfile.touch(mode=0o600)
@@ -114,7 +130,8 @@ def copy_image(target: AwsTarget, image: Image, repository: Repository, tags: li
             command = [
                 skopeo, "copy", "--quiet", "--retry-times", "3", "--preserve-digests", "--authfile", str(authfile),
                 *(["--dest-tls-verify=false"] if insecure else []),
-                f"oci:{image.layout}:{image.tag}", f"docker://{repository.identifier(tag)}",
+                *(["--src-tls-verify=false"] if source_insecure else []),
+                source, f"docker://{repository.identifier(tag)}",
             ]  # fmt: skip
             proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HOME": tmp})
             if proc.returncode != 0:
@@ -145,4 +162,31 @@ def push_image(target: AwsTarget, image: Image, repository: Repository) -> bool:
     logger.info("Moving %s to %s", repository.identifier(LATEST), image.digest)
     copy_image(target, image, repository, [LATEST])
     verify_tag(target, repository, LATEST, image.digest)
+    return True
+
+
+@task(name="copy-image", cache_policy=NO_CACHE)
+def copy_from_region(
+    target: AwsTarget, source_target: AwsTarget, source: str, repository: Repository, tag: str, digest: str
+) -> bool:
+    """The image ``digest`` of ``source`` (``uri:tag`` of another region's repository, ``source_target``'s) in
+    ``repository`` as ``:tag`` and ``:latest``, registry to registry; ECR must report ``digest`` for both after.
+    False when the tag held that digest already; VersionConflict when it holds another."""
+    logger = get_run_logger()
+    existing = tag_digest(target, repository.name, tag)
+    if existing == digest:
+        logger.info("%s is already in ECR as %s: not copied again", repository.identifier(tag), digest)
+        return False
+    if existing is not None:
+        raise VersionConflict(
+            f"{repository.name}:{tag} already exists in ECR in {target.region} as {existing}; the build is {digest}",
+            "a version names one image: pick a new version for changed source",
+        )
+    logger.info("Copying %s to %s (%s)", source, repository.identifier(tag), digest)
+    report("copy", f"{source} → {repository.identifier(tag)}")
+    pinned = f"docker://{source.rpartition(':')[0]}@{digest}"  # by its digest: the build's image, whatever the tag
+    _skopeo_copy(target, pinned, repository, [tag], source_target)
+    verify_tag(target, repository, tag, digest)
+    _skopeo_copy(target, pinned, repository, [LATEST], source_target)
+    verify_tag(target, repository, LATEST, digest)
     return True

@@ -355,9 +355,16 @@ def _image_artifact(
     tag = image_tag(version)
     identifier = repository.identifier(tag)
     if release_build is not None:
-        artifact = release_build.model_copy(update={"location": identifier, "build": False, "reason": _MADE})
-        return artifact, [Step(action="reuse", text=f"use {identifier}, pushed by the release's build",
-                               inputs={"image": identifier})]  # fmt: skip
+        built = release_build.copy_from or release_build.location
+        copy_from = built if built != identifier else None  # pushed to another region's repository: copied here
+        artifact = release_build.model_copy(
+            update={"location": identifier, "build": False, "reason": _MADE, "copy_from": copy_from}
+        )
+        copy = Step(action="copy", text=f"copy {built} to {identifier} (registry to registry, digests preserved),"
+                    " ECR here checked for its digest", inputs={"from": built, "image": identifier})  # fmt: skip
+        steps = [copy] if copy_from else []
+        return artifact, [*steps, Step(action="reuse", text=f"use {identifier}, pushed by the release's build",
+                                       inputs={"image": identifier})]  # fmt: skip
     hashed = image_source_hash(comp, config.source_dir(component))
     stored = read_artifact_metadata.fn(plan.target, plan.bucket, component, version)
     in_ecr = tag_digest(plan.target, repository.name, tag)
@@ -417,7 +424,7 @@ def _apprunner_deploy(
 ) -> DeployPlan:
     config, component, environment = plan.config, plan.component, plan.environment
     assert plan.service is not None  # described by the check
-    service, env = plan.service, config.environment(environment)
+    service = plan.service
     notes: list[str] = []
     artifact, steps = _image_artifact(plan, version, release_build, notes)
     identifier = artifact.location
@@ -441,8 +448,8 @@ def _apprunner_deploy(
         kind="apprunner", component=component, environment=environment, version=version, resource=service.name,
         resource_id=plan.service_arn, target=target_ref(plan.target), live=live, rollback_to=live, artifact=artifact,
         shift=ShiftPlan(strategy="app-runner", description="App Runner's own rolling deployment"),
-        alarms=tuple(env.alarms), accepted_alarms=tuple(sorted(plan.alarms.accepted)), noop=noop, steps=tuple(steps),
-        checks=tuple(checks), notes=tuple(notes),
+        alarms=tuple(plan.alarms.names), accepted_alarms=tuple(sorted(plan.alarms.accepted)), noop=noop,
+        steps=tuple(steps), checks=tuple(checks), notes=tuple(notes),
     )  # fmt: skip
 
 
@@ -458,7 +465,7 @@ def _ecs_how(plan: EcsPlan) -> str:
     settings = plan.settings
     if settings.strategy == "blue-green":
         return f"blue-green (ECS's native blue/green, bake {settings.bake_minutes} min)"
-    watched = watched_alarms(settings, plan.config.environment(plan.environment).alarms)
+    watched = watched_alarms(settings, plan.config.alarm_names(plan.environment, plan.region))
     alarms = f", alarms {', '.join(watched)}" if watched else ""
     return f"rolling (the deployment circuit breaker{alarms}, rollback on)"
 
@@ -466,14 +473,14 @@ def _ecs_how(plan: EcsPlan) -> str:
 def _ecs_service_steps(plan: EcsPlan, live: LiveService, revision: str, image: str) -> list[Step]:
     """UpdateService to ``revision``, follow ECS's deployment, check it; on failure the previous revision back."""
     config, component, environment = plan.config, plan.component, plan.environment
-    comp, env = config.ecs_component(component), config.environment(environment)
+    comp = config.ecs_component(component)
     timeout, poll = comp.operation.timeout, comp.operation.poll_interval
     settings = plan.settings
     steps = [
         Step(action="update-service", text=f"UpdateService {settings.cluster}/{live.service} → {revision}:"
              f" {_ecs_how(plan)}", inputs={"cluster": settings.cluster, "service": live.service,
                                             "task_definition": revision, "strategy": settings.strategy,
-                                            "alarms": list(watched_alarms(settings, env.alarms))}),
+                                            "alarms": list(watched_alarms(settings, plan.alarms.names))}),
         Step(action="follow-operation", text=f"follow the service deployment (every {human_duration(poll)},"
              f" at most {human_duration(timeout)})", inputs={"poll_interval": poll, "timeout": timeout}),
         Step(action="verify-revision", text=f"{live.service} runs {revision}", inputs={"task_definition": revision}),
@@ -481,7 +488,7 @@ def _ecs_service_steps(plan: EcsPlan, live: LiveService, revision: str, image: s
     ]  # fmt: skip
     if comp.smoke:
         steps.append(_smoke_step(comp.smoke, plan.base_url, {"base_url": plan.base_url}))
-    steps += _alarms_step(config, environment, plan.alarms.accepted)
+    steps += _alarms_step(config, environment, plan.alarms.accepted, plan.region)
     steps += [
         Step(action="on-failure", text=f"on failure after it went live: back to {name_of(live.task_definition)}"
              f" ({live.image}), followed, health-checked",
@@ -499,7 +506,7 @@ def _ecs_deploy(
     live, settings = plan.live, plan.settings
     notes: list[str] = []
     artifact, steps = _image_artifact(plan, version, release_build, notes)
-    steps += _lock_steps(environment, component, f"{live.service}'s task definition revision")
+    steps += _lock_steps(environment, component, f"{live.service}'s task definition revision", plan.region)
     # The image goes in by its digest, never its tag: known now when ECR has it, else after the push.
     image = f"{plan.repository.uri}@{artifact.digest}" if artifact.digest else f"{plan.repository.uri}@<digest>"
     noop = bool(artifact.digest) and live.image == image
@@ -517,33 +524,33 @@ def _ecs_deploy(
     now = _ecs_live(plan, live)
     checks = [
         Check(name="version", result=f"{version} is a version"),
-        *_environment_checks(checked, config, environment),
+        *_environment_checks(checked, config, environment, plan.region),
         Check(name="service", result=f"{settings.cluster}/{live.service} runs {describe_live(plan, live)},"
               f" {live.running}/{live.desired} tasks"),
         Check(name="repository", result=f"ECR repository {plan.repository.name} exists ({plan.repository.uri})"),
         Check(name="artifact", result=f"{artifact.location}: {artifact.reason}"),
     ]  # fmt: skip
     return DeployPlan(
-        kind="ecs", component=component, environment=environment, version=version, resource=live.service,
-        resource_id=live.arn, target=target_ref(plan.target), live=now, rollback_to=now, artifact=artifact,
-        shift=ShiftPlan(strategy=f"ecs-{settings.strategy}", description=_ecs_how(plan)),
-        alarms=tuple(config.environment(environment).alarms), accepted_alarms=tuple(sorted(plan.alarms.accepted)),
+        kind="ecs", component=component, environment=environment, region=plan.region, version=version,
+        resource=live.service, resource_id=live.arn, target=target_ref(plan.target), live=now, rollback_to=now,
+        artifact=artifact, shift=ShiftPlan(strategy=f"ecs-{settings.strategy}", description=_ecs_how(plan)),
+        alarms=tuple(config.alarm_names(environment, plan.region)), accepted_alarms=tuple(sorted(plan.alarms.accepted)),
         noop=noop, steps=tuple(steps), checks=tuple(checks), notes=tuple(notes),
     )  # fmt: skip
 
 
 def _ecs_rollback(
-    config: Config, component: str, environment: str, to_version: str | None, force: bool
+    config: Config, component: str, environment: str, to_version: str | None, force: bool, region: str | None = None
 ) -> RollbackPlan:
-    checked = check_environment(config, environment, accept_firing=True)
-    plan = check_ecs_deploy(config, component, environment, None, accept_firing=True, checked=checked)
+    checked = check_environment(config, environment, accept_firing=True, region=region)
+    plan = check_ecs_deploy(config, component, environment, None, accept_firing=True, checked=checked, region=region)
     assert plan.live is not None
     live = plan.live
     revision, image, version = choose_revision(plan, live, to_version, force, register=False)
     digest = image.partition("@")[2] if image and "@" in image else None
     to = Live(version=version, image=image, digest=digest, task_definition=revision or None)
     noop = revision == live.task_definition
-    steps = _lock_steps(environment, component, f"{live.service}'s revision (and choose the target again)")
+    steps = _lock_steps(environment, component, f"{live.service}'s revision (and choose the target again)", plan.region)
     if noop:
         steps.append(_record_step("'noop' (already live)"))
     else:
@@ -554,13 +561,14 @@ def _ecs_rollback(
                                                       "image": image}))  # fmt: skip
         steps += _ecs_service_steps(plan, live, shown, image or "")
     checks = [
-        *_environment_checks(checked, config, environment),
+        *_environment_checks(checked, config, environment, plan.region),
         Check(name="service", result=f"{plan.settings.cluster}/{live.service} runs {describe_live(plan, live)}"),
         Check(name="target", result=(describe_revision(plan, revision, image) if revision else f"{image}")
               + (": --force" if force else ": seen live")),
     ]  # fmt: skip
     return RollbackPlan(
-        kind="ecs", component=component, environment=environment, resource=live.service, resource_id=live.arn,
+        kind="ecs", component=component, environment=environment, region=plan.region, resource=live.service,
+        resource_id=live.arn,
         target=target_ref(plan.target), live=_ecs_live(plan, live), to=to, force=force, noop=noop,
         steps=tuple(steps), checks=tuple(checks),
     )  # fmt: skip
@@ -591,7 +599,7 @@ def build_deploy_plan(
     if kind == "lambda":
         return _lambda_deploy(check_lambda_deploy(*request, region=region), version, checked, release_build)
     if kind == "ecs":
-        return _ecs_deploy(check_ecs_deploy(*request), version, checked, release_build)
+        return _ecs_deploy(check_ecs_deploy(*request, region=region), version, checked, release_build)
     return _apprunner_deploy(check_apprunner_deploy(*request), version, checked, release_build)
 
 
@@ -617,7 +625,7 @@ def build_rollback_plan(
             what = "an App Runner service" if comp.kind == "apprunner" else "an ECS service"
             raise InputError(f"{component} is {what}: it has no Lambda versions", "use --to VERSION")
         if comp.kind == "ecs":
-            return _ecs_rollback(config, component, environment, to_version, force)
+            return _ecs_rollback(config, component, environment, to_version, force, region)
         return _apprunner_rollback(config, component, environment, to_version, force)
     comp = config.lambda_component(component)
     checked = check_environment(config, environment, accept_firing=True, region=region)

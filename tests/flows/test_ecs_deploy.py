@@ -29,9 +29,10 @@ SERVICES = {
 HEALTH = {"dev": "https://dev.outreachpass.example", "prod": "https://outreachpass.example"}
 
 
-def ecs_config() -> str:
-    """examples/outreachpass/opcd-ecs.toml with the waits of a test: checks and polls shrunk."""
-    text = (EXAMPLES / "opcd-ecs.toml").read_text()
+def ecs_config(example: str = "opcd-ecs.toml") -> str:
+    """examples/outreachpass/opcd-ecs.toml (or another ``example`` of the frontend on ECS) with the waits of a
+    test: checks and polls shrunk."""
+    text = (EXAMPLES / example).read_text()
     text, checks = re.subn(
         r"health_check = \{[^}]*\}", 'health_check = { successes = 2, attempts = 4, interval = "0.1s" }', text
     )
@@ -44,23 +45,23 @@ def ecs_config() -> str:
         'bake = { poll_interval = "15s"': 'bake = { poll_interval = "0.1s"',
     }  # fmt: skip
     for old, new in shrunk.items():
-        assert old in text, f"opcd-ecs.toml changed: update ecs_config() ({old})"
+        assert old in text, f"{example} changed: update ecs_config() ({old})"
         text = text.replace(old, new)
     assert checks == 1
     return text
 
 
-def _lay_out_ecs(root: Path) -> None:
-    """examples/outreachpass as it is, with opcd-ecs.toml (shrunk) as its opcd.toml."""
-    for example in ("backend", "worker", "frontend"):
-        shutil.copytree(EXAMPLES / example, root / example, ignore=shutil.ignore_patterns("__pycache__", "tests"))
-    (root / "opcd.toml").write_text(ecs_config())
+def lay_out_ecs(root: Path, example: str = "opcd-ecs.toml") -> None:
+    """examples/outreachpass as it is, with opcd-ecs.toml (or ``example``, shrunk) as its opcd.toml."""
+    for component in ("backend", "worker", "frontend"):
+        shutil.copytree(EXAMPLES / component, root / component, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    (root / "opcd.toml").write_text(ecs_config(example))
 
 
 @pytest.fixture
 def ecs(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     """A project laid out as examples/outreachpass with opcd-ecs.toml as its opcd.toml, seeded."""
-    return fresh_project(tmp_path, sandbox, build_cache, monkeypatch, _lay_out_ecs)
+    return fresh_project(tmp_path, sandbox, build_cache, monkeypatch, lay_out_ecs)
 
 
 def site(project: Project) -> Path:

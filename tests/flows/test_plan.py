@@ -335,9 +335,9 @@ def ecs(tmp_path: Path, sandbox: Any, build_cache: Path, monkeypatch: pytest.Mon
     """examples/outreachpass with opcd-ecs.toml as its opcd.toml: the frontend on ECS, seeded. The plans the
     tests build here read AWS as ``opcd deploy`` does: as the deploy role of this opcd.toml (the IAM proof)."""
     from opcd.iam import acting_as
-    from tests.flows.test_ecs_deploy import _lay_out_ecs
+    from tests.flows.test_ecs_deploy import lay_out_ecs
 
-    project = fresh_project(tmp_path, sandbox, build_cache, monkeypatch, _lay_out_ecs)
+    project = fresh_project(tmp_path, sandbox, build_cache, monkeypatch, lay_out_ecs)
     with acting_as("deploy", str(project.config_path)):
         yield project
 

@@ -519,13 +519,12 @@ def test_bad_regions_are_refused_at_load(regions: object, message: str) -> None:
     assert message in problems(data)
 
 
-def test_several_regions_need_lambda_components_and_a_bucket_per_region() -> None:
+def test_several_regions_refuse_app_runner_saying_why_and_need_a_bucket_per_region() -> None:
     data = base()  # the frontend is an App Runner service; the bucket has no {region}
     data["environments"]["prod"]["regions"] = ["us-east-1", "us-west-2"]
     text = problems(data)
-    assert (
-        "environments.prod.regions: several regions are not supported yet for apprunner components (frontend)" in text
-    )
+    assert "environments.prod.regions: frontend is an App Runner component" in text
+    assert "App Runner takes no new customers since 30 April 2026" in text and 'kind = "ecs"' in text
     assert "project.artifact_bucket: prod has several regions" in text and "put {region} in the name" in text
 
 
@@ -543,3 +542,34 @@ def test_several_regions_need_a_health_url_per_region() -> None:
     data["environments"]["prod"]["health"]["backend"] = "https://api.outreachpass.example/health"  # one for both
     assert "environments.prod.health.backend: prod has several regions, and one URL for all" in problems(data)
     parse_config(two_regions(base()), ROOT)  # {region} in it: each region its own URL
+
+
+def ecs_in_two_regions() -> dict:  # type: ignore[type-arg]
+    """examples/outreachpass/opcd-ecs.toml with prod in us-east-1 then us-west-2, {region} in its names."""
+    data = tomllib.loads((ROOT / "examples" / "outreachpass" / "opcd-ecs.toml").read_text())
+    data["project"]["artifact_bucket"] = "outreachpass-artifacts-{region}"
+    prod = data["environments"]["prod"]
+    prod["regions"] = ["us-east-1", "us-west-2"]
+    prod["health"] = {k: v.replace("://", "://{region}.") for k, v in prod["health"].items()}
+    prod["ecs"]["frontend"].update(
+        cluster="outreachpass-prod-{region}", alarms=["outreachpass-web-ecs-prod-{region}-5xx"]
+    )
+    return data
+
+
+def test_an_ecs_component_in_several_regions_names_each_regions_cluster_service_and_alarms() -> None:
+    config = parse_config(ecs_in_two_regions(), ROOT / "examples" / "outreachpass")
+    west = config.ecs_service("frontend", "prod", "us-west-2")
+    assert (west.cluster, west.service, west.alarms) == (
+        "outreachpass-prod-us-west-2", "outreachpass-web-ecs-prod", ["outreachpass-web-ecs-prod-us-west-2-5xx"]
+    )  # fmt: skip
+    assert config.ecs_service("frontend", "prod").cluster == "outreachpass-prod-us-east-1"  # its first region
+    assert (west.strategy, west.bake) == ("blue-green", 300.0)
+    assert config.ecs_service("frontend", "dev").cluster == "outreachpass-dev"  # one region: as written
+
+
+@pytest.mark.parametrize("cluster", ["outreachpass-{zone}", "outreachpass.{region}", "{REGION}"])
+def test_an_ecs_name_takes_only_the_region_placeholder(cluster: str) -> None:
+    data = ecs_in_two_regions()
+    data["environments"]["prod"]["ecs"]["frontend"]["cluster"] = cluster
+    assert "environments.prod.ecs.frontend.cluster: String should match pattern" in problems(data)

@@ -358,3 +358,23 @@ def test_each_region_of_an_environment_gets_its_functions_bucket_alarms_and_the_
     assert not allows(
         policies["read"], Request("s3:PutObject", "arn:aws:s3:::outreachpass-artifacts-us-west-2/backend/v1/lambda.zip")
     )
+
+
+def test_an_ecs_service_in_each_region_of_an_environment_and_its_repository_there() -> None:
+    regional = load_config(ROOT / "examples" / "outreachpass" / "opcd-ecs-regions.toml")
+    policies = {role: policy(regional, role, account="*") for role in ROLES}
+    deploy, read = policies["deploy"], policies["read"]
+    west = "arn:aws:ecs:us-west-2:1:service/outreachpass-prod-us-west-2/outreachpass-web-ecs-prod"
+    assert allows(deploy, Request("ecs:UpdateService", west))
+    assert allows(deploy, Request("ecs:UpdateService", west.replace("us-west-2", "us-east-1")))
+    assert allows(read, Request("ecs:DescribeServices", west)) and not allows(read, Request("ecs:UpdateService", west))
+    assert not allows(deploy, Request("ecs:UpdateService", "arn:aws:ecs:us-west-2:1:service/outreachpass-dev/"
+                                      "outreachpass-web-ecs-dev"))  # dev: us-east-1 only  # fmt: skip
+    assert allows(deploy, Request("ecs:DescribeServiceDeployments", west.replace(":service/", ":service-deployment/")
+                                  + "/abc"))  # fmt: skip
+    for region in ("us-east-1", "us-west-2"):  # the image copied to each region's repository
+        repository = f"arn:aws:ecr:{region}:1:repository/outreachpass-frontend"
+        assert allows(deploy, Request("ecr:PutImage", repository)) and allows(
+            read, Request("ecr:DescribeImages", repository)
+        )
+    assert not allows(deploy, Request("ecr:PutImage", "arn:aws:ecr:eu-west-1:1:repository/outreachpass-frontend"))

@@ -410,12 +410,58 @@ def test_faults_and_timings_control(client: Any, standin: EcsStandIn) -> None:
     assert httpx.delete(f"{standin.base_url}/_opcd/ecs/faults", timeout=30).json() == {"faults": []}
 
 
-def test_seed_creates_the_examples_services(client: Any, standin: EcsStandIn) -> None:
-    def make(service_name: str) -> Any:
-        return boto3.client(
-            service_name, endpoint_url=standin.base_url, region_name=REGION,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+def in_region(app: SandboxApp, region: str, service: str = "ecs") -> Any:
+    return boto3.client(
+        service, endpoint_url=app.ecs.base_url, region_name=region,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+
+
+def test_each_region_keeps_its_own_services_deployments_and_faults(
+    app: SandboxApp, client: Any, clock: Clock, standin: EcsStandIn
+) -> None:
+    west = in_region(app, "us-west-2")
+    for each in (client, west):  # a service of the same name in each region
+        service(each)
+    fault(standin, service="web", fail="health", path="/health.json", region="us-west-2").raise_for_status()
+    east_deployment, west_deployment = deploy(client, "v2"), deploy(west, "v2")
+    assert ":us-west-2:" in west_deployment and ":us-east-1:" in east_deployment
+    clock.advance(LATER)
+    assert described(west, west_deployment)["status"] == "SUCCESSFUL"
+    assert described(client, east_deployment)["status"] == "SUCCESSFUL"
+    east_url, west_url = standin.local_url("site", "web"), standin.local_url("site", "web", "us-west-2")
+    assert west_url.endswith("/_ecs/site/web@us-west-2")
+    assert httpx.get(east_url + "/health.json", timeout=30).json() == {"ok": True}  # the fault was us-west-2's
+    assert httpx.get(west_url + "/health.json", timeout=30).status_code == 500
+    assert httpx.get(west_url + "/", timeout=30).text == "<h1>v2</h1>"
+    listed = west.list_service_deployments(cluster="site", service="web")["serviceDeployments"]
+    assert [d["serviceDeploymentArn"] for d in listed] == [west_deployment]
+    assert live(west)["serviceArn"].startswith("arn:aws:ecs:us-west-2:")
+    back = deploy(client, "v1")  # us-east-1 alone: us-west-2 keeps v2
+    clock.advance(LATER)
+    assert described(client, back)["status"] == "SUCCESSFUL" and live(west)["taskDefinition"].endswith("web:2")
+    assert httpx.get(east_url + "/", timeout=30).text == "<h1>v1</h1>"
+    assert httpx.get(west_url + "/", timeout=30).text == "<h1>v2</h1>"
+    assert httpx.get(standin.local_url("site", "web", "eu-west-1") + "/", timeout=30).status_code == 404
+
+
+def test_a_fault_without_a_region_is_taken_in_the_first_region_that_deploys(
+    app: SandboxApp, client: Any, clock: Clock, standin: EcsStandIn
+) -> None:
+    west = in_region(app, "us-west-2")
+    for each in (client, west):
+        service(each)
+    fault(standin, service="web", fail="circuit-breaker").raise_for_status()
+    first, second = deploy(west, "v2"), deploy(client, "v2")
+    clock.advance(LATER)
+    assert described(west, first)["status"] == "ROLLBACK_SUCCESSFUL"
+    assert described(client, second)["status"] == "SUCCESSFUL"
+    assert fault(standin, service="web", fail="health", region="Oregon").status_code == 400
+
+
+def test_seed_creates_the_examples_services(app: SandboxApp, client: Any, standin: EcsStandIn) -> None:
+    def make(service_name: str, region: str = REGION) -> Any:
+        return in_region(app, region, service_name)
 
     services = [
         EcsSeed(env, "frontend", f"outreachpass-{env}", f"outreachpass-web-ecs-{env}", "frontend", health)
@@ -434,6 +480,33 @@ def test_seed_creates_the_examples_services(client: Any, standin: EcsStandIn) ->
     assert answer.json() == {"status": "ok", "version": "placeholder"}
 
 
+def test_seed_creates_a_service_in_each_region_and_its_gateway_entry(
+    app: SandboxApp, client: Any, standin: EcsStandIn
+) -> None:
+    def make(service_name: str, region: str = REGION) -> Any:
+        return in_region(app, region, service_name)
+
+    services = [
+        EcsSeed("prod", "frontend", f"outreachpass-prod-{region}", "outreachpass-web-ecs-prod", "frontend",
+                f"https://{region}.ecs.example/health.json", region)
+        for region in (REGION, "us-west-2")
+    ]  # fmt: skip
+    gateway = seed_ecs(make, standin.base_url, services, REGION)
+    assert gateway == {
+        "https://us-east-1.ecs.example": standin.local_url("outreachpass-prod-us-east-1", "outreachpass-web-ecs-prod"),
+        "https://us-west-2.ecs.example": standin.local_url(
+            "outreachpass-prod-us-west-2", "outreachpass-web-ecs-prod", "us-west-2"
+        ),
+    }  # fmt: skip
+    west = in_region(app, "us-west-2")
+    found = west.describe_services(cluster="outreachpass-prod-us-west-2", services=["outreachpass-web-ecs-prod"])
+    assert found["services"][0]["serviceArn"].startswith("arn:aws:ecs:us-west-2:")
+    with pytest.raises(client.exceptions.ClusterNotFoundException):  # us-east-1 has no us-west-2 cluster
+        client.list_service_deployments(cluster="outreachpass-prod-us-west-2", service="outreachpass-web-ecs-prod")
+    answer = httpx.get(gateway["https://us-west-2.ecs.example"] + "/health.json", timeout=30)
+    assert answer.json() == {"status": "ok", "version": "placeholder"}
+
+
 def test_the_sandbox_server_serves_ecs_through_its_gateway(sandbox: Any) -> None:
     # the real sandbox (moto, the registry, the stand-ins), its ECS seeded as Terraform would
     from opcd.aws import new_client
@@ -441,7 +514,8 @@ def test_the_sandbox_server_serves_ecs_through_its_gateway(sandbox: Any) -> None
     httpx.post(f"{sandbox.url}/moto-api/reset", timeout=30).raise_for_status()
     seeded = [EcsSeed("dev", "frontend", "outreachpass-dev", "outreachpass-web-ecs-dev", "frontend",
                       "https://dev.ecs.example/health.json")]  # fmt: skip
-    gateway = seed_ecs(lambda name: new_client(name, REGION, ("testing", "testing"), sandbox.url), sandbox.url, seeded)
+    gateway = seed_ecs(lambda name, region=REGION: new_client(name, region, ("testing", "testing"), sandbox.url),
+                       sandbox.url, seeded)  # fmt: skip
     assert gateway == {"https://dev.ecs.example": f"{sandbox.url}/_ecs/outreachpass-dev/outreachpass-web-ecs-dev"}
     assert httpx.get(gateway["https://dev.ecs.example"] + "/", timeout=30).json()["version"] == "placeholder"
     ecs = new_client("ecs", REGION, ("testing", "testing"), sandbox.url)

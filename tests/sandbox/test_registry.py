@@ -18,14 +18,16 @@ import pytest
 from sandbox.apprunner import ImageUnavailable
 from sandbox.registry import _apply_layer, auth_token, rewrite_ecr
 from tests.conftest import Project
+from tests.regions import client_in
 
 needs_registry = pytest.mark.skipif(not shutil.which("docker-registry"), reason="needs docker-registry")
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def login(project: Project) -> tuple[str, str, dict[str, str]]:
-    data = project.client("ecr").get_authorization_token()["authorizationData"][0]
-    repository = project.client("ecr").describe_repositories(repositoryNames=["outreachpass-frontend"])
+def login(project: Project, region: str | None = None) -> tuple[str, str, dict[str, str]]:
+    ecr = client_in(project, "ecr", region) if region else project.client("ecr")
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    repository = ecr.describe_repositories(repositoryNames=["outreachpass-frontend"])
     uri = repository["repositories"][0]["repositoryUri"]
     return data["proxyEndpoint"], uri, {"Authorization": f"Basic {data['authorizationToken']}"}
 
@@ -50,8 +52,8 @@ def push_blob(client: httpx.Client, base: str, name: str, data: bytes) -> str:
     return digest
 
 
-def push_image(project: Project, files: dict[str, bytes], tag: str) -> str:
-    endpoint, uri, auth = login(project)
+def push_image(project: Project, files: dict[str, bytes], tag: str, region: str | None = None) -> str:
+    endpoint, uri, auth = login(project, region)
     name = uri.split("/", 1)[1]
     with httpx.Client(headers=auth, timeout=30) as client:
         layer = tar_layer(files)
@@ -120,3 +122,28 @@ def test_layers_apply_whiteouts_and_stay_inside(tmp_path: Path) -> None:
         with pytest.raises(tarfile.TarError):
             _apply_layer(tar_layer({whiteout: b""}), "gzip", tmp_path / "www")
     assert (tmp_path / "keep.txt").read_text() == "outside the image"
+
+
+@needs_registry
+def test_each_region_has_its_own_repository_uri_and_images(project: Project, sandbox: Any) -> None:
+    west = client_in(project, "ecr", "us-west-2")
+    west.create_repository(repositoryName="outreachpass-frontend")
+    endpoint, uri, auth = login(project, "us-west-2")
+    east_uri = login(project)[1]
+    assert uri == f"{endpoint[7:]}/us-west-2/outreachpass-frontend"
+    assert east_uri == f"{endpoint[7:]}/outreachpass-frontend"
+    digest = push_image(project, {"www/index.html": b"<h1>west</h1>"}, "v1", "us-west-2")
+    details = west.describe_images(repositoryName="outreachpass-frontend")["imageDetails"]
+    assert [(d["imageDigest"], d["imageTags"]) for d in details] == [(digest, ["v1"])]
+    assert project.client("ecr").describe_images(repositoryName="outreachpass-frontend")["imageDetails"] == []
+    served = sandbox.images.resolve(f"{uri}:v1", "ECR")
+    assert served.digest == digest and (served.root / "index.html").read_bytes() == b"<h1>west</h1>"
+    with pytest.raises(ImageUnavailable, match="not found in ECR"):  # us-east-1's repository has no image
+        sandbox.images.resolve(f"{east_uri}:v1", "ECR")
+    west.delete_repository(repositoryName="outreachpass-frontend", force=True)
+    gone = httpx.get(f"{endpoint}/v2/us-west-2/outreachpass-frontend/tags/list", headers=auth, timeout=10)
+    assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    body = b'{"u": "123456789012.dkr.ecr.us-west-2.amazonaws.com/x", "p": "https://123456789012.dkr.ecr.us-west-2.amazonaws.com"}'  # noqa: E501
+    assert json.loads(rewrite_ecr(body, "123456789012", "us-west-2", "127.0.0.1:5", "us-east-1")) == {
+        "u": "127.0.0.1:5/us-west-2/x", "p": "http://127.0.0.1:5",
+    }  # fmt: skip
