@@ -168,9 +168,9 @@ def policy(config: Config, role: Role, account: str | None = None) -> dict[str, 
             for acct in everywhere
         ]
         actions = ["DescribeImages", "DescribeRepositories"]
-        if not read:  # skopeo pushes through the registry API with the token GetAuthorizationToken gives
-            actions += ["BatchCheckLayerAvailability", "CompleteLayerUpload", "InitiateLayerUpload", "PutImage",
-                        "UploadLayerPart"]  # fmt: skip
+        if not read:  # skopeo pushes (and, from another region's repository, pulls) through the registry API
+            actions += ["BatchCheckLayerAvailability", "BatchGetImage", "CompleteLayerUpload",
+                        "GetDownloadUrlForLayer", "InitiateLayerUpload", "PutImage", "UploadLayerPart"]  # fmt: skip
             statements.append(_statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]))
         statements.append(_statement("Repositories", [f"ecr:{a}" for a in actions], repositories))
     statements += _ecs_statements(config, accounts, read)

@@ -21,7 +21,7 @@ from typing import Any
 
 ACCOUNT = "123456789012"  # moto's account: the sandbox's ARNs carry it
 
-# Granted, needed, and used outside botocore: skopeo pushes the frontend's image through the registry
+# Granted, needed, and used outside botocore: skopeo pushes (and copies between regions) images through the registry
 # API with the token of ecr:GetAuthorizationToken (the sandbox's registry asks for no IAM).
 OUTSIDE_BOTOCORE = {
     "ecr:BatchCheckLayerAvailability": "skopeo checks which layers the repository has",
@@ -29,6 +29,8 @@ OUTSIDE_BOTOCORE = {
     "ecr:UploadLayerPart": "skopeo uploads a layer",
     "ecr:CompleteLayerUpload": "skopeo uploads a layer",
     "ecr:PutImage": "skopeo writes the manifest under each tag",
+    "ecr:BatchGetImage": "skopeo reads the manifest it copies from another region's repository",
+    "ecr:GetDownloadUrlForLayer": "skopeo reads the layers it copies from another region's repository",
 }
 
 

@@ -377,4 +377,9 @@ def test_an_ecs_service_in_each_region_of_an_environment_and_its_repository_ther
         assert allows(deploy, Request("ecr:PutImage", repository)) and allows(
             read, Request("ecr:DescribeImages", repository)
         )
+    source = "arn:aws:ecr:us-east-1:1:repository/outreachpass-frontend"  # the copy to us-west-2 pulls from it
+    assert allows(deploy, Request("ecr:BatchGetImage", source)) and allows(
+        deploy, Request("ecr:GetDownloadUrlForLayer", source)
+    )
+    assert not allows(read, Request("ecr:BatchGetImage", source))
     assert not allows(deploy, Request("ecr:PutImage", "arn:aws:ecr:eu-west-1:1:repository/outreachpass-frontend"))
