@@ -91,11 +91,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )  # fmt: skip
             if deploy_one(config, args, plan) and plan.region:
                 changed.append(plan.region)
+            if built is None and len(plans) > 1:  # the first region's build, for the next regions to copy
+                built = package_of(config, plan) if plan.kind == "lambda" else image_of(config, plan)
         except Exception:
             roll_back_regions(config, args, changed)  # an environment is not left with its regions apart
             raise
-        if built is None and len(plans) > 1:  # the first region's build, for the next regions to copy
-            built = package_of(config, plan) if plan.kind == "lambda" else image_of(config, plan)
     return 0
 
 
@@ -114,8 +114,10 @@ def roll_back_regions(config: Config, args: argparse.Namespace, regions: list[st
             print(f"error: the rollback of {what} FAILED: {exc} — act now: opcd status --env {args.environment}",
                   file=sys.stderr)  # fmt: skip
             continue
-        print(f"rolled back {what} to {result.live_version} (Lambda version {result.live_lambda_version})",
-              file=sys.stderr)  # fmt: skip
+        runs = f"{result.live_image} ({result.live_image_digest})" if result.live_image else (
+            f"Lambda version {result.live_lambda_version}"
+        )  # fmt: skip
+        print(f"rolled back {what} to {result.live_version} ({runs})", file=sys.stderr)
 
 
 def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
@@ -123,6 +125,8 @@ def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
     target = target_for(config, plan.environment, plan.region)
     bucket = config.bucket_for(plan.environment, plan.region)
     stored = read_artifact_metadata.fn(target, bucket, plan.component, plan.version) or {}
+    if not stored.get("code_sha256"):  # the next regions would build again instead of copying this build
+        raise DeployFailed(f"s3://{bucket} has no metadata of {plan.component} {plan.version} after its deploy")
     return ArtifactPlan(
         location=plan.artifact.location, build=False, reason=f"made by the deploy to {plan.region}",
         source_hash=stored.get("source_hash"), sha256=stored.get("sha256"), code_sha256=stored.get("code_sha256"),
@@ -133,7 +137,10 @@ def package_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
 def image_of(config: Config, plan: DeployPlan) -> ArtifactPlan:
     """The image ``plan``'s deploy pushed (ECR's digest under the version's tag), for the next regions to copy."""
     target = target_for(config, plan.environment, plan.region)
-    digest = tag_digest(target, config.image_component(plan.component).repository, image_tag(plan.version))
+    repository = config.image_component(plan.component).repository
+    digest = tag_digest(target, repository, image_tag(plan.version))
+    if digest is None:  # the next regions would build again instead of copying this image
+        raise DeployFailed(f"ECR in {target.region} has no {repository}:{image_tag(plan.version)} after its deploy")
     return ArtifactPlan(
         location=plan.artifact.location, build=False, reason=f"pushed by the deploy to {plan.region}",
         source_hash=plan.artifact.source_hash, digest=digest,

@@ -36,7 +36,7 @@ from flows.common import (
 from flows.plan.models import ArtifactPlan, DeployPlan
 from opcd.aws import AwsTarget
 from opcd.config import Config, load_config
-from opcd.errors import DeployFailed, InputError, failure_text
+from opcd.errors import DeployFailed, InputError, ResourceMissing, failure_text
 from opcd.locks import environment_lock
 from opcd.outcomes import Outcome, Stage
 from opcd.versions import check_version
@@ -290,8 +290,11 @@ def source_region(plan: ImagePlan, identifier: str) -> AwsTarget:
     name = config.image_component(plan.component).repository
     for region in dict.fromkeys(r for r in regions if r != plan.target.region):
         there = replace(plan.target, region=region)
-        if describe_repository(there, name).uri == uri:
-            return there
+        try:
+            if describe_repository(there, name).uri == uri:
+                return there
+        except ResourceMissing:  # no repository of that name in that region: not the source
+            continue
     raise InputError(
         f"{identifier} is not the image of {name} in a region of opcd.toml",
         "pass the plan the release or `opcd deploy` makes, or none",
@@ -321,8 +324,8 @@ def build_and_push(
         if planned.copy_from:  # pushed to another region's repository: copied here, its digest checked
             early.step = Stage.PUSH
             ran("copy")
-            there = source_region(plan, planned.copy_from)
-            copy_from_region(plan.target, there, planned.copy_from, plan.repository, tag, planned.digest)
+            find = partial(source_region, plan, planned.copy_from)  # looked for only when a copy is needed
+            copy_from_region(plan.target, find, planned.copy_from, plan.repository, tag, planned.digest)
         ran("reuse")
         logger.info("Using %s (%s): %s", planned.location, planned.digest, planned.reason)
         return planned.location, planned.digest, "reused"

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,11 +168,12 @@ def push_image(target: AwsTarget, image: Image, repository: Repository) -> bool:
 
 @task(name="copy-image", cache_policy=NO_CACHE)
 def copy_from_region(
-    target: AwsTarget, source_target: AwsTarget, source: str, repository: Repository, tag: str, digest: str
+    target: AwsTarget, find_source: Callable[[], AwsTarget], source: str, repository: Repository, tag: str, digest: str
 ) -> bool:
-    """The image ``digest`` of ``source`` (``uri:tag`` of another region's repository, ``source_target``'s) in
-    ``repository`` as ``:tag`` and ``:latest``, registry to registry; ECR must report ``digest`` for both after.
-    False when the tag held that digest already; VersionConflict when it holds another."""
+    """The image ``digest`` of ``source`` (``uri:tag`` of another region's repository; ``find_source``: that
+    region's AWS, asked only when a copy is needed) in ``repository`` as ``:tag`` and ``:latest``, registry to
+    registry; ECR must report ``digest`` for both after. False when the tag held that digest already;
+    VersionConflict when it holds another, or when the source's tag no longer names ``digest``."""
     logger = get_run_logger()
     existing = tag_digest(target, repository.name, tag)
     if existing == digest:
@@ -181,6 +183,12 @@ def copy_from_region(
         raise VersionConflict(
             f"{repository.name}:{tag} already exists in ECR in {target.region} as {existing}; the build is {digest}",
             "a version names one image: pick a new version for changed source",
+        )
+    source_target = find_source()
+    if (named := tag_digest(source_target, repository.name, tag)) != digest:  # a version's tag never moves
+        raise VersionConflict(
+            f"{source} is {named or 'gone'} in {source_target.region}, not the build's {digest}: nothing was copied",
+            "a version names one image: deploy the version again from its build, or pick a new version",
         )
     logger.info("Copying %s to %s (%s)", source, repository.identifier(tag), digest)
     report("copy", f"{source} → {repository.identifier(tag)}")

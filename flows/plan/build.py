@@ -49,7 +49,7 @@ from flows.plan.models import (
 from flows.rollback import choose_version
 from opcd.aws import AwsTarget, target_for
 from opcd.config import Config, SmokeCheck, deploy_command, where
-from opcd.errors import InputError
+from opcd.errors import InputError, VersionConflict
 from opcd.locks import limit_name
 from opcd.traffic import human_duration
 from opcd.versions import check_git_sha, check_version
@@ -357,6 +357,23 @@ def _image_artifact(
     if release_build is not None:
         built = release_build.copy_from or release_build.location
         copy_from = built if built != identifier else None  # pushed to another region's repository: copied here
+        there = tag_digest(plan.target, repository.name, tag) if copy_from else None
+        if there is not None and there != release_build.digest and release_build.digest:
+            raise VersionConflict(  # refused before any change, not when the copy comes after region 1 moved
+                f"{identifier} already exists in ECR as {there}; the release's image is {release_build.digest}",
+                "a version names one image: pick a new version for changed source",
+            )
+        if there is not None and there == release_build.digest:  # this region has the image already: not copied
+            artifact = release_build.model_copy(
+                update={
+                    "location": identifier,
+                    "build": False,
+                    "copy_from": None,
+                    "reason": "the release's image, already here: not copied",
+                }
+            )
+            return artifact, [Step(action="reuse", text=f"reuse {identifier} ({there}, already here: not copied)",
+                                   inputs={"image": identifier})]  # fmt: skip
         artifact = release_build.model_copy(
             update={"location": identifier, "build": False, "reason": _MADE, "copy_from": copy_from}
         )

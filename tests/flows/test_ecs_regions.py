@@ -157,3 +157,28 @@ def test_opcd_deploy_copies_the_first_regions_image_and_rollback_and_drift_act_p
     code, out, err = project.cli("drift", "--env", "prod", "--skip-terraform")
     assert "prod us-west-2" in out + err and "ECS service outreachpass-prod-us-west-2/" in out + err, out + err
     assert "ECS service outreachpass-prod-us-east-1/" not in out + err
+
+
+def test_a_release_plan_refuses_a_tag_another_region_holds_for_another_image_before_any_change(
+    ecs_regions: Project,
+) -> None:
+    from flows.plan.build import build_deploy_plan
+    from flows.plan.models import ArtifactPlan
+    from opcd.config import load_config
+    from opcd.errors import VersionConflict
+    from opcd.iam import acting_as
+    from tests.sandbox.test_registry import push_image
+
+    west = push_image(ecs_regions, {"www/version.txt": b"another build"}, "v1", "us-west-2")  # its digest
+    east_uri = ecr(ecs_regions, "us-east-1")[0]
+    config = load_config(ecs_regions.config_path)
+
+    def plan(digest: str) -> Any:  # the release's image, pushed to us-east-1 as ``digest``: planned in us-west-2
+        made = ArtifactPlan(location=f"{east_uri}:v1", build=False, reason="pushed", digest=digest, source_hash="s")
+        with acting_as("deploy", str(ecs_regions.config_path)):
+            return build_deploy_plan(config, "frontend", "prod", "v1", region="us-west-2", release_build=made)
+
+    with pytest.raises(VersionConflict, match=f"frontend:v1 already exists in ECR as {west}; the release's image"):
+        plan("sha256:" + "0" * 64)
+    same = plan(west)  # that very image there already: used as it is, not copied
+    assert [s.action for s in same.steps][:2] == ["reuse", "lock"] and same.artifact.copy_from is None

@@ -136,3 +136,20 @@ def test_a_refused_push_fails_with_skopeos_last_words_and_the_token_never_on_a_c
     assert token not in "\n".join(argv)
     assert (record / "mode").read_text().strip() == "600"
     assert not Path((record / "path").read_text().strip()).exists()  # deleted afterwards
+
+
+def test_a_copy_from_another_region_refuses_a_source_tag_that_names_another_image(
+    moto_target: AwsTarget, repository: Repository, run_log: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from tasks.ecr import copy_from_region
+
+    west = replace(moto_target, region="us-west-2")
+    west.client("ecr").create_repository(repositoryName="op/frontend")
+    there = describe_repository(west, "op/frontend")
+    moved = put(moto_target, "v1")  # us-east-1's v1 is another image than the build's (OTHER)
+
+    with pytest.raises(VersionConflict, match=f"frontend:v1 is {moved} in us-east-1, not the build's {OTHER}"):
+        copy_from_region.fn(west, lambda: moto_target, repository.identifier("v1"), there, "v1", OTHER)
+    assert tag_digest(west, "op/frontend", "v1") is None  # nothing copied
