@@ -334,6 +334,7 @@ def test_what_a_release_picks_and_promotes_reads_every_region_not_the_first_alon
     from opcd.aws import target_for
     from opcd.config import load_config
     from opcd.errors import InputError
+    from opcd.iam import acting_as
     from tests.commits import commit, git
 
     git(regions.root, "init", "-q")
@@ -344,7 +345,8 @@ def test_what_a_release_picks_and_promotes_reads_every_region_not_the_first_alon
     live_record(regions, "prod", "us-west-2", "v1", first)  # deployed on its own (--region), not moved since
     config = load_config(regions.config_path)
 
-    chosen, why = choose_components(config, target_for(config, "prod"), None, second, "prod")
+    with acting_as("deploy", str(regions.config_path)):  # as `opcd release` reads: this opcd.toml's deploy role
+        chosen, why = choose_components(config, target_for(config, "prod"), None, second, "prod")
     assert chosen == ["worker"], why  # us-west-2 still runs the worker of the first commit
     assert f"backend: unchanged since {second[:12]}, {first[:12]}, skipped" in why
 
@@ -355,10 +357,14 @@ def test_what_a_release_picks_and_promotes_reads_every_region_not_the_first_alon
     ))  # fmt: skip
     config = load_config(regions.config_path)
     live_record(regions, "dev", None, "v2", second)
-    with pytest.raises(InputError, match="backend v2 is not live in prod us-west-2, which comes before dr"):
+    with (
+        acting_as("deploy", str(regions.config_path)),
+        pytest.raises(InputError, match="backend v2 is not live in prod us-west-2, which comes before dr"),
+    ):
         check_request(config, "v2", None, ["backend"], ["dr"])
     live_record(regions, "prod", "us-west-2", "v2", second)
-    assert check_request(config, "v2", None, ["backend"], ["dr"]) == ["dr"]
+    with acting_as("deploy", str(regions.config_path)):
+        assert check_request(config, "v2", None, ["backend"], ["dr"]) == ["dr"]
 
 
 def test_a_later_region_sharing_the_database_refuses_a_version_the_first_region_has_not_migrated(
