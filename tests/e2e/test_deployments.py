@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +350,8 @@ def test_two_workers_one_release_resumed_on_the_other_worker_redoes_nothing_and_
     from tasks.events import NAMES
 
     started_at = time.monotonic()
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))  # the server shares this clock
+    # the server shares this clock; to the microsecond: an event the test before emitted a second ago is not this one's
+    since = datetime.now(UTC).isoformat(timespec="microseconds")
     project.set_config('timeout = "120s"', 'timeout = "1h"')  # the approval waits as long as the machine is slow
     config = load_config(project.config_path)
     sha = committed(project)
