@@ -203,10 +203,15 @@ def record_load_test(target: AwsTarget, bucket: str, result: LoadResult) -> str:
     return key
 
 
+def origin_of(config: Config, component: str, environment: str) -> str:
+    """The origin of the component's health URL in ``environment`` (several regions: the first's, the canary)."""
+    health = urlsplit(config.health_url(component, environment) or "")
+    return f"{health.scheme}://{health.netloc}"
+
+
 def urls_of(config: Config, target: AwsTarget, component: str, environment: str, endpoints: list[str]) -> list[str]:
     """Each endpoint at the origin of the component's health URL there (the sandbox's gateway when it serves it)."""
-    health = urlsplit(config.health_url(component, environment) or "")  # several regions: the first's (the canary)
-    return [target.resolve_url(f"{health.scheme}://{health.netloc}{path}") for path in endpoints]
+    return [target.resolve_url(origin_of(config, component, environment) + path) for path in endpoints]
 
 
 def run_load_test(config: Config, target: AwsTarget, component: str, environment: str, version: str) -> LoadResult:
@@ -217,7 +222,7 @@ def run_load_test(config: Config, target: AwsTarget, component: str, environment
     logger = get_run_logger()
     bucket = config.project.artifact_bucket
     baseline = last_passing(target, bucket, environment, component)
-    health = urlsplit(config.health_url(component, environment) or "")
+    origin = origin_of(config, component, environment)
     started = now()
     logger.info(
         "Load test of %s in %s: %d requests at %g/s, %d at once, to %s", component, environment, settings.requests,
@@ -227,7 +232,7 @@ def run_load_test(config: Config, target: AwsTarget, component: str, environment
     verdict, reason, change = judge(m, settings, baseline)
     ctx = FlowRunContext.get()
     result = LoadResult(
-        component, environment, version, f"{health.scheme}://{health.netloc}", list(settings.endpoints), m.requests,
+        component, environment, version, origin, list(settings.endpoints), m.requests,
         m.failed, round(m.error_rate, 4), m.percentile(50), m.percentile(95), m.percentile(99), m.seconds,
         settings.rate, settings.concurrency, dict(m.errors), verdict, reason,
         {k: baseline.get(k) for k in ("version", "p95_ms", "finished_at", "flow_run_name")} if baseline else None,
