@@ -203,9 +203,12 @@ def _dependency_errors(runtime: str, deps: Path, python: str) -> list[CompileErr
         pass
     files = [(p.relative_to(deps).as_posix(), p) for p in sorted(deps.rglob("*.py")) if "__pycache__" not in p.parts]
     _, errors = compile_files(runtime, files)
-    tmp = kept.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps([e.__dict__ for e in errors]))
-    tmp.replace(kept)
+    # A name of its own per writer: a release builds its components in threads of one process, and two
+    # components with the same requirements share this file.
+    fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{kept.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps([e.__dict__ for e in errors]))
+    Path(tmp).replace(kept)
     return errors
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,34 @@ def test_a_dependency_file_that_does_not_compile_is_a_warning(
             kept.unlink()
     assert "A dependency's file does not compile (importing it would fail): sqlalchemy/_py2_only.py:1:" in caplog.text
     assert again.sha256_hex != package.sha256_hex  # the file is in the package: the runtime imports what it needs
+
+
+def test_two_builds_in_one_process_record_a_dependency_set_s_compile_check_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release builds its components in threads: two with the same requirements write the same record."""
+    from tasks import build
+
+    deps = tmp_path / "deps" / "set"
+    deps.mkdir(parents=True)
+    (deps / "lib.py").write_text("x = 1\n")
+    both_compiled, both_written = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+
+    def compile_files(runtime: str, files: list[tuple[str, Path]]) -> tuple[str, list[build.CompileError]]:
+        both_compiled.wait()
+        return "3.12", []
+
+    real_replace = Path.replace
+
+    def replace(self: Path, target: str | Path) -> Path:
+        if str(target).endswith(".json"):
+            both_written.wait()  # each writer has written its temporary file before either moves it in place
+        return real_replace(self, target)
+
+    monkeypatch.setattr(build, "compile_files", compile_files)
+    monkeypatch.setattr(Path, "replace", replace)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build._dependency_errors("python3.12", deps, "3.12"), range(2)))
+    assert results == [[], []]
+    assert json.loads((tmp_path / "deps" / "set.compiled-3.12.json").read_text()) == []
+    assert sorted(p.name for p in (tmp_path / "deps").iterdir()) == ["set", "set.compiled-3.12.json"]  # no .tmp left
