@@ -41,6 +41,7 @@ if __name__ == "__main__":  # run as the benchmark (not imported by its tests: t
 
 from bench.harness import (  # noqa: E402
     AwsCalls,
+    CpuUse,
     child_calls,
     child_environment,
     load_note,
@@ -93,12 +94,14 @@ def one_size(n: int, max_parallel: int | None, rounds: int) -> dict[str, Any]:
     os.environ["OPCD_BUILD_CACHE"] = str(work / "cache")
     config = load_config(config_file)
     server = SandboxServer(work / "sandbox", config.project.region, 0).start()
-    figures: dict[str, Any] = {"wall": [], "deploys": [], "calls": [], "flow runs": [], "task runs": []}
+    figures: dict[str, Any] = {"wall": [], "deploys": [], "calls": [], "flow runs": [], "task runs": [], "cpu": []}
     try:
         for _ in range(rounds):
             fresh_sandbox(server, config, work)
             child_calls(children)
-            wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+            with CpuUse().measuring() as cpu:
+                wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+            figures["cpu"].append(cpu)
             figures["wall"].append(wall)
             figures["deploys"].append(wall - builds)
             figures["calls"].append(calls + child_calls(children))
@@ -110,6 +113,24 @@ def one_size(n: int, max_parallel: int | None, rounds: int) -> dict[str, Any]:
     kib = 1024  # ru_maxrss is in KiB on Linux
     figures["peak MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
     return figures
+
+
+CPU_COLUMNS = ("machine", "release", "Prefect server + PostgreSQL", "sandbox Lambda", "builds")
+
+
+def cpu_split(rounds: list[dict[str, float]]) -> str:
+    """The machine's CPU seconds during the release and their split (:class:`bench.harness.CpuUse`), medians of the
+    rounds; ``-`` when not measured."""
+    if not rounds or not all(rounds):
+        return "-"
+
+    def median(*kinds: str) -> str:
+        return f"{statistics.median(sum(r.get(k, 0.0) for k in kinds) for r in rounds):.0f}"
+
+    return " / ".join([
+        median("machine"), median("release"), median("Prefect server", "PostgreSQL"), median("sandbox Lambda"),
+        median("builds"),
+    ])  # fmt: skip
 
 
 def report(results: list[dict[str, Any]], server: str) -> str:
@@ -128,7 +149,7 @@ def report(results: list[dict[str, Any]], server: str) -> str:
             str(r["n"]), str(r["max_parallel"] or "8 (default)"), spread(f["wall"], "{:.1f}"),
             spread(f["deploys"], "{:.1f}"), f"{statistics.median(f['calls']):.0f}",
             f"{statistics.median(f['flow runs']):.0f} / {statistics.median(f['task runs']):.0f}",
-            f"{f['peak MiB']:.0f}", growth, growth_deploys,
+            f"{f['peak MiB']:.0f}", growth, growth_deploys, cpu_split(f.get("cpu", [])),
         ])  # fmt: skip
     title = (
         f"Release of N Lambda components through dev and prod ({server}); median (min–max, n=rounds);"
@@ -136,7 +157,7 @@ def report(results: list[dict[str, Any]], server: str) -> str:
     )
     header = [
         "N", "max_parallel", "wall, s", "without builds, s", "AWS calls", "flow / task runs",
-        "peak MiB", "wall / (N × wall(1))", "same without builds",
+        "peak MiB", "wall / (N × wall(1))", "same without builds", "CPU-s: " + " / ".join(CPU_COLUMNS),
     ]  # fmt: skip
     return table(title, header, rows)
 

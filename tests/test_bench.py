@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+from bench.harness import CPU_KINDS, CpuUse, cpu_kind
 from bench.release import report as release_report
 from bench.scale import report as scale_report
 from bench.scale import scale_config
@@ -48,3 +52,34 @@ def test_the_release_table_has_the_five_figures_with_their_bounds() -> None:
     assert "0.93" in slow and slow.rstrip(" |").endswith("-")  # not measured on SQLite
     assert "0.100" in rows["4. orchestration of one component's deploy, s (over an empty call)"]
     assert "7 / 29" in rows["AWS calls: dry run / deploy"]
+
+
+def test_cpu_use_counts_this_process_and_a_child_by_kind() -> None:
+    busy = "x = 0\nfor i in range(6_000_000): x += i"  # a fixed amount of work: CPU time, not wall time
+    with CpuUse(interval=0.05).measuring() as cpu:
+        exec(busy)  # noqa: S102 - this process: "release"
+        subprocess.run([sys.executable, "-c", f"import json, sys\n{busy}"], check=True)  # a build's compile
+    one = cpu["release"]
+    assert one > 0.1
+    assert cpu["builds"] > one / 3  # the same work in a child, seen while it ran
+    assert cpu["machine"] >= cpu["release"] + cpu["builds"] - 0.05  # /proc rounds to clock ticks
+    assert set(cpu) == {"machine", "release", "builds", "other"} | (set(cpu) & set(CPU_KINDS))
+
+
+def test_processes_are_told_apart_by_their_command_line() -> None:
+    assert cpu_kind(os.getpid(), "anything") == "release"
+    assert cpu_kind(1, "/usr/bin/python3.12 -I /w/sandbox/_bootstrap.py /w/code app.handler 7") == "sandbox Lambda"
+    assert cpu_kind(1, "/w/.venv/bin/python -m pip install --target /t -r requirements.txt") == "builds"
+    assert cpu_kind(1, "postgres: prefect prefect 127.0.0.1(5432) idle") == "PostgreSQL"
+    assert cpu_kind(1, "/w/.venv/bin/python /w/.venv/bin/prefect server start --port 4321") == "Prefect server"
+    assert cpu_kind(1, "sleep 10") == "other"
+
+
+def test_the_scale_table_splits_the_machine_s_cpu() -> None:
+    cpu = {"machine": 100.0, "release": 40.0, "Prefect server": 20.0, "PostgreSQL": 5.0, "sandbox Lambda": 25.0,
+           "builds": 1.0, "other": 9.0}  # fmt: skip
+    figures = {"wall": [10.0], "deploys": [9.0], "calls": [10], "flow runs": [1], "task runs": [4], "peak MiB": 1.0,
+               "cpu": [cpu]}  # fmt: skip
+    text = scale_report([{"n": 1, "max_parallel": None, "figures": figures}], "test")
+    assert "CPU-s: machine / release / Prefect server + PostgreSQL / sandbox Lambda / builds" in text
+    assert text.splitlines()[-1].rstrip(" |").endswith("100 / 40 / 25 / 25 / 1")
