@@ -51,7 +51,7 @@ if __name__ == "__main__":  # run as the benchmark (not imported by its tests: t
 import httpx  # noqa: E402
 
 from bench.flowcost import unit_costs  # noqa: E402
-from bench.harness import AwsCalls, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
+from bench.harness import AwsCalls, CpuUse, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
 from opcd.aws import AwsTarget, resolve_target  # noqa: E402
 from opcd.config import Config, load_config  # noqa: E402
 from sandbox.seed import seed  # noqa: E402
@@ -218,15 +218,21 @@ def release_round(
             apprunner_timings(server, deploy=slow)
 
     seeded()
-    wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+    with CpuUse().measuring() as cpu:
+        wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
     add(f"{prefix}release s", wall - builds), add(f"{prefix}builds s", builds)
     add(f"{prefix}release calls", calls), add(f"{prefix}release child-process calls", child_calls(children))
     add(f"{prefix}flow runs", flow_runs), add(f"{prefix}task runs", task_runs)
+    if cpu:
+        add(f"{prefix}release cpu", cpu["machine"])
+        add(f"{prefix}release prefect cpu", cpu.get("Prefect server", 0.0) + cpu.get("PostgreSQL", 0.0))
     seeded()
     target = resolve_target(config.state_dir(), config.project.region)
-    with counter.counting() as calls:
+    with CpuUse().measuring() as cpu, counter.counting() as calls:
         add(f"{prefix}script s", plain_release(config, target, "v1", config.state_dir()))
     add(f"{prefix}script calls", len(calls) + child_calls(children))
+    if cpu:
+        add(f"{prefix}script cpu", cpu["machine"])
 
 
 def apprunner_timings(server: SandboxServer, **timings: float) -> None:
@@ -311,6 +317,9 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         row("   release deploys, s (builds excluded)", "", lambda f: spread(f["release s"], "{:.1f}")),
         row("   release builds, s (in parallel, not in the ratio)", "", lambda f: spread(f["builds s"], "{:.1f}")),
         row("   plain sequential script, s", "", lambda f: spread(f["script s"], "{:.1f}")),
+        row("   the machine's CPU, s: release (builds included; of it Prefect's server and database) / script", "",
+            lambda f: (f"{median(f['release cpu'], '{:.1f}')} ({median(f['release prefect cpu'], '{:.1f}')})"
+                       f" / {median(f['script cpu'], '{:.1f}')}") if f.get("release cpu") else "-"),
         row("2. AWS calls: release / script", "≤ 1.5",
             lambda f: spread([a / b for a, b in zip(calls(f), f["script calls"], strict=True)])),
         row("   AWS calls: release (in child processes) / script", "",
