@@ -125,7 +125,7 @@ def cpu_split(rounds: list[dict[str, float]]) -> str:
         return "-"
 
     def median(*kinds: str) -> str:
-        return f"{statistics.median(sum(r.get(k, 0.0) for k in kinds) for r in rounds):.0f}"
+        return f"{statistics.median(sum(r.get(k, 0.0) for k in kinds) for r in rounds):.1f}"
 
     return " / ".join([
         median("machine"), median("release"), median("Prefect server", "PostgreSQL"), median("sandbox Lambda"),

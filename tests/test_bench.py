@@ -85,4 +85,4 @@ def test_the_scale_table_splits_the_machine_s_cpu() -> None:
                "cpu": [cpu]}  # fmt: skip
     text = scale_report([{"n": 1, "max_parallel": None, "figures": figures}], "test")
     assert "CPU-s: machine / release / Prefect server + PostgreSQL / sandbox Lambda / builds" in text
-    assert text.splitlines()[-1].rstrip(" |").endswith("100 / 40 / 25 / 25 / 1")
+    assert text.splitlines()[-1].rstrip(" |").endswith("100.0 / 40.0 / 25.0 / 25.0 / 1.0")
