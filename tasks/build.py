@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,19 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # the way a package is laid out changes, so a kept package is never one an older opcd made.
 FORMAT = "lambda-zip-2"  # 2: every Python file compiled before it is zipped
 KEEP = 20
+
+_ONE_AT_A_TIME: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _one_at_a_time(entry: Path) -> threading.Lock:
+    """A lock per build-cache entry: a release builds its components in threads of one process, and components
+    with the same requirements share their dependency set; the first installs it (and checks it compiles), the
+    others wait and reuse it. (Other processes may still race: :func:`publish` keeps one copy.)"""
+    with _LOCKS_LOCK:
+        return _ONE_AT_A_TIME.setdefault(entry, threading.Lock())
+
+
 PLATFORMS = {"x86_64": "manylinux2014_x86_64"}
 
 
@@ -96,8 +110,11 @@ def install_dependencies(component: LambdaComponent, source: Path, cache_dir: Pa
     py = component.runtime.removeprefix("python")
     key = hashlib.sha256(lockfile.read_bytes() + f"{platform}{py}".encode()).hexdigest()[:24]
     target = cache_dir / "deps" / key
-    if target.exists():
-        return target
+    with _one_at_a_time(target):
+        return target if target.exists() else _install(lockfile, platform, py, target)
+
+
+def _install(lockfile: Path, platform: str, py: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".install-"))
     command = [
@@ -197,14 +214,18 @@ def warn_dependencies(component: LambdaComponent, deps: Path, python: str, sourc
 def _dependency_errors(runtime: str, deps: Path, python: str) -> list[CompileError]:
     """The files of an installed dependency set that do not compile; computed once per set and interpreter."""
     kept = deps.with_name(f"{deps.name}.compiled-{python}.json")
-    try:
-        return [CompileError(**e) for e in json.loads(kept.read_text())]
-    except (OSError, ValueError, TypeError):
-        pass
+    with _one_at_a_time(kept):
+        try:
+            return [CompileError(**e) for e in json.loads(kept.read_text())]
+        except (OSError, ValueError, TypeError):
+            return _check_dependencies(runtime, deps, kept)
+
+
+def _check_dependencies(runtime: str, deps: Path, kept: Path) -> list[CompileError]:
     files = [(p.relative_to(deps).as_posix(), p) for p in sorted(deps.rglob("*.py")) if "__pycache__" not in p.parts]
     _, errors = compile_files(runtime, files)
-    # A name of its own per writer: a release builds its components in threads of one process, and two
-    # components with the same requirements share this file.
+    # A name of its own per writer: builds in other processes (two releases, a deploy beside a release) may
+    # write the same record at once.
     fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{kept.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as out:
         out.write(json.dumps([e.__dict__ for e in errors]))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
+import subprocess
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -170,32 +171,36 @@ def test_a_dependency_file_that_does_not_compile_is_a_warning(
     assert again.sha256_hex != package.sha256_hex  # the file is in the package: the runtime imports what it needs
 
 
-def test_two_builds_in_one_process_record_a_dependency_set_s_compile_check_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_builds_in_threads_of_one_process_install_and_check_a_shared_dependency_set_once(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A release builds its components in threads: two with the same requirements write the same record."""
+    """A release builds its components in threads: those with the same requirements share one dependency set."""
     from tasks import build
 
-    deps = tmp_path / "deps" / "set"
-    deps.mkdir(parents=True)
-    (deps / "lib.py").write_text("x = 1\n")
-    both_compiled, both_written = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+    installs: list[list[str]] = []
+    compiles: list[int] = []
+
+    def pip(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        installs.append(command)
+        time.sleep(0.5)  # the other thread asks for the same set meanwhile
+        (Path(command[command.index("--target") + 1]) / "lib.py").write_text("x = 1\n")
+        return subprocess.CompletedProcess(command, 0, "", "")
 
     def compile_files(runtime: str, files: list[tuple[str, Path]]) -> tuple[str, list[build.CompileError]]:
-        both_compiled.wait()
+        compiles.append(len(files))
+        time.sleep(0.5)
         return "3.12", []
 
-    real_replace = Path.replace
-
-    def replace(self: Path, target: str | Path) -> Path:
-        if str(target).endswith(".json"):
-            both_written.wait()  # each writer has written its temporary file before either moves it in place
-        return real_replace(self, target)
-
+    monkeypatch.setattr(build.subprocess, "run", pip)
     monkeypatch.setattr(build, "compile_files", compile_files)
-    monkeypatch.setattr(Path, "replace", replace)
+
+    def dependencies(_: int) -> tuple[Path | None, list[build.CompileError]]:
+        deps = install_dependencies(BACKEND, source, tmp_path / "cache")
+        assert deps is not None
+        return deps, build._dependency_errors(BACKEND.runtime, deps, "3.12")
+
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: build._dependency_errors("python3.12", deps, "3.12"), range(2)))
-    assert results == [[], []]
-    assert json.loads((tmp_path / "deps" / "set.compiled-3.12.json").read_text()) == []
-    assert sorted(p.name for p in (tmp_path / "deps").iterdir()) == ["set", "set.compiled-3.12.json"]  # no .tmp left
+        (one, errors), (other, _) = pool.map(dependencies, range(2))
+    assert one == other and errors == []
+    assert len(installs) == 1 and compiles == [1]  # once each, not once per component
+    assert sorted(p.name for p in one.parent.iterdir()) == [one.name, f"{one.name}.compiled-3.12.json"]
