@@ -53,7 +53,12 @@ def unit_costs(rounds: int, n: int = CALLS) -> dict[str, list[float]]:
 
     @flow(name="bench-deploy", flow_run_name="bench deploy {version} to {environment}")
     def empty_deploy(
-        environment: str, version: str, git_sha: str | None = None, config_path: str | None = None, notify: bool = True
+        environment: str,
+        version: str,
+        git_sha: str | None = None,
+        config_path: str | None = None,
+        notify: bool = True,
+        plan: object = None,  # the deploy flows' parameters, as the release passes them
     ) -> None:
         return None
 
