@@ -34,11 +34,14 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ from bench.flowcost import unit_costs  # noqa: E402
 from bench.harness import AwsCalls, CpuUse, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
 from opcd.aws import AwsTarget, resolve_target  # noqa: E402
 from opcd.config import Config, load_config  # noqa: E402
+from opcd.pythons import find_python  # noqa: E402
 from sandbox.seed import seed  # noqa: E402
 from sandbox.server import SandboxServer, write_info  # noqa: E402
 from tasks.health import wait_healthy  # noqa: E402
@@ -61,7 +65,11 @@ from tasks.lambda_functions import http_event  # noqa: E402
 
 
 def plain_release(config: Config, target: AwsTarget, version: str, state: Path) -> float:
-    """The release's deploys, sequential, with plain boto3/httpx: seconds (artifact uploads not counted)."""
+    """The release's deploys, sequential, with plain boto3/httpx: seconds (artifact uploads not counted).
+
+    Each step the deploys of the example project run, once, without opcd's checks: update and publish, the
+    backend's migrations, the smoke and sample invocations, the rules, the alias, health; App Runner's
+    UpdateService followed to SUCCEEDED, health, smoke; the alarms read once per component."""
     bucket = config.project.artifact_bucket
     lam, events = target.client("lambda"), target.client("events")
     apprunner, cloudwatch = target.client("apprunner"), target.client("cloudwatch")
@@ -103,6 +111,18 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path) 
                 while lam.get_function_configuration(FunctionName=function)["LastUpdateStatus"] == "InProgress":
                     time.sleep(0.1)
                 new = lam.publish_version(FunctionName=function, Description=f"plain {component} {version}")["Version"]
+                if comp.migrations:  # as the deploy: from the unpacked package, the database URL from Secrets Manager
+                    secret = target.client("secretsmanager").get_secret_value(SecretId=config.database_secret(env_name))
+                    unpacked = state / "plain-migrate" / component / version
+                    if not unpacked.exists():
+                        zipfile.ZipFile(state / "build" / component / version / "lambda.zip").extractall(unpacked)
+                    argv = shlex.split(comp.migrations.command)
+                    argv[0] = find_python(comp.runtime) if argv[0] in ("python", "python3") else argv[0]
+                    subprocess.run(
+                        argv, cwd=unpacked, check=True, capture_output=True, timeout=comp.migrations.timeout,
+                        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(unpacked),
+                             "DATABASE_URL": secret["SecretString"]},
+                    )  # fmt: skip
                 events_to_send = [http_event(check) for check in comp.smoke]
                 if comp.sample_event:
                     events_to_send.append(json.loads((config.root / comp.sample_event).read_text()))
