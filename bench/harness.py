@@ -232,8 +232,9 @@ class CpuUse:
     """CPU seconds spent on the machine while ``on``, by kind of process (:func:`cpu_kind`).
 
     The machine's total comes from ``/proc/stat``; each process's share from ``/proc/PID/stat``, read every
-    ``interval`` seconds (a process that lives less than that is missed: it is counted in ``other``, the
-    machine's total less every process seen). The sampling runs in this process, counted as "release".
+    ``interval`` seconds: a process that exits loses what it spent after its last reading (all of it when it
+    lived less than ``interval``), counted in ``other`` (the machine's total less every process seen). The
+    sampling runs in this process, counted as "release".
     Linux only; elsewhere every figure is empty.
     """
 
@@ -242,20 +243,24 @@ class CpuUse:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def _machine(self) -> float:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return (sum(values) - values[3] - values[4]) / self.tick  # busy: all but idle and iowait
+        user, nice, system, _idle, _iowait, irq, softirq = (
+            int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+        )
+        return (user + nice + system + irq + softirq) / self.tick  # guest time is already in user and nice
 
-    def _processes(self) -> dict[int, tuple[str, float]]:
-        seen: dict[int, tuple[str, float]] = {}
+    def _processes(self) -> dict[tuple[int, int], tuple[str, float]]:
+        """Each process, by (pid, start time: a pid used again is another process): its kind and CPU seconds."""
+        seen: dict[tuple[int, int], tuple[str, float]] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
                 command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError):
+                key = (int(entry), int(fields[19]))
+            except (OSError, IndexError, ValueError):
                 continue
-            seen[int(entry)] = (cpu_kind(int(entry), command), (int(fields[11]) + int(fields[12])) / self.tick)
+            seen[key] = (cpu_kind(int(entry), command), (int(fields[11]) + int(fields[12])) / self.tick)
         return seen
 
     @contextmanager
@@ -269,12 +274,12 @@ class CpuUse:
         last = dict(start)
         done = threading.Event()
 
-        def keep(seen: dict[int, tuple[str, float]]) -> None:
-            for pid, (kind, seconds) in seen.items():
-                known = last.get(pid)
+        def keep(seen: dict[tuple[int, int], tuple[str, float]]) -> None:
+            for key, (kind, seconds) in seen.items():
+                known = last.get(key)
                 if known and kind == "other":  # an exited process's cmdline is empty: it keeps the kind it had
                     kind = known[0]
-                last[pid] = (kind, max(seconds, known[1] if known else 0.0))
+                last[key] = (kind, max(seconds, known[1] if known else 0.0))
 
         def sample() -> None:
             while not done.wait(self.interval):
@@ -289,8 +294,8 @@ class CpuUse:
             sampler.join()
             keep(self._processes())
             result["machine"] = self._machine() - machine
-            for pid, (kind, seconds) in last.items():
-                result[kind] = result.get(kind, 0.0) + seconds - start.get(pid, (kind, 0.0))[1]
+            for key, (kind, seconds) in last.items():
+                result[kind] = result.get(kind, 0.0) + seconds - start.get(key, (kind, 0.0))[1]
             result["other"] = result["machine"] - sum(v for k, v in result.items() if k not in ("machine", "other"))
 
 

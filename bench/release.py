@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ from sandbox.seed import seed  # noqa: E402
 from sandbox.server import SandboxServer, write_info  # noqa: E402
 from tasks.health import wait_healthy  # noqa: E402
 from tasks.lambda_functions import http_event  # noqa: E402
+from tasks.migrations import unpack  # noqa: E402
 
 
 def plain_release(config: Config, target: AwsTarget, version: str, state: Path) -> float:
@@ -113,14 +113,14 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path) 
                 new = lam.publish_version(FunctionName=function, Description=f"plain {component} {version}")["Version"]
                 if comp.migrations:  # as the deploy: from the unpacked package, the database URL from Secrets Manager
                     secret = target.client("secretsmanager").get_secret_value(SecretId=config.database_secret(env_name))
-                    unpacked = state / "plain-migrate" / component / version
-                    if not unpacked.exists():
-                        zipfile.ZipFile(state / "build" / component / version / "lambda.zip").extractall(unpacked)
+                    package = (state / "build" / component / version / "lambda.zip").read_bytes()
+                    unpacked = unpack(package, state / "plain-migrate")
                     argv = shlex.split(comp.migrations.command)
-                    argv[0] = find_python(comp.runtime) if argv[0] in ("python", "python3") else argv[0]
+                    if argv and argv[0] in ("python", "python3", comp.runtime):
+                        argv[0] = find_python(comp.runtime)
                     subprocess.run(
                         argv, cwd=unpacked, check=True, capture_output=True, timeout=comp.migrations.timeout,
-                        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(unpacked),
+                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(unpacked),
                              "DATABASE_URL": secret["SecretString"]},
                     )  # fmt: skip
                 events_to_send = [http_event(check) for check in comp.smoke]

@@ -227,9 +227,13 @@ def _check_dependencies(runtime: str, deps: Path, kept: Path) -> list[CompileErr
     # A name of its own per writer: builds in other processes (two releases, a deploy beside a release) may
     # write the same record at once.
     fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{kept.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps([e.__dict__ for e in errors]))
-    Path(tmp).replace(kept)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps([e.__dict__ for e in errors]))
+        Path(tmp).replace(kept)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return errors
 
 

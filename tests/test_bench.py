@@ -59,9 +59,15 @@ def test_the_release_table_has_the_five_figures_with_their_bounds() -> None:
 
 def test_cpu_use_counts_this_process_and_a_child_by_kind() -> None:
     busy = "x = 0\nfor i in range(6_000_000): x += i"  # a fixed amount of work: CPU time, not wall time
+    child_code = f"import json, sys\n{busy}\nprint('done', flush=True)\nsys.stdin.read()"  # a build's compile
     with CpuUse(interval=0.05).measuring() as cpu:
         exec(busy)  # noqa: S102 - this process: "release"
-        subprocess.run([sys.executable, "-c", f"import json, sys\n{busy}"], check=True)  # a build's compile
+        child = subprocess.Popen([sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"  # its work done; it lives on
+    assert child.stdin is not None
+    child.stdin.close()  # read at the block's end while alive: all its CPU counted
+    assert child.wait(30) == 0
+    child.stdout.close()
     one = cpu["release"]
     assert one > 0.1
     assert cpu["builds"] > one / 3  # the same work in a child, seen while it ran

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -179,22 +180,27 @@ def test_builds_in_threads_of_one_process_install_and_check_a_shared_dependency_
 
     installs: list[list[str]] = []
     compiles: list[int] = []
+    asked: list[int] = []
+    both_asked = threading.Event()
 
     def pip(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
         installs.append(command)
-        time.sleep(0.5)  # the other thread asks for the same set meanwhile
+        assert both_asked.wait(30), "the other build never asked"  # it asks while this install runs
+        time.sleep(0.2)  # and, without the lock, would look for the set before this one is in place
         (Path(command[command.index("--target") + 1]) / "lib.py").write_text("x = 1\n")
         return subprocess.CompletedProcess(command, 0, "", "")
 
     def compile_files(runtime: str, files: list[tuple[str, Path]]) -> tuple[str, list[build.CompileError]]:
         compiles.append(len(files))
-        time.sleep(0.5)
         return "3.12", []
 
     monkeypatch.setattr(build.subprocess, "run", pip)
     monkeypatch.setattr(build, "compile_files", compile_files)
 
     def dependencies(_: int) -> tuple[Path | None, list[build.CompileError]]:
+        asked.append(1)
+        if len(asked) == 2:
+            both_asked.set()
         deps = install_dependencies(BACKEND, source, tmp_path / "cache")
         assert deps is not None
         return deps, build._dependency_errors(BACKEND.runtime, deps, "3.12")
