@@ -209,6 +209,7 @@ def run_children(script: Path, args: argparse.Namespace) -> dict[str, dict[str, 
 
 
 CPU_KINDS = ("release", "Prefect server", "PostgreSQL", "sandbox Lambda", "builds", "other")
+PREFECT_KINDS = ("Prefect server", "PostgreSQL")  # Prefect's share: its server and its database
 
 
 def cpu_kind(pid: int, command: str) -> str:

@@ -34,7 +34,6 @@ import contextlib
 import io
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -53,15 +52,14 @@ if __name__ == "__main__":  # run as the benchmark (not imported by its tests: t
 import httpx  # noqa: E402
 
 from bench.flowcost import unit_costs  # noqa: E402
-from bench.harness import AwsCalls, CpuUse, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
+from bench.harness import PREFECT_KINDS, AwsCalls, CpuUse, bench_main, child_calls, record_child_calls, spread, table  # noqa: E402
 from opcd.aws import AwsTarget, resolve_target  # noqa: E402
 from opcd.config import Config, load_config  # noqa: E402
-from opcd.pythons import find_python  # noqa: E402
 from sandbox.seed import seed  # noqa: E402
 from sandbox.server import SandboxServer, write_info  # noqa: E402
 from tasks.health import wait_healthy  # noqa: E402
 from tasks.lambda_functions import http_event  # noqa: E402
-from tasks.migrations import unpack  # noqa: E402
+from tasks.migrations import migration_process  # noqa: E402
 
 
 def plain_release(config: Config, target: AwsTarget, version: str, state: Path) -> float:
@@ -113,16 +111,13 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path) 
                 new = lam.publish_version(FunctionName=function, Description=f"plain {component} {version}")["Version"]
                 if comp.migrations:  # as the deploy: from the unpacked package, the database URL from Secrets Manager
                     secret = target.client("secretsmanager").get_secret_value(SecretId=config.database_secret(env_name))
-                    package = (state / "build" / component / version / "lambda.zip").read_bytes()
-                    unpacked = unpack(package, state / "plain-migrate")
-                    argv = shlex.split(comp.migrations.command)
-                    if argv and argv[0] in ("python", "python3", comp.runtime):
-                        argv[0] = find_python(comp.runtime)
-                    subprocess.run(
-                        argv, cwd=unpacked, check=True, capture_output=True, timeout=comp.migrations.timeout,
-                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(unpacked),
-                             "DATABASE_URL": secret["SecretString"]},
+                    argv, work, environ = migration_process(
+                        (state / "build" / component / version / "lambda.zip").read_bytes(), comp.migrations.command,
+                        comp.runtime, secret["SecretString"], state / "plain-migrate",
                     )  # fmt: skip
+                    subprocess.run(
+                        argv, cwd=work, env=environ, check=True, capture_output=True, timeout=comp.migrations.timeout
+                    )
                 events_to_send = [http_event(check) for check in comp.smoke]
                 if comp.sample_event:
                     events_to_send.append(json.loads((config.root / comp.sample_event).read_text()))
@@ -201,19 +196,21 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="leave figure 3 (the slow App Runner) out")  # fmt: skip
 
 
-def measured_release(config_file: Path, counter: AwsCalls) -> tuple[float, float, int, int, int]:
-    """Release v1 of every component: (wall time, its builds' time, AWS calls in this process, flow runs, task runs)."""
+def measured_release(config_file: Path, counter: AwsCalls) -> tuple[float, float, int, int, int, dict[str, float]]:
+    """Release v1 of every component: (wall time, its builds' time, AWS calls in this process, flow runs, task runs,
+    the machine's CPU seconds by kind of process (:class:`bench.harness.CpuUse`))."""
     from flows.release import release
 
     flows_before, tasks_before = run_counts()
-    with counter.counting() as calls:
+    with CpuUse().measuring() as cpu, counter.counting() as calls:
         start = time.perf_counter()
         state = release(version="v1", config_path=str(config_file), return_state=True)
         wall = time.perf_counter() - start
     if not state.is_completed():
         raise RuntimeError(f"the release did not complete: {state.message}")
     flows_after, tasks_after = run_counts()
-    return wall, state.result()["build_seconds"], len(calls), flows_after - flows_before, tasks_after - tasks_before
+    builds = state.result()["build_seconds"]
+    return wall, builds, len(calls), flows_after - flows_before, tasks_after - tasks_before, cpu
 
 
 def release_round(
@@ -238,14 +235,13 @@ def release_round(
             apprunner_timings(server, deploy=slow)
 
     seeded()
-    with CpuUse().measuring() as cpu:
-        wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+    wall, builds, calls, flow_runs, task_runs, cpu = measured_release(config_file, counter)
     add(f"{prefix}release s", wall - builds), add(f"{prefix}builds s", builds)
     add(f"{prefix}release calls", calls), add(f"{prefix}release child-process calls", child_calls(children))
     add(f"{prefix}flow runs", flow_runs), add(f"{prefix}task runs", task_runs)
     if cpu:
         add(f"{prefix}release cpu", cpu["machine"])
-        add(f"{prefix}release prefect cpu", cpu.get("Prefect server", 0.0) + cpu.get("PostgreSQL", 0.0))
+        add(f"{prefix}release prefect cpu", sum(cpu.get(kind, 0.0) for kind in PREFECT_KINDS))
     seeded()
     target = resolve_target(config.state_dir(), config.project.region)
     with CpuUse().measuring() as cpu, counter.counting() as calls:

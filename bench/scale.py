@@ -40,8 +40,8 @@ if __name__ == "__main__":  # run as the benchmark (not imported by its tests: t
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from bench.harness import (  # noqa: E402
+    PREFECT_KINDS,
     AwsCalls,
-    CpuUse,
     child_calls,
     child_environment,
     load_note,
@@ -99,8 +99,7 @@ def one_size(n: int, max_parallel: int | None, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             fresh_sandbox(server, config, work)
             child_calls(children)
-            with CpuUse().measuring() as cpu:
-                wall, builds, calls, flow_runs, task_runs = measured_release(config_file, counter)
+            wall, builds, calls, flow_runs, task_runs, cpu = measured_release(config_file, counter)
             figures["cpu"].append(cpu)
             figures["wall"].append(wall)
             figures["deploys"].append(wall - builds)
@@ -128,7 +127,7 @@ def cpu_split(rounds: list[dict[str, float]]) -> str:
         return f"{statistics.median(sum(r.get(k, 0.0) for k in kinds) for r in rounds):.1f}"
 
     return " / ".join([
-        median("machine"), median("release"), median("Prefect server", "PostgreSQL"), median("sandbox Lambda"),
+        median("machine"), median("release"), median(*PREFECT_KINDS), median("sandbox Lambda"),
         median("builds"),
     ])  # fmt: skip
 

@@ -37,18 +37,27 @@ def unpack(package: bytes, cache_dir: Path) -> Path:
     return target
 
 
+def migration_process(
+    package: bytes, command: str, runtime: str, database_url: str, cache_dir: Path
+) -> tuple[list[str], Path, dict[str, str]]:
+    """How ``command`` runs: its argv (``python`` is the runtime's Python), the unpacked package to run it in,
+    and its environment (``PYTHONPATH`` the package, ``DATABASE_URL`` set)."""
+    argv = shlex.split(command)
+    if argv and argv[0] in ("python", "python3", runtime):
+        argv[0] = find_python(runtime)
+    work = unpack(package, cache_dir)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(work), "DATABASE_URL": database_url}
+    return argv, work, env
+
+
 @task(name="run-migrations", cache_policy=NO_CACHE)
 def run_migrations(
     package: bytes, command: str, runtime: str, database_url: SecretStr, timeout: float, cache_dir: Path
 ) -> str:
     """Run ``command`` inside the unpacked package with ``DATABASE_URL`` set; return its last line."""
     logger = get_run_logger()
-    argv = shlex.split(command)
-    if argv and argv[0] in ("python", "python3", runtime):
-        argv[0] = find_python(runtime)
     secret = database_url.get_secret_value()
-    work = unpack(package, cache_dir)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(work), "DATABASE_URL": secret}
+    argv, work, env = migration_process(package, command, runtime, secret, cache_dir)
     logger.info("Running migrations: %s", command)
     report("migrations", command)
     try:
