@@ -637,8 +637,10 @@ class Release:
         logger = get_run_logger()
         steps: dict[str, DeployResult] = {}
         untouched: list[str] = []
-        with release_lock(environment):
-            waves = self.waves(environment)
+        waves = self.waves(environment)
+        # every lock of the environment's deploys, with the release's, in one request: see opcd.locks
+        changes = [(component, region) for wave in waves for region in wave for component in self.components]
+        with release_lock(environment, changes):
             for number, wave in enumerate(waves):
                 if untouched or any(s.failed for s in steps.values()):  # a region failed: no further wave
                     untouched += [str(region) for region in wave]

@@ -6,6 +6,15 @@
 - ``opcd-release-{environment}``: one release at a time per environment, held while the release
   deploys there (not while it waits for an approval), so two releases queue instead of interleaving.
 
+A release takes its environment's locks together: the release slot and every component's (and
+region's) slot it deploys there, in one request, before the first deploy starts, and keeps them until
+the environment is done (its deploys, and the rollback of the others when one failed). What runs
+inside that hold (the release's deploy and rollback tasks, in its context) finds its lock already
+held and takes nothing. One atomic request instead of one per deploy: nothing changes there while
+the release waits, and on SQLite the deploys no longer race to take their slots at once (the
+embedded server answers such a burst with 503 "database is locked", which Prefect's client retries
+after 2 s, then 4 s, then 8 s).
+
 ``opcd setup`` creates the limits on a server; a run also creates its limit when it is missing,
 because Prefect silently skips a limit that does not exist unless asked to be strict.
 
@@ -26,7 +35,7 @@ import contextvars
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -134,18 +143,24 @@ def _clear_holder(name: str, holder: Holder) -> None:
             client.delete_variable_by_name(_variable(name))
 
 
-def _log_while_waiting(name: str, logger: Any, acquired: threading.Event) -> None:
-    """Every WAIT_LOG_SECONDS until ``acquired``: who holds lock ``name`` (the first time after 1 s)."""
+def _log_while_waiting(names: list[str], logger: Any, acquired: threading.Event) -> None:
+    """Every WAIT_LOG_SECONDS until ``acquired``: who holds the locks ``names`` (the first time after 1 s)."""
     interval = min(1.0, WAIT_LOG_SECONDS)
+    what = f"lock {names[0]}" if len(names) == 1 else f"locks {', '.join(names)}"
     while not acquired.wait(interval):
         interval = WAIT_LOG_SECONDS
         try:
-            holder = read_holder(name)
+            holders = {name: read_holder(name) for name in names}
         except Exception as exc:  # the server busy: say so, try again at the next interval
-            logger.info("Waiting for lock %s (its holder could not be read: %s)", name, exc)
+            logger.info("Waiting for %s (its holder could not be read: %s)", what, exc)
             continue
-        if not acquired.is_set():
-            logger.info("Waiting for lock %s: held by %s", name, holder or "a holder that left no record")
+        if acquired.is_set():
+            continue
+        known = [(name, holder) for name, holder in holders.items() if holder is not None]
+        if len(names) == 1 or not known:
+            logger.info("Waiting for %s: held by %s", what, known[0][1] if known else "a holder that left no record")
+        else:
+            logger.info("Waiting for %s: %s", what, "; ".join(f"{name} held by {holder}" for name, holder in known))
 
 
 def _take_over(name: str, me: Holder, logger: Any) -> None:
@@ -185,29 +200,50 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# The locks this context holds (set by :func:`_hold`): Prefect runs a flow's tasks and child flows in
+# copies of its context, so they see what the run that started them holds; no other run does.
+_HELD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("opcd_locks_held", default=frozenset())
+
+
+def held() -> frozenset[str]:
+    """The locks held by this run or a run that started it, in this process."""
+    return _HELD.get()
+
+
 @contextmanager
-def _hold(name: str, timeout: float | None) -> Iterator[None]:
-    ensure_limit(name)
+def _hold(names: list[str], timeout: float | None) -> Iterator[None]:
+    """Hold the slots ``names`` together (one atomic request) for the block; those this context already
+    holds are not taken again."""
+    names = [name for name in dict.fromkeys(names) if name not in _HELD.get()]
+    if not names:
+        yield
+        return
+    for name in names:
+        ensure_limit(name)
     logger = run_logger("opcd.locks")
     acquired = threading.Event()
     context = contextvars.copy_context()  # the run's Prefect settings and client, in the logging thread too
-    waiting = threading.Thread(target=context.run, args=(_log_while_waiting, name, logger, acquired), daemon=True)
+    waiting = threading.Thread(target=context.run, args=(_log_while_waiting, names, logger, acquired), daemon=True)
     waiting.start()
     try:
-        with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
+        with concurrency(names, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
             acquired.set()
             me = Holder.me()
-            try:
-                _take_over(name, me, logger)
-            except Exception as exc:  # bookkeeping only: the lock is held and the change may go on
-                logger.warning("Lock %s: the holder record could not be checked or written: %s", name, exc)
+            for name in names:
+                try:
+                    _take_over(name, me, logger)
+                except Exception as exc:  # bookkeeping only: the lock is held and the change may go on
+                    logger.warning("Lock %s: the holder record could not be checked or written: %s", name, exc)
+            token = _HELD.set(_HELD.get() | frozenset(names))
             try:
                 yield
             finally:  # the record goes before the slot: a record outlives its slot only when its holder died
-                try:
-                    _clear_holder(name, me)
-                except Exception as exc:
-                    logger.warning("Lock %s: the holder record could not be cleared: %s", name, exc)
+                _HELD.reset(token)
+                for name in names:
+                    try:
+                        _clear_holder(name, me)
+                    except Exception as exc:
+                        logger.warning("Lock %s: the holder record could not be cleared: %s", name, exc)
     finally:
         acquired.set()
         waiting.join()
@@ -218,13 +254,18 @@ def environment_lock(
     environment: str, component: str, timeout: float | None = 3600.0, region: str | None = None
 ) -> Iterator[None]:
     """Hold ``component``'s slot in ``environment`` (its ``region``, in one of several) for the block (waits for
-    another change to it)."""
-    with _hold(limit_name(environment, component, region), timeout):
+    another change to it); nothing to take when a release running this holds it already."""
+    with _hold([limit_name(environment, component, region)], timeout):
         yield
 
 
 @contextmanager
-def release_lock(environment: str, timeout: float | None = None) -> Iterator[None]:
-    """Hold the environment's release slot for the block (waits for another release's deploys there)."""
-    with _hold(release_limit_name(environment), timeout):
+def release_lock(
+    environment: str, components: Iterable[tuple[str, str | None]] = (), timeout: float | None = None
+) -> Iterator[None]:
+    """Hold the environment's release slot and the slots of ``components`` there ((component, region)
+    pairs; region None in an environment of one) for the block, all taken together (waits for another
+    release there, and for any change to one of those components)."""
+    names = [release_limit_name(environment), *(limit_name(environment, c, r) for c, r in components)]
+    with _hold(names, timeout):
         yield

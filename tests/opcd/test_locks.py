@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prefect import flow
+from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
@@ -24,7 +24,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from opcd import locks
-from opcd.locks import environment_lock, limit_name, read_holder
+from opcd.locks import environment_lock, limit_name, read_holder, release_limit_name, release_lock
 from tests.conftest import start_in_thread
 from tests.e2e.conftest import prefect_server as real_prefect_server
 
@@ -79,9 +79,59 @@ def test_a_waiting_run_logs_who_holds_the_lock_and_since_when(
     assert "was never released" not in caplog.text  # a holder that released is never taken for dead
 
 
+def test_a_release_takes_its_environments_locks_in_one_request_and_its_deploys_take_none(
+    prefect_server: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(locks, "WAIT_LOG_SECONDS", 0.2)
+    environment = f"locks-{uuid.uuid4().hex[:8]}"
+    names = [release_limit_name(environment), limit_name(environment, "api"), limit_name(environment, "web")]
+    requests: list[list[str]] = []
+    real = locks.concurrency
+
+    def recorded(names: list[str], *args: object, **kwargs: object) -> object:
+        requests.append(list(names))
+        return real(names, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(locks, "concurrency", recorded)
+    held, finish, order = threading.Event(), threading.Event(), []
+
+    @task
+    def deploy(component: str) -> str | None:  # a task of the release: in a copy of its context
+        with environment_lock(environment, component):
+            holder = read_holder(limit_name(environment, component))
+            return holder.flow_run_name if holder else None
+
+    @flow(name="lock-release", flow_run_name="the-release")
+    def release() -> list[str | None]:
+        with release_lock(environment, [("api", None), ("web", None)]):
+            holders = [deploy.submit(component).result() for component in ("api", "web")]
+            held.set()
+            finish.wait(300)
+            order.append("release done")
+        return holders
+
+    @flow(name="lock-deploy", flow_run_name="a-deploy")
+    def standalone() -> None:
+        with environment_lock(environment, "web"):
+            order.append("deploy holds web")
+
+    one = start_in_thread(release)
+    wait_until(held.is_set, "the release holds its environment")
+    assert requests == [names]  # one request for the three, none from its deploys
+    assert [(h.flow_run_name if (h := read_holder(name)) else None) for name in names] == ["the-release"] * 3
+    two = start_in_thread(standalone)
+    wait_until(lambda: f"Waiting for lock {names[2]}: held by run the-release (" in caplog.text, "the deploy waits")
+    finish.set()
+    assert one.result().result() == ["the-release", "the-release"]  # what each deploy found: the release's hold
+    two.result().result()
+    assert order == ["release done", "deploy holds web"]
+    assert requests == [names, [names[2]]]
+    assert all(read_holder(name) is None for name in names)
+
+
 HOLDER = """
 import time
-from prefect import flow
+from prefect import flow, task
 from opcd.locks import environment_lock
 
 @flow(name="lock-holder", flow_run_name="killed-holder")
