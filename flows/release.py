@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
@@ -318,10 +318,23 @@ def bounded(start: Callable[[str], PrefectFuture[Any]], names: list[str], limit:
             futures[name] = future = start(name)
             future.add_done_callback(lambda _: slots.release())
     except BaseException:
-        for future in futures.values():
-            future.wait()
+        wait_all(futures.values())
         raise
     return futures
+
+
+def wait_all(futures: Iterable[PrefectFuture[Any]]) -> None:
+    """Wait until every one of ``futures`` has ended, even when this thread is interrupted while it waits
+    (Ctrl-C, a cancellation's SIGTERM, a lost lease): the caller holds the environment's locks for them,
+    which must not be let go while a deploy or a rollback still runs. A second interrupt ends the wait."""
+    pending = list(futures)
+    try:
+        for future in pending:
+            future.wait()
+    except BaseException:
+        for future in pending:
+            future.wait()
+        raise
 
 
 def step_of(
@@ -688,8 +701,7 @@ class Release:
             )
 
         futures = bounded(start, list(slots), self.config.release.max_parallel)
-        for future in futures.values():
-            future.wait()  # every deploy ends before any result is read (or the lock released)
+        wait_all(futures.values())  # every deploy ends before any result is read (or the locks released)
         steps = {}
         for key, future in futures.items():
             component, region = slots[key]
@@ -773,8 +785,7 @@ class Release:
             report("roll back", f"{because} failed beside it (release.on_failure = rollback-all)", State.WARN,
                    step.component, environment)  # fmt: skip
             futures[key] = rollback_component.submit(step.component, environment, self.config_path, step.region)
-        for future in futures.values():
-            future.wait()
+        wait_all(futures.values())
         for key, future in futures.items():
             step = steps[key]
             target = self.target_of(environment, step.region)

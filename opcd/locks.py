@@ -13,7 +13,10 @@ inside that hold (the release's deploy and rollback tasks, in its context) finds
 held and takes nothing. One atomic request instead of one per deploy: nothing changes there while
 the release waits, and on SQLite the deploys no longer race to take their slots at once (the
 embedded server answers such a burst with 503 "database is locked", which Prefect's client retries
-after 2 s, then 4 s, then 8 s).
+after 2 s, then 4 s, then 8 s). The release waits for every deploy and rollback it started before it
+leaves the hold, even when its own thread is interrupted (``flows.release.wait_all``). The request
+waits without a limit, as a release always waited for another: a lock a killed holder left on a
+server that never revokes it (the ephemeral one) keeps the release waiting, and saying who holds it.
 
 ``opcd setup`` creates the limits on a server; a run also creates its limit when it is missing,
 because Prefect silently skips a limit that does not exist unless asked to be strict.
@@ -24,7 +27,8 @@ writes its own record, the Prefect Variable ``opcd-lock-holder-<lock>`` (flow ru
 pid, since when), on acquiring and clears it before releasing the slot. A run that waits for a lock
 logs that record every few seconds. A record still there when the slot was acquired means the
 previous holder never released: its lease expired because its process died (a live holder renews
-it, and a holder whose renewal fails is stopped by Prefect). That run, if Prefect still shows it
+it, and a holder whose renewal fails is interrupted by Prefect: a release, in its own thread,
+then waits for the deploys it started, which go on to their end). That run, if Prefect still shows it
 Running (and, when it ran on this host, its process is gone), is marked Crashed, naming the run
 that found it dead.
 """
@@ -205,11 +209,6 @@ def _alive(pid: int) -> bool:
 _HELD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("opcd_locks_held", default=frozenset())
 
 
-def held() -> frozenset[str]:
-    """The locks held by this run or a run that started it, in this process."""
-    return _HELD.get()
-
-
 @contextmanager
 def _hold(names: list[str], timeout: float | None) -> Iterator[None]:
     """Hold the slots ``names`` together (one atomic request) for the block; those this context already
@@ -229,13 +228,13 @@ def _hold(names: list[str], timeout: float | None) -> Iterator[None]:
         with concurrency(names, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE_SECONDS):
             acquired.set()
             me = Holder.me()
-            for name in names:
-                try:
-                    _take_over(name, me, logger)
-                except Exception as exc:  # bookkeeping only: the lock is held and the change may go on
-                    logger.warning("Lock %s: the holder record could not be checked or written: %s", name, exc)
             token = _HELD.set(_HELD.get() | frozenset(names))
             try:
+                for name in names:
+                    try:
+                        _take_over(name, me, logger)
+                    except Exception as exc:  # bookkeeping only: the lock is held and the change may go on
+                        logger.warning("Lock %s: the holder record could not be checked or written: %s", name, exc)
                 yield
             finally:  # the record goes before the slot: a record outlives its slot only when its holder died
                 _HELD.reset(token)

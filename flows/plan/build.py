@@ -159,6 +159,7 @@ def _alarms_step(config: Config, environment: str, accepted: set[str], region: s
 def _lock_steps(environment: str, component: str, what: str, region: str | None = None) -> list[Step]:
     lock = limit_name(environment, component, region)
     return [
+        # In a release the release holds it, taken with the environment's others: the deploy takes nothing.
         Step(action="lock", text=f"take the lock {lock}", inputs={"lock": lock}),
         # Read again although the plan read it: another run may have moved it since, and the
         # rollback target must be what runs when the lock is held.

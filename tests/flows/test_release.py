@@ -18,6 +18,7 @@ import httpx
 import pytest
 from moto.backends import get_backend
 
+from opcd import locks
 from sandbox.slack import SlackSink
 from tests.commits import committed
 from tests.conftest import (
@@ -421,7 +422,7 @@ def served_page(project: Project, path: str, env: str = "dev") -> str:
 
 
 def test_a_failed_deploy_rolls_back_the_others_the_release_changed_in_that_environment(
-    project: Project, prefect_server: None, sink: SlackSink
+    project: Project, prefect_server: None, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """release.on_failure = rollback-all (the default): dev is never left half-released."""
     site = project.root / "src" / "frontend" / "site" / "version.txt"
@@ -430,10 +431,20 @@ def test_a_failed_deploy_rolls_back_the_others_the_release_changed_in_that_envir
     assert code == 0, err
     project.write_source(UNHEALTHY_UNDER_TRAFFIC)  # the backend's v2 fails /health once it takes traffic
     site.write_text("v2\n")
+    requests: list[list[str]] = []
+    real = locks.concurrency
+
+    def recorded(names: list[str], *args: object, **kwargs: object) -> object:
+        requests.append(list(names))
+        return real(names, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(locks, "concurrency", recorded)
 
     state = start_release(project, "v2", components=["backend", "frontend"], environments=["dev"]).result(timeout=300)
 
     assert state.is_failed()
+    # the environment's locks in one request; the deploys and the frontend's rollback under it took none
+    assert requests == [["opcd-release-dev", "opcd-env-dev-backend", "opcd-env-dev-frontend"]]
     assert served_page(project, "/version.txt") == "v1"  # what AWS serves: the frontend is back on v1
     assert project.live("outreachpass-api-dev") == "1"  # the backend rolled itself back
     frontend = project.ledger("dev", "frontend")
@@ -595,3 +606,33 @@ def test_bounded_starts_the_next_only_when_one_ends() -> None:
         for future in futures.values():
             future.wait()
     assert list(futures) == list("abcdefg") and most == 2
+
+
+def test_wait_all_waits_for_every_deploy_even_when_interrupted() -> None:
+    """The release holds the environment's locks for its deploys: a Ctrl-C while it waits must not let them go
+    while a deploy still runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.futures import PrefectConcurrentFuture
+
+    from flows.release import wait_all
+
+    ended = threading.Event()
+
+    class Interrupted:  # a wait that a Ctrl-C interrupts the first time
+        waits = 0
+
+        def wait(self, timeout: float | None = None) -> None:
+            Interrupted.waits += 1
+            if Interrupted.waits == 1:
+                raise KeyboardInterrupt
+
+    def deploy() -> None:
+        time.sleep(0.2)
+        ended.set()
+
+    with ThreadPoolExecutor(1) as pool:
+        running = PrefectConcurrentFuture(uuid4(), pool.submit(deploy))
+        with pytest.raises(KeyboardInterrupt):
+            wait_all([Interrupted(), running])  # type: ignore[list-item]
+        assert ended.is_set()  # the interrupt went on only once the deploy had ended

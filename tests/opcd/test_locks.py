@@ -94,38 +94,53 @@ def test_a_release_takes_its_environments_locks_in_one_request_and_its_deploys_t
 
     monkeypatch.setattr(locks, "concurrency", recorded)
     held, finish, order = threading.Event(), threading.Event(), []
+    first_holds, first_ends = threading.Event(), threading.Event()
 
     @task
     def deploy(component: str) -> str | None:  # a task of the release: in a copy of its context
-        with environment_lock(environment, component):
+        with environment_lock(environment, component, timeout=60):  # fails, not hangs, if it must wait
             holder = read_holder(limit_name(environment, component))
             return holder.flow_run_name if holder else None
 
     @flow(name="lock-release", flow_run_name="the-release")
     def release() -> list[str | None]:
         with release_lock(environment, [("api", None), ("web", None)]):
+            order.append("release holds")
             holders = [deploy.submit(component).result() for component in ("api", "web")]
             held.set()
             finish.wait(300)
             order.append("release done")
         return holders
 
-    @flow(name="lock-deploy", flow_run_name="a-deploy")
+    @flow(name="lock-deploy", flow_run_name="first-deploy")
+    def first() -> None:
+        with environment_lock(environment, "web"):
+            order.append("a deploy holds web")
+            first_holds.set()
+            first_ends.wait(300)
+
+    @flow(name="lock-deploy", flow_run_name="next-deploy")
     def standalone() -> None:
         with environment_lock(environment, "web"):
-            order.append("deploy holds web")
+            order.append("a deploy holds web")
 
+    zero = start_in_thread(first)
+    wait_until(first_holds.is_set, "a deploy holds web")
     one = start_in_thread(release)
+    waiting = f"Waiting for locks {', '.join(names)}: {names[2]} held by run first-deploy ("
+    wait_until(lambda: waiting in caplog.text, "the release waits for the deploy, saying who holds web")
+    first_ends.set()
+    zero.result().result()
     wait_until(held.is_set, "the release holds its environment")
-    assert requests == [names]  # one request for the three, none from its deploys
+    assert requests == [[names[2]], names]  # one request for the release's three, none from its deploys
     assert [(h.flow_run_name if (h := read_holder(name)) else None) for name in names] == ["the-release"] * 3
     two = start_in_thread(standalone)
     wait_until(lambda: f"Waiting for lock {names[2]}: held by run the-release (" in caplog.text, "the deploy waits")
     finish.set()
     assert one.result().result() == ["the-release", "the-release"]  # what each deploy found: the release's hold
     two.result().result()
-    assert order == ["release done", "deploy holds web"]
-    assert requests == [names, [names[2]]]
+    assert order == ["a deploy holds web", "release holds", "release done", "a deploy holds web"]
+    assert requests == [[names[2]], names, [names[2]]]
     assert all(read_holder(name) is None for name in names)
 
 
