@@ -521,6 +521,23 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture
+def lock_requests(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The names of every lock request this process makes from here on (one list per request), each still
+    made for real on the Prefect server."""
+    from opcd import locks
+
+    requests: list[list[str]] = []
+    real = locks.concurrency
+
+    def recorded(names: list[str], *args: Any, **kwargs: Any) -> Any:
+        requests.append(list(names))
+        return real(names, *args, **kwargs)
+
+    monkeypatch.setattr(locks, "concurrency", recorded)
+    return requests
+
+
 @pytest.fixture(autouse=True)
 def no_run_left_waiting(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that failed half-way leaves its run paused: cancel it so the next test cannot see it."""

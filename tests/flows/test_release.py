@@ -18,7 +18,6 @@ import httpx
 import pytest
 from moto.backends import get_backend
 
-from opcd import locks
 from sandbox.slack import SlackSink
 from tests.commits import committed
 from tests.conftest import (
@@ -422,7 +421,7 @@ def served_page(project: Project, path: str, env: str = "dev") -> str:
 
 
 def test_a_failed_deploy_rolls_back_the_others_the_release_changed_in_that_environment(
-    project: Project, prefect_server: None, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+    project: Project, prefect_server: None, sink: SlackSink, request: pytest.FixtureRequest
 ) -> None:
     """release.on_failure = rollback-all (the default): dev is never left half-released."""
     site = project.root / "src" / "frontend" / "site" / "version.txt"
@@ -431,14 +430,7 @@ def test_a_failed_deploy_rolls_back_the_others_the_release_changed_in_that_envir
     assert code == 0, err
     project.write_source(UNHEALTHY_UNDER_TRAFFIC)  # the backend's v2 fails /health once it takes traffic
     site.write_text("v2\n")
-    requests: list[list[str]] = []
-    real = locks.concurrency
-
-    def recorded(names: list[str], *args: object, **kwargs: object) -> object:
-        requests.append(list(names))
-        return real(names, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(locks, "concurrency", recorded)
+    requests = request.getfixturevalue("lock_requests")  # from here on: the deploy above took its own
 
     state = start_release(project, "v2", components=["backend", "frontend"], environments=["dev"]).result(timeout=300)
 

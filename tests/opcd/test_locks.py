@@ -80,19 +80,15 @@ def test_a_waiting_run_logs_who_holds_the_lock_and_since_when(
 
 
 def test_a_release_takes_its_environments_locks_in_one_request_and_its_deploys_take_none(
-    prefect_server: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    prefect_server: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    lock_requests: list[list[str]],
 ) -> None:
+    requests = lock_requests
     monkeypatch.setattr(locks, "WAIT_LOG_SECONDS", 0.2)
     environment = f"locks-{uuid.uuid4().hex[:8]}"
     names = [release_limit_name(environment), limit_name(environment, "api"), limit_name(environment, "web")]
-    requests: list[list[str]] = []
-    real = locks.concurrency
-
-    def recorded(names: list[str], *args: object, **kwargs: object) -> object:
-        requests.append(list(names))
-        return real(names, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(locks, "concurrency", recorded)
     held, finish, order = threading.Event(), threading.Event(), []
     first_holds, first_ends = threading.Event(), threading.Event()
 
