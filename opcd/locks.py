@@ -132,15 +132,6 @@ def read_holder(name: str) -> Holder | None:
         return None
 
 
-def _write_holder(name: str, holder: Holder) -> None:
-    value: Any = asdict(holder)
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_variable(VariableCreate(name=_variable(name), value=value, tags=["opcd-lock"]))
-        except ObjectAlreadyExists:
-            client.update_variable(VariableUpdate(name=_variable(name), value=value))
-
-
 def _clear_holder(name: str, holder: Holder) -> None:
     if (current := read_holder(name)) is not None and current.same_run(holder):
         with get_client(sync_client=True) as client:
@@ -160,21 +151,30 @@ def _log_while_waiting(names: list[str], logger: Any, acquired: threading.Event)
             continue
         if acquired.is_set():
             continue
-        known = [(name, holder) for name, holder in holders.items() if holder is not None]
-        if len(names) == 1 or not known:
-            logger.info("Waiting for %s: held by %s", what, known[0][1] if known else "a holder that left no record")
+        known = {name: holder for name, holder in holders.items() if holder is not None}
+        if len(names) > 1 and known:
+            detail = "; ".join(f"{name} held by {holder}" for name, holder in known.items())
         else:
-            logger.info("Waiting for %s: %s", what, "; ".join(f"{name} held by {holder}" for name, holder in known))
+            detail = f"held by {next(iter(known.values()), 'a holder that left no record')}"
+        logger.info("Waiting for %s: %s", what, detail)
 
 
 def _take_over(name: str, me: Holder, logger: Any) -> None:
-    """Just acquired: a holder record left behind is a dead holder's; mark its run Crashed if still Running."""
-    dead = read_holder(name)
-    if dead is not None and not dead.same_run(me):
-        logger.warning("Lock %s was never released by %s: its lease expired (the holder died)", name, dead)
-        if dead.flow_run_id:
-            _mark_crashed(name, dead, me, logger)
-    _write_holder(name, me)
+    """Just acquired: write this holder's record (one request when none is there, the usual case). A record
+    left behind is a dead holder's: mark its run Crashed if still Running, then replace the record."""
+    value: Any = asdict(me)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_variable(VariableCreate(name=_variable(name), value=value, tags=["opcd-lock"]))
+            return
+        except ObjectAlreadyExists:
+            pass
+        dead = read_holder(name)
+        if dead is not None and not dead.same_run(me):
+            logger.warning("Lock %s was never released by %s: its lease expired (the holder died)", name, dead)
+            if dead.flow_run_id:
+                _mark_crashed(name, dead, me, logger)
+        client.update_variable(VariableUpdate(name=_variable(name), value=value))
 
 
 def _mark_crashed(name: str, dead: Holder, me: Holder, logger: Any) -> None:

@@ -142,7 +142,7 @@ def test_a_release_takes_its_environments_locks_in_one_request_and_its_deploys_t
 
 HOLDER = """
 import time
-from prefect import flow, task
+from prefect import flow
 from opcd.locks import environment_lock
 
 @flow(name="lock-holder", flow_run_name="killed-holder")
