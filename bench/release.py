@@ -9,7 +9,8 @@ PostgreSQL and on the embedded SQLite default (``bench/harness.py``: one process
    approval and canary switched off: neither is machine time), every AWS API call it makes counted
    (botocore's ``before-call`` event in this process; calls of child processes recorded by opcd.aws
    and counted too), its flow and task runs counted on the server; then the plain script (below) on
-   the sandbox reset and seeded again: figures 1 (wall time) and 2 (AWS calls);
+   the sandbox reset and seeded again: figures 1 (wall time) and 2 (AWS calls); then the same script
+   with an environment's components in parallel, on a sandbox seeded again: the floor of figures 1 and 3;
 2. ``opcd deploy backend --env prod --version v2 --dry-run``, then the same without
    ``--dry-run`` (v2's artifact built and deployed to dev first, not measured): wall time and AWS
    calls of each, through the CLI in this process: figure 5;
@@ -24,13 +25,17 @@ The plain script does the same deploys one after another with plain boto3 and ht
 publish, smoke-invoke, move the alias, health-check, the worker's rule, UpdateService followed to
 SUCCEEDED, health and smoke — from the artifacts the release built (it builds nothing). The
 release's wall time is taken without its build phase (the builds run first, in parallel; the script
-builds nothing).
+builds nothing). The parallel script makes the same calls, an environment's components in threads as
+the release deploys them, with nothing around them: no Prefect, plan, lock, ledger, check before a
+change or verification after it. Its ratio to the sequential script is the lowest figures 1 and 3 can
+reach with these deploys, dev before prod.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -40,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,81 +68,100 @@ from tasks.lambda_functions import http_event  # noqa: E402
 from tasks.migrations import migration_process  # noqa: E402
 
 
-def plain_release(config: Config, target: AwsTarget, version: str, state: Path) -> float:
-    """The release's deploys, sequential, with plain boto3/httpx: seconds (artifact uploads not counted).
-
-    Each step the deploys of the example project run, once, without opcd's checks: update and publish, the
-    backend's migrations, the smoke and sample invocations, the rules, the alias, health; App Runner's
-    UpdateService followed to SUCCEEDED, health, smoke; the alarms read once per component."""
+def plain_release(config: Config, target: AwsTarget, version: str, state: Path, parallel: bool = False) -> float:
+    """The release's deploys with plain boto3/httpx, one environment after another: seconds (artifact uploads
+    not counted). ``parallel``: an environment's components at once, one thread each, as the release runs
+    them — the same calls with nothing around them (no Prefect, plan, lock, ledger or checks): the floor
+    of any orchestration of these deploys."""
     bucket = config.project.artifact_bucket
-    lam, events = target.client("lambda"), target.client("events")
-    apprunner, cloudwatch = target.client("apprunner"), target.client("cloudwatch")
     for component, comp in config.components.items():  # the uploads the release's builds made
         if comp.kind == "lambda":
             body = (state / "build" / component / version / "lambda.zip").read_bytes()
             target.client("s3").put_object(Bucket=bucket, Key=f"{component}/{version}/lambda.zip", Body=body)
+    apprunner = target.client("apprunner")
     services = {s["ServiceName"]: s["ServiceArn"] for s in apprunner.list_services()["ServiceSummaryList"]}
     start = time.perf_counter()
-    for env_name, env in config.environments.items():
-        for component, comp in config.components.items():
-            if comp.kind == "apprunner":
-                arn = services[env.services[component]]
-                service = apprunner.describe_service(ServiceArn=arn)["Service"]
-                source = service["SourceConfiguration"]
-                uri = target.client("ecr").describe_repositories(repositoryNames=[str(comp.repository)])
-                image = f"{uri['repositories'][0]['repositoryUri']}:{version}"
-                source["ImageRepository"] = {
-                    **source["ImageRepository"], "ImageIdentifier": image, "ImageRepositoryType": "ECR",
-                }  # fmt: skip
-                source.pop("CodeRepository", None)
-                operation = apprunner.update_service(ServiceArn=arn, SourceConfiguration=source)["OperationId"]
-                while True:
-                    ops = apprunner.list_operations(ServiceArn=arn)["OperationSummaryList"]
-                    status = next(o["Status"] for o in ops if o["Id"] == operation)
-                    if status != "IN_PROGRESS" and status != "PENDING":
-                        break
-                    time.sleep(comp.operation.poll_interval)
-                url = apprunner.describe_service(ServiceArn=arn)["Service"]["ServiceUrl"]
-                wait_healthy(target.resolve_url(env.health[component]), env.health_check)
-                for check in comp.smoke:
-                    httpx.get(target.resolve_url(f"https://{url}") + check.path, timeout=5)
-            else:
-                function = env.functions[component]
-                lam.get_alias(FunctionName=function, Name="live")
-                lam.update_function_code(
-                    FunctionName=function, S3Bucket=bucket, S3Key=f"{component}/{version}/lambda.zip"
-                )
-                while lam.get_function_configuration(FunctionName=function)["LastUpdateStatus"] == "InProgress":
-                    time.sleep(0.1)
-                new = lam.publish_version(FunctionName=function, Description=f"plain {component} {version}")["Version"]
-                if comp.migrations:  # as the deploy: from the unpacked package, the database URL from Secrets Manager
-                    secret = target.client("secretsmanager").get_secret_value(SecretId=config.database_secret(env_name))
-                    argv, work, environ = migration_process(
-                        (state / "build" / component / version / "lambda.zip").read_bytes(), comp.migrations.command,
-                        comp.runtime, secret["SecretString"], state / "plain-migrate",
-                    )  # fmt: skip
-                    subprocess.run(
-                        argv, cwd=work, env=environ, check=True, capture_output=True, timeout=comp.migrations.timeout
-                    )
-                events_to_send = [http_event(check) for check in comp.smoke]
-                if comp.sample_event:
-                    events_to_send.append(json.loads((config.root / comp.sample_event).read_text()))
-                for event in events_to_send:
-                    lam.invoke(FunctionName=function, Qualifier=new, Payload=json.dumps(event).encode())
-                live = lam.get_alias(FunctionName=function, Name="live")["AliasArn"]
-                for rule in comp.rules:
-                    name = f"{config.project.name}-{env_name}-{rule.name}"
-                    events.put_rule(Name=name, ScheduleExpression=str(rule.schedule), State="ENABLED")
-                    events.put_targets(Rule=name, Targets=[{"Id": "live", "Arn": live}])
-                lam.update_alias(FunctionName=function, Name="live", FunctionVersion=new)
-                if component in env.health:
-                    wait_healthy(target.resolve_url(env.health[component]), env.health_check)
-                if comp.sample_event:
-                    sample = json.dumps(events_to_send[-1]).encode()
-                    lam.invoke(FunctionName=function, Qualifier="live", Payload=sample)
-            if env.alarms:
-                cloudwatch.describe_alarms(AlarmNames=env.alarms)
+    for env_name in config.environments:
+        deploys = [
+            functools.partial(plain_deploy, config, target, version, state, services, env_name, component)
+            for component in config.components
+        ]
+        if parallel:
+            with ThreadPoolExecutor(max_workers=len(deploys)) as pool:
+                for future in [pool.submit(deploy) for deploy in deploys]:
+                    future.result()
+        else:
+            for deploy in deploys:
+                deploy()
     return time.perf_counter() - start
+
+
+def plain_deploy(
+    config: Config, target: AwsTarget, version: str, state: Path, services: dict[str, str], env_name: str,
+    component: str,
+) -> None:  # fmt: skip
+    """One component's deploy as the plain script makes it: each step the deploys of the example project run,
+    once, without opcd's checks: update and publish, the backend's migrations, the smoke and sample
+    invocations, the rules, the alias, health; App Runner's UpdateService followed to SUCCEEDED, health,
+    smoke; the alarms read once."""
+    bucket, env, comp = config.project.artifact_bucket, config.environments[env_name], config.components[component]
+    lam, events = target.client("lambda"), target.client("events")
+    apprunner, cloudwatch = target.client("apprunner"), target.client("cloudwatch")
+    if comp.kind == "apprunner":
+        arn = services[env.services[component]]
+        service = apprunner.describe_service(ServiceArn=arn)["Service"]
+        source = service["SourceConfiguration"]
+        uri = target.client("ecr").describe_repositories(repositoryNames=[str(comp.repository)])
+        image = f"{uri['repositories'][0]['repositoryUri']}:{version}"
+        source["ImageRepository"] = {
+            **source["ImageRepository"], "ImageIdentifier": image, "ImageRepositoryType": "ECR",
+        }  # fmt: skip
+        source.pop("CodeRepository", None)
+        operation = apprunner.update_service(ServiceArn=arn, SourceConfiguration=source)["OperationId"]
+        while True:
+            ops = apprunner.list_operations(ServiceArn=arn)["OperationSummaryList"]
+            status = next(o["Status"] for o in ops if o["Id"] == operation)
+            if status != "IN_PROGRESS" and status != "PENDING":
+                break
+            time.sleep(comp.operation.poll_interval)
+        url = apprunner.describe_service(ServiceArn=arn)["Service"]["ServiceUrl"]
+        wait_healthy(target.resolve_url(env.health[component]), env.health_check)
+        for check in comp.smoke:
+            httpx.get(target.resolve_url(f"https://{url}") + check.path, timeout=5)
+    else:
+        function = env.functions[component]
+        lam.get_alias(FunctionName=function, Name="live")
+        lam.update_function_code(FunctionName=function, S3Bucket=bucket, S3Key=f"{component}/{version}/lambda.zip")
+        while lam.get_function_configuration(FunctionName=function)["LastUpdateStatus"] == "InProgress":
+            time.sleep(0.1)
+        new = lam.publish_version(FunctionName=function, Description=f"plain {component} {version}")["Version"]
+        if comp.migrations:  # as the deploy: from the unpacked package, the database URL from Secrets Manager
+            secret = target.client("secretsmanager").get_secret_value(SecretId=config.database_secret(env_name))
+            argv, work, environ = migration_process(
+                (state / "build" / component / version / "lambda.zip").read_bytes(), comp.migrations.command,
+                comp.runtime, secret["SecretString"], state / "plain-migrate",
+            )  # fmt: skip
+            subprocess.run(
+                argv, cwd=work, env=environ, check=True, capture_output=True, timeout=comp.migrations.timeout
+            )
+        events_to_send = [http_event(check) for check in comp.smoke]
+        if comp.sample_event:
+            events_to_send.append(json.loads((config.root / comp.sample_event).read_text()))
+        for event in events_to_send:
+            lam.invoke(FunctionName=function, Qualifier=new, Payload=json.dumps(event).encode())
+        live = lam.get_alias(FunctionName=function, Name="live")["AliasArn"]
+        for rule in comp.rules:
+            name = f"{config.project.name}-{env_name}-{rule.name}"
+            events.put_rule(Name=name, ScheduleExpression=str(rule.schedule), State="ENABLED")
+            events.put_targets(Rule=name, Targets=[{"Id": "live", "Arn": live}])
+        lam.update_alias(FunctionName=function, Name="live", FunctionVersion=new)
+        if component in env.health:
+            wait_healthy(target.resolve_url(env.health[component]), env.health_check)
+        if comp.sample_event:
+            sample = json.dumps(events_to_send[-1]).encode()
+            lam.invoke(FunctionName=function, Qualifier="live", Payload=sample)
+    if env.alarms:
+        cloudwatch.describe_alarms(AlarmNames=env.alarms)
 
 
 LAMBDA_TIMEOUT = 120
@@ -249,6 +274,9 @@ def release_round(
     add(f"{prefix}script calls", len(calls) + child_calls(children))
     if cpu:
         add(f"{prefix}script cpu", cpu["machine"])
+    seeded()  # new App Runner services: their URLs, so the target's gateway, are new
+    target = resolve_target(config.state_dir(), config.project.region)
+    add(f"{prefix}parallel script s", plain_release(config, target, "v1", config.state_dir(), parallel=True))
 
 
 def apprunner_timings(server: SandboxServer, **timings: float) -> None:
@@ -333,6 +361,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         row("   release deploys, s (builds excluded)", "", lambda f: spread(f["release s"], "{:.1f}")),
         row("   release builds, s (in parallel, not in the ratio)", "", lambda f: spread(f["builds s"], "{:.1f}")),
         row("   plain sequential script, s", "", lambda f: spread(f["script s"], "{:.1f}")),
+        row("   the floor: the plain script, an environment's components in parallel / sequential", "",
+            lambda f: spread(ratios(f, "parallel script s", "script s"))),
         row("   the machine's CPU, s: release (builds included; of it Prefect's server and database) / script", "",
             lambda f: (f"{median(f['release cpu'], '{:.1f}')} ({median(f['release prefect cpu'], '{:.1f}')})"
                        f" / {median(f['script cpu'], '{:.1f}')}") if f.get("release cpu") else "-"),
@@ -346,6 +376,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
             slow(lambda f: spread(ratios(f, "slow release s", "slow script s")))),
         row("   release deploys, s / script, s", "",
             slow(lambda f: f"{median(f['slow release s'], '{:.1f}')} / {median(f['slow script s'], '{:.1f}')}")),
+        row("   the floor: the plain script in parallel / sequential", "",
+            slow(lambda f: spread(ratios(f, "slow parallel script s", "slow script s")))),
         row("4. orchestration of one component's deploy, s (over an empty call)", "≤ 0.25",
             lambda f: spread(per_component(f, "component deploy"), "{:.3f}")),
         row("   one that bakes a split (its own child flow run, as all did before)", "",

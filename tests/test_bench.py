@@ -43,7 +43,8 @@ def test_the_release_table_has_the_five_figures_with_their_bounds() -> None:
         "deploy s": [5.0], "dry run calls": [7], "deploy calls": [29], "cost call": [1e-7], "cost task": [0.02],
         "cost child flow": [1.2], "cost component deploy": [0.1], "cost component deploy, child run": [1.3],
         "slow release s": [130.0], "slow script s": [140.0], "apprunner seconds": [60.0],
-        "release cpu": [30.0], "release prefect cpu": [12.0], "script cpu": [9.0],
+        "release cpu": [30.0], "release prefect cpu": [12.0], "script cpu": [9.0], "parallel script s": [6.0],
+        "slow parallel script s": [126.0],
     }  # fmt: skip
     text = release_report({"postgres": one, "sqlite": {k: v for k, v in one.items() if not k.startswith("slow")}})
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
@@ -51,6 +52,11 @@ def test_the_release_table_has_the_five_figures_with_their_bounds() -> None:
     assert "1.50" in rows["2. AWS calls: release / script"]
     slow = rows["3. App Runner deploy 60.0 s: release / script, wall time"]
     assert "0.93" in slow and slow.rstrip(" |").endswith("-")  # not measured on SQLite
+    assert (
+        "0.60 (0.60–0.60, n=1)"
+        in rows["the floor: the plain script, an environment's components in parallel / sequential"]
+    )
+    assert "0.90 (0.90–0.90, n=1)" in rows["the floor: the plain script in parallel / sequential"]
     assert "0.100" in rows["4. orchestration of one component's deploy, s (over an empty call)"]
     assert "7 / 29" in rows["AWS calls: dry run / deploy"]
     cpu = rows["the machine's CPU, s: release (builds included; of it Prefect's server and database) / script"]
