@@ -78,7 +78,7 @@ def plain_release(config: Config, target: AwsTarget, version: str, state: Path, 
         if comp.kind == "lambda":
             body = (state / "build" / component / version / "lambda.zip").read_bytes()
             target.client("s3").put_object(Bucket=bucket, Key=f"{component}/{version}/lambda.zip", Body=body)
-    for service in ("lambda", "events", "cloudwatch", "ecr", "secretsmanager"):  # clients made before the clock
+    for service in ("lambda", "events", "cloudwatch"):  # made before the clock, as the script always did
         target.client(service)
     apprunner = target.client("apprunner")
     services = {s["ServiceName"]: s["ServiceArn"] for s in apprunner.list_services()["ServiceSummaryList"]}
@@ -181,17 +181,19 @@ def bench_config(work: Path) -> Path:
     return work / "opcd.toml"
 
 
-def fresh_sandbox(server: SandboxServer, config: Config, work: Path) -> None:
-    """The sandbox as `opcd sandbox up` leaves it: reset, faults cleared, seeded; its address where opcd reads it."""
+def fresh_sandbox(server: SandboxServer, config: Config, work: Path) -> AwsTarget:
+    """The sandbox as `opcd sandbox up` leaves it: reset, faults cleared, seeded; its address where opcd reads it.
+    Returns the target it now is (its gateway names the services seeding made)."""
     httpx.post(f"{server.url}/moto-api/reset", timeout=30).raise_for_status()
     httpx.delete(f"{server.url}/_opcd/faults", timeout=30).raise_for_status()
     gateway = seed(config, server.url, work / "sandbox", server.apprunner_url)
     write_info(config.state_dir(), {**server.info(), "region": "us-east-1", "pid": os.getpid(), "gateway": gateway})
     # The seed's 15 s function timeout: on a loaded machine the example's handlers can start slower than that.
-    lam = resolve_target(config.state_dir(), config.project.region).client("lambda")
+    target = resolve_target(config.state_dir(), config.project.region)
     for env in config.environments.values():
         for function in env.functions.values():
-            lam.update_function_configuration(FunctionName=function, Timeout=LAMBDA_TIMEOUT)
+            target.client("lambda").update_function_configuration(FunctionName=function, Timeout=LAMBDA_TIMEOUT)
+    return target
 
 
 def cli(*argv: str) -> None:
@@ -254,12 +256,13 @@ def release_round(
     App Runner's deployments last that long (not its seeding)."""
     prefix = "slow " if slow else ""
 
-    def seeded() -> None:
+    def seeded() -> AwsTarget:
         if slow:  # services created at the default pace: seeding waits for them
             apprunner_timings(server, deploy=2.0)
-        fresh_sandbox(server, config, work)
+        target = fresh_sandbox(server, config, work)
         if slow:
             apprunner_timings(server, deploy=slow)
+        return target
 
     seeded()
     wall, builds, calls, flow_runs, task_runs, cpu = measured_release(config_file, counter)
@@ -269,15 +272,13 @@ def release_round(
     if cpu:
         add(f"{prefix}release cpu", cpu["machine"])
         add(f"{prefix}release prefect cpu", sum(cpu.get(kind, 0.0) for kind in PREFECT_KINDS))
-    seeded()
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = seeded()
     with CpuUse().measuring() as cpu, counter.counting() as calls:
         add(f"{prefix}script s", plain_release(config, target, "v1", config.state_dir()))
     add(f"{prefix}script calls", len(calls) + child_calls(children))
     if cpu:
         add(f"{prefix}script cpu", cpu["machine"])
-    seeded()  # new App Runner services: their URLs, so the target's gateway, are new
-    target = resolve_target(config.state_dir(), config.project.region)
+    target = seeded()  # new App Runner services: new URLs, so a new gateway
     add(f"{prefix}parallel script s", plain_release(config, target, "v1", config.state_dir(), parallel=True))
 
 

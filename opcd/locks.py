@@ -169,11 +169,12 @@ def _take_over(name: str, me: Holder, logger: Any) -> None:
             return
         except ObjectAlreadyExists:
             pass
-        dead = read_holder(name)
-        if dead is not None and not dead.same_run(me):
-            logger.warning("Lock %s was never released by %s: its lease expired (the holder died)", name, dead)
-            if dead.flow_run_id:
-                _mark_crashed(name, dead, me, logger)
+    dead = read_holder(name)
+    if dead is not None and not dead.same_run(me):
+        logger.warning("Lock %s was never released by %s: its lease expired (the holder died)", name, dead)
+        if dead.flow_run_id:
+            _mark_crashed(name, dead, me, logger)
+    with get_client(sync_client=True) as client:
         client.update_variable(VariableUpdate(name=_variable(name), value=value))
 
 
